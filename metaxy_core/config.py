@@ -1,0 +1,198 @@
+"""Project configuration: ``metaxy.toml`` or ``[tool.metaxy]`` in ``pyproject.toml``, plus ``METAXY_*``.
+
+The file is found by walking up from the working directory (``METAXY_CONFIG`` names one explicitly).
+Relative paths in it are relative to the file's folder, so commands behave the same from any sub-folder.
+Environment variables override the file: ``METAXY_PROJECT``, ``METAXY_ENTRYPOINTS`` (comma-separated),
+``METAXY_MIGRATIONS_DIR``, ``METAXY_STORE_ROOT``, ``METAXY_STORE_STORAGE_OPTIONS`` (a JSON object) and
+``METAXY_LOCK_TTL_SECONDS``. Storage option values may reference the environment explicitly as
+``"${VAR}"``, which keeps secrets out of the file; nothing is read from the environment implicitly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from metaxy_core.errors import ConfigError
+
+CONFIG_FILE = "metaxy.toml"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class StoreConfig(BaseModel):
+    """Where the metadata lives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = Field(".metaxy/store", description="Local folder (relative to the config file) or s3://bucket/prefix.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="delta-rs storage options; values may be '${ENV_VAR}' references."
+    )
+
+
+class MetaxyConfig(BaseModel):
+    """A project's metaxy settings. Build with :meth:`load`; every field has a working default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = "default"
+    entrypoints: list[str] = Field(default_factory=list, description="Modules imported to register features.")
+    migrations_dir: str = ".metaxy/migrations"
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    lock_ttl_seconds: float = Field(3600.0, gt=0, description="A migration lock expires after this long.")
+    config_file: Path | None = Field(None, exclude=True)
+    root_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", value):
+            raise ValueError(f"project name {value!r} must be letters, digits, '_', '-' or '.'")
+        return value
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, start_dir: str | Path | None = None) -> MetaxyConfig:
+        """Find and read the configuration, then apply ``METAXY_*`` overrides.
+
+        Raises:
+            ConfigError: the file is not valid TOML, has unknown keys or wrong types (the message names the
+                file and the key).
+        """
+        file = Path(path) if path else (Path(os.environ["METAXY_CONFIG"]) if os.environ.get("METAXY_CONFIG") else None)
+        if file is None:
+            file = find_config_file(Path(start_dir) if start_dir else Path.cwd())
+        data: dict[str, Any] = {}
+        if file is not None:
+            file = file.resolve()
+            if not file.is_file():
+                raise ConfigError(f"{file}: configuration file not found")
+            data = _read_toml(file)
+        data = _apply_env(data)
+        root_dir = file.parent if file is not None else Path(start_dir or Path.cwd()).resolve()
+        try:
+            return cls.model_validate({**data, "config_file": file, "root_dir": root_dir})
+        except ValidationError as exc:
+            where = str(file) if file else "METAXY_* environment"
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
+                + ("unknown key, remove it or check its spelling" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in exc.errors()
+            )
+            raise ConfigError(f"{where}: invalid metaxy configuration: {problems}") from None
+
+    # ---------------------------------------------------------------- resolution
+    @property
+    def migrations_path(self) -> Path:
+        path = Path(self.migrations_dir)
+        return path if path.is_absolute() else (self.root_dir / path)
+
+    @property
+    def store_root(self) -> str:
+        root = self.store.root
+        if "://" in root or Path(root).is_absolute():
+            return root
+        return str((self.root_dir / root).resolve())
+
+    def resolved_storage_options(self) -> dict[str, str]:
+        """Storage options with ``${VAR}`` references expanded (missing variables are an error)."""
+
+        def expand(key: str, value: str) -> str:
+            def sub(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name not in os.environ:
+                    raise ConfigError(
+                        f"{self.config_file or 'configuration'}: store.storage_options.{key} refers to "
+                        f"${{{name}}}, which is not set; export it or remove the option"
+                    )
+                return os.environ[name]
+
+            return _ENV_REF.sub(sub, value)
+
+        return {k: expand(k, v) for k, v in self.store.storage_options.items()}
+
+    def get_store(self) -> Any:
+        """The configured :class:`~metaxy_core.DeltaMetadataStore` (no I/O until it is used)."""
+        from metaxy_core.store.delta import DeltaMetadataStore
+
+        return DeltaMetadataStore(
+            self.store_root,
+            self.resolved_storage_options(),
+            project=self.project,
+            lock_ttl_seconds=self.lock_ttl_seconds,
+        )
+
+    def load_features(self) -> Any:
+        """Import the entrypoint modules (the config folder on ``sys.path``); returns the active graph."""
+        from metaxy_core.graph.graph import FeatureGraph
+
+        root = str(self.root_dir)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        for module in self.entrypoints:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ConfigError(
+                    f"{self.config_file or 'configuration'}: entrypoint {module!r} could not be imported "
+                    f"({exc}); check `entrypoints` and that {root} contains it"
+                ) from exc
+        return FeatureGraph.get_active()
+
+
+def find_config_file(start: Path) -> Path | None:
+    """The nearest ``metaxy.toml``, or ``pyproject.toml`` with a ``[tool.metaxy]`` table, walking up."""
+    for folder in [start.resolve(), *start.resolve().parents]:
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                if "metaxy" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+                    return pyproject
+            except tomllib.TOMLDecodeError:
+                continue
+    return None
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax") from None
+    if file.name == "pyproject.toml":
+        data = data.get("tool", {}).get("metaxy", {})
+    return data
+
+
+def _apply_env(data: dict[str, Any]) -> dict[str, Any]:
+    env = os.environ
+    data = {**data, "store": dict(data.get("store", {}))}
+    if "METAXY_PROJECT" in env:
+        data["project"] = env["METAXY_PROJECT"]
+    if "METAXY_ENTRYPOINTS" in env:
+        data["entrypoints"] = [m.strip() for m in env["METAXY_ENTRYPOINTS"].split(",") if m.strip()]
+    if "METAXY_MIGRATIONS_DIR" in env:
+        data["migrations_dir"] = env["METAXY_MIGRATIONS_DIR"]
+    if "METAXY_STORE_ROOT" in env:
+        data["store"]["root"] = env["METAXY_STORE_ROOT"]
+    if "METAXY_LOCK_TTL_SECONDS" in env:
+        data["lock_ttl_seconds"] = env["METAXY_LOCK_TTL_SECONDS"]
+    if "METAXY_STORE_STORAGE_OPTIONS" in env:
+        try:
+            options = json.loads(env["METAXY_STORE_STORAGE_OPTIONS"])
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"METAXY_STORE_STORAGE_OPTIONS is not a JSON object ({exc.msg})") from None
+        if not isinstance(options, dict):
+            raise ConfigError("METAXY_STORE_STORAGE_OPTIONS must be a JSON object")
+        data["store"]["storage_options"] = {**data["store"].get("storage_options", {}), **options}
+    return data

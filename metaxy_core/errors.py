@@ -1,0 +1,70 @@
+"""Errors raised by metaxy_core.
+
+Every error a user can trigger derives from :class:`MetaxyError`. Messages name the thing at fault (a file,
+a feature, a migration id) and end with what to do about it, so the CLI can print them as they are and
+Dagster can surface them as the failure description.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MetaxyError(Exception):
+    """Base class of every error metaxy raises on purpose."""
+
+
+class ConfigError(MetaxyError):
+    """The project configuration (``metaxy.toml`` / ``[tool.metaxy]`` / ``METAXY_*``) is invalid."""
+
+
+class InvalidKeyError(MetaxyError, ValueError):
+    """A feature or field key is malformed (empty part, ``..``, path separator, ...)."""
+
+
+class GraphError(MetaxyError):
+    """The feature graph is inconsistent."""
+
+
+class DuplicateFeatureError(GraphError):
+    """Two features were declared with the same key in one graph."""
+
+
+class UnknownDependencyError(GraphError):
+    """A feature or field dependency names something that is not in the graph."""
+
+
+class CycleError(GraphError):
+    """Feature dependencies form a cycle."""
+
+
+class FeatureNotFoundError(MetaxyError, KeyError):
+    """A feature key is not part of the graph in use."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreError(MetaxyError):
+    """The metadata store could not be read or written."""
+
+
+class StoreUnreachableError(StoreError):
+    """The store's root (bucket, endpoint, folder) cannot be reached with the given credentials."""
+
+
+class MetadataSchemaError(StoreError):
+    """A frame handed to the store does not have the columns/structure the feature requires."""
+
+
+class SnapshotNotFoundError(StoreError):
+    """A snapshot version was asked for that was never pushed to the store."""
+
+
+class FileError(MetaxyError):
+    """An error tied to one file; the message always starts with the file's path."""
+
+    def __init__(self, path: Path | str, message: str) -> None:
+        self.path = Path(path)
+        self.detail = message
+        super().__init__(f"{path}: {message}")

@@ -1,0 +1,91 @@
+"""Storage options for Delta Lake: local paths, ``s3://`` URIs, credentials and redaction.
+
+S3 credentials come from boto3's standard chain (explicit profile, environment, shared config, instance or
+container role) and are turned into delta-rs storage options; options given explicitly always win. Secret
+values never leave this module unredacted: every error message built from a delta-rs/boto3 exception passes
+through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+_REMOTE_SCHEMES = ("s3://", "s3a://")
+_SECRET_HINTS = ("SECRET", "TOKEN", "PASSWORD", "ACCESS_KEY", "CREDENTIAL", "SESSION")
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(_REMOTE_SCHEMES)
+
+
+def normalize_root(root: str | Path) -> str:
+    """Absolute local path, or an ``s3://bucket/prefix`` without trailing slash."""
+    text = str(root)
+    if is_remote(text):
+        bucket_and_prefix = text.split("://", 1)[1].strip("/")
+        if not bucket_and_prefix:
+            from metaxy_core.errors import ConfigError
+
+            raise ConfigError(f"store root {text!r} names no bucket; write it as s3://bucket/prefix")
+        return "s3://" + bucket_and_prefix
+    if "://" in text and not text.startswith("file://"):
+        from metaxy_core.errors import ConfigError
+
+        raise ConfigError(
+            f"store root {text!r} uses an unsupported scheme; use a local folder or s3://bucket/prefix"
+        )
+    return str(Path(text.removeprefix("file://")).expanduser().resolve())
+
+
+def resolve_storage_options(root: str, explicit: Mapping[str, str] | None) -> dict[str, str]:
+    """Options delta-rs needs for ``root``: explicit ones, completed from boto3's chain for S3."""
+    given = {str(k).upper(): str(v) for k, v in (explicit or {}).items() if v is not None}
+    if not is_remote(root):
+        return given
+    import boto3  # deferred: local stores never pay for botocore's import
+
+    options: dict[str, str] = {}
+    if "AWS_ACCESS_KEY_ID" not in given:
+        session = boto3.Session(profile_name=given.pop("AWS_PROFILE", None) or None)
+        credentials = session.get_credentials()
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            options["AWS_ACCESS_KEY_ID"] = frozen.access_key
+            options["AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
+            if frozen.token:
+                options["AWS_SESSION_TOKEN"] = frozen.token
+        if session.region_name:
+            options["AWS_REGION"] = session.region_name
+    given.pop("AWS_PROFILE", None)
+    endpoint = given.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+        "AWS_ENDPOINT_URL"
+    )
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = endpoint
+        if endpoint.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    options.setdefault("AWS_REGION", os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    options.update(given)
+    return options
+
+
+def secret_values(options: Mapping[str, str] | None) -> list[str]:
+    """Values of options that are credentials (access keys, secrets, tokens, passwords)."""
+    return [
+        str(v)
+        for k, v in (options or {}).items()
+        if v and len(str(v)) >= 4 and any(h in str(k).upper() for h in _SECRET_HINTS)
+    ]
+
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove secret values (and passwords embedded in URLs) from ``text``."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
