@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import reduce
 from pathlib import Path
@@ -37,6 +41,26 @@ TIMESTAMP = pl.Datetime("us", "UTC")
 
 class MetadataNotFoundError(StoreError):
     """A feature has no metadata in the store yet."""
+
+
+class DryRunWriteError(MetaxyError):
+    """Something tried to write to the store inside a dry run."""
+
+
+@dataclass
+class WriteScope:
+    """Attributes every write made inside it (a migration step) to one write id, and counts the rows.
+
+    The write id is what rollback uses to hide a migration's rows; a dry-run scope refuses writes, which
+    guarantees that a dry run leaves every table version unchanged even if user code forgets to check.
+    """
+
+    write_id: str
+    dry_run: bool = False
+    rows_by_feature: dict[str, int] = field(default_factory=dict)
+
+
+_SCOPE: contextvars.ContextVar[WriteScope | None] = contextvars.ContextVar("metaxy_write_scope", default=None)
 
 
 class DeltaMetadataStore(MetadataStore):
@@ -93,6 +117,17 @@ class DeltaMetadataStore(MetadataStore):
 
     def system_table_uri(self, name: str) -> str:
         return f"{self.root_uri}/{SYSTEM_DIR}/{name}"
+
+    @staticmethod
+    @contextmanager
+    def write_scope(write_id: str, *, dry_run: bool = False) -> Iterator[WriteScope]:
+        """Attribute writes in this block to ``write_id`` (or refuse them in a dry run)."""
+        scope = WriteScope(write_id=write_id, dry_run=dry_run)
+        token = _SCOPE.set(scope)
+        try:
+            yield scope
+        finally:
+            _SCOPE.reset(token)
 
     # -------------------------------------------------------------------- helpers
     @staticmethod
@@ -206,13 +241,52 @@ class DeltaMetadataStore(MetadataStore):
         """
         graph = self._graph(graph)
         spec = graph.spec(feature)
+        scope = self._guard_write(spec)
         frame = self.prepare_rows(spec, df, graph)
-        frame = self.stamp(frame, spec, graph, write_id=write_id, snapshot_version=snapshot_version)
+        frame = self.stamp(
+            frame, spec, graph, write_id=write_id or (scope.write_id if scope else None), snapshot_version=snapshot_version
+        )
         rows = _io.collect(frame, self.table_uri(spec.key), self.storage_options)
         self._check_unique_ids(spec, rows)
         rows = rows.drop("__no_upstream", strict=False)
         _io.append(self.table_uri(spec.key), rows, self.storage_options)
+        self._count(scope, spec, rows.height)
         return rows.height
+
+    def append_stream(self, feature: FeatureRef, lf: pl.LazyFrame, *, batch_rows: int = 500_000) -> int:
+        """Append already-stamped rows in batches of ``batch_rows``, one Delta commit per batch.
+
+        Memory stays bounded by the batch size, not the table size. A crash between batches leaves whole
+        batches behind; callers make re-runs skip what was written (reconciliation anti-joins on ids).
+        """
+        key = resolve_key(feature)
+        scope = self._guard_write(key)
+        uri = self.table_uri(key)
+        total = 0
+        with _io.guard("write to", uri, self.storage_options):
+            for batch in lf.collect_batches(chunk_size=batch_rows):
+                if batch.height:
+                    _io.append(uri, batch, self.storage_options)
+                    total += batch.height
+        self._count(scope, key, total)
+        return total
+
+    @staticmethod
+    def _guard_write(feature: FeatureSpec | FeatureKey) -> WriteScope | None:
+        scope = _SCOPE.get()
+        if scope is not None and scope.dry_run:
+            key = feature.key if isinstance(feature, FeatureSpec) else feature
+            raise DryRunWriteError(
+                f"a write to feature {key} was attempted during a dry run (step {scope.write_id}); "
+                "operations must check `dry_run` and only count the rows they would write"
+            )
+        return scope
+
+    @staticmethod
+    def _count(scope: WriteScope | None, feature: FeatureSpec | FeatureKey, rows: int) -> None:
+        if scope is not None:
+            key = (feature.key if isinstance(feature, FeatureSpec) else feature).to_string()
+            scope.rows_by_feature[key] = scope.rows_by_feature.get(key, 0) + rows
 
     def prepare_rows(self, spec: FeatureSpec, df: FrameLike, graph: FeatureGraph) -> pl.LazyFrame:
         """Validate ids and the provenance struct; compute provenance for downstream rows lacking it."""
@@ -231,7 +305,7 @@ class DeltaMetadataStore(MetadataStore):
                     f"rows for root feature {spec.key} must bring {PROVENANCE_BY_FIELD}: a struct with one "
                     f"string per field ({', '.join(fields)}), e.g. content hashes of the source files"
                 )
-            expected = self._expected(spec, graph)
+            expected = self.expected_provenance(spec, graph)
             lf = lf.drop([c for c in SYSTEM_COLUMNS if c in schema]).join(expected, on=ids, how="left")
             lf = lf.with_columns(pl.col(PROVENANCE_BY_FIELD).is_null().alias("__no_upstream"))
         else:
@@ -266,8 +340,10 @@ class DeltaMetadataStore(MetadataStore):
             )
         else:
             lf = lf.with_columns(pl.col(PROVENANCE_BY_FIELD).alias(DATA_VERSION_BY_FIELD))
-        if DATA_VERSION not in schema:
-            lf = lf.with_columns(combined_provenance(DATA_VERSION_BY_FIELD, fields).alias(DATA_VERSION))
+        derived = combined_provenance(DATA_VERSION_BY_FIELD, fields)
+        lf = lf.with_columns(
+            (pl.coalesce(pl.col(DATA_VERSION), derived) if DATA_VERSION in schema else derived).alias(DATA_VERSION)
+        )
         lf = lf.with_columns(
             pl.lit(graph.feature_version(spec.key)).alias(FEATURE_VERSION),
             pl.lit(snapshot_version or graph.snapshot_version).alias(SNAPSHOT_VERSION),
@@ -305,7 +381,7 @@ class DeltaMetadataStore(MetadataStore):
             )
 
     # -------------------------------------------------------------- resolve_update
-    def _expected(self, spec: FeatureSpec, graph: FeatureGraph) -> pl.LazyFrame:
+    def expected_provenance(self, spec: FeatureSpec, graph: FeatureGraph) -> pl.LazyFrame:
         """Expected provenance of every sample computable from the upstream features' current rows."""
         ids = list(spec.id_columns)
         frames = []
@@ -362,7 +438,7 @@ class DeltaMetadataStore(MetadataStore):
                 )
             ).with_columns(combined_provenance(PROVENANCE_BY_FIELD, spec.field_names).alias(PROVENANCE))
         else:
-            expected = self._expected(spec, graph)
+            expected = self.expected_provenance(spec, graph)
             if samples is not None:
                 given = samples.lazy()
                 missing = [c for c in ids if c not in given.collect_schema()]

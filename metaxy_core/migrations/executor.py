@@ -1,0 +1,346 @@
+"""Applying migrations: chain order, the store lock, checksums, per-step progress and dry runs.
+
+Every unit of work is a *step*: (migration, operation index, feature). A step's rows are written under the
+deterministic write id ``<migration>/<op index>/<feature>`` and its completion is recorded in the migration
+log, so a re-run after a crash skips completed steps and resumes at the first unfinished one. A dry run
+takes no lock and records nothing: it runs every step in a write scope that refuses writes and reports the
+rows each step would write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from metaxy_core.errors import MetaxyError
+from metaxy_core.graph.graph import FeatureGraph
+from metaxy_core.graph.keys import FeatureKey
+from metaxy_core.migrations import progress
+from metaxy_core.migrations.chain import MigrationChain
+from metaxy_core.migrations.context import OperationContext
+from metaxy_core.migrations.loader import APPLY_PHASE
+from metaxy_core.migrations.lock import StoreLock
+from metaxy_core.migrations.models import (
+    CustomMigration,
+    Migration,
+    MigrationFailed,
+    MigrationResult,
+    StepResult,
+)
+from metaxy_core.migrations.ops import BaseOperation, StepOutcome, format_validation_error
+from metaxy_core.store._storage import redact
+
+if TYPE_CHECKING:
+    from metaxy_core.store.delta import DeltaMetadataStore
+
+CUSTOM_FEATURE = "*"
+
+logger = logging.getLogger("metaxy.migrations")
+
+
+class MigrationEditedError(MetaxyError):
+    """A migration file changed after it was (partly) applied."""
+
+
+class ParentNotAppliedError(MetaxyError):
+    """A migration was asked to run before its parent completed."""
+
+
+class MigrationExecutor:
+    """Runs migrations against one store.
+
+    Args:
+        store: the metadata store.
+        project: project name (scopes snapshots, the log and the lock); default: the store's.
+        graph: the code's feature graph; default: the active graph.
+        run_id: identifies this run in the log and the lock (Dagster passes its run id).
+        force: accept migrations whose file changed after they were partly applied.
+        on_step: called with every :class:`StepResult` as it finishes (progress bars, Dagster logs).
+    """
+
+    def __init__(
+        self,
+        store: DeltaMetadataStore,
+        *,
+        project: str | None = None,
+        graph: FeatureGraph | None = None,
+        run_id: str | None = None,
+        force: bool = False,
+        batch_rows: int = 500_000,
+        on_step: Callable[[StepResult], None] | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.store = store
+        self.project = project or store.project
+        self.graph = graph if graph is not None else FeatureGraph.get_active()
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.force = force
+        self.batch_rows = batch_rows
+        self.on_step = on_step
+        self.log = log or logger
+        self.lock = StoreLock(store, self.run_id)
+
+    # ------------------------------------------------------------------ status
+    def states(self) -> dict[str, progress.MigrationState]:
+        return progress.read_states(self.store, self.project)
+
+    def state(self, migration_id: str) -> progress.MigrationState:
+        return self.states().get(migration_id) or progress.MigrationState(migration_id)
+
+    def pending(self, chain: MigrationChain, target: str | None = None) -> list[Migration]:
+        states = self.states()
+        return [
+            m
+            for m in chain.upto(target)
+            if states.get(m.migration_id, progress.MigrationState(m.migration_id)).status != progress.COMPLETED
+        ]
+
+    # ------------------------------------------------------------------- apply
+    def apply(self, chain: MigrationChain, target: str | None = None, *, dry_run: bool = False) -> list[MigrationResult]:
+        """Apply (or plan) pending migrations up to ``target`` in chain order; stops at the first failure.
+
+        Raises:
+            MigrationFailed: a step failed (its result, with the steps done so far, is attached).
+        """
+        if target is not None:
+            chain.get(target)
+        todo = self.pending(chain, target)
+        results: list[MigrationResult] = []
+        if not todo:
+            return results
+        if dry_run:
+            return [self.apply_migration(m, dry_run=True) for m in todo]
+        with self.lock:
+            for m in todo:
+                results.append(self.apply_migration(m, chain=chain))
+        return results
+
+    def apply_migration(
+        self, migration: Migration, *, dry_run: bool = False, chain: MigrationChain | None = None
+    ) -> MigrationResult:
+        """Apply (or plan) one migration: every operation in order, skipping completed steps."""
+        start = time.perf_counter()
+        state = self.state(migration.migration_id)
+        if state.status == progress.COMPLETED:
+            return MigrationResult(migration_id=migration.migration_id, kind=migration.kind, status="already_applied", dry_run=dry_run)
+        if chain is not None and not dry_run:
+            self._check_parent(migration, chain)
+        steps: list[StepResult] = []
+        if dry_run:
+            for index in range(len(self._operations(migration))):
+                steps.extend(self.run_operation(migration, index, dry_run=True, state=state))
+            return MigrationResult(
+                migration_id=migration.migration_id, kind=migration.kind, status="planned", dry_run=True,
+                steps=steps, duration_s=time.perf_counter() - start,
+            )
+        with self.lock:
+            operations = self._operations(migration)
+            for index in range(len(operations)):
+                steps.extend(self.run_operation(migration, index, state=state, finish=False))
+                state = self.state(migration.migration_id)
+            self.finish(migration)
+        return MigrationResult(
+            migration_id=migration.migration_id, kind=migration.kind, status="completed", steps=steps,
+            duration_s=time.perf_counter() - start,
+        )
+
+    def _check_parent(self, migration: Migration, chain: MigrationChain) -> None:
+        parent = chain.parent_of(migration.migration_id)
+        if parent is not None and self.state(parent.migration_id).status != progress.COMPLETED:
+            raise ParentNotAppliedError(
+                f"migration {migration.migration_id} follows {parent.migration_id}, which is not applied yet; "
+                f"run `metaxy migrations apply {migration.migration_id}` to apply the chain up to it"
+            )
+
+    # -------------------------------------------------------------- steps
+    def _operations(self, migration: Migration) -> list[BaseOperation | None]:
+        """The migration's operations (``None`` stands for a CustomMigration's ``execute``)."""
+        if isinstance(migration, CustomMigration):
+            return [None]
+        try:
+            return list(migration.operations())
+        except MetaxyError:
+            raise
+        except ValidationError as exc:
+            raise MetaxyError(
+                f"migration {migration.migration_id}: build_operations() returned an invalid operation: "
+                f"{format_validation_error(exc)}"
+            ) from None
+
+    def _revalidate(self, migration: Migration) -> None:
+        """Run the migration's validators in the apply phase (connectivity checks and the like)."""
+        try:
+            type(migration).model_validate(migration.model_dump(), context={"metaxy_phase": APPLY_PHASE})
+        except ValidationError as exc:
+            where = migration.source_path or migration.migration_id
+            raise MetaxyError(f"{where}: validation failed before any work: {format_validation_error(exc)}") from None
+
+    def begin(self, migration: Migration, state: progress.MigrationState | None = None) -> progress.MigrationState:
+        """Check the checksum, run apply-phase validators and record ``started`` once per attempt."""
+        state = state or self.state(migration.migration_id)
+        if state.checksum and state.checksum != migration.checksum and not self.force:
+            raise MigrationEditedError(
+                f"{migration.source_path or migration.migration_id} was edited after it was "
+                f"{'applied' if state.status == progress.COMPLETED else 'partly applied'} (recorded checksum "
+                f"{state.checksum}, file now {migration.checksum}); revert the edit and put new work in a new "
+                "migration, or pass --force to continue with the edited file"
+            )
+        self._revalidate(migration)
+        if state.status != progress.IN_PROGRESS or state.checksum != migration.checksum:
+            progress.record(
+                self.store, project=self.project, migration_id=migration.migration_id, status=progress.STARTED,
+                run_id=self.run_id, checksum=migration.checksum,
+            )
+            state = self.state(migration.migration_id)
+        return state
+
+    def finish(self, migration: Migration) -> None:
+        progress.record(
+            self.store, project=self.project, migration_id=migration.migration_id, status=progress.COMPLETED,
+            run_id=self.run_id, checksum=migration.checksum,
+        )
+
+    def context(self, migration: Migration, op_index: int, *, dry_run: bool) -> OperationContext:
+        from_graph, to_graph = migration.resolve_graphs(self.store, self.project, self.graph)
+        affected = (
+            migration.get_affected_features(self.store, self.project, self.graph)  # type: ignore[call-arg]
+            if _takes_graph(migration)
+            else migration.get_affected_features(self.store, self.project)
+        )
+        return OperationContext(
+            store=self.store, project=self.project, migration=migration, op_index=op_index, to_graph=to_graph,
+            from_graph=from_graph, affected=list(affected), run_id=self.run_id, dry_run=dry_run,
+            batch_rows=self.batch_rows, log=self.log,
+        )
+
+    def run_operation(
+        self,
+        migration: Migration,
+        op_index: int,
+        *,
+        dry_run: bool = False,
+        state: progress.MigrationState | None = None,
+        finish: bool | None = None,
+    ) -> list[StepResult]:
+        """Run (or plan) every unfinished feature step of one operation.
+
+        Self-contained so that Dagster can run each operation in its own op/process: it takes the lock, records
+        ``started`` if needed and, for the last operation (``finish`` default), records completion.
+        """
+        operations = self._operations(migration)
+        if not 0 <= op_index < len(operations):
+            raise MetaxyError(f"migration {migration.migration_id} has no operation #{op_index}")
+        state = state or self.state(migration.migration_id)
+        if state.status == progress.COMPLETED:
+            return []
+        finish = (op_index == len(operations) - 1) if finish is None else finish
+        if dry_run:
+            self._revalidate(migration)
+            return self._run_steps(migration, op_index, operations[op_index], state, dry_run=True)
+        with self.lock:
+            state = self.begin(migration, state)
+            results = self._run_steps(migration, op_index, operations[op_index], state, dry_run=False)
+            if finish:
+                self.finish(migration)
+        return results
+
+    def _run_steps(
+        self, migration: Migration, op_index: int, op: BaseOperation | None, state: progress.MigrationState, *, dry_run: bool
+    ) -> list[StepResult]:
+        if op is None:
+            features = [CUSTOM_FEATURE]
+            op_id, op_type = migration.operation_labels()[0]
+            ctx = None
+        else:
+            ctx = self.context(migration, op_index, dry_run=dry_run)
+            features = [str(f) for f in op.features_for(ctx)]
+            op_id, op_type = op.op_id, op.type or op.import_path()
+        results = []
+        for feature in features:
+            if not dry_run and state.step_done(op_index, feature):
+                done = state.steps[(op_index, feature)]
+                results.append(StepResult(op_index=op_index, op_id=op_id, op_type=op_type, feature_key=feature,
+                                          status="already_done", rows=done.rows, note=done.note))
+                continue
+            results.append(self._run_step(migration, op_index, op, ctx, feature, op_id, op_type, dry_run=dry_run))
+        return results
+
+    def _run_step(
+        self, migration: Migration, op_index: int, op: BaseOperation | None, ctx: OperationContext | None,
+        feature: str, op_id: str, op_type: str, *, dry_run: bool,
+    ) -> StepResult:
+        write_id = f"{migration.migration_id}/{op_index}/{feature.replace('/', '__')}"
+        start = time.perf_counter()
+        self.log.info("%s %s: %s on %s", "planning" if dry_run else "applying", migration.migration_id, op_id, feature)
+        with self.store.write_scope(write_id, dry_run=dry_run) as scope:
+            try:
+                if op is None:
+                    outcome = _custom_outcome(
+                        type(migration).execute(migration, self.store, self.project, dry_run=dry_run)  # type: ignore[call-arg]
+                    )
+                else:
+                    assert ctx is not None
+                    outcome = op.run(ctx, FeatureKey(feature))
+            except Exception as exc:
+                duration = time.perf_counter() - start
+                message = redact(f"{type(exc).__name__}: {exc}", self.store.secrets)
+                result = StepResult(op_index=op_index, op_id=op_id, op_type=op_type, feature_key=feature,
+                                    status="failed", duration_s=duration, error=message)
+                if not dry_run:
+                    self._record_step(migration, result, write_id, scope.rows_by_feature)
+                    progress.record(self.store, project=self.project, migration_id=migration.migration_id,
+                                    status=progress.FAILED, run_id=self.run_id, checksum=migration.checksum,
+                                    error=message)
+                self._notify(result)
+                self.log.debug("step failed:\n%s", traceback.format_exc())
+                failed = MigrationResult(migration_id=migration.migration_id, kind=migration.kind, status="failed",
+                                         dry_run=dry_run, steps=[result], error=message)
+                raise MigrationFailed(
+                    f"migration {migration.migration_id}, operation {op_id} on {feature} failed: {message}. "
+                    + ("Fix the cause and run the dry run again." if dry_run else
+                       "Completed steps are kept; fix the cause and re-run `metaxy migrations apply` to resume here."),
+                    failed,
+                ) from exc
+        status = "planned" if dry_run and outcome.status == "completed" else outcome.status
+        result = StepResult(op_index=op_index, op_id=op_id, op_type=op_type, feature_key=feature, status=status,
+                            rows=outcome.rows, duration_s=time.perf_counter() - start, note=outcome.note)
+        if not dry_run:
+            writes = dict(scope.rows_by_feature)
+            self._record_step(migration, result, write_id, writes)
+            self.lock.renew()
+        self._notify(result)
+        return result
+
+    def _record_step(self, migration: Migration, result: StepResult, write_id: str, writes: dict[str, int]) -> None:
+        progress.record(
+            self.store, project=self.project, migration_id=migration.migration_id, status=result.status,
+            run_id=self.run_id, op_index=result.op_index, op_id=result.op_id, op_type=result.op_type,
+            feature_key=result.feature_key, rows=result.rows, duration_s=result.duration_s, note=result.note,
+            error=result.error, checksum=migration.checksum, write_id=write_id, writes=writes,
+        )
+
+    def _notify(self, result: StepResult) -> None:
+        if self.on_step is not None:
+            self.on_step(result)
+
+
+def _custom_outcome(value: Any) -> StepOutcome:
+    if isinstance(value, StepOutcome):
+        return value
+    if isinstance(value, MigrationResult):
+        return StepOutcome(value.rows_total)
+    if isinstance(value, dict):
+        return StepOutcome(sum(int(v) for v in value.values()))
+    return StepOutcome(int(value or 0))
+
+
+def _takes_graph(migration: Migration) -> bool:
+    import inspect
+
+    return "graph" in inspect.signature(migration.get_affected_features).parameters

@@ -1,0 +1,227 @@
+"""Discovery and loading of migration files (``YYYYMMDD_HHMMSS_description.yaml|.yml|.py``).
+
+YAML is parsed with ``yaml.safe_load`` only. Every error names the file and what to change; loading a
+directory collects the errors of every bad file, so one broken file never hides another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from metaxy_core.errors import FileError, MetaxyError
+from metaxy_core.migrations.chain import MigrationChain
+from metaxy_core.migrations.models import (
+    CustomMigration,
+    DiffMigration,
+    FullGraphMigration,
+    Migration,
+    PythonMigration,
+)
+from metaxy_core.migrations.ops import OperationError, format_validation_error
+
+FILENAME = re.compile(r"^(?P<ts>\d{8}_\d{6})(?:_(?P<desc>[A-Za-z0-9][A-Za-z0-9_\-]*))?\.(?P<ext>yaml|yml|py)$")
+EXTENSIONS = (".yaml", ".yml", ".py")
+_BASES = (Migration, DiffMigration, PythonMigration, CustomMigration, FullGraphMigration)
+_KINDS: dict[str, type[Migration]] = {
+    "diff": DiffMigration,
+    "full_graph": FullGraphMigration,
+    "DiffMigration": DiffMigration,
+    "FullGraphMigration": FullGraphMigration,
+}
+# Keys of Metaxy 0.1.x migration files, mapped onto this project's names.
+_LEGACY_RENAMES = {
+    "id": "migration_id",
+    "from_project_version": "from_snapshot_version",
+    "to_project_version": "to_snapshot_version",
+    "operations": "ops",
+    "parent_migration_id": "parent",
+}
+_LEGACY_IGNORED = ("version", "feature_class_overrides")
+
+#: pydantic validation context: validators doing I/O (connectivity checks) should only run in this phase
+APPLY_PHASE = "apply"
+
+
+class MigrationLoadError(FileError):
+    """A migration file cannot be loaded; the message starts with its path."""
+
+
+class MigrationLoadErrors(MetaxyError):
+    """Several files failed to load; ``errors`` holds each one."""
+
+    def __init__(self, errors: list[MigrationLoadError]) -> None:
+        self.errors = errors
+        lines = "\n".join(f"  - {e}" for e in errors)
+        super().__init__(f"{len(errors)} migration file(s) cannot be loaded:\n{lines}")
+
+
+def discover(directory: Path) -> tuple[list[Path], list[MigrationLoadError]]:
+    """Migration files in ``directory`` (sorted) and errors for misnamed ones."""
+    if not directory.exists():
+        return [], []
+    files, errors = [], []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith(("_", ".")) or path.suffix not in EXTENSIONS or not path.is_file():
+            continue
+        if not FILENAME.match(path.name):
+            errors.append(
+                MigrationLoadError(
+                    path,
+                    "file name must be YYYYMMDD_HHMMSS_description" + path.suffix + "; rename it "
+                    "(e.g. `metaxy migrations generate --name ...` shows the format)",
+                )
+            )
+            continue
+        files.append(path)
+    return files, errors
+
+
+def load_migration_file(path: Path, *, context: dict[str, Any] | None = None) -> Migration:
+    """Load one migration file.
+
+    Raises:
+        MigrationLoadError: naming ``path`` and the fix.
+    """
+    path = Path(path)
+    match = FILENAME.match(path.name)
+    if not match:
+        raise MigrationLoadError(path, "file name must be YYYYMMDD_HHMMSS_description.yaml|.yml|.py")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise MigrationLoadError(path, f"cannot be read ({exc.strerror})") from None
+    if match["ext"] == "py":
+        migration = _load_python(path, context)
+    else:
+        migration = _load_yaml(path, raw, context)
+    stem = path.name.rsplit(".", 1)[0]
+    if migration.migration_id not in (stem, match["ts"]):
+        raise MigrationLoadError(
+            path,
+            f"migration id {migration.migration_id!r} does not match the file name; set it to {stem!r} "
+            "(or rename the file after the id)",
+        )
+    migration._source_path = path
+    migration._checksum = hashlib.sha256(raw).hexdigest()[:16]
+    return migration
+
+
+def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migration:
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise MigrationLoadError(path, "is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise MigrationLoadError(path, f"malformed YAML{where}: {problem}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise MigrationLoadError(path, "must contain a YAML mapping (keys like migration_id, parent, ops)")
+    data = {str(k): v for k, v in data.items()}
+    for old, new in _LEGACY_RENAMES.items():
+        if old in data and new not in data:
+            data[new] = data.pop(old)
+    for key in _LEGACY_IGNORED:
+        data.pop(key, None)
+    if data.get("parent") is None and "parent" in data:
+        data["parent"] = "initial"
+    kind_name = data.pop("kind", None) or data.pop("migration_type", None) or (
+        "full_graph" if "snapshot_version" in data else "diff"
+    )
+    cls = _KINDS.get(str(kind_name).rsplit(".", 1)[-1])
+    if cls is None:
+        raise MigrationLoadError(
+            path, f"unknown migration kind {kind_name!r}; YAML migrations are `kind: diff` or `kind: full_graph`"
+        )
+    stem = path.name.rsplit(".", 1)[0]
+    data.setdefault("migration_id", stem)
+    if isinstance(data.get("migration_id"), int):
+        data["migration_id"] = str(data["migration_id"])
+    return _validate(path, cls, data, context)
+
+
+def _validate(path: Path, cls: type[Migration], data: dict[str, Any] | None, context: dict[str, Any] | None) -> Migration:
+    try:
+        if data is None:
+            return cls.model_validate({}, context=context)
+        return cls.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise MigrationLoadError(path, f"invalid {cls.__name__}: {format_validation_error(exc)}") from None
+    except OperationError as exc:
+        raise MigrationLoadError(path, str(exc)) from None
+    except MetaxyError as exc:
+        raise MigrationLoadError(path, str(exc)) from None
+
+
+def _load_python(path: Path, context: dict[str, Any] | None) -> Migration:
+    module_name = f"_metaxy_migrations.{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise MigrationLoadError(path, "cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(module_name, None)
+        raise MigrationLoadError(path, f"syntax error at line {exc.lineno}: {exc.msg}; fix the code") from None
+    except ImportError as exc:
+        sys.modules.pop(module_name, None)
+        raise MigrationLoadError(
+            path, f"import failed ({exc}); install the missing package or fix the import"
+        ) from None
+    except Exception as exc:  # the user's module-level code failed
+        sys.modules.pop(module_name, None)
+        raise MigrationLoadError(path, f"raised {type(exc).__name__} while importing: {exc}") from None
+    classes = [
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, Migration) and obj not in _BASES and obj.__module__ == module_name
+    ]
+    if len(classes) != 1:
+        names = ", ".join(c.__name__ for c in classes) or "none"
+        raise MigrationLoadError(
+            path,
+            f"a migration file must define exactly one Migration subclass (found {len(classes)}: {names}); "
+            "move the others to their own files or a helper module",
+        )
+    cls = classes[0]
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise MigrationLoadError(path, f"{cls.__name__} does not implement {missing}")
+    return _validate(path, cls, None, context)
+
+
+def load_migrations(directory: Path, *, context: dict[str, Any] | None = None) -> list[Migration]:
+    """Every migration in ``directory``.
+
+    Raises:
+        MigrationLoadErrors: one entry per bad file (all files are tried).
+    """
+    files, errors = discover(Path(directory))
+    migrations = []
+    for path in files:
+        try:
+            migrations.append(load_migration_file(path, context=context))
+        except MigrationLoadError as exc:
+            errors.append(exc)
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        raise MigrationLoadErrors(errors)
+    return migrations
+
+
+def load_chain(directory: Path, *, context: dict[str, Any] | None = None) -> MigrationChain:
+    """Load and validate the migration chain in ``directory`` (an empty/missing folder is an empty chain)."""
+    return MigrationChain(load_migrations(directory, context=context))

@@ -1,0 +1,186 @@
+"""One apply at a time per store: a lease recorded in a Delta system table, taken by compare-and-swap.
+
+Acquiring reads the lock table at version N and appends an ``acquire`` event as exactly version N+1
+(``max_commit_retries=0``): if another process committed first, delta-rs refuses the commit and we re-read.
+Delta's commit protocol (atomic rename locally, conditional PUT on S3) makes this safe on both backends.
+
+A lease expires after ``ttl`` seconds unless renewed (the executor renews it after every step); a holder on
+this host whose process is gone is recognised at once, so re-running after ``kill -9`` just works; and
+``metaxy migrations unlock`` releases a lease by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import polars as pl
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError
+
+from metaxy_core.errors import MetaxyError
+from metaxy_core.store import _io
+
+if TYPE_CHECKING:
+    from metaxy_core.store.delta import DeltaMetadataStore
+
+LOCK_TABLE = "lock"
+_SCHEMA = {
+    "project": pl.String,
+    "event": pl.String,
+    "owner": pl.String,
+    "host": pl.String,
+    "pid": pl.Int64,
+    "at": pl.Datetime("us", "UTC"),
+    "expires_at": pl.Datetime("us", "UTC"),
+}
+
+
+class LockedError(MetaxyError):
+    """Another run holds the store's migration lock."""
+
+    def __init__(self, holder: LeaseInfo) -> None:
+        self.holder = holder
+        super().__init__(
+            f"the store is locked by run {holder.owner} ({holder.host}, pid {holder.pid}) since "
+            f"{holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC (lease expires {holder.expires_at:%H:%M:%S} UTC); "
+            "wait for it to finish, or if it is dead run `metaxy migrations unlock`"
+        )
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    owner: str
+    host: str
+    pid: int
+    acquired_at: datetime
+    expires_at: datetime
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StoreLock:
+    """Lease on a store's migrations for ``owner`` (a run id). Re-entrant for the same owner."""
+
+    def __init__(self, store: DeltaMetadataStore, owner: str, *, ttl_seconds: float | None = None) -> None:
+        self.store = store
+        self.owner = owner
+        self.ttl = timedelta(seconds=ttl_seconds if ttl_seconds is not None else store.lock_ttl_seconds)
+        self.uri = store.system_table_uri(LOCK_TABLE)
+        self._depth = 0
+
+    # ---------------------------------------------------------------- reading
+    def _state(self) -> tuple[DeltaTable | None, LeaseInfo | None]:
+        table = _io.open_table(self.uri, self.store.storage_options)
+        if table is None:
+            return None, None
+        with _io.guard("read", self.uri, self.store.storage_options):
+            df = pl.scan_delta(table).filter(pl.col("project") == self.store.project).collect()
+        return table, self._holder(df)
+
+    @staticmethod
+    def _holder(df: pl.DataFrame) -> LeaseInfo | None:
+        if df.height == 0:
+            return None
+        events = df.sort("at")
+        last_acquire = events.filter(pl.col("event") == "acquire")
+        if last_acquire.height == 0:
+            return None
+        acquire = last_acquire.row(-1, named=True)
+        after = events.filter((pl.col("at") >= acquire["at"]) & (pl.col("owner") == acquire["owner"]))
+        if after.filter(pl.col("event") == "release").height:
+            return None
+        expires = after["expires_at"].max()
+        return LeaseInfo(acquire["owner"], acquire["host"], acquire["pid"], acquire["at"], expires)  # type: ignore[arg-type]
+
+    def holder(self) -> LeaseInfo | None:
+        """The live lease, if any (expired leases and dead local holders count as free)."""
+        _, lease = self._state()
+        return lease if lease is not None and not self._is_stale(lease) else None
+
+    def _is_stale(self, lease: LeaseInfo) -> bool:
+        if lease.expires_at <= datetime.now(timezone.utc):
+            return True
+        return lease.host == socket.gethostname() and lease.owner != self.owner and not _pid_alive(lease.pid)
+
+    # ---------------------------------------------------------------- writing
+    def _event(self, event: str, owner: str | None = None) -> pl.DataFrame:
+        now = datetime.now(timezone.utc)
+        return pl.DataFrame(
+            [
+                {
+                    "project": self.store.project,
+                    "event": event,
+                    "owner": owner or self.owner,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "at": now,
+                    "expires_at": now + self.ttl,
+                }
+            ],
+            schema=_SCHEMA,
+        )
+
+    def acquire(self) -> None:
+        """Take the lease or raise :class:`LockedError` naming the holder."""
+        if self._depth:
+            self._depth += 1
+            return
+        for _ in range(20):
+            table, lease = self._state()
+            if lease is not None and lease.owner != self.owner and not self._is_stale(lease):
+                raise LockedError(lease)
+            row = self._event("acquire")
+            try:
+                with _io.guard("lock", self.uri, self.store.storage_options):
+                    if table is None:
+                        # Create the table with a neutral event first; racing creators are harmless.
+                        _io.append(self.uri, self._event("init"), self.store.storage_options)
+                        continue
+                    write_deltalake(table, row, mode="append", commit_properties=CommitProperties(max_commit_retries=0))
+            except CommitFailedError:
+                continue  # someone committed first: re-read and decide again
+            except MetaxyError as exc:
+                if "commit" in str(exc).lower() or "already exists" in str(exc).lower():
+                    continue
+                raise
+            self._depth = 1
+            return
+        raise MetaxyError(f"could not take the migration lock at {self.uri} after 20 attempts (heavy contention)")
+
+    def renew(self) -> None:
+        if self._depth:
+            _io.append(self.uri, self._event("renew"), self.store.storage_options)
+
+    def release(self) -> None:
+        if self._depth == 0:
+            return
+        self._depth -= 1
+        if self._depth == 0:
+            _io.append(self.uri, self._event("release"), self.store.storage_options)
+
+    def force_release(self) -> LeaseInfo | None:
+        """Release whoever holds the lease (``metaxy migrations unlock``); returns the released lease."""
+        _, lease = self._state()
+        if lease is None:
+            return None
+        _io.append(self.uri, self._event("release", owner=lease.owner), self.store.storage_options)
+        return lease
+
+    def __enter__(self) -> StoreLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

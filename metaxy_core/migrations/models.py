@@ -1,0 +1,315 @@
+"""Migration kinds and their results.
+
+* :class:`DiffMigration` moves stored metadata from one pushed snapshot to another with a list of operations
+  (YAML files are diff migrations);
+* :class:`PythonMigration` is a diff migration whose operations are computed at run time;
+* :class:`CustomMigration` hands full control to the user's ``execute``;
+* :class:`FullGraphMigration` works inside one snapshot; its operations name their features.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from metaxy_core.errors import MetaxyError
+from metaxy_core.graph.graph import FeatureGraph
+from metaxy_core.graph.keys import FeatureKey
+from metaxy_core.migrations.ops import BaseOperation, build_operation
+
+if TYPE_CHECKING:
+    from metaxy_core.store.delta import DeltaMetadataStore
+
+MIGRATION_ID = re.compile(r"^\d{8}_\d{6}(_[A-Za-z0-9][A-Za-z0-9_\-]*)?$")
+INITIAL = "initial"
+
+
+class Migration(BaseModel, ABC):
+    """A step in the project's migration chain.
+
+    Attributes:
+        migration_id: ``YYYYMMDD_HHMMSS_description`` (the file name without extension, or its timestamp).
+        created_at: when the migration was written; must carry a timezone.
+        parent: the previous migration's id, or ``"initial"`` for the first one.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    kind: ClassVar[str] = "migration"
+
+    migration_id: str
+    created_at: datetime
+    parent: str = INITIAL
+    description: str | None = None
+
+    _source_path: Path | None = PrivateAttr(None)
+    _checksum: str | None = PrivateAttr(None)
+
+    @field_validator("migration_id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not MIGRATION_ID.match(value):
+            raise ValueError(
+                f"migration id {value!r} must look like YYYYMMDD_HHMMSS_description (letters, digits, '_', '-')"
+            )
+        return value
+
+    @field_validator("parent")
+    @classmethod
+    def _parent(cls, value: str) -> str:
+        if value != INITIAL and not MIGRATION_ID.match(value):
+            raise ValueError(f"parent {value!r} must be 'initial' or another migration's id")
+        return value
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("created_at must be timezone-aware, e.g. '2025-01-01T00:00:00+00:00'")
+        return value
+
+    # ---------------------------------------------------------------- identity
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
+
+    @property
+    def checksum(self) -> str:
+        """Content hash of the migration's file (or of its definition when it has no file)."""
+        if self._checksum is None:
+            from metaxy_core.graph.versions import digest
+
+            self._checksum = digest(self.model_dump(mode="json"))
+        return self._checksum
+
+    def summary(self) -> str:
+        return self.description or (type(self).__doc__ or "").strip().split("\n")[0]
+
+    # ---------------------------------------------------------------- behaviour
+    def resolve_graphs(self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None) -> tuple[FeatureGraph | None, FeatureGraph]:
+        """(from graph, to graph) this migration runs with; ``graph`` is the code's graph."""
+        current = graph if graph is not None else FeatureGraph.get_active()
+        return None, current
+
+    def get_affected_features(self, store: DeltaMetadataStore, project: str) -> list[FeatureKey]:
+        """Features the migration's operations run for, upstream first. Override to filter."""
+        return []
+
+    def operations(self) -> list[BaseOperation]:
+        return []
+
+    def operation_labels(self) -> list[tuple[str, str]]:
+        """(op id, op type) pairs known without running anything (for Dagster ops and plans)."""
+        return [(op.op_id, op.type or op.import_path()) for op in self.operations()]
+
+    def execute(self, store: DeltaMetadataStore, project: str, *, dry_run: bool = False) -> MigrationResult:
+        """Apply (or plan) this migration with progress tracking and the store lock."""
+        from metaxy_core.migrations.executor import MigrationExecutor
+
+        return MigrationExecutor(store, project=project).apply_migration(self, dry_run=dry_run)
+
+
+class DiffMigration(Migration):
+    """Moves metadata from ``from_snapshot_version`` to ``to_snapshot_version`` with ``ops``.
+
+    Affected features are those whose feature version differs between the two snapshots, plus their
+    downstream features, in topological order.
+    """
+
+    kind: ClassVar[str] = "diff"
+
+    from_snapshot_version: str
+    to_snapshot_version: str
+    ops: list[dict[str, Any]] = Field(default_factory=list)
+
+    _ops: list[BaseOperation] | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _build_ops(self) -> DiffMigration:
+        if self.ops:
+            self._ops = [build_operation(op) for op in self.ops]
+        return self
+
+    def build_operations(self) -> list[BaseOperation | dict[str, Any]]:
+        return list(self._ops or [])
+
+    def operations(self) -> list[BaseOperation]:
+        return [build_operation(op) for op in self.build_operations()]
+
+    def resolve_graphs(
+        self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
+    ) -> tuple[FeatureGraph | None, FeatureGraph]:
+        current = graph if graph is not None else FeatureGraph.get_active()
+        to_graph = (
+            current
+            if current.snapshot_version == self.to_snapshot_version
+            else store.load_snapshot_graph(self.to_snapshot_version, project=project)
+        )
+        from_graph = store.load_snapshot_graph(self.from_snapshot_version, project=project)
+        return from_graph, to_graph
+
+    def get_affected_features(
+        self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
+    ) -> list[FeatureKey]:
+        from_graph, to_graph = self.resolve_graphs(store, project, graph)
+        assert from_graph is not None
+        return diff_affected(from_graph, to_graph)
+
+
+def diff_affected(from_graph: FeatureGraph, to_graph: FeatureGraph) -> list[FeatureKey]:
+    """Features whose version differs between the graphs, plus their downstream, upstream first."""
+    changed = [
+        k for k in to_graph.keys if k in from_graph and from_graph.feature_version(k) != to_graph.feature_version(k)
+    ]
+    wanted = (set(changed) | set(to_graph.downstream(changed))) & {k for k in to_graph.keys if k in from_graph}
+    return to_graph.topological_order(wanted)
+
+
+class PythonMigration(DiffMigration):
+    """A diff migration defined in a ``.py`` file; :meth:`build_operations` runs at execution time.
+
+    Example:
+        >>> class Refactor(PythonMigration):
+        ...     migration_id: str = "20250101_000000_refactor"
+        ...     ...
+        ...     def build_operations(self):
+        ...         return [DataVersionReconciliation()]
+    """
+
+    kind: ClassVar[str] = "python"
+
+    def build_operations(self) -> list[BaseOperation | dict[str, Any]]:  # pragma: no cover - overridden
+        return list(self._ops or [])
+
+
+class CustomMigration(Migration):
+    """Full control: the user's :meth:`execute` does the work (validators run before it, at load time).
+
+    The executor runs ``execute`` as one step inside a write scope, so rows it writes are attributed to the
+    migration (progress, rollback) and a dry run cannot write by accident.
+    """
+
+    kind: ClassVar[str] = "custom"
+
+    @abstractmethod
+    def execute(self, store: DeltaMetadataStore, project: str, *, dry_run: bool = False) -> Any:  # type: ignore[override]
+        """Do the migration; return the number of rows written (or a dict of rows per feature)."""
+
+    def apply(self, store: DeltaMetadataStore, project: str, *, dry_run: bool = False) -> MigrationResult:
+        """Run through the executor (progress, lock, checksum) rather than calling ``execute`` directly."""
+        from metaxy_core.migrations.executor import MigrationExecutor
+
+        return MigrationExecutor(store, project=project).apply_migration(self, dry_run=dry_run)
+
+    def operation_labels(self) -> list[tuple[str, str]]:
+        return [("execute", f"{type(self).__module__}.{type(self).__qualname__}")]
+
+
+class FullGraphMigration(Migration):
+    """Operations inside one snapshot (``snapshot_version``, default: the code's); each names its features."""
+
+    kind: ClassVar[str] = "full_graph"
+
+    snapshot_version: str | None = None
+    ops: list[dict[str, Any]] = Field(default_factory=list)
+
+    _ops: list[BaseOperation] | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _build_ops(self) -> FullGraphMigration:
+        self._ops = [build_operation(op) for op in self.ops]
+        for op in self._ops:
+            if not (getattr(op, "feature_key", None) or getattr(op, "features", None)):
+                raise ValueError(
+                    f"operation {op.op_id}: a full-graph migration's operations must name their features "
+                    "(`feature_key` or `features`)"
+                )
+        return self
+
+    def build_operations(self) -> list[BaseOperation | dict[str, Any]]:
+        return list(self._ops or [])
+
+    def operations(self) -> list[BaseOperation]:
+        return [build_operation(op) for op in self.build_operations()]
+
+    def resolve_graphs(
+        self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
+    ) -> tuple[FeatureGraph | None, FeatureGraph]:
+        current = graph if graph is not None else FeatureGraph.get_active()
+        if self.snapshot_version and self.snapshot_version != current.snapshot_version:
+            return None, store.load_snapshot_graph(self.snapshot_version, project=project)
+        return None, current
+
+    def get_affected_features(
+        self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
+    ) -> list[FeatureKey]:
+        _, to_graph = self.resolve_graphs(store, project, graph)
+        keys: set[FeatureKey] = set()
+        for op in self.operations():
+            keys.update(getattr(op, "features", None) or [])
+            if getattr(op, "feature_key", None):
+                keys.add(op.feature_key)  # type: ignore[attr-defined]
+        for key in keys:
+            to_graph.spec(key)
+        return to_graph.topological_order(keys)
+
+
+# ----------------------------------------------------------------------- results
+class StepResult(BaseModel):
+    """One (operation, feature) step of a migration run or plan."""
+
+    op_index: int
+    op_id: str
+    op_type: str
+    feature_key: str
+    status: str
+    rows: int = 0
+    duration_s: float = 0.0
+    note: str = ""
+    error: str = ""
+
+
+class MigrationResult(BaseModel):
+    """What applying (or planning) one migration did.
+
+    ``status`` is one of ``completed``, ``planned`` (dry run), ``already_applied``, ``failed``.
+    """
+
+    migration_id: str
+    kind: str
+    status: str
+    dry_run: bool = False
+    steps: list[StepResult] = Field(default_factory=list)
+    duration_s: float = 0.0
+    error: str = ""
+
+    @property
+    def rows_total(self) -> int:
+        return sum(s.rows for s in self.steps)
+
+    @property
+    def recompute_required(self) -> list[str]:
+        return [s.feature_key for s in self.steps if s.status == "recompute_required"]
+
+    def rows_by_feature(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.steps:
+            out[s.feature_key] = out.get(s.feature_key, 0) + s.rows
+        return out
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in ("completed", "planned", "already_applied")
+
+
+class MigrationFailed(MetaxyError):
+    """A migration step raised; progress up to the failed step is kept, so a re-run resumes there."""
+
+    def __init__(self, message: str, result: MigrationResult) -> None:
+        super().__init__(message)
+        self.result = result

@@ -1,0 +1,311 @@
+"""Operations: the steps a migration performs, as validated data plus a registry by import path.
+
+An operation's ``type`` in YAML is the import path of a :class:`BaseOperation` subclass. Resolution imports
+the module and refuses anything that is not such a subclass (``os.system`` included), so a migration file can
+never name arbitrary callables. Fields come only from the file or the constructor; no environment variable is
+ever read implicitly (pydantic-settings behaviour is deliberately absent).
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from metaxy_core.errors import MetaxyError
+from metaxy_core.graph.keys import FeatureKey
+from metaxy_core.migrations.context import OperationContext
+from metaxy_core.store.provenance import (
+    CREATED_AT,
+    DATA_VERSION,
+    DATA_VERSION_BY_FIELD,
+    FEATURE_VERSION,
+    PROVENANCE,
+    PROVENANCE_BY_FIELD,
+    SNAPSHOT_VERSION,
+    WRITE_ID,
+)
+
+
+class OperationError(MetaxyError):
+    """An operation is misconfigured or cannot be resolved."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one (operation, feature) step did.
+
+    ``status`` is ``completed`` or ``recompute_required`` (a root feature changed: the data must be
+    recomputed by the pipeline; not a failure). ``rows`` counts rows written, or that would be in a dry run.
+    """
+
+    rows: int
+    status: str = "completed"
+    note: str = ""
+
+
+class BaseOperation(BaseModel, ABC):
+    """Base of every migration operation.
+
+    Subclasses declare their configuration as pydantic fields (validated when the migration file loads) and
+    implement :meth:`run` for one feature. ``features_for`` says which features the operation covers; the
+    executor records progress per (migration, operation index, feature), so a crash resumes at the first
+    unfinished step and two operations on one feature are tracked separately.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str | None = Field(None, description="Import path of the operation class (set automatically).")
+    id: str | None = Field(None, description="Stable name of the operation within its migration.")
+    reason: str | None = Field(None, description="Why this operation exists (shown in plans and history).")
+
+    #: a short name used when ``id`` is not given
+    default_id: ClassVar[str | None] = None
+
+    @property
+    def op_id(self) -> str:
+        return self.id or self.default_id or _snake(type(self).__name__)
+
+    @classmethod
+    def import_path(cls) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    def features_for(self, ctx: OperationContext) -> list[FeatureKey]:
+        """Features this operation runs for; default: the migration's affected features."""
+        return list(ctx.affected)
+
+    @abstractmethod
+    def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
+        """Do (or, when ``ctx.dry_run``, count) the work for one feature."""
+
+
+class MetadataBackfill(BaseOperation, ABC):
+    """A reusable backfill of one feature's metadata from an external source (S3, a database, ...).
+
+    Subclass it, declare the source's configuration as fields, and implement :meth:`execute`. Write with
+    ``store.write_metadata``; the executor attributes the rows to this step (for progress and rollback).
+
+    Example (YAML)::
+
+        ops:
+          - type: example_project.ops.S3VideoBackfill
+            feature_key: video/files
+            s3_bucket: prod-videos
+    """
+
+    feature_key: FeatureKey
+
+    @field_validator("feature_key", mode="before")
+    @classmethod
+    def _key(cls, value: Any) -> Any:
+        return FeatureKey(value) if not isinstance(value, FeatureKey) else value
+
+    def features_for(self, ctx: OperationContext) -> list[FeatureKey]:
+        return [self.feature_key]
+
+    @abstractmethod
+    def execute(
+        self, store: Any, *, from_snapshot_version: str | None, to_snapshot_version: str, dry_run: bool = False
+    ) -> int:
+        """Backfill and return the rows written (or, in a dry run, the rows that would be written)."""
+
+    def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
+        rows = self.execute(
+            ctx.store,
+            from_snapshot_version=ctx.from_snapshot_version,
+            to_snapshot_version=ctx.to_snapshot_version,
+            dry_run=ctx.dry_run,
+        )
+        return StepOutcome(rows=int(rows or 0))
+
+
+class DataVersionReconciliation(BaseOperation):
+    """Carry stored rows over to the new feature versions without recomputing them.
+
+    For each affected feature with upstream features, upstream first: the rows stored at the old feature
+    version keep every user column, get their provenance recomputed under the new graph from the upstream
+    data versions (joined on the feature's id columns), are stamped with the new versions and appended in
+    batches. Samples already present at the new version (recomputed by the pipeline, or written by an
+    interrupted run of this step) are left alone, which makes the step resumable without duplicates. A root
+    feature whose version changed cannot be reconciled; it is reported as ``recompute_required``.
+    """
+
+    default_id: ClassVar[str | None] = "reconcile"
+    features: list[FeatureKey] | None = Field(
+        None, description="Restrict to these features (Metaxy 0.1.x compatibility); default: all affected."
+    )
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return [FeatureKey(v) for v in ([value] if isinstance(value, str) else value)]
+
+    def features_for(self, ctx: OperationContext) -> list[FeatureKey]:
+        if self.features is None:
+            return list(ctx.affected)
+        unknown = [f for f in self.features if f not in ctx.to_graph]
+        if unknown:
+            raise OperationError(
+                f"{self.op_id}: feature(s) {', '.join(map(str, unknown))} are not in the feature graph; fix `features`"
+            )
+        return ctx.to_graph.topological_order(self.features)
+
+    def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
+        if ctx.from_graph is None:
+            raise OperationError(f"{self.op_id}: reconciliation needs a migration with a from-snapshot")
+        new_graph, old_graph = ctx.to_graph, ctx.from_graph
+        spec = new_graph.spec(feature)
+        if feature not in old_graph:
+            return StepOutcome(0, note=f"{feature} is new in this snapshot; nothing stored to reconcile")
+        old_version, new_version = old_graph.feature_version(feature), new_graph.feature_version(feature)
+        if old_version == new_version:
+            return StepOutcome(0, note=f"{feature} is unchanged ({new_version})")
+        if not spec.deps:
+            return StepOutcome(
+                0,
+                status="recompute_required",
+                note=(
+                    f"root feature {feature} changed ({old_version} -> {new_version}); its provenance comes "
+                    "from its data, so reconciliation cannot carry it over: recompute this feature"
+                ),
+            )
+        store = ctx.store
+        ids = list(spec.id_columns)
+        old_rows = store.read_metadata(feature, feature_version=old_version, graph=old_graph, allow_missing=True)
+        done = store.read_metadata(feature, feature_version=new_version, graph=new_graph, allow_missing=True)
+        todo = old_rows.join(done.select(ids), on=ids, how="anti", nulls_equal=True)
+        expected = store.expected_provenance(spec, new_graph).rename(
+            {PROVENANCE_BY_FIELD: "__new_pbf", PROVENANCE: "__new_prov"}
+        )
+        joined = todo.join(expected, on=ids, how="inner", nulls_equal=True)
+        if ctx.dry_run:
+            rows, missing = pl.collect_all(
+                [joined.select(pl.len()), todo.join(expected, on=ids, how="anti", nulls_equal=True).select(pl.len())]
+            )
+            return StepOutcome(rows.item(), note=_missing_note(feature, missing.item()))
+        # Custom data versions (content hashes) survive; default ones follow the new provenance.
+        default_dv = pl.col(DATA_VERSION) == pl.col(PROVENANCE)
+        carried = joined.with_columns(
+            pl.when(default_dv).then(pl.col("__new_pbf")).otherwise(pl.col(DATA_VERSION_BY_FIELD)).alias(
+                DATA_VERSION_BY_FIELD
+            ),
+            pl.when(default_dv).then(pl.lit(None, dtype=pl.String)).otherwise(pl.col(DATA_VERSION)).alias(DATA_VERSION),
+        ).drop(PROVENANCE_BY_FIELD, PROVENANCE, FEATURE_VERSION, SNAPSHOT_VERSION, CREATED_AT, WRITE_ID)
+        carried = carried.rename({"__new_pbf": PROVENANCE_BY_FIELD}).drop("__new_prov")
+        scope_id = _current_write_id()
+        stamped = store.stamp(carried, spec, new_graph, write_id=scope_id, snapshot_version=ctx.to_snapshot_version)
+        rows = store.append_stream(feature, stamped, batch_rows=ctx.batch_rows)
+        missing = todo.join(expected, on=ids, how="anti", nulls_equal=True).select(pl.len()).collect().item()
+        return StepOutcome(rows, note=_missing_note(feature, missing))
+
+
+def _missing_note(feature: FeatureKey, missing: int) -> str:
+    if not missing:
+        return ""
+    return (
+        f"{missing} sample(s) of {feature} have no upstream rows at the new version and were not carried "
+        "over; recompute them"
+    )
+
+
+def _current_write_id() -> str | None:
+    from metaxy_core.store.delta import _SCOPE
+
+    scope = _SCOPE.get()
+    return scope.write_id if scope else None
+
+
+# ---------------------------------------------------------------------- registry
+_ALIASES = {
+    # Metaxy 0.1.x import paths, accepted unchanged.
+    "metaxy.migrations.ops.DataVersionReconciliation": "metaxy_core.migrations.ops.DataVersionReconciliation",
+    "metaxy.migrations.ops.MetadataBackfill": "metaxy_core.migrations.ops.MetadataBackfill",
+    "DataVersionReconciliation": "metaxy_core.migrations.ops.DataVersionReconciliation",
+}
+
+
+def resolve_operation_class(type_path: str) -> type[BaseOperation]:
+    """Import ``type_path`` and check it is a concrete :class:`BaseOperation` subclass.
+
+    Raises:
+        OperationError: with the path and the fix (never executes anything but the module import).
+    """
+    path = _ALIASES.get(type_path, type_path)
+    module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise OperationError(
+            f"operation type {type_path!r} is not an import path; write it as 'package.module.ClassName'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise OperationError(
+            f"operation type {type_path!r}: module {module_name!r} cannot be imported ({exc}); check the "
+            "spelling and that the package is installed or next to metaxy.toml"
+        ) from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise OperationError(f"operation type {type_path!r}: {module_name} has no attribute {attr!r}")
+    if not (isinstance(obj, type) and issubclass(obj, BaseOperation)):
+        raise OperationError(
+            f"operation type {type_path!r} is not a BaseOperation subclass; an operation type must name a "
+            "class deriving from metaxy_core.migrations.BaseOperation"
+        )
+    if getattr(obj, "__abstractmethods__", None):
+        raise OperationError(
+            f"operation type {type_path!r} is abstract (missing {', '.join(sorted(obj.__abstractmethods__))}); "
+            "name a concrete subclass"
+        )
+    return obj
+
+
+def build_operation(spec: BaseOperation | dict[str, Any]) -> BaseOperation:
+    """An operation instance from an instance or a ``{"type": ..., **fields}`` dict (validated)."""
+    if isinstance(spec, BaseOperation):
+        return spec
+    if not isinstance(spec, dict):
+        raise OperationError(f"an operation must be a mapping with a `type`, got {type(spec).__name__}")
+    if "type" not in spec:
+        raise OperationError(f"operation {spec!r} has no `type`; give the import path of its class")
+    cls = resolve_operation_class(str(spec["type"]))
+    data = dict(spec)
+    declared = cls.model_fields["type"].annotation
+    data["type"] = spec["type"] if _accepts_literal(declared) else cls.import_path()
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise OperationError(f"operation {spec.get('id') or spec['type']}: {format_validation_error(exc)}") from None
+
+
+def _accepts_literal(annotation: Any) -> bool:
+    return "Literal" in repr(annotation)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field: message`` with a hint for unknown keys."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown key; remove it or check its spelling")
+        elif err["type"] == "missing":
+            parts.append(f"{loc}: required field is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)

@@ -1,0 +1,206 @@
+"""The migration log: an append-only Delta system table of progress events.
+
+One source of truth for the executor, ``metaxy migrations status`` and Dagster. Events are keyed by
+(migration, operation index, feature); migration-level events use operation index -1. A ``rolled_back`` event
+closes a migration's history: only events after the newest one count, so a rolled-back migration is pending
+again while its old events stay readable (``metaxy migrations history``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from metaxy_core.store.system import append_system, read_system
+
+if TYPE_CHECKING:
+    from metaxy_core.store.delta import DeltaMetadataStore
+
+EVENTS = "migration_events"
+MIGRATION_LEVEL = -1
+
+NOT_STARTED = "not_started"
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+FAILED = "failed"
+ROLLED_BACK = "rolled_back"
+STARTED = "started"
+STEP_DONE = ("completed", "recompute_required")
+
+_SCHEMA = {
+    "project": pl.String,
+    "migration_id": pl.String,
+    "op_index": pl.Int64,
+    "op_id": pl.String,
+    "op_type": pl.String,
+    "feature_key": pl.String,
+    "status": pl.String,
+    "rows": pl.Int64,
+    "duration_s": pl.Float64,
+    "note": pl.String,
+    "error": pl.String,
+    "run_id": pl.String,
+    "checksum": pl.String,
+    "write_id": pl.String,
+    "writes": pl.String,
+    "host": pl.String,
+    "pid": pl.Int64,
+    "at": pl.Datetime("us", "UTC"),
+}
+
+
+@dataclass(frozen=True)
+class StepState:
+    op_index: int
+    op_id: str
+    op_type: str
+    feature_key: str
+    status: str
+    rows: int
+    duration_s: float
+    note: str
+    error: str
+    run_id: str
+    write_id: str
+    writes: dict[str, int]
+    at: datetime
+
+    @property
+    def done(self) -> bool:
+        return self.status in STEP_DONE
+
+
+@dataclass
+class MigrationState:
+    """Where one migration stands according to the log."""
+
+    migration_id: str
+    status: str = NOT_STARTED
+    checksum: str | None = None
+    run_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str = ""
+    steps: dict[tuple[int, str], StepState] = field(default_factory=dict)
+
+    def step_done(self, op_index: int, feature_key: str) -> bool:
+        step = self.steps.get((op_index, feature_key))
+        return step is not None and step.done
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.steps.values() if s.done)
+
+    @property
+    def written(self) -> dict[str, list[str]]:
+        """Feature key -> write ids of completed steps that wrote rows (what a rollback must hide)."""
+        out: dict[str, list[str]] = {}
+        for s in self.steps.values():
+            for feature, rows in s.writes.items():
+                if rows:
+                    out.setdefault(feature, []).append(s.write_id)
+        return out
+
+
+def read_events(store: DeltaMetadataStore, project: str) -> pl.DataFrame:
+    df = read_system(store, EVENTS)
+    if df is None:
+        return pl.DataFrame(schema=_SCHEMA)
+    return df.filter(pl.col("project") == project).sort("at", maintain_order=True)
+
+
+def read_states(store: DeltaMetadataStore, project: str) -> dict[str, MigrationState]:
+    """Current state of every migration that has events, from a single read of the log."""
+    events = read_events(store, project)
+    states: dict[str, MigrationState] = {}
+    for (migration_id,), group in events.group_by(["migration_id"], maintain_order=True):
+        states[str(migration_id)] = _fold(str(migration_id), group)
+    return states
+
+
+def _fold(migration_id: str, events: pl.DataFrame) -> MigrationState:
+    rollbacks = events.with_row_index("__i").filter(
+        (pl.col("op_index") == MIGRATION_LEVEL) & (pl.col("status") == ROLLED_BACK)
+    )
+    if rollbacks.height:
+        events = events.slice(int(rollbacks["__i"][-1]) + 1)
+    state = MigrationState(migration_id)
+    for row in events.iter_rows(named=True):  # a migration has a handful of events, not rows of data
+        if row["op_index"] == MIGRATION_LEVEL:
+            if row["status"] == STARTED:
+                state.status = IN_PROGRESS
+                state.checksum = row["checksum"]
+                state.run_id = row["run_id"]
+                state.started_at = state.started_at or row["at"]
+            elif row["status"] == COMPLETED:
+                state.status = COMPLETED
+                state.finished_at = row["at"]
+            elif row["status"] == FAILED:
+                state.status = FAILED
+                state.error = row["error"] or ""
+            continue
+        state.steps[(row["op_index"], row["feature_key"])] = StepState(
+            op_index=row["op_index"],
+            op_id=row["op_id"],
+            op_type=row["op_type"],
+            feature_key=row["feature_key"],
+            status=row["status"],
+            rows=row["rows"] or 0,
+            duration_s=row["duration_s"] or 0.0,
+            note=row["note"] or "",
+            error=row["error"] or "",
+            run_id=row["run_id"] or "",
+            write_id=row["write_id"] or "",
+            writes=json.loads(row["writes"] or "{}"),
+            at=row["at"],
+        )
+    return state
+
+
+def record(
+    store: DeltaMetadataStore,
+    *,
+    project: str,
+    migration_id: str,
+    status: str,
+    run_id: str,
+    op_index: int = MIGRATION_LEVEL,
+    op_id: str = "",
+    op_type: str = "",
+    feature_key: str = "",
+    rows: int = 0,
+    duration_s: float = 0.0,
+    note: str = "",
+    error: str = "",
+    checksum: str = "",
+    write_id: str = "",
+    writes: dict[str, int] | None = None,
+) -> None:
+    """Append one event (one small Delta commit; delta-rs retries concurrent appends)."""
+    row = {
+        "project": project,
+        "migration_id": migration_id,
+        "op_index": op_index,
+        "op_id": op_id,
+        "op_type": op_type,
+        "feature_key": feature_key,
+        "status": status,
+        "rows": rows,
+        "duration_s": duration_s,
+        "note": note,
+        "error": error,
+        "run_id": run_id,
+        "checksum": checksum,
+        "write_id": write_id,
+        "writes": json.dumps(writes or {}, sort_keys=True),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "at": datetime.now(timezone.utc),
+    }
+    append_system(store, EVENTS, pl.DataFrame([row], schema=_SCHEMA))
