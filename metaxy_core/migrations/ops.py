@@ -176,6 +176,8 @@ class DataVersionReconciliation(BaseOperation):
                 ),
             )
         store = ctx.store
+        if not store.has_metadata(feature):
+            return StepOutcome(0, note=f"{feature} has no stored metadata; nothing to reconcile")
         ids = list(spec.id_columns)
         old_rows = store.read_metadata(feature, feature_version=old_version, graph=old_graph, allow_missing=True)
         done = store.read_metadata(feature, feature_version=new_version, graph=new_graph, allow_missing=True)
