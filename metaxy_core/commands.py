@@ -21,6 +21,7 @@ from metaxy_core.migrations.executor import MigrationExecutor
 from metaxy_core.migrations.generator import GeneratedMigration, generate
 from metaxy_core.migrations.loader import load_chain
 from metaxy_core.migrations.lock import LeaseInfo, StoreLock
+from metaxy_core.migrations.rollback import RollbackResult, rollback
 from metaxy_core.migrations.models import DiffMigration, Migration, MigrationFailed, MigrationResult, StepResult
 from metaxy_core.store.delta import DeltaMetadataStore
 from metaxy_core.store.system import PushResult
@@ -226,6 +227,11 @@ def migrations_history(project: Project, migration_id: str | None = None) -> lis
     return [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()} for r in events.select(cols).to_dicts()]
 
 
+def migrations_rollback(project: Project, target: str | None = None, *, dry_run: bool = False) -> list[RollbackResult]:
+    """Undo the newest applied migration, or every applied one down to ``target`` (newest first)."""
+    return rollback(project.executor(), project.chain, target, dry_run=dry_run)
+
+
 def migrations_unlock(project: Project) -> LeaseInfo | None:
     return StoreLock(project.store, owner="metaxy-unlock").force_release()
 
@@ -240,6 +246,7 @@ __all__ = [
     "migrations_generate",
     "migrations_history",
     "migrations_list",
+    "migrations_rollback",
     "migrations_status",
     "migrations_unlock",
     "open_project",

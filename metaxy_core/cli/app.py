@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("migration_id", metavar="MIGRATION_ID")
     history = add(mig, "history", help="the migration log, event by event")
     history.add_argument("migration_id", nargs="?", metavar="MIGRATION_ID")
+    rb = add(mig, "rollback", help="undo the newest applied migration, or all down to MIGRATION_ID")
+    rb.add_argument("migration_id", nargs="?", metavar="MIGRATION_ID")
+    rb.add_argument("--dry-run", action="store_true", help="show rows to hide/restore per feature; write nothing")
     add(mig, "unlock", help="release the store's migration lock held by a dead run")
     return p
 
@@ -172,6 +175,19 @@ def _migrations(args: argparse.Namespace, project: commands.Project, out, err) -
             out.print(render.table("Migration log", ["at", "migration", "op", "feature", "status", "rows", "run"],
                                    [[r["at"], r["migration_id"], r["op_id"] or "-", r["feature_key"] or "-",
                                      r["status"], r["rows"], r["run_id"]] for r in rows]))
+        return 0
+    if args.verb == "rollback":
+        results = commands.migrations_rollback(project, args.migration_id, dry_run=args.dry_run)
+        if as_json:
+            render.emit_json([{**r.__dict__, "features": [f.__dict__ for f in r.features]} for r in results])
+        elif not results:
+            out.print("nothing to roll back: no migration is applied")
+        else:
+            title = "Rollback plan (dry run: nothing written)" if args.dry_run else "Rolled back"
+            out.print(render.table(title, ["migration", "status", "feature", "rows hidden", "rows restored"],
+                                   [[r.migration_id, r.status, f.feature_key, f.hidden, f.restored]
+                                    for r in results for f in r.features]
+                                   + [[r.migration_id, r.status, "-", 0, 0] for r in results if not r.features]))
         return 0
     if args.verb == "unlock":
         lease = commands.migrations_unlock(project)

@@ -268,14 +268,16 @@ class MigrationExecutor:
                 results.append(StepResult(op_index=op_index, op_id=op_id, op_type=op_type, feature_key=feature,
                                           status="already_done", rows=done.rows, note=done.note))
                 continue
-            results.append(self._run_step(migration, op_index, op, ctx, feature, op_id, op_type, dry_run=dry_run))
+            results.append(
+                self._run_step(migration, op_index, op, ctx, feature, op_id, op_type, dry_run=dry_run, epoch=state.epoch)
+            )
         return results
 
     def _run_step(
         self, migration: Migration, op_index: int, op: BaseOperation | None, ctx: OperationContext | None,
-        feature: str, op_id: str, op_type: str, *, dry_run: bool,
+        feature: str, op_id: str, op_type: str, *, dry_run: bool, epoch: int = 0,
     ) -> StepResult:
-        write_id = f"{migration.migration_id}/{op_index}/{feature.replace('/', '__')}"
+        write_id = step_write_id(migration.migration_id, op_index, feature, epoch)
         start = time.perf_counter()
         self.log.info("%s %s: %s on %s", "planning" if dry_run else "applying", migration.migration_id, op_id, feature)
         with self.store.write_scope(write_id, dry_run=dry_run) as scope:
@@ -328,6 +330,12 @@ class MigrationExecutor:
     def _notify(self, result: StepResult) -> None:
         if self.on_step is not None:
             self.on_step(result)
+
+
+def step_write_id(migration_id: str, op_index: int, feature: str, epoch: int = 0) -> str:
+    """Deterministic write id of a step: retries share it, a re-apply after a rollback does not."""
+    base = f"{migration_id}/{op_index}/{feature.replace('/', '__')}"
+    return base if epoch == 0 else f"{base}/r{epoch}"
 
 
 def _custom_outcome(value: Any) -> StepOutcome:

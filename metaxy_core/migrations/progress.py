@@ -82,6 +82,8 @@ class MigrationState:
 
     migration_id: str
     status: str = NOT_STARTED
+    #: number of rollbacks so far; part of write ids so a re-apply never reuses a retracted one
+    epoch: int = 0
     checksum: str | None = None
     run_id: str | None = None
     started_at: datetime | None = None
@@ -130,7 +132,7 @@ def _fold(migration_id: str, events: pl.DataFrame) -> MigrationState:
     )
     if rollbacks.height:
         events = events.slice(int(rollbacks["__i"][-1]) + 1)
-    state = MigrationState(migration_id)
+    state = MigrationState(migration_id, epoch=rollbacks.height)
     for row in events.iter_rows(named=True):  # a migration has a handful of events, not rows of data
         if row["op_index"] == MIGRATION_LEVEL:
             if row["status"] == STARTED:
