@@ -145,9 +145,16 @@ def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migrat
         )
     stem = path.name.rsplit(".", 1)[0]
     data.setdefault("migration_id", stem)
-    if isinstance(data.get("migration_id"), int):
-        data["migration_id"] = str(data["migration_id"])
+    for key in ("migration_id", "parent"):
+        if isinstance(data.get(key), int) and not isinstance(data[key], bool):
+            data[key] = _timestamp_id(data[key])
     return _validate(path, cls, data, context)
+
+
+def _timestamp_id(value: int) -> str:
+    """YAML 1.1 reads an unquoted ``20250101_000000`` as the integer 20250101000000: restore the id."""
+    digits = str(value)
+    return f"{digits[:8]}_{digits[8:]}" if len(digits) == 14 else digits
 
 
 def _validate(path: Path, cls: type[Migration], data: dict[str, Any] | None, context: dict[str, Any] | None) -> Migration:

@@ -38,7 +38,8 @@ class Migration(BaseModel, ABC):
         parent: the previous migration's id, or ``"initial"`` for the first one.
     """
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # validate_default: a .py migration sets its fields as class defaults, which must pass the validators too
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_default=True)
 
     kind: ClassVar[str] = "migration"
 
