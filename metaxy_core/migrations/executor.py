@@ -258,8 +258,11 @@ class MigrationExecutor:
             op_id, op_type = migration.operation_labels()[0]
             ctx = None
         else:
-            ctx = self.context(migration, op_index, dry_run=dry_run)
-            features = [str(f) for f in op.features_for(ctx)]
+            try:
+                ctx = self.context(migration, op_index, dry_run=dry_run)
+                features = [str(f) for f in op.features_for(ctx)]
+            except MetaxyError as exc:
+                raise _located(exc, migration) from None
             op_id, op_type = op.op_id, op.type or op.import_path()
         results = []
         for feature in features:
@@ -330,6 +333,15 @@ class MigrationExecutor:
     def _notify(self, result: StepResult) -> None:
         if self.on_step is not None:
             self.on_step(result)
+
+
+def _located(exc: MetaxyError, migration: Migration) -> MetaxyError:
+    """The same error, prefixed with the migration's file so the user knows which one to fix."""
+    message = f"{migration.source_path or migration.migration_id}: {exc}"
+    try:
+        return type(exc)(message)
+    except TypeError:  # errors whose constructor takes structured data
+        return MetaxyError(message)
 
 
 def step_write_id(migration_id: str, op_index: int, feature: str, epoch: int = 0) -> str:
