@@ -9,6 +9,7 @@ rows each step would write.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
@@ -50,6 +51,18 @@ class MigrationEditedError(MetaxyError):
 
 class ParentNotAppliedError(MetaxyError):
     """A migration was asked to run before its parent completed."""
+
+
+def _in_graph(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``method`` with the executor's graph active, so user code (``build_operations``, operations,
+    ``CustomMigration.execute``) and store calls without ``graph=`` see the same graph as the executor."""
+
+    @functools.wraps(method)
+    def wrapper(self: MigrationExecutor, *args: Any, **kwargs: Any) -> Any:
+        with self.graph.use():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class MigrationExecutor:
@@ -121,6 +134,7 @@ class MigrationExecutor:
                 results.append(self.apply_migration(m, chain=chain))
         return results
 
+    @_in_graph
     def apply_migration(
         self, migration: Migration, *, dry_run: bool = False, chain: MigrationChain | None = None
     ) -> MigrationResult:
@@ -159,6 +173,7 @@ class MigrationExecutor:
             )
 
     # -------------------------------------------------------------- steps
+    @_in_graph
     def _operations(self, migration: Migration) -> list[BaseOperation | None]:
         """The migration's operations (``None`` stands for a CustomMigration's ``execute``)."""
         if isinstance(migration, CustomMigration):
@@ -219,6 +234,7 @@ class MigrationExecutor:
             batch_rows=self.batch_rows, log=self.log,
         )
 
+    @_in_graph
     def run_operation(
         self,
         migration: Migration,
