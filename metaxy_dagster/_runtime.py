@@ -1,0 +1,86 @@
+"""What ops, checks and sensors do when they run: rebuild everything from config, files and the store.
+
+Nothing is shared in memory between ops: each one reloads the configuration, the feature graph (entrypoints),
+its migration file and the store, so Dagster may run it in any process or on any host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metaxy_core.errors import MetaxyError
+from metaxy_core.migrations import LockedError, Migration, MigrationFailed, load_migration_file
+from metaxy_core.store._storage import redact
+from metaxy_dagster import events
+from metaxy_dagster.errors import (
+    MetaxyDagsterError,
+    MetaxyMigrationChangedError,
+    MetaxyMigrationFailedError,
+    MetaxyRunError,
+    MetaxyStoreLockedError,
+)
+
+
+@dataclass(frozen=True)
+class MigrationRef:
+    """What a definition remembers about a migration: enough to find and verify it again at run time."""
+
+    migration_id: str
+    source_path: Path | None
+    checksum: str
+    parent: str
+    op_labels: tuple[tuple[str, str], ...]
+    _fallback: Migration | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, migration: Migration) -> MigrationRef:
+        return cls(
+            migration_id=migration.migration_id,
+            source_path=migration.source_path,
+            checksum=migration.checksum,
+            parent=migration.parent,
+            op_labels=tuple(migration.operation_labels()),
+            _fallback=None if migration.source_path is not None else migration,
+        )
+
+    def load(self) -> Migration:
+        """Reload the migration from its file and make sure it is the one the definitions were built from.
+
+        Raises:
+            MetaxyMigrationChangedError: the file changed since the code location was loaded.
+        """
+        if self.source_path is None:
+            assert self._fallback is not None
+            return self._fallback
+        migration = load_migration_file(self.source_path)
+        if migration.checksum != self.checksum:
+            raise MetaxyMigrationChangedError(
+                f"{self.source_path} changed since the Dagster code location was loaded (checksum {self.checksum} "
+                f"-> {migration.checksum}); reload the code location so its assets match the file, then launch "
+                "the run again"
+            )
+        return migration
+
+
+@contextmanager
+def metaxy_errors(secrets: list[str] | None = None) -> Iterator[None]:
+    """Turn engine errors into :class:`MetaxyDagsterError` failures that keep the engine's message."""
+    secrets = secrets or []
+    try:
+        yield
+    except MetaxyDagsterError:
+        raise
+    except MigrationFailed as exc:
+        message = redact(str(exc), secrets)
+        raise MetaxyMigrationFailedError(
+            message + " In Dagster: re-execute the run from failure to resume at this operation.",
+            metadata=events.failure_metadata(exc.result, secrets),
+            error=exc,
+        ) from exc
+    except LockedError as exc:
+        raise MetaxyStoreLockedError(redact(str(exc), secrets), error=exc) from exc
+    except MetaxyError as exc:
+        raise MetaxyRunError(redact(str(exc), secrets), error=exc) from exc

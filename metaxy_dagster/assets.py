@@ -1,0 +1,107 @@
+"""Graph-backed assets: one per migration, whose ops are the migration's operations in order.
+
+The ops are chained with Nothing dependencies (no IO manager is involved) and the parent migration's asset is
+the graph's upstream input, so Dagster runs the chain in order and re-executes from the failed operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dagster import (
+    AssetsDefinition,
+    DependencyDefinition,
+    GraphDefinition,
+    InputMapping,
+    OutputMapping,
+)
+
+from metaxy_core.migrations import MigrationChain
+from metaxy_dagster._runtime import MigrationRef
+from metaxy_dagster.errors import MetaxyDefinitionsError
+from metaxy_dagster.ops import DEFAULT_POOL, build_operation_ops
+from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY
+from metaxy_dagster.translator import MetaxyMigrationTranslator
+
+PARENT_INPUT = "parent"
+RESULT_OUTPUT = "result"
+
+
+def build_migration_assets(
+    *,
+    chain: MigrationChain,
+    translator: MetaxyMigrationTranslator | None = None,
+    pool: str | None = DEFAULT_POOL,
+    store_resource_key: str = STORE_RESOURCE_KEY,
+    run_resource_key: str = RUN_RESOURCE_KEY,
+    op_tags: Mapping[str, str] | None = None,
+) -> list[AssetsDefinition]:
+    """One graph-backed asset per migration of ``chain``, in chain order.
+
+    Args:
+        chain: the project's migrations (``metaxy_core.migrations.load_chain``); nothing is read from the store.
+        translator: customises keys, groups, tags, kinds, metadata (default :class:`MetaxyMigrationTranslator`).
+        pool: Dagster concurrency pool of every op; limit it to 1 (``dagster instance concurrency set
+            metaxy_migrations 1``) so migration ops never overlap across runs. ``None`` for no pool.
+        store_resource_key: resource key of the :class:`~metaxy_dagster.MetaxyStoreResource`.
+        run_resource_key: resource key of the :class:`~metaxy_dagster.MetaxyRunResource` (``dry_run``).
+        op_tags: extra tags on every op (e.g. Kubernetes resources).
+
+    Raises:
+        MetaxyDefinitionsError: the translator maps two migrations to one asset key.
+
+    Example:
+        >>> chain = load_chain(Path(".metaxy/migrations"))
+        >>> assets = build_migration_assets(chain=chain)
+    """
+    translator = translator or MetaxyMigrationTranslator()
+    assets: list[AssetsDefinition] = []
+    seen: dict[object, str] = {}
+    for migration in chain:
+        spec = translator.get_asset_spec(migration, chain)
+        if spec.key in seen:
+            raise MetaxyDefinitionsError(
+                f"migrations {seen[spec.key]} and {migration.migration_id} both map to asset key "
+                f"{spec.key.to_user_string()}; make MetaxyMigrationTranslator.get_asset_key return a unique key "
+                "per migration (include the migration id)"
+            )
+        seen[spec.key] = migration.migration_id
+        parent_key = translator.get_parent_asset_key(migration, chain)
+        ops = build_operation_ops(
+            MigrationRef.of(migration), asset_key=spec.key, pool=pool, store_resource_key=store_resource_key,
+            run_resource_key=run_resource_key, op_tags=op_tags,
+        )
+        graph = GraphDefinition(
+            name=spec.key.to_python_identifier(),
+            description=f"Operations of migration {migration.migration_id}, in order.",
+            node_defs=ops,
+            dependencies={
+                current.name: {"after": DependencyDefinition(previous.name, RESULT_OUTPUT)}
+                for previous, current in zip(ops, ops[1:])
+            },
+            input_mappings=(
+                [InputMapping(graph_input_name=PARENT_INPUT, mapped_node_name=ops[0].name, mapped_node_input_name="after")]
+                if parent_key is not None
+                else []
+            ),
+            output_mappings=[
+                OutputMapping(graph_output_name=RESULT_OUTPUT, mapped_node_name=ops[-1].name,
+                              mapped_node_output_name=RESULT_OUTPUT)
+            ],
+        )
+        kind_tags = {f"dagster/kind/{kind}": "" for kind in sorted(spec.kinds)}
+        assets.append(
+            AssetsDefinition.from_graph(
+                graph,
+                keys_by_input_name={PARENT_INPUT: parent_key} if parent_key is not None else {},
+                keys_by_output_name={RESULT_OUTPUT: spec.key},
+                group_name=spec.group_name,
+                descriptions_by_output_name={RESULT_OUTPUT: spec.description} if spec.description else None,
+                metadata_by_output_name={RESULT_OUTPUT: dict(spec.metadata)},
+                tags_by_output_name={RESULT_OUTPUT: {**spec.tags, **kind_tags}},
+                owners_by_output_name={RESULT_OUTPUT: list(spec.owners)} if spec.owners else None,
+                code_versions_by_output_name={RESULT_OUTPUT: spec.code_version},
+            )
+        )
+    return assets
+

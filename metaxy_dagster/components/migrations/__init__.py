@@ -1,0 +1,1 @@
+from metaxy_dagster.components.migrations.component import MetaxyMigrationsComponent as MetaxyMigrationsComponent

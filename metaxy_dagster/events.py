@@ -1,0 +1,178 @@
+"""The single emitter from metaxy results to Dagster events and metadata.
+
+Everything metaxy reports to Dagster passes through here, under ``metaxy/...`` keys: materialization metadata
+(from the store's progress log), dry-run plans (observations), failure metadata and check results. Free text
+that comes from operations (notes, errors) is redacted with the store's secrets first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetObservation,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
+
+from metaxy_core.migrations import Migration, MigrationResult, StepResult
+from metaxy_core.migrations.progress import MigrationState
+from metaxy_core.store._storage import redact
+
+if TYPE_CHECKING:
+    from metaxy_dagster.checks import MigrationVerification
+
+_STEP_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("operation", "int", description="1-based position of the operation in the migration"),
+        TableColumn("op_id", "string"),
+        TableColumn("feature", "string"),
+        TableColumn("status", "string", description="completed, planned, recompute_required, already_done, failed"),
+        TableColumn("rows", "int", description="rows written (or that would be written in a dry run)"),
+        TableColumn("duration_s", "float"),
+        TableColumn("note", "string"),
+    ]
+)
+
+
+def describe_step(migration_id: str, step: StepResult, secrets: Iterable[str] = ()) -> str:
+    """One log line for a finished step."""
+    text = (
+        f"{migration_id} operation {step.op_index + 1} ({step.op_id}) on {step.feature_key}: {step.status}, "
+        f"{step.rows} row(s) in {step.duration_s:.2f}s"
+    )
+    if step.note:
+        text += f" - {step.note}"
+    if step.error:
+        text += f" - {step.error}"
+    return redact(text, secrets)
+
+
+def step_table(steps: Sequence[StepResult], secrets: Iterable[str] = ()) -> MetadataValue:
+    secrets = list(secrets)
+    return MetadataValue.table(
+        records=[
+            TableRecord(
+                {
+                    "operation": s.op_index + 1,
+                    "op_id": s.op_id,
+                    "feature": s.feature_key,
+                    "status": s.status,
+                    "rows": s.rows,
+                    "duration_s": round(s.duration_s, 3),
+                    "note": redact(s.note or s.error, secrets),
+                }
+            )
+            for s in steps
+        ],
+        schema=_STEP_SCHEMA,
+    )
+
+
+def result_metadata(result: MigrationResult, secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """Metadata describing a migration result (applied, planned, already applied or failed)."""
+    secrets = list(secrets)
+    features = list(dict.fromkeys(s.feature_key for s in result.steps))
+    metadata: dict[str, Any] = {
+        "metaxy/migration_id": result.migration_id,
+        "metaxy/status": result.status,
+        "metaxy/dry_run": MetadataValue.bool(result.dry_run),
+        "metaxy/rows": MetadataValue.int(result.rows_total),
+        "metaxy/features": MetadataValue.json(features),
+        "metaxy/rows_by_feature": MetadataValue.json(result.rows_by_feature()),
+        "metaxy/recompute_required": MetadataValue.json(result.recompute_required),
+        "metaxy/steps": step_table(result.steps, secrets),
+    }
+    if result.duration_s:
+        metadata["metaxy/duration_s"] = MetadataValue.float(round(result.duration_s, 3))
+    notes = [redact(f"{s.feature_key}: {s.note}", secrets) for s in result.steps if s.note]
+    if notes:
+        metadata["metaxy/notes"] = MetadataValue.md("\n".join(f"- {n}" for n in notes))
+    if result.error:
+        metadata["metaxy/error"] = MetadataValue.text(redact(result.error, secrets))
+    return metadata
+
+
+def result_from_state(migration: Migration, state: MigrationState, *, status: str | None = None) -> MigrationResult:
+    """A :class:`MigrationResult` rebuilt from the store's progress log (every operation, every process)."""
+    steps = [
+        StepResult(
+            op_index=s.op_index, op_id=s.op_id, op_type=s.op_type, feature_key=s.feature_key, status=s.status,
+            rows=s.rows, duration_s=s.duration_s, note=s.note, error=s.error,
+        )
+        for _, s in sorted(state.steps.items())
+    ]
+    duration = 0.0
+    if state.started_at is not None and state.finished_at is not None:
+        duration = (state.finished_at - state.started_at).total_seconds()
+    return MigrationResult(
+        migration_id=migration.migration_id, kind=migration.kind, status=status or state.status, steps=steps,
+        duration_s=duration, error=state.error,
+    )
+
+
+def materialization_metadata(
+    migration: Migration, state: MigrationState, *, already_applied: bool, secrets: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Metadata of the migration asset's materialization after an apply (or a no-op on an applied migration)."""
+    result = result_from_state(migration, state, status="already_applied" if already_applied else "completed")
+    metadata = result_metadata(result, secrets)
+    metadata["metaxy/checksum"] = migration.checksum
+    if state.run_id:
+        metadata["metaxy/applied_by_run"] = state.run_id
+    return metadata
+
+
+def plan_observation(
+    asset_key: AssetKey,
+    migration: Migration,
+    *,
+    op_index: int,
+    op_count: int,
+    op_id: str,
+    steps: Sequence[StepResult],
+    status: str = "planned",
+    secrets: Iterable[str] = (),
+) -> AssetObservation:
+    """The dry-run plan of one operation of a migration, as an observation of the migration's asset."""
+    result = MigrationResult(
+        migration_id=migration.migration_id, kind=migration.kind, status=status, dry_run=True, steps=list(steps),
+        duration_s=sum(s.duration_s for s in steps),
+    )
+    metadata = result_metadata(result, secrets)
+    if op_count:
+        metadata["metaxy/operation"] = f"{op_index + 1}/{op_count} {op_id}"
+    return AssetObservation(
+        asset_key=asset_key,
+        description=f"dry run of {migration.migration_id}"
+        + (f", operation {op_index + 1}/{op_count} ({op_id})" if op_count else ""),
+        metadata=metadata,
+    )
+
+
+def failure_metadata(result: MigrationResult, secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """Metadata attached to the Failure of an op whose operation raised."""
+    return result_metadata(result, secrets)
+
+
+def check_result(verification: MigrationVerification, secrets: Iterable[str] = ()) -> AssetCheckResult:
+    """The result of a migration's "verified after apply" check."""
+    metadata: dict[str, Any] = {
+        "metaxy/migration_id": verification.migration_id,
+        "metaxy/status": verification.status,
+        "metaxy/checked_features": MetadataValue.json(verification.checked_features),
+        "metaxy/left_at_old_version": MetadataValue.json(verification.left_at_old_version),
+        "metaxy/needs_recompute": MetadataValue.json(verification.needs_recompute),
+    }
+    return AssetCheckResult(
+        passed=verification.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=redact(verification.description, list(secrets)),
+        metadata=metadata,
+    )

@@ -1,0 +1,101 @@
+"""The two migration jobs, both launchable from the UI.
+
+* **apply** (``metaxy_migrations_apply``): an asset job over every migration asset and its blocking check.
+  Applied migrations are no-ops, pending ones are applied in chain order; a sensor or a user may select a subset.
+* **plan** (``metaxy_migrations_plan``): an op job over the *same* graphs, wired in chain order, with
+  ``dry_run: true`` by default. Its outputs are not assets, so it never records a materialization and plans
+  every pending migration of the chain in one run; each plan is attached to its asset as an observation.
+
+Runs carry the tag ``metaxy/migrations: apply|plan``; add a run-level limit in the instance's run coordinator
+(``tag_concurrency_limits: [{key: metaxy/migrations, value: apply, limit: 1}]``) and a limit of 1 on the ops'
+pool (``metaxy_migrations``) so migration runs never overlap, on top of the store's own lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dagster import (
+    AssetSelection,
+    AssetsDefinition,
+    DependencyDefinition,
+    ExecutorDefinition,
+    GraphDefinition,
+    JobDefinition,
+    define_asset_job,
+)
+
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from metaxy_dagster.resources import RUN_RESOURCE_KEY
+
+APPLY_JOB_NAME = "metaxy_migrations_apply"
+PLAN_JOB_NAME = "metaxy_migrations_plan"
+RUN_KIND_TAG = "metaxy/migrations"
+
+
+def run_config_for(*, dry_run: bool, force: bool = False, run_resource_key: str = RUN_RESOURCE_KEY) -> dict[str, Any]:
+    """The run configuration that sets ``dry_run`` (and ``force``) for a migration run.
+
+    Example:
+        >>> run_config_for(dry_run=True)
+        {'resources': {'metaxy_run': {'config': {'dry_run': True, 'force': False}}}}
+    """
+    return {"resources": {run_resource_key: {"config": {"dry_run": dry_run, "force": force}}}}
+
+
+def build_apply_job(
+    *,
+    assets: Sequence[AssetsDefinition],
+    name: str = APPLY_JOB_NAME,
+    run_resource_key: str = RUN_RESOURCE_KEY,
+    executor_def: ExecutorDefinition | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> UnresolvedAssetJobDefinition:
+    """Asset job applying the pending migrations among ``assets`` (and running their checks)."""
+    return define_asset_job(
+        name=name,
+        selection=AssetSelection.assets(*assets),
+        config=run_config_for(dry_run=False, run_resource_key=run_resource_key),
+        description=(
+            "Apply pending metaxy migrations in chain order (applied ones are no-ops) and verify each with its "
+            "blocking check. Set resources.metaxy_run.config.dry_run: true to plan the selection instead."
+        ),
+        run_tags={RUN_KIND_TAG: "apply", **(tags or {})},
+        executor_def=executor_def,
+    )
+
+
+def build_plan_job(
+    *,
+    assets: Sequence[AssetsDefinition],
+    name: str = PLAN_JOB_NAME,
+    run_resource_key: str = RUN_RESOURCE_KEY,
+    executor_def: ExecutorDefinition | None = None,
+    tags: Mapping[str, str] | None = None,
+    resource_defs: Mapping[str, object] | None = None,
+) -> JobDefinition:
+    """Op job planning (dry run) every pending migration among ``assets``, in chain order; writes nothing."""
+    by_key = {a.key: a for a in assets}
+    dependencies: dict[str, dict[str, DependencyDefinition]] = {}
+    for asset in assets:
+        for input_name, key in asset.keys_by_input_name.items():
+            parent = by_key.get(key)
+            if parent is not None:
+                output = next(o for o, k in parent.keys_by_output_name.items() if k == key)
+                dependencies[asset.node_def.name] = {input_name: DependencyDefinition(parent.node_def.name, output)}
+    graph = GraphDefinition(
+        name=name,
+        description=(
+            "Plan (dry run) the pending metaxy migrations in chain order: writes nothing to the store and records "
+            "no materialization; each migration's plan is attached to its asset as an observation."
+        ),
+        node_defs=[a.node_def for a in assets],
+        dependencies=dependencies,
+    )
+    return graph.to_job(
+        config=run_config_for(dry_run=True, run_resource_key=run_resource_key),
+        run_tags={RUN_KIND_TAG: "plan", **(tags or {})},
+        executor_def=executor_def,
+        resource_defs=resource_defs,
+    )

@@ -1,0 +1,186 @@
+"""One Dagster op per migration operation.
+
+An op runs ``MigrationExecutor.run_operation(migration, index, dry_run=...)`` with the Dagster run id as the
+executor's run id. It rebuilds everything it needs (configuration, feature graph, migration file, store) in the
+process that runs it, so ops are process-separable; the engine's progress log in the store is the only state
+that passes from one op to the next. A failed op keeps the steps it completed, so re-executing the run from
+failure resumes at the failed operation.
+
+In an asset job the last op's output is the migration asset: it is yielded (a materialization) after an apply
+and also for an already applied migration (a no-op that must not block its children); in a dry run it is not
+yielded, so nothing is recorded as materialized. In the plan job (an op job over the same graphs) outputs are
+not assets, so every migration of the chain is planned.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dagster import AssetKey, In, Nothing, OpDefinition, OpExecutionContext, Out, Output, op
+
+from metaxy_core.migrations import MigrationExecutor
+from metaxy_core.migrations.models import INITIAL
+from metaxy_core.migrations.progress import COMPLETED
+from metaxy_dagster import events
+from metaxy_dagster._runtime import MigrationRef, metaxy_errors
+from metaxy_dagster.errors import MetaxyMigrationChangedError, MetaxyParentNotAppliedError, MetaxyPlanOnlyError
+from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY, MetaxyRunResource, MetaxyStoreResource
+
+DEFAULT_POOL = "metaxy_migrations"
+#: the op of a migration without operations (applying it only records it as done)
+EMPTY_OPERATION = ("apply", "record the migration as applied")
+
+_INVALID = re.compile(r"[^A-Za-z0-9_]")
+
+
+def sanitize_name(text: str) -> str:
+    """``text`` with every character Dagster refuses in names (``^[A-Za-z0-9_]+$``) replaced by ``_``."""
+    return _INVALID.sub("_", text) or "_"
+
+
+def op_name(migration_id: str, index: int, op_id: str) -> str:
+    """Unique op name: migration id, 1-based position, operation id (``20250101_000000_x__1_reconcile``)."""
+    return f"{sanitize_name(migration_id)}__{index + 1}_{sanitize_name(op_id)}"
+
+
+def build_operation_ops(
+    ref: MigrationRef,
+    *,
+    asset_key: AssetKey,
+    pool: str | None = DEFAULT_POOL,
+    store_resource_key: str = STORE_RESOURCE_KEY,
+    run_resource_key: str = RUN_RESOURCE_KEY,
+    op_tags: Mapping[str, str] | None = None,
+) -> list[OpDefinition]:
+    """The ops of one migration, in order; each has a Nothing input ``after`` and a Nothing output ``result``."""
+    labels = list(ref.op_labels) or [EMPTY_OPERATION]
+    return [
+        _build_op(
+            ref, index, op_id, op_type, len(labels), asset_key=asset_key, pool=pool,
+            store_resource_key=store_resource_key, run_resource_key=run_resource_key, op_tags=op_tags,
+        )
+        for index, (op_id, op_type) in enumerate(labels)
+    ]
+
+
+def _build_op(
+    ref: MigrationRef,
+    index: int,
+    op_id: str,
+    op_type: str,
+    count: int,
+    *,
+    asset_key: AssetKey,
+    pool: str | None,
+    store_resource_key: str,
+    run_resource_key: str,
+    op_tags: Mapping[str, str] | None,
+) -> OpDefinition:
+    is_last = index == count - 1
+
+    @op(
+        name=op_name(ref.migration_id, index, op_id),
+        description=f"Migration {ref.migration_id}, operation {index + 1}/{count}: `{op_id}` ({op_type}).",
+        ins={"after": In(Nothing, description="the previous operation, or the parent migration")},
+        out={"result": Out(Nothing, is_required=not is_last)},
+        required_resource_keys={store_resource_key, run_resource_key},
+        tags={
+            **(op_tags or {}),
+            "metaxy/migration": ref.migration_id,
+            "metaxy/operation": op_id,
+            "metaxy/operation_index": str(index + 1),
+        },
+        pool=pool,
+    )
+    def _operation(context):  # noqa: ANN001 - Dagster inspects the annotation; leave it blank
+        yield from run_operation_op(
+            context, ref, index, op_id, count, asset_key=asset_key,
+            store_resource_key=store_resource_key, run_resource_key=run_resource_key,
+        )
+
+    return _operation
+
+
+def run_operation_op(
+    context: OpExecutionContext,
+    ref: MigrationRef,
+    index: int,
+    op_id: str,
+    count: int,
+    *,
+    asset_key: AssetKey,
+    store_resource_key: str = STORE_RESOURCE_KEY,
+    run_resource_key: str = RUN_RESOURCE_KEY,
+) -> Iterator[Any]:
+    """The body of a migration operation's op (see the module docstring)."""
+    store_resource: MetaxyStoreResource = getattr(context.resources, store_resource_key)
+    run: MetaxyRunResource = getattr(context.resources, run_resource_key)
+    dry_run, in_asset_job, is_last = run.dry_run, context.has_assets_def, index == count - 1
+    mid = ref.migration_id
+    if not dry_run and not in_asset_job:
+        raise MetaxyPlanOnlyError(
+            f"this job only plans migrations and was launched with dry_run: false; launch the apply job "
+            f"(or materialize the asset {asset_key.to_user_string()}) to apply {mid}"
+        )
+    with metaxy_errors():
+        store = store_resource.get_store()
+    secrets = store.secrets
+    with metaxy_errors(secrets):
+        graph = store_resource.load_graph()
+        migration = ref.load()
+        if ref.op_labels and tuple(migration.operation_labels()) != ref.op_labels:
+            raise MetaxyMigrationChangedError(
+                f"the operations of migration {mid} are now {migration.operation_labels()}, but the code location "
+                f"was loaded with {list(ref.op_labels)}; reload the code location, then launch the run again"
+            )
+        executor = MigrationExecutor(
+            store, project=store.project, graph=graph, run_id=context.run_id, force=run.force,
+            on_step=lambda step: context.log.info(events.describe_step(mid, step, secrets)), log=context.log,
+        )
+        state = executor.state(mid)
+        already = state.status == COMPLETED
+        steps = []
+        if already:
+            context.log.info(f"migration {mid} is already applied in {store.root_uri}; nothing to do")
+        else:
+            if index == 0 and not dry_run and ref.parent != INITIAL:
+                parent_state = executor.state(ref.parent)
+                if parent_state.status != COMPLETED:
+                    raise MetaxyParentNotAppliedError(
+                        f"migration {mid} follows {ref.parent}, which is {parent_state.status.replace('_', ' ')} "
+                        f"in {store.root_uri}; apply {ref.parent} first (materialize its asset, or select it in "
+                        "the same run)"
+                    )
+            context.log.info(
+                f"{'planning' if dry_run else 'applying'} {mid}, operation {index + 1}/{count} ({op_id})"
+            )
+            if ref.op_labels:
+                steps = executor.run_operation(migration, index, dry_run=dry_run, state=state)
+            else:
+                steps = executor.apply_migration(migration, dry_run=dry_run).steps
+
+    if dry_run:
+        if not already or is_last:
+            context.log_event(
+                events.plan_observation(
+                    asset_key, migration, op_index=index, op_count=len(ref.op_labels), op_id=op_id, steps=steps,
+                    status="already_applied" if already else "planned", secrets=secrets,
+                )
+            )
+        if is_last and in_asset_job:
+            context.log.info(
+                f"dry run: {asset_key.to_user_string()} is not materialized, so Dagster skips the migrations after "
+                "it in this run; launch the plan job to plan the whole chain"
+            )
+            return
+        yield Output(None)
+        return
+    if is_last:
+        with metaxy_errors(secrets):
+            final = executor.state(mid)
+        yield Output(None, metadata=events.materialization_metadata(migration, final, already_applied=already,
+                                                                    secrets=secrets))
+    else:
+        yield Output(None)

@@ -1,0 +1,167 @@
+"""Dagster resources: where the metadata store is (:class:`MetaxyStoreResource`) and how a run behaves
+(:class:`MetaxyRunResource`, whose ``dry_run`` is the run configuration users set).
+
+Secrets never travel as plain values: give storage options as :class:`dagster.EnvVar` (Dagster resolves them in
+the process that runs the op and shows only the variable's name) or as metaxy's ``"${VAR}"`` references
+(expanded by :meth:`metaxy_core.MetaxyConfig.resolved_storage_options` when the store is built). On S3,
+credentials not given explicitly come from boto3's standard chain.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from metaxy_core.config import MetaxyConfig
+from metaxy_core.graph.graph import FeatureGraph
+from metaxy_core.migrations import MigrationChain, load_chain
+from metaxy_core.store.delta import DeltaMetadataStore
+
+STORE_RESOURCE_KEY = "metaxy_store"
+RUN_RESOURCE_KEY = "metaxy_run"
+
+
+class MetaxyStoreResource(ConfigurableResource):
+    """The project's metaxy configuration and Delta Lake store, rebuilt in every process that uses it.
+
+    Every field is optional: with ``config_path`` the project's ``metaxy.toml`` (or ``pyproject.toml``) is read
+    and the other fields override it; without it the fields alone describe the store.
+
+    Example:
+        >>> MetaxyStoreResource(
+        ...     root_uri="s3://ml-metadata/prod",
+        ...     project="video",
+        ...     storage_options={"AWS_SECRET_ACCESS_KEY": EnvVar("METAXY_S3_SECRET"),
+        ...                      "AWS_ACCESS_KEY_ID": EnvVar("METAXY_S3_KEY_ID")},
+        ... )
+    """
+
+    config_path: str | None = Field(
+        default=None,
+        description="Path of metaxy.toml (or a pyproject.toml with [tool.metaxy]); relative paths in it are "
+        "relative to its folder, which is also put on sys.path for entrypoints and operation types.",
+    )
+    root_uri: str | None = Field(
+        default=None,
+        description="Store root: a local folder or s3://bucket/prefix. Overrides [store].root of the config file.",
+    )
+    project: str | None = Field(default=None, description="Project name; overrides `project` of the config file.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="delta-rs storage options merged over the config file's (AWS_ENDPOINT_URL, AWS_REGION, ...). "
+        "Give secrets as EnvVar('NAME') or '${NAME}', never as plain values.",
+    )
+    migrations_dir: str | None = Field(
+        default=None, description="Folder of migration files; overrides `migrations_dir` of the config file."
+    )
+    entrypoints: list[str] | None = Field(
+        default=None, description="Modules imported to register features; overrides `entrypoints`."
+    )
+    lock_ttl_seconds: float | None = Field(
+        default=None, description="Lease duration of the store's migration lock; overrides `lock_ttl_seconds`."
+    )
+
+    def __repr_args__(self) -> Any:  # storage option values may be credentials: show the keys only
+        for name, value in super().__repr_args__():
+            if name == "storage_options" and isinstance(value, dict):
+                yield name, {k: "***" for k in value}
+            else:
+                yield name, value
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_config(cls, config: MetaxyConfig) -> MetaxyStoreResource:
+        """A resource describing ``config``.
+
+        With a config file, storage options are re-read from it (and ``METAXY_*``) in each process, so their
+        values never enter Dagster's resource configuration; without one they are copied as written (use
+        ``"${VAR}"`` references for secrets).
+        """
+        return cls(
+            config_path=str(config.config_file) if config.config_file else None,
+            root_uri=config.store_root,
+            project=config.project,
+            storage_options={} if config.config_file else dict(config.store.storage_options),
+            migrations_dir=str(config.migrations_path),
+            entrypoints=list(config.entrypoints),
+            lock_ttl_seconds=config.lock_ttl_seconds,
+        )
+
+    # ------------------------------------------------------------------ accessors
+    def get_config(self) -> MetaxyConfig:
+        """The effective :class:`~metaxy_core.MetaxyConfig` (file, then ``METAXY_*``, then these fields).
+
+        Raises:
+            metaxy_core.errors.ConfigError: the file is missing or invalid (the message names it).
+        """
+        config = MetaxyConfig.load(self.config_path) if self.config_path else MetaxyConfig()
+        store = config.store.model_copy(
+            update={
+                "root": self.root_uri if self.root_uri is not None else config.store.root,
+                "storage_options": {**config.store.storage_options, **self.storage_options},
+            }
+        )
+        update: dict[str, Any] = {"store": store}
+        if self.project is not None:
+            update["project"] = self.project
+        if self.migrations_dir is not None:
+            update["migrations_dir"] = self.migrations_dir
+        if self.entrypoints is not None:
+            update["entrypoints"] = list(self.entrypoints)
+        if self.lock_ttl_seconds is not None:
+            update["lock_ttl_seconds"] = self.lock_ttl_seconds
+        config = config.model_copy(update=update)
+        ensure_importable(config)
+        return config
+
+    def get_store(self) -> DeltaMetadataStore:
+        """The configured :class:`~metaxy_core.DeltaMetadataStore` (no I/O until it is used)."""
+        return self.get_config().get_store()
+
+    def load_graph(self) -> FeatureGraph:
+        """Import the entrypoints and return the active feature graph (the code's graph)."""
+        return self.get_config().load_features()
+
+    def load_chain(self) -> MigrationChain:
+        """Read the migration files (never the store)."""
+        return load_project_chain(self.get_config())
+
+
+class MetaxyRunResource(ConfigurableResource):
+    """Per-run switches of the migration jobs; set them as run configuration.
+
+    Example run config (launchpad, ``RunRequest(run_config=...)``, schedules, ``dagster job execute -c``)::
+
+        resources:
+          metaxy_run:
+            config:
+              dry_run: true
+    """
+
+    dry_run: bool = Field(
+        default=False,
+        description="Plan only: write nothing, record nothing as applied; the plan (features, rows per operation "
+        "and feature, roots to recompute) is attached to the migration assets as observations.",
+    )
+    force: bool = Field(
+        default=False,
+        description="Continue a migration whose file was edited after it was partly applied "
+        "(like `metaxy migrations apply --force`).",
+    )
+
+
+def ensure_importable(config: MetaxyConfig) -> None:
+    """Put the config file's folder on ``sys.path`` (entrypoints and operation types import from it)."""
+    root = str(config.root_dir)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def load_project_chain(config: MetaxyConfig) -> MigrationChain:
+    """Load the project's migration chain from files, with the project folder importable."""
+    ensure_importable(config)
+    return load_chain(Path(config.migrations_path))

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from metaxy_dg_testkit import Project, make_project
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """Snapshots v1, v2, v3 pushed, data written at v1, code at v3, migrations v1->v2 and v2->v3."""
+    return make_project(tmp_path)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
