@@ -43,6 +43,8 @@ class Project:
 
     @cached_property
     def chain(self) -> MigrationChain:
+        # Operation `type:` paths and .py migrations may import the project's own modules (next to metaxy.toml).
+        self.config.add_import_path()
         return load_chain(self.config.migrations_path)
 
     def executor(self, **kwargs: Any) -> MigrationExecutor:

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from metaxy_core.errors import ConfigError
+from metaxy_core.errors import ConfigError, MetaxyError
 
 CONFIG_FILE = "metaxy.toml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -134,18 +134,51 @@ class MetaxyConfig(BaseModel):
         """Import the entrypoint modules (the config folder on ``sys.path``); returns the active graph."""
         from metaxy_core.graph.graph import FeatureGraph
 
-        root = str(self.root_dir)
-        if root not in sys.path:
-            sys.path.insert(0, root)
+        root = self.add_import_path()
         for module in self.entrypoints:
+            where = f"{self.config_file or 'configuration'}: entrypoint {module!r}"
             try:
                 importlib.import_module(module)
             except ImportError as exc:
                 raise ConfigError(
-                    f"{self.config_file or 'configuration'}: entrypoint {module!r} could not be imported "
-                    f"({exc}); check `entrypoints` and that {root} contains it"
+                    f"{where} could not be imported ({exc}); check `entrypoints` and that {root} contains it"
+                ) from exc
+            except MetaxyError:
+                raise  # graph errors already name the feature at fault
+            except SyntaxError as exc:
+                raise ConfigError(
+                    f"{where} has a syntax error ({exc.filename}, line {exc.lineno}: {exc.msg}); fix the code"
+                ) from exc
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
+                    for e in exc.errors()
+                )
+                raise ConfigError(
+                    f"{where} declares an invalid feature{_user_line(exc, root)}: {problems}; fix the declaration"
+                ) from exc
+            except Exception as exc:  # the module's own code failed at import time
+                raise ConfigError(
+                    f"{where} raised {type(exc).__name__} while importing{_user_line(exc, root)}: {exc}; fix the "
+                    "module (run with --raiseerr for the traceback)"
                 ) from exc
         return FeatureGraph.get_active()
+
+    def add_import_path(self) -> str:
+        """Put the config file's folder on ``sys.path`` (once) so the project's own modules import as-is:
+        entrypoints, operation ``type:`` paths in migration files and imports in ``.py`` migrations."""
+        root = str(self.root_dir)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        return root
+
+
+def _user_line(exc: BaseException, root: str) -> str:
+    """`` at <file>, line <n>`` of the innermost traceback frame inside the project folder, if any."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(root)]
+    return f" at {frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
 
 
 def find_config_file(start: Path) -> Path | None:

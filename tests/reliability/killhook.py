@@ -1,0 +1,92 @@
+"""Run the ``metaxy`` CLI with fault injection, for the reliability tests only.
+
+    python killhook.py migrations apply        # plan in the METAXY_TEST_HOOK environment variable (JSON)
+
+The plan may contain:
+
+* ``log``: a file receiving one JSON line per Delta commit the process attempts (table, kind, event);
+* ``kill_at`` + ``how``: SIGKILL this process at its n-th commit, ``before`` it, ``after`` it, or ``during``
+  it (a timer fires ``delay`` seconds after the commit starts, usually inside delta-rs);
+* ``timer``: SIGKILL this process that many seconds after the CLI starts, wherever it is;
+* ``host``: pretend to run on another host (``socket.gethostname``), so a lease it leaves behind cannot be
+  recognised as a dead local process and must expire.
+
+Only this script reads the variable: the hooks are installed by monkeypatching public module attributes
+(``metaxy_core.store._io.append`` and the lock's ``write_deltalake``); the engine has no test-only paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+PLAN: dict[str, Any] = json.loads(os.environ.get("METAXY_TEST_HOOK", "{}"))
+START = time.monotonic()
+_count = 0
+_log_fd = os.open(PLAN["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if PLAN.get("log") else None
+
+if PLAN.get("host"):
+    socket.gethostname = lambda: PLAN["host"]  # type: ignore[assignment]
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _describe(target: Any, frame: Any) -> dict[str, Any]:
+    uri = target if isinstance(target, str) else getattr(target, "table_uri", str(target))
+    table = str(uri).rstrip("/").rsplit("/", 1)[-1]
+    kind = {"migration_events": "progress", "lock": "lock", "snapshots": "snapshot"}.get(table, "data")
+    info: dict[str, Any] = {"table": table, "kind": kind, "rows": getattr(frame, "height", None)}
+    if kind == "progress":
+        row = frame.row(0, named=True)
+        info["event"] = f"{row['status']}:{row['op_index']}:{row['feature_key']}"
+    elif kind == "lock":
+        info["event"] = frame.row(0, named=True)["event"]
+    return info
+
+
+def _hooked(real: Any) -> Any:
+    def commit(target: Any, frame: Any, *args: Any, **kwargs: Any) -> Any:
+        global _count
+        _count += 1
+        if _log_fd is not None:  # os.write: nothing buffered in the process when SIGKILL lands
+            line = {"n": _count, "t": round(time.monotonic() - START, 4), **_describe(target, frame)}
+            os.write(_log_fd, (json.dumps(line) + "\n").encode())
+        if _count == PLAN.get("kill_at"):
+            how = PLAN.get("how", "before")
+            if how == "before":
+                _die()
+            if how == "during":
+                threading.Timer(float(PLAN.get("delay", 0.0)), _die).start()
+            result = real(target, frame, *args, **kwargs)
+            if how == "after":
+                _die()
+            if how == "during":
+                time.sleep(1.0)  # the timer fires; never carry on past this commit
+            return result
+        return real(target, frame, *args, **kwargs)
+
+    return commit
+
+
+def main() -> int:
+    from metaxy_core.cli.app import main as cli_main
+    from metaxy_core.migrations import lock
+    from metaxy_core.store import _io
+
+    _io.append = _hooked(_io.append)
+    lock.write_deltalake = _hooked(lock.write_deltalake)
+    if PLAN.get("timer") is not None:
+        threading.Timer(float(PLAN["timer"]) - (time.monotonic() - START), _die).start()
+    return cli_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
