@@ -1,0 +1,27 @@
+"""Dagster definitions of the example: one asset per migration, the apply and plan jobs, schedule and sensor.
+
+Run ``dagster dev`` in ``example_project/`` (``pyproject.toml`` names this module), or
+``python -m example_project.dev`` to start the local S3 and PostgreSQL servers, seed them and the store, and
+open the UI with everything in place. Loading these definitions reads files only: no store, no S3, no database.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+import example_project.features  # noqa: F401  (registers the code's feature graph before the chain loads)
+from example_project import CONFIG_FILE
+from metaxy_core import MetaxyConfig
+from metaxy_dagster import build_migration_definitions
+
+
+def build_definitions(config: MetaxyConfig | None = None) -> Definitions:
+    """The example's definitions for ``config`` (default: ``metaxy.toml`` plus ``METAXY_*`` overrides)."""
+    return build_migration_definitions(
+        config=config or MetaxyConfig.load(CONFIG_FILE),
+        schedule_cron="0 3 * * *",  # apply pending migrations nightly (schedules start stopped)
+        include_sensor=True,  # ...and when a new snapshot is pushed (`metaxy push` on deploy)
+    )
+
+
+defs = build_definitions()
