@@ -115,9 +115,23 @@ def load_migration_file(path: Path, *, context: dict[str, Any] | None = None) ->
     return migration
 
 
+_CSafeLoader = getattr(yaml, "CSafeLoader", None)
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with libyaml's parser when it is installed (about 10x faster: a Dagster code location
+    loads every migration file). On an error the pure-Python parser runs again, so messages never depend on it."""
+    if _CSafeLoader is not None:
+        try:
+            return yaml.load(text, Loader=_CSafeLoader)  # noqa: S506 - CSafeLoader is the safe loader
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(text)
+
+
 def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migration:
     try:
-        data = yaml.safe_load(raw.decode("utf-8"))
+        data = _safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise MigrationLoadError(path, "is not UTF-8 text") from None
     except yaml.YAMLError as exc:
