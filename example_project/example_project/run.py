@@ -35,7 +35,6 @@ from dagster import DagsterEventType, DagsterInstance, Definitions
 import example_project.features as features
 from example_project import CONFIG_FILE, generate
 from example_project.definitions import build_definitions
-from example_project.s3 import s3_client
 from example_project.servers import local_servers
 from metaxy_core import DeltaMetadataStore, FeatureGraph, MetaxyConfig
 from metaxy_core.migrations import load_chain, progress
@@ -185,7 +184,7 @@ def run_example(*, n_samples: int = generate.N_SAMPLES, verbose: bool = False) -
         t = time.perf_counter()
         config = MetaxyConfig.load(CONFIG_FILE)
         print(f"[2/6] seeding {n_samples:,} videos; the store {config.store_root} is reset")
-        s3 = generate.seed_s3(s3_client(), n_samples=n_samples, direct_put=servers.s3.direct_put())
+        s3 = generate.seed_s3(servers.s3.client(), n_samples=n_samples, direct_put=servers.s3.direct_put())
         labels = generate.seed_postgres(servers.postgres.uri, n_samples=n_samples)
         generate.reset_store(config.store_root)
         store = config.get_store()

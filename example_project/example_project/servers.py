@@ -19,6 +19,7 @@ import socket
 import tempfile
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,15 @@ class S3Server:
     def stop(self) -> None:
         self._server.stop()
 
+    def client(self) -> Any:
+        """A boto3 S3 client for this server (explicit settings; the migrations use the environment's)."""
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=LOCAL_AWS_KEY, aws_secret_access_key=LOCAL_AWS_KEY,
+            region_name="us-east-1",
+        )
+
     def direct_put(self) -> Callable[[str, str, bytes], None] | None:
         """Write objects straight into this in-process server's storage (for bulk seeding), if possible.
 
@@ -69,7 +79,7 @@ class S3Server:
 
 
 def start_s3() -> S3Server:
-    """Start moto's S3 API on a free port, with empty state (moto keeps its state per process)."""
+    """Start moto's S3 API on a free port and wait until it answers."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
@@ -77,11 +87,11 @@ def start_s3() -> S3Server:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     s3 = S3Server(port=port, _server=server)
-    # A second server in the same process would see the first one's buckets: reset moto's state.
-    request = urllib.request.Request(f"{s3.endpoint}/moto-api/reset", method="POST")
+    # moto keeps its state per process (a second server in this process shares it): never reset it, other
+    # users may be relying on it; seeding is idempotent instead.
     for attempt in range(50):
         try:
-            urllib.request.urlopen(request, timeout=5).close()
+            urllib.request.urlopen(f"{s3.endpoint}/", timeout=5).close()
             break
         except OSError:
             if attempt == 49:
@@ -104,7 +114,9 @@ class PostgresServer:
 
 
 def start_postgres() -> PostgresServer:
-    import pgserver
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
+        warnings.simplefilter("ignore")
+        import pgserver
 
     parent = Path(tempfile.mkdtemp(prefix="metaxy-example-pg-"))
     data_dir = parent / "data"
