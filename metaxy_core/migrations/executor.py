@@ -333,8 +333,8 @@ class MigrationExecutor:
                             rows=outcome.rows, duration_s=time.perf_counter() - start, note=outcome.note)
         if not dry_run:
             writes = dict(scope.rows_by_feature)
+            self.lock.renew()  # first: a run whose expired lease was taken over must not record its step
             self._record_step(migration, result, write_id, writes)
-            self.lock.renew()
         self._notify(result)
         return result
 

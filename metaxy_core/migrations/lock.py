@@ -4,7 +4,8 @@ Acquiring reads the lock table at version N and appends an ``acquire`` event as 
 (``max_commit_retries=0``): if another process committed first, delta-rs refuses the commit and we re-read.
 Delta's commit protocol (atomic rename locally, conditional PUT on S3) makes this safe on both backends.
 
-A lease expires after ``ttl`` seconds unless renewed (the executor renews it after every step); a holder on
+A lease expires after ``ttl`` seconds unless renewed (the executor renews it after every step, and stops with
+:class:`LockLostError` if another run took an expired lease over meanwhile); a holder on
 this host whose process is gone is recognised at once, so re-running after ``kill -9`` just works; and
 ``metaxy migrations unlock`` releases a lease by hand.
 """
@@ -51,6 +52,24 @@ class LockedError(MetaxyError):
         )
 
 
+class LockLostError(MetaxyError):
+    """This run's lease expired (or was released by hand) and it no longer holds the store's lock."""
+
+    def __init__(self, owner: str, holder: LeaseInfo | None, ttl_seconds: float) -> None:
+        self.owner, self.holder = owner, holder
+        why = (
+            f"its lease ({ttl_seconds:g} s) expired during a step and run {holder.owner} ({holder.host}, pid "
+            f"{holder.pid}) took over at {holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
+            if holder is not None
+            else "the lock was released (`metaxy migrations unlock`) while it worked"
+        )
+        super().__init__(
+            f"run {owner} lost the migration lock: {why}; this run stopped after its current step, whose "
+            "completion it did not record. Check `metaxy migrations status`; if steps outlast the lease, raise "
+            "lock_ttl_seconds (METAXY_LOCK_TTL_SECONDS)"
+        )
+
+
 @dataclass(frozen=True)
 class LeaseInfo:
     owner: str
@@ -79,6 +98,7 @@ class StoreLock:
         self.ttl = timedelta(seconds=ttl_seconds if ttl_seconds is not None else store.lock_ttl_seconds)
         self.uri = store.system_table_uri(LOCK_TABLE)
         self._depth = 0
+        self._acquired_at: datetime | None = None
 
     # ---------------------------------------------------------------- reading
     def _state(self) -> tuple[DeltaTable | None, LeaseInfo | None]:
@@ -156,12 +176,39 @@ class StoreLock:
                     continue
                 raise
             self._depth = 1
+            self._acquired_at = row["at"][0]
             return
         raise MetaxyError(f"could not take the migration lock at {self.uri} after 20 attempts (heavy contention)")
 
     def renew(self) -> None:
+        """Extend the lease, after checking it is still ours.
+
+        Raises:
+            LockLostError: the lease expired and another run took the lock over (or ``unlock`` released it);
+                this run must stop rather than work next to the new holder.
+        """
         if self._depth:
+            _, lease = self._state()
+            if lease is None or lease.owner != self.owner:
+                self._depth = 0  # nothing left to release
+                raise LockLostError(self.owner, self._taker(), self.ttl.total_seconds())
             _io.append(self.uri, self._event("renew"), self.store.storage_options)
+
+    def _taker(self) -> LeaseInfo | None:
+        """The newest lease another run took since this run acquired (who took over its expired lease)."""
+        table = _io.open_table(self.uri, self.store.storage_options)
+        if table is None:
+            return None
+        with _io.guard("read", self.uri, self.store.storage_options):
+            df = pl.scan_delta(table).filter(
+                (pl.col("project") == self.store.project) & (pl.col("event") == "acquire") & (pl.col("owner") != self.owner)
+            ).collect()
+        if self._acquired_at is not None:
+            df = df.filter(pl.col("at") >= self._acquired_at)
+        if df.height == 0:
+            return None
+        row = df.sort("at").row(-1, named=True)
+        return LeaseInfo(row["owner"], row["host"], row["pid"], row["at"], row["expires_at"])
 
     def release(self) -> None:
         if self._depth == 0:

@@ -5,6 +5,7 @@ They are ordinary user operations (subclasses of the public ones); nothing in th
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -17,15 +18,17 @@ from metaxy_core.graph.keys import FeatureKey
 class SmallBatchReconciliation(DataVersionReconciliation):
     """The built-in reconciliation, committing every ``batch_rows`` rows (many commits = many kill points).
 
-    ``sleep_s`` pauses before each feature step, to keep an apply running while another process watches it.
+    ``sleep_s`` pauses before each feature step, to keep an apply running while another process watches it
+    (the test-only ``REL_SLEEP_S`` environment variable overrides it for one process).
     """
 
     batch_rows: int = 40
     sleep_s: float = 0.0
 
     def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
-        if self.sleep_s:
-            time.sleep(self.sleep_s)
+        sleep = float(os.environ.get("REL_SLEEP_S", self.sleep_s))
+        if sleep:
+            time.sleep(sleep)
         ctx.batch_rows = self.batch_rows
         return super().run(ctx, feature)
 
