@@ -20,7 +20,8 @@ def project(tmp_path: Path) -> Project:
     return make_project(tmp_path)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def instance():
+    """One persistent (sqlite) Dagster instance for the session; tests tell their runs apart by run id."""
     with dg.instance_for_test() as inst:
         yield inst

@@ -1,0 +1,139 @@
+"""Applying migrations from Dagster: chain order, store changes, no-ops, parents, resume from failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from metaxy_core.migrations import MigrationExecutor, load_chain
+from metaxy_dagster import (
+    APPLY_JOB_NAME,
+    MetaxyMigrationChangedError,
+    MetaxyParentNotAppliedError,
+    build_migration_definitions,
+)
+from metaxy_dg_testkit import CLIP, EMB, RECONCILE, Project, make_project
+
+HERE = Path(__file__).resolve().parent
+M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
+KEY1, KEY2 = dg.AssetKey(["metaxy", "migrations", M1]), dg.AssetKey(["metaxy", "migrations", M2])
+
+
+def started_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
+    return [r.event_log_entry.step_key for r in records]
+
+
+def apply(project: Project, instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteInProcessResult:
+    defs = build_migration_definitions(config_path=project.config_path)
+    with project.active():
+        return defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(instance=instance, **kwargs)
+
+
+def test_apply_materializes_in_chain_order_and_moves_the_store(project: Project, instance) -> None:
+    assert project.rows_at(EMB, 3) == 0
+    result = apply(project, instance)
+    assert result.success
+    assert [e.asset_key for e in result.get_asset_materialization_events()] == [KEY1, KEY2]
+    steps = started_steps(instance, result.run_id)
+    first = [i for i, s in enumerate(steps) if M1 in s.split(".")[0]]
+    second = [i for i, s in enumerate(steps) if M2 in s.split(".")[0]]
+    assert max(first) < min(second)  # m1's ops and check before any step of m2
+    assert project.rows_at(EMB, 3) == 5 and project.rows_at(CLIP, 3) == 5
+    states = MigrationExecutor(project.store(), graph=project.code_graph).states()
+    assert states[M1].status == states[M2].status == "completed"
+    assert states[M2].run_id == result.run_id  # the Dagster run id is the executor's run id
+    meta = result.get_asset_materialization_events()[1].materialization.metadata
+    assert meta["metaxy/status"].value == "completed"
+    assert meta["metaxy/rows"].value == 10
+    assert meta["metaxy/rows_by_feature"].value == {EMB: 5, CLIP: 5}
+    assert meta["metaxy/dry_run"].value is False
+    assert len(meta["metaxy/steps"].value.records) == 2
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    run = instance.get_run_by_id(result.run_id)
+    assert run.tags["metaxy/migrations"] == "apply"
+
+
+def test_already_applied_migrations_are_no_ops(project: Project, instance) -> None:
+    assert apply(project, instance).success
+    before = project.table_versions()
+    again = apply(project, instance)
+    assert again.success
+    events = again.get_asset_materialization_events()
+    assert [e.asset_key for e in events] == [KEY1, KEY2]
+    assert {e.materialization.metadata["metaxy/status"].value for e in events} == {"already_applied"}
+    assert project.table_versions() == before  # nothing written: not even the log or the lock
+
+
+def test_applied_parent_does_not_block_its_child(project: Project, instance) -> None:
+    chain = load_chain(project.migrations_dir)
+    with project.active():
+        MigrationExecutor(project.store(), graph=project.code_graph).apply(chain, M1)  # e.g. from the CLI
+    result = apply(project, instance)
+    assert result.success
+    statuses = [e.materialization.metadata["metaxy/status"].value for e in result.get_asset_materialization_events()]
+    assert statuses == ["already_applied", "completed"]
+    assert project.rows_at(EMB, 3) == 5
+
+
+def test_child_alone_refuses_to_run_before_its_parent(project: Project, instance) -> None:
+    result = apply(project, instance, asset_selection=[KEY2], raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data
+    assert failure.user_failure_data is not None
+    assert f"migration {M2} follows {M1}, which is not started" in failure.user_failure_data.description
+    assert failure.error.cls_name == MetaxyParentNotAppliedError.__name__
+    assert project.rows_at(EMB, 3) == 0
+
+
+def test_file_edited_after_load_is_refused(project: Project, instance) -> None:
+    defs = build_migration_definitions(config_path=project.config_path)
+    path = project.migrations_dir / f"{M1}.yaml"
+    path.write_text(path.read_text().replace("Carry embeddings", "Carry the embeddings"))
+    with project.active():
+        result = defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data
+    assert failure.error.cls_name == MetaxyMigrationChangedError.__name__
+    assert "changed since the Dagster code location was loaded" in failure.user_failure_data.description
+
+
+def test_reexecution_from_failure_resumes_at_the_failed_operation(tmp_path: Path) -> None:
+    project = make_project(tmp_path, migrations=((1, 2),))
+    marker = tmp_path / "flaky-marker"
+    ops = [RECONCILE, {"type": "metaxy_dg_testkit.FlakyOperation", "marker": str(marker)}]
+    project.write_migration(M1, parent="initial", from_version=1, to_version=2, ops=ops)
+    (project.migrations_dir / f"{M2}.yaml").unlink(missing_ok=True)
+    recon = dg.build_reconstructable_job(
+        reconstructor_module_name="metaxy_dg_testkit",
+        reconstructor_function_name="apply_job",
+        reconstructable_args=(str(project.config_path),),
+        reconstructor_working_directory=str(HERE),
+    )
+    in_process = {"execution": {"config": {"in_process": {}}}}
+    with dg.instance_for_test() as instance, project.active():
+        with dg.execute_job(recon, instance=instance, run_config=in_process, raise_on_error=False) as first:
+            assert not first.success
+            failed = [e.step_key for e in first.get_step_failure_events()]
+            assert failed == [f"metaxy__migrations__{M1}.{M1}__2_flaky"]
+            assert started_steps(instance, first.run_id) == [
+                f"metaxy__migrations__{M1}.{M1}__1_reconcile", f"metaxy__migrations__{M1}.{M1}__2_flaky",
+            ]
+            description = first.get_step_failure_events()[0].step_failure_data.user_failure_data.description
+            assert "flaky operation failing once" in description and "re-execute the run from failure" in description
+        state = MigrationExecutor(project.store(), graph=project.code_graph).state(M1)
+        assert state.status == "failed" and state.step_done(0, EMB)
+        assert project.rows_at(EMB, 2) == 5  # the first operation's work is kept
+
+        options = dg.ReexecutionOptions.from_failure(run_id=first.run_id, instance=instance)
+        with dg.execute_job(recon, instance=instance, run_config=in_process, reexecution_options=options) as second:
+            assert second.success
+            assert started_steps(instance, second.run_id) == [
+                f"metaxy__migrations__{M1}.{M1}__2_flaky", f"metaxy__migrations__{M1}_metaxy_migration_verified",
+            ]
+            assert [e.asset_key for e in second.get_asset_materialization_events()] == [KEY1]
+    state = MigrationExecutor(project.store(), graph=project.code_graph).state(M1)
+    assert state.status == "completed"
+    assert project.rows_at(EMB, 2) == 5
