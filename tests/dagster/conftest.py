@@ -8,10 +8,14 @@ import pytest
 
 from metaxy_dg_testkit import Project, make_project
 
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-
 HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def _quiet_dagster_preview_warnings() -> None:
+    """Dagster's beta/preview notices about its own APIs (pytest restores the filters after each test)."""
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
 @pytest.fixture
