@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from metaxy_core.errors import MetaxyError
+from metaxy_core.errors import MetaxyError, StoreUnreachableError
 from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import progress
@@ -313,13 +313,16 @@ class MigrationExecutor:
                 message = redact(f"{type(exc).__name__}: {exc}", self.store.secrets)
                 result = StepResult(op_index=op_index, op_id=op_id, op_type=op_type, feature_key=feature,
                                     status="failed", duration_s=duration, error=message)
-                if not dry_run:
-                    self._record_step(migration, result, write_id, scope.rows_by_feature)
-                    progress.record(self.store, project=self.project, migration_id=migration.migration_id,
-                                    status=progress.FAILED, run_id=self.run_id, checksum=migration.checksum,
-                                    error=message)
+                if not dry_run and not _store_unreachable(exc, self.store):
+                    try:
+                        self._record_step(migration, result, write_id, scope.rows_by_feature)
+                        progress.record(self.store, project=self.project, migration_id=migration.migration_id,
+                                        status=progress.FAILED, run_id=self.run_id, checksum=migration.checksum,
+                                        error=message)
+                    except MetaxyError as record_error:  # the step's own error is the one to report
+                        self.log.warning("could not record the failure in the migration log: %s", record_error)
                 self._notify(result)
-                self.log.debug("step failed:\n%s", traceback.format_exc())
+                self.log.debug("step failed:\n%s", redact(traceback.format_exc(), self.store.secrets))
                 failed = MigrationResult(migration_id=migration.migration_id, kind=migration.kind, status="failed",
                                          dry_run=dry_run, steps=[result], error=message)
                 raise MigrationFailed(
@@ -364,6 +367,11 @@ def step_write_id(migration_id: str, op_index: int, feature: str, epoch: int = 0
     """Deterministic write id of a step: retries share it, a re-apply after a rollback does not."""
     base = f"{migration_id}/{op_index}/{feature.replace('/', '__')}"
     return base if epoch == 0 else f"{base}/r{epoch}"
+
+
+def _store_unreachable(exc: BaseException, store: DeltaMetadataStore) -> bool:
+    """The step failed because the metadata store itself cannot be reached: recording it would wait again."""
+    return isinstance(exc, StoreUnreachableError) and store.root_uri in str(exc)
 
 
 def _custom_outcome(value: Any) -> StepOutcome:

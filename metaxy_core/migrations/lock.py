@@ -12,6 +12,7 @@ this host whose process is gone is recognised at once, so re-running after ``kil
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -229,5 +230,14 @@ class StoreLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            self.release()
+            return
+        try:
+            self.release()
+        except MetaxyError as release_error:  # never hide the error that ended the run behind this one
+            logging.getLogger("metaxy.migrations").warning(
+                "could not release the migration lock (%s); it expires after lock_ttl_seconds, a re-run on this "
+                "host takes it over at once, or run `metaxy migrations unlock`", release_error
+            )
