@@ -67,7 +67,12 @@ class MigrationRef:
 
 @contextmanager
 def metaxy_errors(secrets: list[str] | None = None) -> Iterator[None]:
-    """Turn engine errors into :class:`MetaxyDagsterError` failures that keep the engine's message."""
+    """Turn engine errors into :class:`MetaxyDagsterError` failures that keep the engine's message.
+
+    The engine error is kept on ``.error`` but not chained (``from None``): Dagster serialises an exception's
+    causes into the event log, and the original error of a user operation may quote credentials that only
+    the engine's redacted message leaves out.
+    """
     secrets = secrets or []
     try:
         yield
@@ -79,8 +84,8 @@ def metaxy_errors(secrets: list[str] | None = None) -> Iterator[None]:
             message + " In Dagster: re-execute the run from failure to resume at this operation.",
             metadata=events.failure_metadata(exc.result, secrets),
             error=exc,
-        ) from exc
+        ) from None
     except LockedError as exc:
-        raise MetaxyStoreLockedError(redact(str(exc), secrets), error=exc) from exc
+        raise MetaxyStoreLockedError(redact(str(exc), secrets), error=exc) from None
     except MetaxyError as exc:
-        raise MetaxyRunError(redact(str(exc), secrets), error=exc) from exc
+        raise MetaxyRunError(redact(str(exc), secrets), error=exc) from None

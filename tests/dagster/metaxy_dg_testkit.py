@@ -214,7 +214,8 @@ def make_project(
     pushed: tuple[int, ...] = (1, 2, 3),
     data_version: int | None = 1,
     migrations: tuple[tuple[int, int], ...] = ((1, 2), (2, 3)),
-    extra_toml: str = "",
+    store_root: str = "store",
+    storage_options: dict[str, str] | None = None,
 ) -> Project:
     """A project whose code declares ``code_version``, with snapshots ``pushed`` and a chain of ``migrations``."""
     root = tmp_path / "project"
@@ -230,10 +231,11 @@ def make_project(
             entrypoints = ["{module}"]
             migrations_dir = "migrations"
             [store]
-            root = "store"
+            root = "{store_root}"
             """
         )
-        + extra_toml
+        + ("[store.storage_options]\n" + "".join(f'{k} = "{v}"\n' for k, v in storage_options.items())
+           if storage_options else "")
     )
     project = Project(root=root, module=module, code_version=code_version)
     project.migrations_dir.mkdir()

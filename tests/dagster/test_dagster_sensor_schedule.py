@@ -28,7 +28,7 @@ KEY3 = dg.AssetKey(["metaxy", "migrations", M3])
 
 def tick(project: Project, instance, cursor: str | None, *, dry_run: bool = False) -> dg.SensorExecutionData:
     defs = build_migration_definitions(config_path=project.config_path, sensor_dry_run=dry_run)
-    sensor = defs.get_sensor_def("metaxy_snapshot_sensor")
+    sensor = defs.resolve_sensor_def("metaxy_snapshot_sensor")
     context = dg.build_sensor_context(
         instance=instance, cursor=cursor, definitions=defs,
         resources={"metaxy_store": MetaxyStoreResource(config_path=str(project.config_path))},
@@ -133,9 +133,9 @@ def test_dry_run_sensor_requests_the_plan_job(project: Project, instance) -> Non
 
 
 def test_sensor_targets(project: Project) -> None:
-    assert build_migration_definitions(config_path=project.config_path).get_sensor_def(
+    assert build_migration_definitions(config_path=project.config_path).resolve_sensor_def(
         "metaxy_snapshot_sensor").job_name == APPLY_JOB_NAME
-    assert build_migration_definitions(config_path=project.config_path, sensor_dry_run=True).get_sensor_def(
+    assert build_migration_definitions(config_path=project.config_path, sensor_dry_run=True).resolve_sensor_def(
         "metaxy_snapshot_sensor").job_name == PLAN_JOB_NAME
     assert not build_migration_definitions(config_path=project.config_path, include_sensor=False).sensors
 
