@@ -7,7 +7,7 @@ open the UI with everything in place. Loading these definitions reads files only
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 import example_project.features  # noqa: F401  (registers the code's feature graph before the chain loads)
 from example_project import CONFIG_FILE
@@ -21,6 +21,10 @@ def build_definitions(config: MetaxyConfig | None = None) -> Definitions:
         config=config or MetaxyConfig.load(CONFIG_FILE),
         schedule_cron="0 3 * * *",  # apply pending migrations nightly (schedules start stopped)
         include_sensor=True,  # ...and when a new snapshot is pushed (`metaxy push` on deploy)
+        # Dagster's default executor starts one process per op (~10 s of imports each on a laptop). The example's
+        # migrations are small, so a run executes its ops in one process; remove this line (or pick the k8s /
+        # celery / docker executor) in production: the ops are process-separable.
+        executor_def=in_process_executor,
     )
 
 
