@@ -48,11 +48,15 @@ def test_a_second_executor_is_refused_while_the_first_holds_the_lock(store, migr
 
 
 def test_an_expired_lease_is_taken_over(store):
-    StoreLock(store, "short-lived", ttl_seconds=0.3).acquire()
+    StoreLock(store, "short-lived", ttl_seconds=1.5).acquire()  # this process stays alive: only expiry frees it
+    lease = StoreLock(store, "observer").holder()
+    assert lease.owner == "short-lived"
     with pytest.raises(LockedError, match="locked by run short-lived"):
         StoreLock(store, "patient").acquire()
-    time.sleep(0.35)
-    assert StoreLock(store, "patient").holder() is None
+    while StoreLock(store, "patient").holder() is not None:
+        assert time.time() < lease.expires_at.timestamp() + 5
+        time.sleep(0.05)
+    assert time.time() >= lease.expires_at.timestamp()  # freed by expiry, not earlier
     StoreLock(store, "patient").acquire()
     assert StoreLock(store, "observer").holder().owner == "patient"
 
