@@ -8,10 +8,13 @@ import dagster as dg
 import pytest
 
 from metaxy_core.migrations import MigrationExecutor, load_chain
+from metaxy_core.migrations.lock import StoreLock
 from metaxy_dagster import (
     APPLY_JOB_NAME,
+    PLAN_JOB_NAME,
     MetaxyMigrationChangedError,
     MetaxyParentNotAppliedError,
+    MetaxyStoreLockedError,
     build_migration_definitions,
 )
 from metaxy_dg_testkit import CLIP, EMB, RECONCILE, Project, make_project
@@ -137,3 +140,58 @@ def test_reexecution_from_failure_resumes_at_the_failed_operation(tmp_path: Path
     state = MigrationExecutor(project.store(), graph=project.code_graph).state(M1)
     assert state.status == "completed"
     assert project.rows_at(EMB, 2) == 5
+
+
+def test_a_run_holding_the_store_lock_blocks_another(project: Project, instance) -> None:
+    lock = StoreLock(project.store(), "another-run")
+    lock.acquire()
+    try:
+        result = apply(project, instance, raise_on_error=False)
+    finally:
+        lock.release()
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data
+    assert failure.error.cls_name == MetaxyStoreLockedError.__name__
+    assert "the store is locked by run another-run" in failure.user_failure_data.description
+    assert project.rows_at(EMB, 2) == 0
+
+
+CUSTOM = """\
+from datetime import datetime, timezone
+
+from metaxy_core.migrations import CustomMigration
+
+
+class Stamp(CustomMigration):
+    \"\"\"Record that the embeddings were audited.\"\"\"
+
+    migration_id: str = "20250103_000000_custom"
+    created_at: datetime = datetime(2025, 1, 3, tzinfo=timezone.utc)
+    parent: str = "20250102_000000_emb_v2_to_v3"
+
+    def execute(self, store, project, *, dry_run=False):
+        return {"audited": 3}
+"""
+
+
+def test_custom_python_and_empty_migrations(project: Project, instance) -> None:
+    (project.migrations_dir / "20250103_000000_custom.py").write_text(CUSTOM)
+    v3 = project.graph(3).snapshot_version
+    (project.migrations_dir / "20250104_000000_nothing.yaml").write_text(
+        "migration_id: '20250104_000000_nothing'\ncreated_at: '2025-01-04T00:00:00+00:00'\n"
+        f"parent: '20250103_000000_custom'\nfrom_snapshot_version: '{v3}'\nto_snapshot_version: '{v3}'\nops: []\n"
+    )
+    defs = build_migration_definitions(config_path=project.config_path)
+    custom = next(a for a in defs.assets if a.key.path[-1] == "20250103_000000_custom")
+    assert [n.name for n in custom.node_def.nodes] == ["20250103_000000_custom__1_execute"]
+    assert custom.specs_by_key[custom.key].description.startswith("Record that the embeddings were audited.")
+    with project.active():
+        plan = defs.resolve_job_def(PLAN_JOB_NAME).execute_in_process(instance=instance)
+        assert plan.success
+        result = defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(instance=instance)
+    assert result.success
+    metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert metadata["20250103_000000_custom"]["metaxy/rows"].value == 3
+    assert metadata["20250104_000000_nothing"]["metaxy/status"].value == "completed"
+    states = MigrationExecutor(project.store(), graph=project.code_graph).states()
+    assert states["20250104_000000_nothing"].status == "completed"

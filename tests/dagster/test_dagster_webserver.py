@@ -155,3 +155,30 @@ def test_webserver_serves_the_migrations_and_runs_the_plan_job(project: Project,
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
     assert project.table_versions() == before
+
+
+@pytest.mark.slow
+def test_dagster_job_execute_with_dry_run_config_file(project: Project, tmp_path: Path) -> None:
+    module = project.root / "migration_definitions.py"
+    module.write_text(
+        "from metaxy_dagster import build_migration_definitions\n\n"
+        f"defs = build_migration_definitions(config_path={str(project.config_path)!r})\n"
+    )
+    config = tmp_path / "plan.yaml"
+    config.write_text("resources:\n  metaxy_run:\n    config:\n      dry_run: true\n"
+                      "execution:\n  config:\n    in_process: {}\n")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home),
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    before = project.table_versions()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-f", str(module), "-d", str(project.root),
+         "-j", "metaxy_migrations_apply", "-c", str(config)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "RUN_SUCCESS" in output and "ASSET_OBSERVATION" in output
+    assert "ASSET_MATERIALIZATION" not in output
+    assert project.table_versions() == before
