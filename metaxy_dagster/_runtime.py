@@ -17,6 +17,7 @@ from metaxy_core.store._storage import redact
 from metaxy_dagster import events
 from metaxy_dagster.errors import (
     MetaxyDagsterError,
+    MetaxyDefinitionsError,
     MetaxyMigrationChangedError,
     MetaxyMigrationFailedError,
     MetaxyRunError,
@@ -63,6 +64,25 @@ class MigrationRef:
                 "the run again"
             )
         return migration
+
+
+@contextmanager
+def definition_errors(migration: Migration) -> Iterator[None]:
+    """Errors raised while building a migration's definitions (a translator override, a PythonMigration's
+    ``build_operations``) as :class:`MetaxyDefinitionsError` naming the migration's file."""
+    try:
+        yield
+    except MetaxyDagsterError:
+        raise
+    except MetaxyError as exc:
+        raise MetaxyDefinitionsError(str(exc), error=exc) from exc
+    except Exception as exc:
+        where = migration.source_path or migration.migration_id
+        raise MetaxyDefinitionsError(
+            f"{where}: {type(exc).__name__} while building its Dagster definitions: {exc}; fix the migration "
+            "(its build_operations() must not need the store) or the translator",
+            error=exc,
+        ) from exc
 
 
 @contextmanager

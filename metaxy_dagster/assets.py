@@ -16,8 +16,8 @@ from dagster import (
     OutputMapping,
 )
 
-from metaxy_core.migrations import MigrationChain
-from metaxy_dagster._runtime import MigrationRef
+from metaxy_core.migrations import Migration, MigrationChain
+from metaxy_dagster._runtime import MigrationRef, definition_errors
 from metaxy_dagster.errors import MetaxyDefinitionsError
 from metaxy_dagster.ops import DEFAULT_POOL, build_operation_ops
 from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY
@@ -58,50 +58,64 @@ def build_migration_assets(
     assets: list[AssetsDefinition] = []
     seen: dict[object, str] = {}
     for migration in chain:
-        spec = translator.get_asset_spec(migration, chain)
-        if spec.key in seen:
-            raise MetaxyDefinitionsError(
-                f"migrations {seen[spec.key]} and {migration.migration_id} both map to asset key "
-                f"{spec.key.to_user_string()}; make MetaxyMigrationTranslator.get_asset_key return a unique key "
-                "per migration (include the migration id)"
+        with definition_errors(migration):
+            assets.append(
+                _build_asset(migration, chain, translator, seen, pool, store_resource_key, run_resource_key, op_tags)
             )
-        seen[spec.key] = migration.migration_id
-        parent_key = translator.get_parent_asset_key(migration, chain)
-        ops = build_operation_ops(
-            MigrationRef.of(migration), asset_key=spec.key, pool=pool, store_resource_key=store_resource_key,
-            run_resource_key=run_resource_key, op_tags=op_tags,
-        )
-        graph = GraphDefinition(
-            name=spec.key.to_python_identifier(),
-            description=f"Operations of migration {migration.migration_id}, in order.",
-            node_defs=ops,
-            dependencies={
-                current.name: {"after": DependencyDefinition(previous.name, RESULT_OUTPUT)}
-                for previous, current in zip(ops, ops[1:])
-            },
-            input_mappings=(
-                [InputMapping(graph_input_name=PARENT_INPUT, mapped_node_name=ops[0].name, mapped_node_input_name="after")]
-                if parent_key is not None
-                else []
-            ),
-            output_mappings=[
-                OutputMapping(graph_output_name=RESULT_OUTPUT, mapped_node_name=ops[-1].name,
-                              mapped_node_output_name=RESULT_OUTPUT)
-            ],
-        )
-        kind_tags = {f"dagster/kind/{kind}": "" for kind in sorted(spec.kinds)}
-        assets.append(
-            AssetsDefinition.from_graph(
-                graph,
-                keys_by_input_name={PARENT_INPUT: parent_key} if parent_key is not None else {},
-                keys_by_output_name={RESULT_OUTPUT: spec.key},
-                group_name=spec.group_name,
-                descriptions_by_output_name={RESULT_OUTPUT: spec.description} if spec.description else None,
-                metadata_by_output_name={RESULT_OUTPUT: dict(spec.metadata)},
-                tags_by_output_name={RESULT_OUTPUT: {**spec.tags, **kind_tags}},
-                owners_by_output_name={RESULT_OUTPUT: list(spec.owners)} if spec.owners else None,
-                code_versions_by_output_name={RESULT_OUTPUT: spec.code_version},
-            )
-        )
     return assets
+
+
+def _build_asset(
+    migration: Migration,
+    chain: MigrationChain,
+    translator: MetaxyMigrationTranslator,
+    seen: dict[object, str],
+    pool: str | None,
+    store_resource_key: str,
+    run_resource_key: str,
+    op_tags: Mapping[str, str] | None,
+) -> AssetsDefinition:
+    spec = translator.get_asset_spec(migration, chain)
+    if spec.key in seen:
+        raise MetaxyDefinitionsError(
+            f"migrations {seen[spec.key]} and {migration.migration_id} both map to asset key "
+            f"{spec.key.to_user_string()}; make MetaxyMigrationTranslator.get_asset_key return a unique key "
+            "per migration (include the migration id)"
+        )
+    seen[spec.key] = migration.migration_id
+    parent_key = translator.get_parent_asset_key(migration, chain)
+    ops = build_operation_ops(
+        MigrationRef.of(migration), asset_key=spec.key, pool=pool, store_resource_key=store_resource_key,
+        run_resource_key=run_resource_key, op_tags=op_tags,
+    )
+    graph = GraphDefinition(
+        name=spec.key.to_python_identifier(),
+        description=f"Operations of migration {migration.migration_id}, in order.",
+        node_defs=ops,
+        dependencies={
+            current.name: {"after": DependencyDefinition(previous.name, RESULT_OUTPUT)}
+            for previous, current in zip(ops, ops[1:])
+        },
+        input_mappings=(
+            [InputMapping(graph_input_name=PARENT_INPUT, mapped_node_name=ops[0].name, mapped_node_input_name="after")]
+            if parent_key is not None
+            else []
+        ),
+        output_mappings=[
+            OutputMapping(graph_output_name=RESULT_OUTPUT, mapped_node_name=ops[-1].name,
+                          mapped_node_output_name=RESULT_OUTPUT)
+        ],
+    )
+    kind_tags = {f"dagster/kind/{kind}": "" for kind in sorted(spec.kinds)}
+    return AssetsDefinition.from_graph(
+        graph,
+        keys_by_input_name={PARENT_INPUT: parent_key} if parent_key is not None else {},
+        keys_by_output_name={RESULT_OUTPUT: spec.key},
+        group_name=spec.group_name,
+        descriptions_by_output_name={RESULT_OUTPUT: spec.description} if spec.description else None,
+        metadata_by_output_name={RESULT_OUTPUT: dict(spec.metadata)},
+        tags_by_output_name={RESULT_OUTPUT: {**spec.tags, **kind_tags}},
+        owners_by_output_name={RESULT_OUTPUT: list(spec.owners)} if spec.owners else None,
+        code_versions_by_output_name={RESULT_OUTPUT: spec.code_version},
+    )
 

@@ -22,7 +22,7 @@ from metaxy_core.migrations.progress import COMPLETED
 from metaxy_core.store._storage import redact
 from metaxy_core.store.delta import DeltaMetadataStore, MetadataNotFoundError
 from metaxy_dagster import events
-from metaxy_dagster._runtime import MigrationRef, metaxy_errors
+from metaxy_dagster._runtime import MigrationRef, definition_errors, metaxy_errors
 from metaxy_dagster.resources import STORE_RESOURCE_KEY, MetaxyStoreResource
 from metaxy_dagster.translator import MetaxyMigrationTranslator
 
@@ -134,10 +134,11 @@ def build_migration_checks(
     translator = translator or MetaxyMigrationTranslator()
     checks = []
     for migration in chain:
-        spec = translator.get_asset_check_spec(migration, chain)
-        if spec is not None:
-            checks.append(_build_check(MigrationRef.of(migration), spec.asset_key, spec.name, spec.description,
-                                       store_resource_key))
+        with definition_errors(migration):
+            spec = translator.get_asset_check_spec(migration, chain)
+            if spec is not None:
+                checks.append(_build_check(MigrationRef.of(migration), spec.asset_key, spec.name, spec.description,
+                                           store_resource_key))
     return checks
 
 

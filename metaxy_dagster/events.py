@@ -106,7 +106,7 @@ def result_from_state(migration: Migration, state: MigrationState, *, status: st
             op_index=s.op_index, op_id=s.op_id, op_type=s.op_type, feature_key=s.feature_key, status=s.status,
             rows=s.rows, duration_s=s.duration_s, note=s.note, error=s.error,
         )
-        for _, s in sorted(state.steps.items())
+        for s in sorted(state.steps.values(), key=lambda s: (s.op_index, s.at))
     ]
     duration = 0.0
     if state.started_at is not None and state.finished_at is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from metaxy_core.migrations import MigrationExecutor, load_chain
 from metaxy_core.migrations.lock import StoreLock

@@ -210,3 +210,28 @@ def test_store_resource_from_config_and_overrides(project: Project, monkeypatch:
     assert store.storage_options["AWS_SECRET_ACCESS_KEY"] == "s3cr3t-value-123"
     shown = repr(MetaxyStoreResource(storage_options={"AWS_SECRET_ACCESS_KEY": "s3cr3t-value-123"}))
     assert "s3cr3t" not in shown and "AWS_SECRET_ACCESS_KEY" in shown
+
+
+PY_MIGRATION = """\
+from datetime import datetime, timezone
+
+from metaxy_core.migrations import PythonMigration
+
+
+class Broken(PythonMigration):
+    migration_id: str = "20250103_000000_broken"
+    created_at: datetime = datetime(2025, 1, 3, tzinfo=timezone.utc)
+    parent: str = "20250102_000000_emb_v2_to_v3"
+    from_snapshot_version: str = "a"
+    to_snapshot_version: str = "b"
+
+    def build_operations(self):
+        raise RuntimeError("needs the store")
+"""
+
+
+def test_failing_build_operations_names_the_file(project: Project) -> None:
+    path = project.migrations_dir / "20250103_000000_broken.py"
+    path.write_text(PY_MIGRATION)
+    with pytest.raises(MetaxyDefinitionsError, match=r"20250103_000000_broken\.py: RuntimeError while building"):
+        build_migration_definitions(config_path=project.config_path)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import boto3
 import dagster as dg
-import pytest
 
 from metaxy_dagster import APPLY_JOB_NAME, MetaxyStoreResource, build_migration_definitions
 from metaxy_dg_testkit import RECONCILE, EMB, make_project
