@@ -13,6 +13,7 @@ from pathlib import Path
 
 from metaxy_core.errors import MetaxyError
 from metaxy_core.migrations import LockedError, Migration, MigrationFailed, load_migration_file
+from metaxy_core.migrations.executor import MigrationEditedError
 from metaxy_core.store._storage import redact
 from metaxy_dagster import events
 from metaxy_dagster.errors import (
@@ -107,5 +108,11 @@ def metaxy_errors(secrets: list[str] | None = None) -> Iterator[None]:
         ) from None
     except LockedError as exc:
         raise MetaxyStoreLockedError(redact(str(exc), secrets), error=exc) from None
+    except MigrationEditedError as exc:
+        raise MetaxyMigrationChangedError(
+            redact(str(exc), secrets) + ". In Dagster, --force is the run configuration "
+            "resources.metaxy_run.config.force: true",
+            error=exc,
+        ) from None
     except MetaxyError as exc:
         raise MetaxyRunError(redact(str(exc), secrets), error=exc) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from metaxy_core.migrations import MigrationExecutor, load_chain
 from metaxy_core.migrations.lock import StoreLock
@@ -15,6 +16,7 @@ from metaxy_dagster import (
     MetaxyParentNotAppliedError,
     MetaxyStoreLockedError,
     build_migration_definitions,
+    run_config_for,
 )
 from metaxy_dg_testkit import CLIP, EMB, RECONCILE, Project, make_project
 
@@ -194,3 +196,22 @@ def test_custom_python_and_empty_migrations(project: Project, instance) -> None:
     assert metadata["20250104_000000_nothing"]["metaxy/status"].value == "completed"
     states = MigrationExecutor(project.store(), graph=project.code_graph).states()
     assert states["20250104_000000_nothing"].status == "completed"
+
+
+def test_edited_after_a_partial_apply_needs_force(tmp_path: Path, instance) -> None:
+    project = make_project(tmp_path, migrations=((1, 2),))
+    marker = tmp_path / "flaky-marker"
+    ops = [RECONCILE, {"type": "metaxy_dg_testkit.FlakyOperation", "marker": str(marker)}]
+    path = project.write_migration(M1, parent="initial", from_version=1, to_version=2, ops=ops)
+    with project.active(), pytest.raises(Exception, match="flaky operation failing once"):
+        MigrationExecutor(project.store(), graph=project.code_graph).apply(load_chain(project.migrations_dir))
+    path.write_text(path.read_text().replace("Carry embeddings", "Carry the embeddings"))
+    refused = apply(project, instance, raise_on_error=False)
+    assert not refused.success
+    failure = refused.get_step_failure_events()[0].step_failure_data
+    assert failure.error.cls_name == MetaxyMigrationChangedError.__name__
+    assert "was edited after it was partly applied" in failure.user_failure_data.description
+    assert "resources.metaxy_run.config.force: true" in failure.user_failure_data.description
+    forced = apply(project, instance, run_config=run_config_for(dry_run=False, force=True))
+    assert forced.success
+    assert MigrationExecutor(project.store(), graph=project.code_graph).state(M1).status == "completed"

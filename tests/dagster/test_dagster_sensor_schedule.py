@@ -83,6 +83,7 @@ def test_changed_snapshot_requests_only_the_new_pending_migration(tmp_path, inst
         )
     assert result.success
     assert [e.asset_key for e in result.get_asset_materialization_events()] == [KEY3]
+    assert [(c.asset_key, c.passed) for c in result.get_asset_check_evaluations()] == [(KEY3, True)]
     assert project.rows_at("video/embeddings", 4) == 5
 
 
