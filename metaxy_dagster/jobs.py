@@ -25,8 +25,8 @@ from dagster import (
     JobDefinition,
     define_asset_job,
 )
-
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
 from metaxy_dagster.resources import RUN_RESOURCE_KEY
 
 APPLY_JOB_NAME = "metaxy_migrations_apply"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dagster import DefaultScheduleStatus, JobDefinition, ScheduleDefinition
-
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
 from metaxy_dagster.jobs import RUN_KIND_TAG, run_config_for
 from metaxy_dagster.resources import RUN_RESOURCE_KEY
 

@@ -22,9 +22,9 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from metaxy_core.migrations import Migration, MigrationChain
 from metaxy_core.migrations.progress import COMPLETED, read_states
 from metaxy_core.store.delta import DeltaMetadataStore
