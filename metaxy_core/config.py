@@ -123,12 +123,17 @@ class MetaxyConfig(BaseModel):
         """The configured :class:`~metaxy_core.DeltaMetadataStore` (no I/O until it is used)."""
         from metaxy_core.store.delta import DeltaMetadataStore
 
-        return DeltaMetadataStore(
-            self.store_root,
-            self.resolved_storage_options(),
-            project=self.project,
-            lock_ttl_seconds=self.lock_ttl_seconds,
-        )
+        try:
+            return DeltaMetadataStore(
+                self.store_root,
+                self.resolved_storage_options(),
+                project=self.project,
+                lock_ttl_seconds=self.lock_ttl_seconds,
+            )
+        except ConfigError as exc:
+            if self.config_file is None or str(exc).startswith(str(self.config_file)):
+                raise
+            raise ConfigError(f"{self.config_file}: [store]: {exc}") from None
 
     def load_features(self) -> Any:
         """Import the entrypoint modules (the config folder on ``sys.path``); returns the active graph."""

@@ -32,7 +32,7 @@ def _validate_part(part: object, kind: str, whole: object) -> str:
         raise InvalidKeyError(
             f"{kind} key {whole!r}: '__' is reserved (it joins key parts in table names); use a single '_'"
         )
-    if not _PART.match(part):
+    if not _PART.fullmatch(part):  # fullmatch: `$` would accept a trailing newline
         raise InvalidKeyError(
             f"{kind} key {whole!r}: part {part!r} must start with a letter or digit and contain only "
             "letters, digits, '_', '-' and '.'"

@@ -124,6 +124,7 @@ class MigrationExecutor:
         if target is not None:
             chain.get(target)
         todo = self.pending(chain, target)
+        self.preflight(chain.upto(target), todo)
         results: list[MigrationResult] = []
         if not todo:
             return results
@@ -133,6 +134,39 @@ class MigrationExecutor:
             for m in todo:
                 results.append(self.apply_migration(m, chain=chain))
         return results
+
+    @_in_graph
+    def preflight(self, migrations: list[Migration], todo: list[Migration]) -> None:
+        """Everything that can be checked without writing, before the lock is taken or anything is recorded.
+
+        ``migrations`` (the chain up to the target) must match the files they were applied from; for every
+        migration in ``todo``: its validators pass in the apply phase, its operations build, its snapshots were
+        pushed and every feature its operations name is in the graph. A bad file therefore fails the command
+        with nothing written, not after the lock and a ``started`` event.
+        """
+        states = self.states()
+        for migration in migrations:
+            self._check_checksum(migration, states.get(migration.migration_id))
+        for migration in todo:
+            self._revalidate(migration)
+            for index, op in enumerate(self._operations(migration)):
+                if op is None:
+                    continue
+                try:
+                    ctx = self.context(migration, index, dry_run=True)
+                    for feature in op.features_for(ctx):
+                        ctx.to_graph.spec(feature)
+                except MetaxyError as exc:
+                    raise _located(exc, migration) from None
+
+    def _check_checksum(self, migration: Migration, state: progress.MigrationState | None) -> None:
+        if state and state.checksum and state.checksum != migration.checksum and not self.force:
+            raise MigrationEditedError(
+                f"{migration.source_path or migration.migration_id} was edited after it was "
+                f"{'applied' if state.status == progress.COMPLETED else 'partly applied'} (recorded checksum "
+                f"{state.checksum}, file now {migration.checksum}); revert the edit and put new work in a new "
+                "migration, or pass --force to continue with the edited file"
+            )
 
     @_in_graph
     def apply_migration(
@@ -180,13 +214,19 @@ class MigrationExecutor:
             return [None]
         try:
             return list(migration.operations())
-        except MetaxyError:
-            raise
+        except MetaxyError as exc:
+            raise _located(exc, migration) from None
         except ValidationError as exc:
             raise MetaxyError(
                 f"migration {migration.migration_id}: build_operations() returned an invalid operation: "
                 f"{format_validation_error(exc)}"
             ) from None
+        except Exception as exc:  # the user's build_operations() itself failed
+            raise MetaxyError(
+                f"{migration.source_path or migration.migration_id}: build_operations() raised "
+                f"{type(exc).__name__}: {redact(str(exc), self.store.secrets)}; fix the migration "
+                "(run with --raiseerr for the traceback)"
+            ) from exc
 
     def _revalidate(self, migration: Migration) -> None:
         """Run the migration's validators in the apply phase (connectivity checks and the like)."""
@@ -199,13 +239,7 @@ class MigrationExecutor:
     def begin(self, migration: Migration, state: progress.MigrationState | None = None) -> progress.MigrationState:
         """Check the checksum, run apply-phase validators and record ``started`` once per attempt."""
         state = state or self.state(migration.migration_id)
-        if state.checksum and state.checksum != migration.checksum and not self.force:
-            raise MigrationEditedError(
-                f"{migration.source_path or migration.migration_id} was edited after it was "
-                f"{'applied' if state.status == progress.COMPLETED else 'partly applied'} (recorded checksum "
-                f"{state.checksum}, file now {migration.checksum}); revert the edit and put new work in a new "
-                "migration, or pass --force to continue with the edited file"
-            )
+        self._check_checksum(migration, state)
         self._revalidate(migration)
         if state.status != progress.IN_PROGRESS or state.checksum != migration.checksum:
             progress.record(

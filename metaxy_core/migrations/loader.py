@@ -134,13 +134,22 @@ def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migrat
         data = _safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise MigrationLoadError(path, "is not UTF-8 text") from None
+    except yaml.constructor.ConstructorError as exc:  # a tag such as !!python/object/apply:os.system
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise MigrationLoadError(
+            path, f"YAML tag not allowed{where} ({exc.problem}); migration files hold plain values only, remove the tag"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
         raise MigrationLoadError(path, f"malformed YAML{where}: {problem}; fix the syntax") from None
+    except RecursionError:
+        raise MigrationLoadError(path, "is nested too deeply to be a migration; fix the file") from None
     if not isinstance(data, dict):
         raise MigrationLoadError(path, "must contain a YAML mapping (keys like migration_id, parent, ops)")
+    _check_size(path, data)
     data = {str(k): v for k, v in data.items()}
     for old, new in _LEGACY_RENAMES.items():
         if old in data and new not in data:
@@ -152,6 +161,8 @@ def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migrat
     kind_name = data.pop("kind", None) or data.pop("migration_type", None) or (
         "full_graph" if "snapshot_version" in data else "diff"
     )
+    if not isinstance(kind_name, str):
+        raise MigrationLoadError(path, "`kind` must be a string: `kind: diff` or `kind: full_graph`")
     cls = _KINDS.get(str(kind_name).rsplit(".", 1)[-1])
     if cls is None:
         raise MigrationLoadError(
@@ -163,6 +174,29 @@ def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migrat
         if isinstance(data.get(key), int) and not isinstance(data[key], bool):
             data[key] = _timestamp_id(data[key])
     return _validate(path, cls, data, context)
+
+
+#: more values than any real migration file holds; YAML aliases can make a small file expand exponentially
+MAX_VALUES = 100_000
+
+
+def _check_size(path: Path, data: Any) -> None:
+    """Refuse documents that expand to more than :data:`MAX_VALUES` values (a "billion laughs" alias bomb would
+    otherwise take minutes and gigabytes in validation and error messages). Stops counting at the limit."""
+    count, stack = 0, [data]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise MigrationLoadError(
+                path, f"expands to more than {MAX_VALUES} values (YAML anchors/aliases repeating large blocks?); "
+                "write the migration out plainly"
+            )
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _timestamp_id(value: int) -> str:
@@ -182,6 +216,10 @@ def _validate(path: Path, cls: type[Migration], data: dict[str, Any] | None, con
         raise MigrationLoadError(path, str(exc)) from None
     except MetaxyError as exc:
         raise MigrationLoadError(path, str(exc)) from None
+    except Exception as exc:  # a user validator raised something pydantic does not wrap (TypeError, KeyError...)
+        raise MigrationLoadError(
+            path, f"a validator of {cls.__name__} raised {type(exc).__name__}: {exc}; fix the validator or the value"
+        ) from exc
 
 
 def _load_python(path: Path, context: dict[str, Any] | None) -> Migration:
@@ -201,9 +239,9 @@ def _load_python(path: Path, context: dict[str, Any] | None) -> Migration:
         raise MigrationLoadError(
             path, f"import failed ({exc}); install the missing package or fix the import"
         ) from None
-    except Exception as exc:  # the user's module-level code failed
+    except (Exception, SystemExit) as exc:  # the user's module-level code failed (or called sys.exit)
         sys.modules.pop(module_name, None)
-        raise MigrationLoadError(path, f"raised {type(exc).__name__} while importing: {exc}") from None
+        raise MigrationLoadError(path, f"raised {type(exc).__name__} while importing: {exc}; fix the module") from None
     classes = [
         obj
         for _, obj in inspect.getmembers(module, inspect.isclass)

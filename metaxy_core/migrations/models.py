@@ -54,7 +54,7 @@ class Migration(BaseModel, ABC):
     @field_validator("migration_id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not MIGRATION_ID.match(value):
+        if not MIGRATION_ID.fullmatch(value):  # fullmatch: `$` would accept a trailing newline
             raise ValueError(
                 f"migration id {value!r} must look like YYYYMMDD_HHMMSS_description (letters, digits, '_', '-')"
             )
@@ -63,13 +63,20 @@ class Migration(BaseModel, ABC):
     @field_validator("parent")
     @classmethod
     def _parent(cls, value: str) -> str:
-        if value != INITIAL and not MIGRATION_ID.match(value):
+        if value != INITIAL and not MIGRATION_ID.fullmatch(value):
             raise ValueError(f"parent {value!r} must be 'initial' or another migration's id")
         return value
 
     @field_validator("created_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
+        if not isinstance(value, datetime):  # a .py migration re-annotated the field (`created_at: str = ...`)
+            try:
+                value = datetime.fromisoformat(str(value))
+            except ValueError:
+                raise ValueError(
+                    f"created_at {value!r} is not a datetime; write e.g. datetime(2025, 1, 1, tzinfo=timezone.utc)"
+                ) from None
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("created_at must be timezone-aware, e.g. '2025-01-01T00:00:00+00:00'")
         return value

@@ -9,6 +9,7 @@ ever read implicitly (pydantic-settings behaviour is deliberately absent).
 from __future__ import annotations
 
 import importlib
+import reprlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -253,7 +254,9 @@ def resolve_operation_class(type_path: str) -> type[BaseOperation]:
         ) from None
     obj = getattr(module, attr, None)
     if obj is None:
-        raise OperationError(f"operation type {type_path!r}: {module_name} has no attribute {attr!r}")
+        raise OperationError(
+            f"operation type {type_path!r}: {module_name} has no attribute {attr!r}; check the class name"
+        )
     if not (isinstance(obj, type) and issubclass(obj, BaseOperation)):
         raise OperationError(
             f"operation type {type_path!r} is not a BaseOperation subclass; an operation type must name a "
@@ -274,8 +277,13 @@ def build_operation(spec: BaseOperation | dict[str, Any]) -> BaseOperation:
     if not isinstance(spec, dict):
         raise OperationError(f"an operation must be a mapping with a `type`, got {type(spec).__name__}")
     if "type" not in spec:
-        raise OperationError(f"operation {spec!r} has no `type`; give the import path of its class")
-    cls = resolve_operation_class(str(spec["type"]))
+        raise OperationError(f"operation {reprlib.repr(spec)} has no `type`; give the import path of its class")
+    if not isinstance(spec["type"], str):
+        raise OperationError(
+            f"operation {reprlib.repr(spec)}: `type` must be an import path string such as "
+            "'metaxy_core.migrations.ops.DataVersionReconciliation'"
+        )
+    cls = resolve_operation_class(spec["type"])
     data = dict(spec)
     declared = cls.model_fields["type"].annotation
     data["type"] = spec["type"] if _accepts_literal(declared) else cls.import_path()

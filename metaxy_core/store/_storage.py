@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 _REMOTE_SCHEMES = ("s3://", "s3a://")
 _SECRET_HINTS = ("SECRET", "TOKEN", "PASSWORD", "ACCESS_KEY", "CREDENTIAL", "SESSION")
@@ -49,10 +50,8 @@ def resolve_storage_options(root: str, explicit: Mapping[str, str] | None) -> di
 
     options: dict[str, str] = {}
     if "AWS_ACCESS_KEY_ID" not in given:
-        session = boto3.Session(profile_name=given.pop("AWS_PROFILE", None) or None)
-        credentials = session.get_credentials()
-        if credentials is not None:
-            frozen = credentials.get_frozen_credentials()
+        session, frozen = _aws_chain(root, given.pop("AWS_PROFILE", None) or None)
+        if frozen is not None:
             options["AWS_ACCESS_KEY_ID"] = frozen.access_key
             options["AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
             if frozen.token:
@@ -70,6 +69,25 @@ def resolve_storage_options(root: str, explicit: Mapping[str, str] | None) -> di
     options.setdefault("AWS_REGION", os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
     options.update(given)
     return options
+
+
+def _aws_chain(root: str, profile: str | None) -> tuple[Any, Any]:
+    """boto3's session and frozen credentials (or None), with its errors (unknown profile, broken config,
+    failing credential_process/SSO) turned into a :class:`ConfigError` that says what to fix."""
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    from metaxy_core.errors import ConfigError
+
+    try:
+        session = boto3.Session(profile_name=profile)
+        credentials = session.get_credentials()
+        return session, (credentials.get_frozen_credentials() if credentials is not None else None)
+    except BotoCoreError as exc:
+        raise ConfigError(
+            f"cannot resolve AWS credentials for store {root}: {redact(str(exc))}; check AWS_PROFILE and "
+            "~/.aws/config, or give AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the store's storage options"
+        ) from None
 
 
 def secret_values(options: Mapping[str, str] | None) -> list[str]:
