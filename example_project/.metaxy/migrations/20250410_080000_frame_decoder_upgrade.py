@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 from pydantic import Field, field_validator
 
+import example_project.features  # noqa: F401  (the code's features: registered before build_operations reads them)
 from metaxy_core import FeatureGraph, FeatureKey, MetaxyError
 from metaxy_core.migrations import BaseOperation, DataVersionReconciliation, PythonMigration
 
