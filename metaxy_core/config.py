@@ -37,6 +37,17 @@ class StoreConfig(BaseModel):
         default_factory=dict, description="delta-rs storage options; values may be '${ENV_VAR}' references."
     )
 
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _option_scalars(cls, value: Any) -> Any:
+        """TOML/JSON scalars (``AWS_ALLOW_HTTP = true``, ``max_retries = 3``) become the strings delta-rs takes."""
+        if not isinstance(value, dict):
+            return value
+        return {
+            k: ("true" if v else "false") if isinstance(v, bool) else str(v) if isinstance(v, (int, float)) else v
+            for k, v in value.items()
+        }
+
 
 class MetaxyConfig(BaseModel):
     """A project's metaxy settings. Build with :meth:`load`; every field has a working default."""
@@ -214,7 +225,10 @@ def _read_toml(file: Path) -> dict[str, Any]:
 
 def _apply_env(data: dict[str, Any]) -> dict[str, Any]:
     env = os.environ
-    data = {**data, "store": dict(data.get("store", {}))}
+    store = data.get("store", {})
+    if not isinstance(store, dict):  # left to validation, whose error names the file and the key
+        return data
+    data = {**data, "store": dict(store)}
     if "METAXY_PROJECT" in env:
         data["project"] = env["METAXY_PROJECT"]
     if "METAXY_ENTRYPOINTS" in env:

@@ -107,7 +107,7 @@ class FeatureGraph:
     # ------------------------------------------------------------------- lookups
     def __contains__(self, key: object) -> bool:
         try:
-            return FeatureKey(key) in self._specs  # type: ignore[arg-type]
+            return resolve_key(key) in self._specs  # type: ignore[arg-type]
         except Exception:
             return False
 

@@ -1,6 +1,6 @@
 """Stable definition-level hashes.
 
-Algorithm (documented in docs/concepts.md and pinned by tests/core/test_golden.py):
+Algorithm (documented in docs/concepts.md and pinned by tests/core/test_versions.py):
 
 * ``_digest(payload)`` = first 16 hex digits (64 bits) of SHA-256 over the canonical JSON of ``payload``
   (sorted keys, no whitespace, ASCII). Canonical JSON makes the hash independent of dict order, the process

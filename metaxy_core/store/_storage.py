@@ -41,9 +41,22 @@ def normalize_root(root: str | Path) -> str:
     return str(Path(text.removeprefix("file://")).expanduser().resolve())
 
 
+# Bounded retries for S3: object_store retries a failing request for up to 180 s by default, so an endpoint
+# that does not answer (or a bucket behind a firewall) hangs a command for minutes. These keys are
+# case-sensitive in delta-rs, so they stay lower case; explicit options win. ``max_retries`` is deliberately
+# not defaulted: polars re-reads a DeltaTable's options for its parquet reader and rejects it as a string.
+S3_DEFAULT_OPTIONS = {"retry_timeout": "15s", "connect_timeout": "5s"}
+
+
+def _normalize_key(key: object) -> str:
+    """AWS keys are matched in upper case; others (``max_retries``, ``timeout``...) are case-sensitive."""
+    text = str(key)
+    return text.upper() if text.upper().startswith("AWS_") else text
+
+
 def resolve_storage_options(root: str, explicit: Mapping[str, str] | None) -> dict[str, str]:
     """Options delta-rs needs for ``root``: explicit ones, completed from boto3's chain for S3."""
-    given = {str(k).upper(): str(v) for k, v in (explicit or {}).items() if v is not None}
+    given = {_normalize_key(k): str(v) for k, v in (explicit or {}).items() if v is not None}
     if not is_remote(root):
         return given
     import boto3  # deferred: local stores never pay for botocore's import
@@ -67,6 +80,7 @@ def resolve_storage_options(root: str, explicit: Mapping[str, str] | None) -> di
         if endpoint.startswith("http://"):
             options["AWS_ALLOW_HTTP"] = "true"
     options.setdefault("AWS_REGION", os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    options.update(S3_DEFAULT_OPTIONS)
     options.update(given)
     return options
 

@@ -189,7 +189,8 @@ class DeltaMetadataStore(MetadataStore):
         """Latest row per sample of the feature's current version, as a lazy frame.
 
         Args:
-            filters: polars expressions applied before the latest-row selection.
+            filters: polars expressions applied to the latest rows (to every stored row with
+                ``include_history``), so a filter never brings back a sample's outdated row.
             columns: project to these columns (id columns are always kept).
             feature_version: read another feature version instead of the current one.
             include_history: every stored row of every version (no latest-row selection).
@@ -211,11 +212,10 @@ class DeltaMetadataStore(MetadataStore):
             )
         if not include_history:
             lf = lf.filter(pl.col(FEATURE_VERSION) == (feature_version or graph.feature_version(spec.key)))
+            lf = self.latest_per_sample(lf, ids)
         if filters is not None:
             for expr in filters if isinstance(filters, list) else [filters]:
                 lf = lf.filter(expr)
-        if not include_history:
-            lf = self.latest_per_sample(lf, ids)
         if columns is not None:
             lf = lf.select([*ids, *[c for c in columns if c not in ids]])
         return lf
@@ -420,11 +420,14 @@ class DeltaMetadataStore(MetadataStore):
         the comparison to those ids and its extra columns are carried into the result.
 
         The stored side is the newest row of each sample across feature versions, so a code-version bump
-        shows up as ``changed`` rather than as new samples.
+        shows up as ``changed`` rather than as new samples (for a root feature too, whose provenance comes
+        from its data: a row stored under another feature version is ``changed``). With ``samples`` on a
+        downstream feature, ``removed`` is restricted to those ids as well.
         """
         graph = self._graph(graph)
         spec = graph.spec(feature)
         ids = list(spec.id_columns)
+        requested_ids: pl.LazyFrame | None = None
         if not spec.deps:
             if samples is None:
                 raise MetaxyError(
@@ -446,21 +449,30 @@ class DeltaMetadataStore(MetadataStore):
                     raise MetadataSchemaError(f"samples for feature {spec.key} lack id column(s) {missing}")
                 keep = [c for c in given.collect_schema() if c not in SYSTEM_COLUMNS]
                 expected = given.select(keep).join(expected, on=ids, how="inner", nulls_equal=True)
+                requested_ids = given.select(ids)
         stored = self._current(spec, graph, any_version=True)
         if stored is None:
-            id_schema = {c: expected.collect_schema()[c] for c in ids}
-            empty = pl.LazyFrame(schema={**id_schema, PROVENANCE: pl.String})
+            schema = expected.collect_schema()
+            removed_schema = {c: schema[c] for c in ids}
+            removed_schema.update({PROVENANCE_BY_FIELD: schema[PROVENANCE_BY_FIELD], PROVENANCE: pl.String})
+            empty = pl.LazyFrame(schema=removed_schema)
             return Increment(added=expected, changed=expected.head(0), removed=empty)
-        stored_prov = stored.select([*ids, pl.col(PROVENANCE).alias("__stored")])
+        stored_prov = stored.select(
+            [*ids, pl.col(PROVENANCE).alias("__stored"), pl.col(FEATURE_VERSION).alias("__stored_version")]
+        )
         added = expected.join(stored_prov, on=ids, how="anti", nulls_equal=True)
         changed = (
             expected.join(stored_prov, on=ids, how="inner", nulls_equal=True)
-            .filter(pl.col(PROVENANCE) != pl.col("__stored"))
-            .drop("__stored")
+            .filter(
+                (pl.col(PROVENANCE) != pl.col("__stored"))
+                | (pl.col("__stored_version") != graph.feature_version(spec.key))
+            )
+            .drop("__stored", "__stored_version")
         )
-        removed = stored.select([*ids, PROVENANCE_BY_FIELD, PROVENANCE]).join(
-            expected.select(ids), on=ids, how="anti", nulls_equal=True
-        )
+        removed = stored.select([*ids, PROVENANCE_BY_FIELD, PROVENANCE])
+        if requested_ids is not None:
+            removed = removed.join(requested_ids, on=ids, how="semi", nulls_equal=True)
+        removed = removed.join(expected.select(ids), on=ids, how="anti", nulls_equal=True)
         return Increment(added=added, changed=changed, removed=removed)
 
     # -------------------------------------------------------------- snapshots etc.

@@ -1,6 +1,6 @@
 """Per-row provenance hashes, computed inside polars.
 
-Row hash algorithm (pinned by tests/core/test_golden.py, which recomputes it with the reference ``xxhash``
+Row hash algorithm (pinned by tests/core/test_versions.py, which recomputes it with the reference ``xxhash``
 package): XXH3-64 (seed 0) over the UTF-8 bytes of the ``|``-joined inputs, written as the unsigned decimal
 string of the 64-bit digest.
 
