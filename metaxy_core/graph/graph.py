@@ -70,8 +70,7 @@ class FeatureGraph:
                     f"{dep.feature} first (or import the module that declares it)"
                 )
             upstream = self._specs[dep.feature]
-            missing = [c for c in spec.id_columns if c not in upstream.id_columns]
-            if missing:
+            if set(spec.id_columns) != set(upstream.id_columns):
                 raise GraphError(
                     f"feature {spec.key} joins its upstream {dep.feature} on id columns {list(spec.id_columns)}, "
                     f"but {dep.feature} has id columns {list(upstream.id_columns)}; give both the same id columns"
