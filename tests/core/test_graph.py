@@ -138,13 +138,15 @@ def test_a_field_dep_on_a_feature_outside_deps_says_how_to_fix_it() -> None:
 def test_an_upstream_with_other_id_columns_is_rejected(graph: FeatureGraph) -> None:
     graph.add(_spec("clips", ids=["video_uid", "clip_idx"]))
     graph.add(_spec("clip_emb", deps=["clips"], ids=["video_uid", "clip_idx"]))  # same ids: fine
-    graph.add(_spec("per_video", deps=["clips"], ids=["video_uid"]))  # a subset joins as well
     with pytest.raises(GraphError) as exc:
         graph.add(_spec("by_sample", deps=["clips"], ids=["sample_uid"]))
     assert str(exc.value) == (
         "feature by_sample joins its upstream clips on id columns ['sample_uid'], but clips has id columns "
         "['video_uid', 'clip_idx']; give both the same id columns"
     )
+    # A subset would repeat ids in the expected provenance (one row per clip for one video): refused too.
+    with pytest.raises(GraphError, match="give both the same id columns"):
+        graph.add(_spec("per_video", deps=["clips"], ids=["video_uid"]))
 
 
 @pytest.mark.parametrize(
