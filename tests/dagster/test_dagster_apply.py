@@ -215,3 +215,10 @@ def test_edited_after_a_partial_apply_needs_force(tmp_path: Path, instance) -> N
     forced = apply(project, instance, run_config=run_config_for(dry_run=False, force=True))
     assert forced.success
     assert MigrationExecutor(project.store(), graph=project.code_graph).state(M1).status == "completed"
+
+
+def test_ops_claim_the_migrations_pool(project: Project) -> None:
+    with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 1}}}) as limited:
+        result = apply(project, limited)
+        assert result.success
+        assert "metaxy_migrations" in limited.event_log_storage.get_concurrency_keys()
