@@ -2,7 +2,8 @@
 
 Run ``dagster dev`` in ``example_project/`` (``pyproject.toml`` names this module), or
 ``python -m example_project.dev`` to start the local S3 and PostgreSQL servers, seed them and the store, and
-open the UI with everything in place. Loading these definitions reads files only: no store, no S3, no database.
+open the UI with everything in place. Loading these definitions reads files only: no store, no S3, no
+database.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ def build_definitions(config: MetaxyConfig | None = None) -> Definitions:
         config=config or MetaxyConfig.load(CONFIG_FILE),
         schedule_cron="0 3 * * *",  # apply pending migrations nightly (schedules start stopped)
         include_sensor=True,  # ...and when a new snapshot is pushed (`metaxy push` on deploy)
-        # Dagster's default executor starts one process per op (~10 s of imports each on a laptop). The example's
-        # migrations are small, so a run executes its ops in one process; remove this line (or pick the k8s /
-        # celery / docker executor) in production: the ops are process-separable.
+        # Dagster's default executor starts one process per op (~10 s of imports each on a laptop). The
+        # example's migrations are small, so a run executes its ops in one process; remove this line (or
+        # pick the k8s / celery / docker executor) in production: the ops are process-separable.
         executor_def=in_process_executor,
     )
 

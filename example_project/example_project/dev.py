@@ -27,11 +27,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import example_project.features  # noqa: F401  (the code's graph, pushed as the deployed snapshot)
 from example_project import PROJECT_DIR, generate
 from example_project.servers import local_servers
 from metaxy_core import FeatureGraph, MetaxyConfig
-
-import example_project.features  # noqa: F401  (the code's graph, pushed as the deployed snapshot)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -39,7 +38,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m example_project.dev", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m example_project.dev", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--samples", type=int, default=generate.N_SAMPLES)
@@ -54,10 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         generate.seed_s3(servers.s3.client(), n_samples=args.samples, direct_put=servers.s3.direct_put())
         generate.seed_postgres(servers.postgres.uri, n_samples=args.samples)
         generate.reset_store(config.store_root)
-        generate.seed_store(config.get_store(), n_samples=args.samples, current_graph=FeatureGraph.get_active())
-        print(f"seeded {args.samples:,} videos; S3 at {servers.s3.endpoint}, PostgreSQL at {servers.postgres.uri}")
-        print(f"starting the Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it and the servers)",
-              flush=True)
+        generate.seed_store(
+            config.get_store(), n_samples=args.samples, current_graph=FeatureGraph.get_active()
+        )
+        print(
+            f"seeded {args.samples:,} videos; S3 at {servers.s3.endpoint}, "
+            f"PostgreSQL at {servers.postgres.uri}"
+        )
+        print(
+            f"starting the Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it and the servers)",
+            flush=True,
+        )
         env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
         command = [sys.executable, "-m", "dagster", "dev", "--host", args.host, "--port", str(args.port)]
         process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env)

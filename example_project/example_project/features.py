@@ -33,8 +33,10 @@ CURRENT_STAGE = STAGES[-1]
 STAGE_NOTES = {
     "v1": "initial pipeline: raw videos -> audio / frames -> transcripts / embeddings",
     "v2": "audio resampler rewritten (same output): video/audio.waveform code_version 1 -> 2",
-    "v3": "new video/thumbnails (from S3); batched CLIP inference (same output): video/embeddings.clip 1 -> 2",
-    "v4": "frame decoder upgraded (same frames): video/frames.frames 1 -> 2; new video/files and video/annotations",
+    "v3": "new video/thumbnails (from S3); batched CLIP inference (same output): "
+    "video/embeddings.clip 1 -> 2",
+    "v4": "frame decoder upgraded (same frames): video/frames.frames 1 -> 2; "
+    "new video/files and video/annotations",
 }
 
 ID_COLUMNS = ["sample_uid"]
@@ -89,7 +91,9 @@ def feature_specs(stage: str = CURRENT_STAGE) -> list[FeatureSpec]:
             id_columns=ID_COLUMNS,
             deps=[FeatureDep(feature="video/audio")],
             fields=[
-                FieldSpec(key="text", code_version="1", deps=[FieldDep(feature="video/audio", fields=["waveform"])])
+                FieldSpec(
+                    key="text", code_version="1", deps=[FieldDep(feature="video/audio", fields=["waveform"])]
+                )
             ],
         ),
         FeatureSpec(
@@ -112,7 +116,11 @@ def feature_specs(stage: str = CURRENT_STAGE) -> list[FeatureSpec]:
                 id_columns=ID_COLUMNS,
                 deps=[FeatureDep(feature="video/frames")],
                 fields=[
-                    FieldSpec(key="image", code_version="1", deps=[FieldDep(feature="video/frames", fields=["frames"])])
+                    FieldSpec(
+                        key="image",
+                        code_version="1",
+                        deps=[FieldDep(feature="video/frames", fields=["frames"])],
+                    )
                 ],
             )
         )
@@ -130,7 +138,9 @@ def feature_specs(stage: str = CURRENT_STAGE) -> list[FeatureSpec]:
                 key="video/annotations",
                 id_columns=ID_COLUMNS,
                 deps=[FeatureDep(feature=raw)],
-                fields=[FieldSpec(key="labels", code_version="1", deps=[FieldDep(feature=raw, fields=["frames"])])],
+                fields=[
+                    FieldSpec(key="labels", code_version="1", deps=[FieldDep(feature=raw, fields=["frames"])])
+                ],
             )
         )
     return specs

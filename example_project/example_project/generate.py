@@ -91,7 +91,11 @@ class Video:
     @property
     def placeholder_key(self) -> str | None:
         """A zero-byte object an aborted upload left behind, same file name in another folder."""
-        return f"{VIDEO_PREFIX}_incomplete/{self.sample_uid}.mp4" if self.index % PLACEHOLDER_EVERY == 3 else None
+        return (
+            f"{VIDEO_PREFIX}_incomplete/{self.sample_uid}.mp4"
+            if self.index % PLACEHOLDER_EVERY == 3
+            else None
+        )
 
     @property
     def thumbnail_key(self) -> str:
@@ -155,8 +159,11 @@ def _frames(v: Video) -> dict[str, Any]:
 def _transcript(v: Video) -> dict[str, Any]:
     rng = v.rng("transcript")
     words = [rng.choice(_WORDS) for _ in range(rng.randrange(5, 16))]
-    return {"text": " ".join(words).capitalize() + ".", "language": rng.choice(("en", "en", "en", "de", "fr")),
-            "n_words": len(words)}
+    return {
+        "text": " ".join(words).capitalize() + ".",
+        "language": rng.choice(("en", "en", "en", "de", "fr")),
+        "n_words": len(words),
+    }
 
 
 def _embedding(v: Video) -> dict[str, Any]:
@@ -209,7 +216,7 @@ def seed_store(
     deploy: bool = True,
     current_graph: FeatureGraph | None = None,
 ) -> SeedReport:
-    """Write what the ``v1`` pipeline produced, push the history's snapshots, optionally deploy the current one.
+    """Write what the ``v1`` pipeline produced, push the history's snapshots, maybe deploy the current one.
 
     Call on an empty store (see :func:`reset_store`): rows are appended, so seeding twice duplicates
     history (reads still see one row per sample).
@@ -299,13 +306,26 @@ def seed_postgres(database_url: str, *, n_samples: int = N_SAMPLES, seed: int = 
                     annotated_at timestamptz NOT NULL
                 )"""
         )
-        with conn.cursor() as cur, cur.copy(
-            f"COPY {ANNOTATIONS_TABLE} (sample_uid, label, annotator, confidence, annotated_at) FROM STDIN"
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                f"COPY {ANNOTATIONS_TABLE} (sample_uid, label, annotator, confidence, annotated_at)"
+                " FROM STDIN"
+            ) as copy,
+        ):
             for v in items:
                 rng = v.rng("label")
-                annotated = datetime(2024, 3, 1, tzinfo=timezone.utc) + timedelta(minutes=rng.randrange(0, 360 * 24 * 60))
-                copy.write_row((v.sample_uid, rng.choice(_LABELS), rng.choice(_ANNOTATORS),
-                                round(rng.uniform(0.5, 1.0), 3), annotated))
+                annotated = datetime(2024, 3, 1, tzinfo=timezone.utc) + timedelta(
+                    minutes=rng.randrange(0, 360 * 24 * 60)
+                )
+                copy.write_row(
+                    (
+                        v.sample_uid,
+                        rng.choice(_LABELS),
+                        rng.choice(_ANNOTATORS),
+                        round(rng.uniform(0.5, 1.0), 3),
+                        annotated,
+                    )
+                )
     log.info("seeded %s: %d rows", ANNOTATIONS_TABLE, len(items))
     return len(items)

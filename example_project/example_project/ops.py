@@ -54,7 +54,9 @@ class S3ObjectBackfill(MetadataBackfill):
     suffix: str = Field("", description="File name suffix to strip to get the sample id, e.g. .jpg.")
     column_prefix: str = Field("", description="Prefix of the written columns (uri, bytes, etag).")
     min_size_bytes: int = Field(1, ge=0, description="Skip smaller objects (aborted uploads are 0 bytes).")
-    page_size: int = Field(1000, ge=1, le=1000, description="Objects per S3 listing page (S3's maximum is 1000).")
+    page_size: int = Field(
+        1000, ge=1, le=1000, description="Objects per S3 listing page (S3's maximum is 1000)."
+    )
 
     @field_validator("s3_bucket")
     @classmethod
@@ -75,6 +77,15 @@ class S3ObjectBackfill(MetadataBackfill):
         if self.column_prefix and not self.column_prefix.replace("_", "").isalnum():
             raise ValueError(f"column_prefix {self.column_prefix!r} may only hold letters, digits and '_'")
         return self
+
+    def columns(self) -> list[pl.Expr]:
+        """User columns written per object (override to write others); the listing has ``OBJECT_SCHEMA``."""
+        p = self.column_prefix
+        return [
+            object_uri(self.s3_bucket).alias(f"{p}uri"),
+            pl.col("size_bytes").alias(f"{p}bytes"),
+            pl.col("etag").alias(f"{p}etag"),
+        ]
 
     def target_graph(self, store: DeltaMetadataStore, to_snapshot_version: str) -> FeatureGraph:
         """The graph rows are written under: the code's when it is the target, else the pushed snapshot."""
@@ -97,13 +108,19 @@ class S3ObjectBackfill(MetadataBackfill):
         ids = list(spec.id_columns)
         todo = store.resolve_update(self.feature_key, graph=graph).collect()
         needed = pl.concat([todo.added, todo.changed]).select([*ids, PROVENANCE_BY_FIELD])
-        log.info("%s: %d sample(s) of %s need rows; listing s3://%s/%s", self.op_id, needed.height,
-                 self.feature_key, self.s3_bucket, self.prefix)
-        p = self.column_prefix
+        log.info(
+            "%s: %d sample(s) of %s need rows; listing s3://%s/%s",
+            self.op_id,
+            needed.height,
+            self.feature_key,
+            self.s3_bucket,
+            self.prefix,
+        )
         written = listed = skipped_small = 0
         seen: set[str] = set()
-        for page_number, page in enumerate(iter_object_pages(s3_client(), self.s3_bucket, self.prefix,
-                                                              page_size=self.page_size), start=1):
+        for page_number, page in enumerate(
+            iter_object_pages(s3_client(), self.s3_bucket, self.prefix, page_size=self.page_size), start=1
+        ):
             listed += page.height
             small = page.filter(pl.col("size_bytes") < self.min_size_bytes)
             skipped_small += small.height
@@ -114,23 +131,65 @@ class S3ObjectBackfill(MetadataBackfill):
                 .sort("last_modified")
                 .unique(subset=ids, keep="last", maintain_order=True)
                 .join(needed, on=ids, how="inner")
-                .select(
-                    *ids,
-                    object_uri(self.s3_bucket).alias(f"{p}uri"),
-                    pl.col("size_bytes").alias(f"{p}bytes"),
-                    pl.col("etag").alias(f"{p}etag"),
-                    PROVENANCE_BY_FIELD,
-                )
+                .select(*ids, *self.columns(), PROVENANCE_BY_FIELD)
             )
             seen.update(rows[ids[0]].to_list())
             if rows.height and not dry_run:
-                store.write_metadata(self.feature_key, rows, graph=graph, snapshot_version=to_snapshot_version)
+                store.write_metadata(
+                    self.feature_key, rows, graph=graph, snapshot_version=to_snapshot_version
+                )
             written += rows.height
-            log.info("%s: page %d: %d object(s) listed, %d row(s) %s so far", self.op_id, page_number, listed,
-                     written, "to write" if dry_run else "written")
+            log.info(
+                "%s: page %d: %d object(s) listed, %d row(s) %s so far",
+                self.op_id,
+                page_number,
+                listed,
+                written,
+                "to write" if dry_run else "written",
+            )
         log.info(
             "%s: %s %d row(s) of %s in %.1fs (%d object(s) listed, %d below %d bytes skipped, %d sample(s) "
-            "without an object)", self.op_id, "would write" if dry_run else "wrote", written, self.feature_key,
-            time.perf_counter() - started, listed, skipped_small, self.min_size_bytes, needed.height - written,
+            "without an object)",
+            self.op_id,
+            "would write" if dry_run else "wrote",
+            written,
+            self.feature_key,
+            time.perf_counter() - started,
+            listed,
+            skipped_small,
+            self.min_size_bytes,
+            needed.height - written,
         )
         return written
+
+
+class S3VideoBackfillOperation(S3ObjectBackfill):
+    """The video files' S3 metadata (``video/files``), as a reusable operation.
+
+    What the example's ``CustomMigration`` ``20250420_100000_backfill_video_files_from_s3`` does, as
+    configuration only; this is the operation of the YAML example in the design notes::
+
+        ops:
+          - type: example_project.ops.S3VideoBackfillOperation
+            id: backfill_videos
+            feature_key: ["video", "files"]
+            s3_bucket: prod-videos
+            reason: Initial backfill
+    """
+
+    type: Literal["example_project.ops.S3VideoBackfillOperation"] = (
+        "example_project.ops.S3VideoBackfillOperation"
+    )
+    prefix: str = Field("videos/", description="Key prefix ending with '/'.")
+    suffix: str = Field(".mp4", description="File name suffix to strip to get the sample id.")
+    min_size_bytes: int = Field(
+        1024, ge=0, description="Smaller objects are placeholders of aborted uploads."
+    )
+
+    def columns(self) -> list[pl.Expr]:
+        return [
+            object_uri(self.s3_bucket).alias("object_uri"),
+            pl.col("size_bytes"),
+            pl.col("etag"),
+            pl.col("last_modified"),
+        ]

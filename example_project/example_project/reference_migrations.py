@@ -41,5 +41,7 @@ class MinimalCustomMigration(CustomMigration):
         if dry_run:
             return moved.height  # a dry run only counts (the store refuses writes in a dry run anyway)
         keep = [c for c in moved.columns if c == PROVENANCE_BY_FIELD or not c.startswith("metaxy_")]
-        rows = moved.select(keep).with_columns(pl.col("uri").str.replace("s3://old-bucket/", "s3://new-bucket/"))
+        rows = moved.select(keep).with_columns(
+            pl.col("uri").str.replace("s3://old-bucket/", "s3://new-bucket/")
+        )
         return store.write_metadata("video/raw", rows)  # appended; reads now see the new rows

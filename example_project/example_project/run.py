@@ -68,7 +68,9 @@ def _run_config(*, dry_run: bool, verbose: bool) -> dict[str, Any]:
     return config
 
 
-def run_job(defs: Definitions, name: str, *, dry_run: bool, instance: DagsterInstance, verbose: bool = False) -> DagsterRun:
+def run_job(
+    defs: Definitions, name: str, *, dry_run: bool, instance: DagsterInstance, verbose: bool = False
+) -> DagsterRun:
     """Execute a migration job in this process and collect its plan observations and check results."""
     job = defs.resolve_job_def(name)
     started = time.perf_counter()
@@ -84,8 +86,16 @@ def run_job(defs: Definitions, name: str, *, dry_run: bool, instance: DagsterIns
             steps = metadata.get("metaxy/steps")
             for record in steps.value.records if steps is not None else []:
                 data = record.data
-                run.plan.append(PlanRow(migration_id, f"{data['operation']}:{data['op_id']}", data["feature"],
-                                        data["status"], int(data["rows"] or 0), data.get("note") or ""))
+                run.plan.append(
+                    PlanRow(
+                        migration_id,
+                        f"{data['operation']}:{data['op_id']}",
+                        data["feature"],
+                        data["status"],
+                        int(data["rows"] or 0),
+                        data.get("note") or "",
+                    )
+                )
         elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             run.checks[evaluation.asset_key.to_user_string()] = bool(evaluation.passed)
@@ -110,7 +120,9 @@ class FeatureChange:
     pending: dict[str, int] | None  # resolve_update counts; None for root features
 
 
-def feature_changes(store: DeltaMetadataStore, graph: FeatureGraph, old: FeatureGraph, project: str) -> list[FeatureChange]:
+def feature_changes(
+    store: DeltaMetadataStore, graph: FeatureGraph, old: FeatureGraph, project: str
+) -> list[FeatureChange]:
     written: dict[str, int] = {}
     for state in progress.read_states(store, project).values():
         for step in state.steps.values():
@@ -150,8 +162,10 @@ def _print_plan(plan: list[PlanRow], chain_ids: list[str]) -> None:
 
 
 def _print_changes(changes: list[FeatureChange]) -> None:
-    print(f"    {'feature':<18} {'feature version (v1 -> now)':<36} {'rows now':>8} {'migrated':>9}  "
-          "resolve_update (added/changed/removed)")
+    print(
+        f"    {'feature':<18} {'feature version (v1 -> now)':<36} {'rows now':>8} {'migrated':>9}  "
+        "resolve_update (added/changed/removed)"
+    )
     for c in changes:
         if c.old_version is None:
             versions = f"(new) -> {c.new_version}"
@@ -159,11 +173,15 @@ def _print_changes(changes: list[FeatureChange]) -> None:
             versions = f"{c.new_version} (unchanged)"
         else:
             versions = f"{c.old_version} -> {c.new_version}"
-        pending = "root: provenance comes from the data" if c.pending is None else (
-            f"{c.pending['added']}/{c.pending['changed']}/{c.pending['removed']}"
+        pending = (
+            "root: provenance comes from the data"
+            if c.pending is None
+            else (f"{c.pending['added']}/{c.pending['changed']}/{c.pending['removed']}")
         )
-        print(f"    {c.feature:<18} {versions:<36} {c.rows_at_new_version:>8,} {c.rows_written_by_migrations:>9,}  "
-              f"{pending}")
+        print(
+            f"    {c.feature:<18} {versions:<36} {c.rows_at_new_version:>8,} "
+            f"{c.rows_written_by_migrations:>9,}  {pending}"
+        )
 
 
 class ExampleFailed(Exception):
@@ -190,22 +208,33 @@ def run_example(*, n_samples: int = generate.N_SAMPLES, verbose: bool = False) -
         store = config.get_store()
         graph = FeatureGraph.get_active()
         report = generate.seed_store(store, n_samples=n_samples, current_graph=graph)
-        print(f"      s3://{generate.MEDIA_BUCKET}: {s3['videos']:,} videos (+{s3['deleted_videos']} of deleted videos, "
-              f"+{s3['placeholders']} zero-byte placeholders of aborted uploads), {s3['thumbnails']:,} thumbnails")
-        print(f"      PostgreSQL {generate.ANNOTATIONS_TABLE}: {labels:,} labels (incl. {generate.ORPHANS} of "
-              "deleted videos)")
-        print(f"      store: {', '.join(f'{k} {v:,}' for k, v in report.rows_by_feature.items())} rows, written "
-              f"by the {generate.OLD_STAGE} pipeline")
+        print(
+            f"      s3://{generate.MEDIA_BUCKET}: {s3['videos']:,} videos "
+            f"(+{s3['deleted_videos']} of deleted videos, +{s3['placeholders']} zero-byte placeholders "
+            f"of aborted uploads), {s3['thumbnails']:,} thumbnails"
+        )
+        print(
+            f"      PostgreSQL {generate.ANNOTATIONS_TABLE}: {labels:,} labels (incl. {generate.ORPHANS} of "
+            "deleted videos)"
+        )
+        print(
+            f"      store: {', '.join(f'{k} {v:,}' for k, v in report.rows_by_feature.items())} rows, "
+            f"written by the {generate.OLD_STAGE} pipeline"
+        )
         for stage, version in report.snapshots.items():
             print(f"      pushed snapshot {version}  {stage}: {features.STAGE_NOTES[stage]}")
-        print(f"      deployed       {report.deployed}  {features.CURRENT_STAGE}: "
-              f"{features.STAGE_NOTES[features.CURRENT_STAGE]}   ({time.perf_counter() - t:.1f}s)")
+        print(
+            f"      deployed       {report.deployed}  {features.CURRENT_STAGE}: "
+            f"{features.STAGE_NOTES[features.CURRENT_STAGE]}   ({time.perf_counter() - t:.1f}s)"
+        )
 
         chain = load_chain(config.migrations_path)
         defs = build_definitions(config)
         instance = DagsterInstance.ephemeral()
 
-        print(f"[3/6] dry run through Dagster: job {PLAN_JOB_NAME} with dry_run: true ({len(chain)} migrations)")
+        print(
+            f"[3/6] dry run through Dagster: job {PLAN_JOB_NAME} with dry_run: true ({len(chain)} migrations)"
+        )
         before = table_versions(store, graph)
         plan = run_job(defs, PLAN_JOB_NAME, dry_run=True, instance=instance, verbose=verbose)
         if not plan.success:
@@ -214,7 +243,9 @@ def run_example(*, n_samples: int = generate.N_SAMPLES, verbose: bool = False) -
         after = table_versions(store, graph)
         if before != after:
             raise ExampleFailed(f"the dry run changed Delta tables: {before} -> {after}")
-        print("      each migration is planned against the store as it is now: an operation whose input another")
+        print(
+            "      each migration is planned against the store as it is now: an operation whose input another"
+        )
         print("      migration (or an earlier operation) writes shows 0 rows until that one is applied")
         print(f"      nothing written: every Delta table version unchanged   ({plan.duration_s:.1f}s)")
 
@@ -226,14 +257,18 @@ def run_example(*, n_samples: int = generate.N_SAMPLES, verbose: bool = False) -
         for migration in chain:
             state = states.get(migration.migration_id)
             rows: dict[str, int] = {}
-            for step in (state.steps.values() if state else []):
+            for step in state.steps.values() if state else []:
                 for feature, n in step.writes.items():
                     rows[feature] = rows.get(feature, 0) + n
-            print(f"      {migration.migration_id:<52} {state.status if state else 'not started':<10} "
-                  + ", ".join(f"{k} {v:,}" for k, v in rows.items()))
+            print(
+                f"      {migration.migration_id:<52} {state.status if state else 'not started':<10} "
+                + ", ".join(f"{k} {v:,}" for k, v in rows.items())
+            )
         passed = sum(applied.checks.values())
-        print(f"      checks (no feature left at its old version): {passed}/{len(applied.checks)} passed   "
-              f"({applied.duration_s:.1f}s)")
+        print(
+            f"      checks (no feature left at its old version): {passed}/{len(applied.checks)} passed   "
+            f"({applied.duration_s:.1f}s)"
+        )
         if passed != len(applied.checks):
             raise ExampleFailed(f"migration checks failed: {applied.checks}")
 
@@ -245,17 +280,25 @@ def run_example(*, n_samples: int = generate.N_SAMPLES, verbose: bool = False) -
             raise ExampleFailed(f"resolve_update still finds work after the chain: {left}")
         print("      nothing left to recompute: resolve_update finds no added, changed or removed sample")
         print("[6/6] stopping the servers")
-    print(f"\ndone in {time.perf_counter() - total:.1f}s. Next: `dagster dev` in example_project/ "
-          "(see docs/example-project.md)")
+    print(
+        f"\ndone in {time.perf_counter() - total:.1f}s. Next: `dagster dev` in example_project/ "
+        "(see docs/example-project.md)"
+    )
     return changes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m example_project.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=generate.N_SAMPLES, help="number of videos (default 2000)")
+    parser = argparse.ArgumentParser(
+        prog="python -m example_project.run", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--samples", type=int, default=generate.N_SAMPLES, help="number of videos (default 2000)"
+    )
     parser.add_argument("--verbose", action="store_true", help="show Dagster's and the migrations' logs")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
+    )
     for noisy in ("werkzeug", "pgserver", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

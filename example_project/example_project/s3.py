@@ -29,7 +29,9 @@ def s3_client() -> Any:
     return boto3.client("s3")
 
 
-def iter_object_pages(client: Any, bucket: str, prefix: str, *, page_size: int = 1000) -> Iterator[pl.DataFrame]:
+def iter_object_pages(
+    client: Any, bucket: str, prefix: str, *, page_size: int = 1000
+) -> Iterator[pl.DataFrame]:
     """Every object under ``s3://bucket/prefix``, one frame (``OBJECT_SCHEMA``) per listing page."""
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}):

@@ -57,7 +57,10 @@ class S3Server:
         import boto3
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=LOCAL_AWS_KEY, aws_secret_access_key=LOCAL_AWS_KEY,
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=LOCAL_AWS_KEY,
+            aws_secret_access_key=LOCAL_AWS_KEY,
             region_name="us-east-1",
         )
 
@@ -157,8 +160,12 @@ def local_servers(*, export: bool = True) -> Iterator[LocalServers]:
         s3.stop()
         raise
     servers = LocalServers(s3=s3, postgres=postgres)
-    log.info("local servers up in %.1fs: S3 %s, PostgreSQL %s", time.perf_counter() - started, s3.endpoint,
-             postgres.uri)
+    log.info(
+        "local servers up in %.1fs: S3 %s, PostgreSQL %s",
+        time.perf_counter() - started,
+        s3.endpoint,
+        postgres.uri,
+    )
     saved = {k: os.environ.get(k) for k in servers.env}
     try:
         if export:

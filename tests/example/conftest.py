@@ -1,23 +1,27 @@
-"""Fixtures for the example project's tests: real local servers (moto S3, pgserver PostgreSQL), seeded once per
-session, and a freshly seeded Delta store per test.
+"""Fixtures for the example project's tests: real local servers (moto S3, pgserver PostgreSQL), seeded once
+per session, and a freshly seeded Delta store per test.
 
-The repository's root ``conftest.py`` clears ``AWS_*`` / ``METAXY_*`` before every test, so :func:`example_env`
-exports the servers' settings again for each test, exactly as production would set them.
+The repository's root ``conftest.py`` clears ``AWS_*`` / ``METAXY_*`` before every test, so
+:func:`example_env` exports the servers' settings again for each test, exactly as production would set them.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from example_testkit import EXAMPLE_GRAPH, N_TEST
+# The example's package lives in example_project/ (not installed): make it importable before anything else.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "example_project"))
 
-from example_project import CONFIG_FILE, generate
-from example_project.servers import LocalServers, local_servers
-from metaxy_core import DeltaMetadataStore, FeatureGraph, MetaxyConfig
-from metaxy_core.migrations import MigrationChain, load_chain
+import pytest  # noqa: E402
+
+from example_project import CONFIG_FILE, generate  # noqa: E402
+from example_project.servers import LocalServers, local_servers  # noqa: E402
+from example_testkit import EXAMPLE_GRAPH, N_TEST  # noqa: E402
+from metaxy_core import DeltaMetadataStore, FeatureGraph, MetaxyConfig  # noqa: E402
+from metaxy_core.migrations import MigrationChain, load_chain  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

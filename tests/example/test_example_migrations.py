@@ -18,11 +18,11 @@ from typing import Any
 import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance
-from example_testkit import CHAIN, EXAMPLE_DIR, EXAMPLE_GRAPH, N_TEST, WRITES
 
 from example_project import features, generate
 from example_project.definitions import build_definitions
 from example_project.run import feature_changes, run_job, table_versions
+from example_testkit import CHAIN, EXAMPLE_DIR, EXAMPLE_GRAPH, N_TEST, WRITES
 from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.migrations import progress
 from metaxy_core.store.delta import SYSTEM_DIR
@@ -50,7 +50,9 @@ def materialize(defs: Any, migration_id: str, *, dry_run: bool, instance: Dagste
     """Run the apply job on one migration's asset (what "Materialize" on that asset in the UI does)."""
     job = defs.resolve_job_def(APPLY_JOB_NAME)
     return job.execute_in_process(
-        run_config=run_config_for(dry_run=dry_run), instance=instance, raise_on_error=False,
+        run_config=run_config_for(dry_run=dry_run),
+        instance=instance,
+        raise_on_error=False,
         asset_selection=[AssetKey(["metaxy", "migrations", migration_id])],
     )
 
@@ -104,7 +106,9 @@ def check_thumbnails_and_embeddings(store: DeltaMetadataStore, old: dict[str, pl
     assert thumbs["metaxy_snapshot_version"].unique().to_list() == [v3.snapshot_version]
     emb = current(store, "video/embeddings", v3)
     assert emb["metaxy_feature_version"].unique().to_list() == [v3.feature_version("video/embeddings")]
-    assert emb.select("sample_uid", "model", "clip").equals(old["video/embeddings"].select("sample_uid", "model", "clip"))
+    assert emb.select("sample_uid", "model", "clip").equals(
+        old["video/embeddings"].select("sample_uid", "model", "clip")
+    )
 
 
 def check_frame_decoder(store: DeltaMetadataStore, old: dict[str, pl.DataFrame]) -> None:
@@ -121,7 +125,9 @@ def check_video_files(store: DeltaMetadataStore, old: dict[str, pl.DataFrame]) -
     assert files["sample_uid"].to_list() == sorted(VIDEOS)  # no deleted videos, one row per sample
     for row in files.iter_rows(named=True):
         video = VIDEOS[row["sample_uid"]]
-        assert row["object_uri"] == f"s3://{generate.MEDIA_BUCKET}/{video.key}"  # never the 0-byte placeholder
+        assert (
+            row["object_uri"] == f"s3://{generate.MEDIA_BUCKET}/{video.key}"
+        )  # never the 0-byte placeholder
         assert row["size_bytes"] == video.attrs["size_bytes"] > 0
         assert row["etag"] == hashlib.md5(video.body()).hexdigest()
     # provenance joined from the store: the same as resolve_update expects for video/raw's current rows
@@ -133,7 +139,8 @@ def check_annotations(store: DeltaMetadataStore, old: dict[str, pl.DataFrame]) -
 
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
         source = conn.execute(
-            f"SELECT sample_uid, label, annotator, confidence FROM {generate.ANNOTATIONS_TABLE} ORDER BY sample_uid"
+            f"SELECT sample_uid, label, annotator, confidence FROM {generate.ANNOTATIONS_TABLE}"
+            " ORDER BY sample_uid"
         ).fetchall()
     expected = pl.DataFrame(source, schema=["sample_uid", "label", "annotator", "confidence"], orient="row")
     expected = expected.filter(pl.col("sample_uid").is_in(list(VIDEOS)))
@@ -141,8 +148,13 @@ def check_annotations(store: DeltaMetadataStore, old: dict[str, pl.DataFrame]) -
     assert got.equals(expected)
 
 
-CHECKS = [check_audio_refactor, check_thumbnails_and_embeddings, check_frame_decoder, check_video_files,
-          check_annotations]
+CHECKS = [
+    check_audio_refactor,
+    check_thumbnails_and_embeddings,
+    check_frame_decoder,
+    check_video_files,
+    check_annotations,
+]
 #: features whose dry-run count is exact while the migration's parent is applied (the other features are
 #: computed from an upstream written by an earlier operation of the same migration: 0 in a dry run)
 EXACT_PLAN = {
@@ -164,7 +176,9 @@ def test_every_migration_end_to_end_through_dagster(seeded) -> None:
         before = all_table_versions(store, EXAMPLE_GRAPH)
         planned = materialize(defs, migration_id, dry_run=True, instance=instance)
         assert planned.success, migration_id
-        assert all_table_versions(store, EXAMPLE_GRAPH) == before, f"dry run of {migration_id} wrote something"
+        assert all_table_versions(store, EXAMPLE_GRAPH) == before, (
+            f"dry run of {migration_id} wrote something"
+        )
         assert migration_id not in progress.read_states(store, project)
         assert not planned.get_asset_materialization_events()
         plan = plan_rows(planned)
@@ -214,8 +228,10 @@ def test_plan_job_then_apply_job_like_the_main_job(seeded) -> None:
     assert replan.success and all(r.rows == 0 for r in replan.plan)
 
 
-def test_database_problems_stop_the_migration_before_any_work(seeded, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Apply-phase validation: a wrong DATABASE_URL fails the op with the validator's message, writes nothing."""
+def test_database_problems_stop_the_migration_before_any_work(
+    seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apply-phase validation: a wrong DATABASE_URL fails the op with the validator's message; no writes."""
     store, project = seeded.store, seeded.config.project
     defs = build_definitions(seeded.config)
     instance = DagsterInstance.ephemeral()
@@ -240,13 +256,14 @@ def test_database_problems_stop_the_migration_before_any_work(seeded, monkeypatc
 
 
 def test_cli_runs_the_same_chain(seeded) -> None:
-    """`metaxy migrations status | apply --dry-run | apply` from the project folder, with the same settings."""
+    """`metaxy migrations status | apply --dry-run | apply` from the project folder, same settings."""
     metaxy = Path(sys.executable).with_name("metaxy")
     env = {**os.environ}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(metaxy), *args], cwd=EXAMPLE_DIR, env=env, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            [str(metaxy), *args], cwd=EXAMPLE_DIR, env=env, capture_output=True, text=True, timeout=300
+        )
 
     status = cli("--format", "json", "migrations", "status")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -294,5 +311,32 @@ def test_the_chain_with_the_store_on_s3(example_env, servers, monkeypatch: pytes
     for key in EXAMPLE_GRAPH.topological_order():
         if EXAMPLE_GRAPH.spec(key).deps:
             assert store.resolve_update(key).counts() == {"added": 0, "changed": 0, "removed": 0}, key
-    listed = client.list_objects_v2(Bucket=bucket, Prefix=store.root_uri.split(f"{bucket}/", 1)[1] + "/video__files/")
+    listed = client.list_objects_v2(
+        Bucket=bucket, Prefix=store.root_uri.split(f"{bucket}/", 1)[1] + "/video__files/"
+    )
     assert listed["KeyCount"] > 0  # the Delta tables really live in the bucket
+
+
+def test_the_design_notes_yaml_operation_backfills_video_files(seeded) -> None:
+    """The reusable S3 operation of the design notes' YAML example, run as a YAML migration would run it."""
+    from metaxy_core.migrations.ops import build_operation
+
+    op = build_operation(
+        {
+            "type": "example_project.ops.S3VideoBackfillOperation",
+            "id": "backfill_videos",
+            "feature_key": ["video", "files"],
+            "s3_bucket": generate.MEDIA_BUCKET,
+            "reason": "Initial backfill",
+        }
+    )
+    store, target = seeded.store, EXAMPLE_GRAPH.snapshot_version
+    before = table_versions(store, EXAMPLE_GRAPH)
+    with store.write_scope("test/dry", dry_run=True):
+        assert (
+            op.execute(store, from_snapshot_version=None, to_snapshot_version=target, dry_run=True) == N_TEST
+        )
+    assert table_versions(store, EXAMPLE_GRAPH) == before
+    assert op.execute(store, from_snapshot_version=None, to_snapshot_version=target) == N_TEST
+    assert op.execute(store, from_snapshot_version=None, to_snapshot_version=target) == 0  # idempotent
+    check_video_files(store, {})

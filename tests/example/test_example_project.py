@@ -14,9 +14,9 @@ import pytest
 from dagster import AssetKey
 from pydantic import SecretStr, ValidationError
 
-from example_testkit import CHAIN, EXAMPLE_DIR, EXAMPLE_GRAPH, MIGRATIONS
 from example_project import CONFIG_FILE, features
 from example_project.ops import S3ObjectBackfill
+from example_testkit import CHAIN, EXAMPLE_DIR, EXAMPLE_GRAPH, MIGRATIONS
 from metaxy_core import MetaxyConfig, MetaxyError
 from metaxy_core.migrations import (
     APPLY_PHASE,
@@ -65,7 +65,9 @@ def test_chain_is_the_five_patterns_in_order() -> None:
 
 
 @pytest.mark.parametrize("migration_id, kind, from_stage, to_stage", [c for c in CHAIN if c[2]])
-def test_diff_migrations_name_the_stage_snapshots(migration_id: str, kind: str, from_stage: str, to_stage: str) -> None:
+def test_diff_migrations_name_the_stage_snapshots(
+    migration_id: str, kind: str, from_stage: str, to_stage: str
+) -> None:
     """The snapshot versions written in the files are the ones the graph history produces."""
     versions = features.snapshot_versions()
     migration = _load(migration_id)
@@ -95,7 +97,10 @@ def test_operations_computed_from_the_graph_skip_roots_and_follow_lineage() -> N
 def test_operations_depend_on_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAMPLE_ENV", "staging")  # staging recomputes embeddings on its GPUs
     migration = _load(CHAIN[2][0])
-    assert [op.op_id for op in migration.operations()] == ["reconcile_video__frames", "reconcile_video__thumbnails"]
+    assert [op.op_id for op in migration.operations()] == [
+        "reconcile_video__frames",
+        "reconcile_video__thumbnails",
+    ]
     monkeypatch.setenv("EXAMPLE_ENV", "qa")
     with pytest.raises(MetaxyError, match=r"EXAMPLE_ENV='qa' is not one of \['dev', 'prod', 'staging'\]"):
         _load(CHAIN[2][0])
@@ -153,14 +158,18 @@ def test_postgres_backfill_validators(monkeypatch: pytest.MonkeyPatch, change: d
 def test_a_bad_value_in_the_file_names_the_file_and_the_field(tmp_path: Path) -> None:
     name = CHAIN[4][0] + ".py"
     path = tmp_path / name
-    path.write_text((MIGRATIONS / name).read_text().replace('batch_size: int = Field(500,', 'batch_size: int = Field(5,'))
+    path.write_text(
+        (MIGRATIONS / name).read_text().replace("batch_size: int = Field(500,", "batch_size: int = Field(5,")
+    )
     with pytest.raises(MetaxyError) as info:
         load_migration_file(path)
     assert str(info.value).startswith(str(path))
     assert "batch_size" in str(info.value)
 
 
-def test_postgres_connectivity_is_checked_in_the_apply_phase_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_postgres_connectivity_is_checked_in_the_apply_phase_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     nowhere = f"postgresql://postgres@/postgres?host={tmp_path}&connect_timeout=2"  # no server on that socket
     monkeypatch.setenv("DATABASE_URL", nowhere)
     migration = _load(CHAIN[4][0])  # loading is fine
@@ -176,16 +185,23 @@ def test_dagster_definitions_load_without_servers(monkeypatch: pytest.MonkeyPatc
     defs = build_definitions(MetaxyConfig.load(CONFIG_FILE))
     keys = {k for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {AssetKey(["metaxy", "migrations", c[0]]) for c in CHAIN}
-    assert {"metaxy_migrations_apply", "metaxy_migrations_plan"} <= {j.name for j in defs.resolve_all_job_defs()}
+    assert {"metaxy_migrations_apply", "metaxy_migrations_plan"} <= {
+        j.name for j in defs.resolve_all_job_defs()
+    }
     assert [s.cron_schedule for s in defs.schedules] == ["0 3 * * *"]
     assert len(list(defs.sensors)) == 1
     graph = defs.resolve_asset_graph()
     # Each migration depends on its parent; its ops are its operations in order.
     for (child, *_), (parent, *_) in zip(CHAIN[1:], CHAIN):
-        assert AssetKey(["metaxy", "migrations", parent]) in graph.get(AssetKey(["metaxy", "migrations", child])).parent_keys
+        assert (
+            AssetKey(["metaxy", "migrations", parent])
+            in graph.get(AssetKey(["metaxy", "migrations", child])).parent_keys
+        )
     frames = defs.resolve_assets_def(AssetKey(["metaxy", "migrations", CHAIN[2][0]]))
     assert [n.name.split("__", 1)[1] for n in frames.node_def.node_defs] == [
-        "1_reconcile_video__frames", "2_reconcile_video__embeddings", "3_reconcile_video__thumbnails",
+        "1_reconcile_video__frames",
+        "2_reconcile_video__embeddings",
+        "3_reconcile_video__thumbnails",
     ]
 
 

@@ -1,8 +1,8 @@
 """`python -m example_project.dev` (servers + seed + `dagster dev`): launching the jobs from the UI works.
 
-The test drives the webserver's GraphQL API the way the UI's Launchpad does: the plan job with ``dry_run: true``
-(nothing written), then the apply job; afterwards nothing is left to recompute. Stopping the command stops the
-UI and both servers. Slow (a real `dagster dev` with its daemon and run workers).
+The test drives the webserver's GraphQL API the way the UI's Launchpad does: the plan job with
+``dry_run: true`` (nothing written), then the apply job; afterwards nothing is left to recompute. Stopping
+the command stops the UI and both servers. Slow (a real `dagster dev` with its daemon and run workers).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from example_testkit import EXAMPLE_DIR, EXAMPLE_GRAPH
 
 from example_project.run import table_versions
 from example_project.servers import free_port
+from example_testkit import EXAMPLE_DIR, EXAMPLE_GRAPH
 from metaxy_core import DeltaMetadataStore
 
 LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
@@ -31,15 +31,24 @@ STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 
 
 def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"content-type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
 
 def launch_and_wait(url: str, job: str, run_config: dict[str, Any], timeout: float = 600) -> str:
-    selector = {"repositoryLocationName": "metaxy_example", "repositoryName": "__repository__", "jobName": job}
-    answer = graphql(url, LAUNCH, {"p": {"selector": selector, "runConfigData": run_config}})["data"]["launchRun"]
+    selector = {
+        "repositoryLocationName": "metaxy_example",
+        "repositoryName": "__repository__",
+        "jobName": job,
+    }
+    answer = graphql(url, LAUNCH, {"p": {"selector": selector, "runConfigData": run_config}})["data"][
+        "launchRun"
+    ]
     assert answer["__typename"] == "LaunchRunSuccess", answer
     run_id = answer["run"]["runId"]
     deadline = time.monotonic() + timeout
@@ -54,10 +63,19 @@ def launch_and_wait(url: str, job: str, run_config: dict[str, Any], timeout: flo
 @pytest.mark.slow
 def test_dev_command_serves_the_ui_and_runs_launch_from_it(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "METAXY_STORE_ROOT": str(tmp_path / "store"), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    env = {
+        **os.environ,
+        "METAXY_STORE_ROOT": str(tmp_path / "store"),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }
     log = open(tmp_path / "dev.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "example_project.dev", "--port", str(port), "--samples", "150"],
-                               cwd=EXAMPLE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "example_project.dev", "--port", str(port), "--samples", "150"],
+        cwd=EXAMPLE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/graphql"
     try:
         deadline = time.monotonic() + 180

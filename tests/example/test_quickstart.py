@@ -41,15 +41,18 @@ def test_readme_quick_start_runs_the_example_on_a_fresh_clone(tmp_path: Path) ->
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
     clone = tmp_path / "metaxy-dagster"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
-    cloned = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True)
+    cloned = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True
+    )
     assert cloned.stdout == head.stdout
     assert not (clone / ".venv").exists()
 
     first = _quick_start_commands((clone / "README.md").read_text())[0]
     assert first == "bash scripts/run-example.sh"
     started = time.perf_counter()
-    result = subprocess.run(first, shell=True, cwd=clone, env=_clean_env(), capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        first, shell=True, cwd=clone, env=_clean_env(), capture_output=True, text=True, timeout=900
+    )
     duration = time.perf_counter() - started
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]

@@ -20,7 +20,9 @@ class AudioResamplerRefactor(PythonMigration):
     migration_id: str = "20250115_090000_audio_resampler_refactor"
     created_at: datetime = datetime(2025, 1, 15, 9, 0, tzinfo=timezone.utc)
     parent: str = "initial"
-    description: str = "Audio resampler rewritten with identical output: reconcile video/audio and text/transcript"
+    description: str = (
+        "Audio resampler rewritten with identical output: reconcile video/audio and text/transcript"
+    )
     from_snapshot_version: str = "7f4edc58f5d5b607"  # stage v1
     to_snapshot_version: str = "673c7d259fc8cf51"  # stage v2
 

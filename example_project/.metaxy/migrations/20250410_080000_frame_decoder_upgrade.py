@@ -33,7 +33,9 @@ class FrameDecoderUpgrade(PythonMigration):
     migration_id: str = "20250410_080000_frame_decoder_upgrade"
     created_at: datetime = datetime(2025, 4, 10, 8, 0, tzinfo=timezone.utc)
     parent: str = "20250301_120000_thumbnails_and_batched_embeddings"
-    description: str = "Frame decoder upgraded with identical frames: reconcile video/frames and its downstream"
+    description: str = (
+        "Frame decoder upgraded with identical frames: reconcile video/frames and its downstream"
+    )
     from_snapshot_version: str = "be4f3514d857d105"  # stage v3
     to_snapshot_version: str = "fe6661068366e7dc"  # stage v4 (the current code)
     environment: str = Field(default_factory=lambda: os.environ.get("EXAMPLE_ENV", "dev"))

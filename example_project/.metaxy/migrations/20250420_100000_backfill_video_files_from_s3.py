@@ -43,7 +43,9 @@ class BackfillVideoFilesFromS3(CustomMigration):
     bucket: str = Field(default_factory=lambda: os.environ.get("EXAMPLE_MEDIA_BUCKET", "example-media"))
     prefix: str = "videos/"
     suffix: str = ".mp4"
-    min_size_bytes: int = Field(1024, ge=0, description="Smaller objects are placeholders of aborted uploads.")
+    min_size_bytes: int = Field(
+        1024, ge=0, description="Smaller objects are placeholders of aborted uploads."
+    )
     max_size_bytes: int | None = Field(None, gt=0, description="Skip larger objects (None: no limit).")
 
     @field_validator("prefix")
@@ -56,7 +58,9 @@ class BackfillVideoFilesFromS3(CustomMigration):
     @model_validator(mode="after")
     def _size_range(self) -> "BackfillVideoFilesFromS3":
         if self.max_size_bytes is not None and self.max_size_bytes <= self.min_size_bytes:
-            raise ValueError(f"max_size_bytes ({self.max_size_bytes}) must exceed min_size_bytes ({self.min_size_bytes})")
+            raise ValueError(
+                f"max_size_bytes ({self.max_size_bytes}) must exceed min_size_bytes ({self.min_size_bytes})"
+            )
         return self
 
     def execute(self, store, project, *, dry_run: bool = False) -> int:
@@ -88,11 +92,23 @@ class BackfillVideoFilesFromS3(CustomMigration):
             if rows.height and not dry_run:
                 store.write_metadata(VideoFiles, rows)
             written += rows.height
-            log.info("%s: page %d: %d objects listed, %d rows %s", self.migration_id, number, listed, written,
-                     "to write" if dry_run else "written")
+            log.info(
+                "%s: page %d: %d objects listed, %d rows %s",
+                self.migration_id,
+                number,
+                listed,
+                written,
+                "to write" if dry_run else "written",
+            )
         log.info(
             "%s: %s %d video/files rows in %.1fs; %d objects listed, %d outside the size range, %d samples "
-            "without a video object", self.migration_id, "would write" if dry_run else "wrote", written,
-            time.perf_counter() - started, listed, out_of_range, needed.height - written,
+            "without a video object",
+            self.migration_id,
+            "would write" if dry_run else "wrote",
+            written,
+            time.perf_counter() - started,
+            listed,
+            out_of_range,
+            needed.height - written,
         )
         return {"video/files": written}

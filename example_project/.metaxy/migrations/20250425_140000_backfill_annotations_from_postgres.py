@@ -57,7 +57,9 @@ class BackfillAnnotationsFromPostgres(CustomMigration):
         url = value.get_secret_value()
         if not url:
             if _in_apply_phase(info):
-                raise ValueError("DATABASE_URL is not set; export it (postgresql://user:password@host:5432/db)")
+                raise ValueError(
+                    "DATABASE_URL is not set; export it (postgresql://user:password@host:5432/db)"
+                )
             return value  # loading definitions does not need the database
         scheme = url.split("://", 1)[0] if "://" in url else ""
         if scheme not in ("postgresql", "postgres"):
@@ -99,12 +101,15 @@ class BackfillAnnotationsFromPostgres(CustomMigration):
         try:
             with psycopg.connect(self.database_url.get_secret_value(), connect_timeout=5) as conn:
                 found = conn.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_schema = %s AND table_name = %s",
                     (schema or "public", name),
                 ).fetchall()
         except psycopg.Error as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"cannot connect to DATABASE_URL ({first_line}); check the URL and that the server is up") from None
+            raise ValueError(
+                f"cannot connect to DATABASE_URL ({first_line}); check the URL and that the server is up"
+            ) from None
         if not found:
             raise ValueError(f"table {self.table} does not exist in the database at DATABASE_URL")
         missing = sorted(set(COLUMNS) - {row[0] for row in found})
@@ -123,8 +128,13 @@ class BackfillAnnotationsFromPostgres(CustomMigration):
             f"SELECT {', '.join(COLUMNS)} FROM {self.table} "  # table checked by _table
             "WHERE annotated_at >= %s AND annotated_at < %s ORDER BY sample_uid"
         )
-        schema = {"sample_uid": pl.String, "label": pl.String, "annotator": pl.String,
-                  "confidence": pl.Float64, "annotated_at": pl.Datetime("us", "UTC")}
+        schema = {
+            "sample_uid": pl.String,
+            "label": pl.String,
+            "annotator": pl.String,
+            "confidence": pl.Float64,
+            "annotated_at": pl.Datetime("us", "UTC"),
+        }
         read = written = batches = 0
         with psycopg.connect(self.database_url.get_secret_value()) as conn:
             # A named (server-side) cursor streams the table: memory is bounded by batch_size.
@@ -133,13 +143,28 @@ class BackfillAnnotationsFromPostgres(CustomMigration):
                 while batch := cur.fetchmany(self.batch_size):
                     batches += 1
                     read += len(batch)
-                    rows = pl.DataFrame(batch, schema=schema, orient="row").join(needed, on="sample_uid", how="inner")
+                    rows = pl.DataFrame(batch, schema=schema, orient="row").join(
+                        needed, on="sample_uid", how="inner"
+                    )
                     if rows.height and not dry_run:
                         store.write_metadata(VideoAnnotations, rows)
                     written += rows.height
-                    log.info("%s: batch %d: %d rows read, %d %s", self.migration_id, batches, read, written,
-                             "to write" if dry_run else "written")
-        log.info("%s: %s %d rows in %.1fs (%d read in %d batches; %d for samples not in the store or up to date)",
-                 self.migration_id, "would write" if dry_run else "wrote", written, time.perf_counter() - started,
-                 read, batches, read - written)
+                    log.info(
+                        "%s: batch %d: %d rows read, %d %s",
+                        self.migration_id,
+                        batches,
+                        read,
+                        written,
+                        "to write" if dry_run else "written",
+                    )
+        log.info(
+            "%s: %s %d rows in %.1fs (%d read in %d batches; %d for samples not in the store or up to date)",
+            self.migration_id,
+            "would write" if dry_run else "wrote",
+            written,
+            time.perf_counter() - started,
+            read,
+            batches,
+            read - written,
+        )
         return {"video/annotations": written}
