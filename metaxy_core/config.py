@@ -32,6 +32,10 @@ class StoreConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    def __repr_args__(self) -> Any:  # option values may be credentials: repr/str show the keys only
+        for name, value in super().__repr_args__():
+            yield name, ({k: "***" for k in value} if name == "storage_options" and isinstance(value, dict) else value)
+
     root: str = Field(".metaxy/store", description="Local folder (relative to the config file) or s3://bucket/prefix.")
     storage_options: dict[str, str] = Field(
         default_factory=dict, description="delta-rs storage options; values may be '${ENV_VAR}' references."

@@ -67,21 +67,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     out, err = render.console(), render.console(stderr=True)
+    project: commands.Project | None = None
     try:
         project = commands.open_project(args.config)
         return _dispatch(args, project, out, err)
     except MigrationFailed as exc:
         if args.raiseerr:
-            raise
+            return _traceback(exc, project)
         if args.format == "json":
             render.emit_json({"error": str(exc), "result": exc.result.model_dump()})
         err.print(f"[red]FAILED:[/red] {escape(str(exc))}")
         return 1
     except MetaxyError as exc:
         if args.raiseerr:
-            raise
+            return _traceback(exc, project)
         err.print(f"[red]FAILED:[/red] {escape(str(exc))}")
         return 1
+
+
+def _traceback(exc: BaseException, project: commands.Project | None) -> int:
+    """``--raiseerr``: the whole traceback, chained causes included, with credentials redacted (a cause's
+    message may quote a storage option or a database URL)."""
+    import traceback
+
+    from metaxy_core.store._storage import redact
+
+    secrets: list[str] = []
+    try:
+        if project is not None and "store" in vars(project):  # only a store already built: no new I/O here
+            secrets = project.store.secrets
+    except Exception:  # noqa: BLE001 - the traceback matters more than a perfect secret list
+        pass
+    sys.stderr.write(redact("".join(traceback.format_exception(exc)), secrets))
+    return 1
 
 
 def _dispatch(args: argparse.Namespace, project: commands.Project, out, err) -> int:  # type: ignore[no-untyped-def]
