@@ -35,6 +35,9 @@ from metaxy_dagster.resources import RUN_RESOURCE_KEY as RUN_RESOURCE_KEY
 from metaxy_dagster.resources import STORE_RESOURCE_KEY as STORE_RESOURCE_KEY
 from metaxy_dagster.resources import MetaxyRunResource as MetaxyRunResource
 from metaxy_dagster.resources import MetaxyStoreResource as MetaxyStoreResource
+from metaxy_dagster.rollback import ROLLBACK_JOB_NAME as ROLLBACK_JOB_NAME
+from metaxy_dagster.rollback import RollbackConfig as RollbackConfig
+from metaxy_dagster.rollback import build_rollback_job as build_rollback_job
 from metaxy_dagster.schedules import build_migration_schedule as build_migration_schedule
 from metaxy_dagster.sensors import SnapshotCursor as SnapshotCursor
 from metaxy_dagster.sensors import build_snapshot_sensor as build_snapshot_sensor
@@ -46,6 +49,7 @@ __all__ = [
     "APPLY_JOB_NAME",
     "DEFAULT_POOL",
     "PLAN_JOB_NAME",
+    "ROLLBACK_JOB_NAME",
     "RUN_RESOURCE_KEY",
     "STORE_RESOURCE_KEY",
     "MetaxyDagsterError",
@@ -62,6 +66,7 @@ __all__ = [
     "MetaxyStoreLockedError",
     "MetaxyStoreResource",
     "MigrationVerification",
+    "RollbackConfig",
     "SnapshotCursor",
     "build_apply_job",
     "build_migration_assets",
@@ -69,6 +74,7 @@ __all__ = [
     "build_migration_definitions",
     "build_migration_schedule",
     "build_plan_job",
+    "build_rollback_job",
     "build_snapshot_sensor",
     "evaluate_snapshot_tick",
     "load_migration_chain",

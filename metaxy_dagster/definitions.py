@@ -28,6 +28,7 @@ from metaxy_dagster.resources import (
     MetaxyStoreResource,
     load_project_chain,
 )
+from metaxy_dagster.rollback import build_rollback_job
 from metaxy_dagster.schedules import build_migration_schedule
 from metaxy_dagster.sensors import DEFAULT_SENSOR_NAME, build_snapshot_sensor
 from metaxy_dagster.translator import MetaxyMigrationTranslator
@@ -79,7 +80,7 @@ def build_migration_definitions(
 
     Returns:
         ``Definitions`` with one asset and one blocking check per migration, the jobs
-        ``metaxy_migrations_apply`` and ``metaxy_migrations_plan``, the optional schedule and sensor, and the
+        ``metaxy_migrations_apply``, ``metaxy_migrations_plan`` and ``metaxy_migrations_rollback``, the optional schedule and sensor, and the
         resources ``metaxy_store`` and ``metaxy_run``. A project without migrations gets the resources only.
 
     Raises:
@@ -105,6 +106,7 @@ def build_migration_definitions(
         return Definitions(resources=resources)
     assets = build_migration_assets(chain=chain, translator=translator, pool=pool, op_tags=op_tags)
     checks = build_migration_checks(chain=chain, translator=translator)
+    rollback_job = build_rollback_job(chain=chain, translator=translator, pool=pool)
     apply_job = build_apply_job(assets=assets, name=APPLY_JOB_NAME, executor_def=executor_def)
     plan_job = build_plan_job(assets=assets, name=PLAN_JOB_NAME, executor_def=executor_def)
     schedules = []
@@ -128,7 +130,7 @@ def build_migration_definitions(
     return Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=[apply_job, plan_job],
+        jobs=[apply_job, plan_job, rollback_job],
         schedules=schedules,
         sensors=sensors,
         resources=resources,

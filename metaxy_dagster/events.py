@@ -23,6 +23,7 @@ from dagster import (
 
 from metaxy_core.migrations import Migration, MigrationResult, StepResult
 from metaxy_core.migrations.progress import MigrationState
+from metaxy_core.migrations.rollback import RollbackResult
 from metaxy_core.store._storage import redact
 
 if TYPE_CHECKING:
@@ -154,6 +155,24 @@ def plan_observation(
         + (f", operation {op_index + 1}/{op_count} ({op_id})" if op_count else ""),
         metadata=metadata,
     )
+
+
+def describe_rollback(result: RollbackResult, secrets: Iterable[str] = ()) -> str:
+    """One log line per rolled-back (or planned) migration."""
+    verb = {"planned": "would hide", "rolled_back": "hid", "not_applied": "is not applied;"}.get(result.status, result.status)
+    parts = ", ".join(f"{f.feature_key}: {f.hidden} row(s), {f.restored} restored" for f in result.features) or "no rows"
+    return redact(f"rollback of {result.migration_id} {verb} {parts}", secrets)
+
+
+def rollback_metadata(result: RollbackResult) -> dict[str, Any]:
+    """Observation metadata recording a rollback (or its dry-run plan) on the migration's asset."""
+    return {
+        "metaxy/rollback": result.status,
+        "metaxy/dry_run": result.dry_run,
+        "metaxy/rows_hidden": result.rows_hidden,
+        "metaxy/rows_hidden_by_feature": {f.feature_key: f.hidden for f in result.features},
+        "metaxy/rows_restored_by_feature": {f.feature_key: f.restored for f in result.features},
+    }
 
 
 def failure_metadata(result: MigrationResult, secrets: Iterable[str] = ()) -> dict[str, Any]:

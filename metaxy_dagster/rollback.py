@@ -1,0 +1,71 @@
+"""The rollback job: undo a selected migration from Dagster, with ``dry_run`` as run configuration.
+
+Each rolled-back (or planned) migration is recorded as an observation on its asset, so the asset's history in
+the UI shows the rollback next to the materialization it undid. Single-migration rollbacks are refused while a
+later migration is applied (the message lists them); set ``cascade: true`` to undo newest-first down to the
+selected migration, as ``metaxy migrations rollback ID`` does.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the op's Config annotation at definition time.
+
+from dagster import AssetObservation, Config, GraphDefinition, JobDefinition, OpExecutionContext, op
+from pydantic import Field
+
+from metaxy_core.migrations import MigrationChain, MigrationExecutor
+from metaxy_core.migrations.rollback import rollback, rollback_migration
+from metaxy_dagster import events
+from metaxy_dagster._runtime import metaxy_errors
+from metaxy_dagster.jobs import RUN_KIND_TAG
+from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY, load_project_chain
+from metaxy_dagster.translator import MetaxyMigrationTranslator
+
+ROLLBACK_JOB_NAME = "metaxy_migrations_rollback"
+
+
+class RollbackConfig(Config):
+    migration_id: str = Field(description="The migration to roll back (its id, e.g. 20250301_090000_refactor).")
+    cascade: bool = Field(
+        default=False,
+        description="Also roll back every later applied migration, newest first (otherwise refused while one is).",
+    )
+
+
+def build_rollback_job(
+    *,
+    chain: MigrationChain,
+    translator: MetaxyMigrationTranslator | None = None,
+    name: str = ROLLBACK_JOB_NAME,
+    store_resource_key: str = STORE_RESOURCE_KEY,
+    run_resource_key: str = RUN_RESOURCE_KEY,
+    pool: str | None = None,
+) -> JobDefinition:
+    """Op job rolling back ``ops.metaxy_rollback.config.migration_id`` (see :mod:`metaxy_core.migrations.rollback`)."""
+    translator = translator or MetaxyMigrationTranslator()
+    keys = {m.migration_id: translator.get_asset_key(m) for m in chain}
+
+    @op(name="metaxy_rollback", required_resource_keys={store_resource_key, run_resource_key}, pool=pool)
+    def metaxy_rollback(context: OpExecutionContext, config: RollbackConfig) -> None:
+        store_resource = getattr(context.resources, store_resource_key)
+        dry_run = bool(getattr(context.resources, run_resource_key).dry_run)
+        project = store_resource.get_config()
+        store = project.get_store()
+        with metaxy_errors(store.secrets):
+            graph = project.load_features()
+            current_chain = load_project_chain(project)
+            executor = MigrationExecutor(store, project=project.project, graph=graph, run_id=context.run_id)
+            if config.cascade:
+                results = rollback(executor, current_chain, config.migration_id, dry_run=dry_run)
+            else:
+                results = [rollback_migration(executor, current_chain, config.migration_id, dry_run=dry_run)]
+        for result in results:
+            context.log.info(events.describe_rollback(result, store.secrets))
+            key = keys.get(result.migration_id)
+            if key is not None:
+                context.log_event(AssetObservation(asset_key=key, metadata=events.rollback_metadata(result)))
+
+    return GraphDefinition(
+        name=name,
+        description="Roll back a metaxy migration: hide the rows it wrote (nothing is deleted) and mark it pending. "
+        "Set resources.metaxy_run.config.dry_run: true to see rows hidden/restored per feature first.",
+        node_defs=[metaxy_rollback],
+    ).to_job(tags={RUN_KIND_TAG: "rollback"})
