@@ -309,3 +309,29 @@ def test_cli_migration_id_argument_cannot_reach_outside(tmp_path: Path) -> None:
     assert s.store_files(project / "store") == before
     assert sorted(p.name for p in (project / "store").iterdir()) == sorted(
         ["_metaxy_system", "video__cap", "video__emb", "video__joint", "video__raw"])
+
+
+# ------------------------------------------------------------------------------------------- over Dagster
+def test_a_database_password_never_reaches_dagster_events_run_config_or_logs(
+    leaky_project: Path, in_process: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dagster as dg
+
+    from metaxy_dagster import APPLY_JOB_NAME, PLAN_JOB_NAME, build_migration_definitions
+
+    caplog.set_level(logging.DEBUG)
+    defs = build_migration_definitions(config_path=leaky_project / "metaxy.toml")
+    recorded = []
+    with dg.DagsterInstance.ephemeral() as instance:
+        for job in (PLAN_JOB_NAME, APPLY_JOB_NAME):
+            result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+            assert not result.success  # the backfill cannot reach its database...
+            failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data.description
+            assert "postgresql://metaxy:***@127.0.0.1:1/annotations" in failure  # ...and says so, redacted
+            run = instance.get_run_by_id(result.run_id)
+            recorded += [repr(run.run_config), repr(run.tags)]
+            for entry in instance.all_logs(result.run_id):
+                recorded += [entry.user_message or "", repr(entry.dagster_event)]
+    recorded.append("\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records))
+    for text in recorded:
+        assert_clean(text, "into Dagster")
