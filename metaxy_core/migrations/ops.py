@@ -14,22 +14,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from metaxy_core.errors import MetaxyError
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations.context import OperationContext
-from metaxy_core.store.provenance import (
-    CREATED_AT,
-    DATA_VERSION,
-    DATA_VERSION_BY_FIELD,
-    FEATURE_VERSION,
-    PROVENANCE,
-    PROVENANCE_BY_FIELD,
-    SNAPSHOT_VERSION,
-    WRITE_ID,
-)
 
 
 class OperationError(MetaxyError):
@@ -179,33 +168,23 @@ class DataVersionReconciliation(BaseOperation):
         store = ctx.store
         if not store.has_metadata(feature):
             return StepOutcome(0, note=f"{feature} has no stored metadata; nothing to reconcile")
-        ids = list(spec.id_columns)
-        old_rows = store.read_metadata(feature, feature_version=old_version, graph=old_graph, allow_missing=True)
-        done = store.read_metadata(feature, feature_version=new_version, graph=new_graph, allow_missing=True)
-        todo = old_rows.join(done.select(ids), on=ids, how="anti", nulls_equal=True)
-        expected = store.expected_provenance(spec, new_graph).rename(
-            {PROVENANCE_BY_FIELD: "__new_pbf", PROVENANCE: "__new_prov"}
+        # Bounded memory at any table size: samples are processed in hash buckets sized by `batch_rows`,
+        # each bucket appended in one commit (see metaxy_core.store.partitioned).
+        from metaxy_core.store.partitioned import carry_over
+
+        scope = None if ctx.dry_run else store._guard_write(spec)
+        result = carry_over(
+            store,
+            spec,
+            old_graph=old_graph,
+            new_graph=new_graph,
+            write_id=_current_write_id(),
+            snapshot_version=ctx.to_snapshot_version,
+            dry_run=ctx.dry_run,
+            partition_rows=ctx.batch_rows,
+            on_commit=lambda rows: store._count(scope, spec, rows),
         )
-        joined = todo.join(expected, on=ids, how="inner", nulls_equal=True)
-        if ctx.dry_run:
-            rows, missing = pl.collect_all(
-                [joined.select(pl.len()), todo.join(expected, on=ids, how="anti", nulls_equal=True).select(pl.len())]
-            )
-            return StepOutcome(rows.item(), note=_missing_note(feature, missing.item()))
-        # Custom data versions (content hashes) survive; default ones follow the new provenance.
-        default_dv = pl.col(DATA_VERSION) == pl.col(PROVENANCE)
-        carried = joined.with_columns(
-            pl.when(default_dv).then(pl.col("__new_pbf")).otherwise(pl.col(DATA_VERSION_BY_FIELD)).alias(
-                DATA_VERSION_BY_FIELD
-            ),
-            pl.when(default_dv).then(pl.lit(None, dtype=pl.String)).otherwise(pl.col(DATA_VERSION)).alias(DATA_VERSION),
-        ).drop(PROVENANCE_BY_FIELD, PROVENANCE, FEATURE_VERSION, SNAPSHOT_VERSION, CREATED_AT, WRITE_ID)
-        carried = carried.rename({"__new_pbf": PROVENANCE_BY_FIELD}).drop("__new_prov")
-        scope_id = _current_write_id()
-        stamped = store.stamp(carried, spec, new_graph, write_id=scope_id, snapshot_version=ctx.to_snapshot_version)
-        rows = store.append_stream(feature, stamped, batch_rows=ctx.batch_rows)
-        missing = todo.join(expected, on=ids, how="anti", nulls_equal=True).select(pl.len()).collect().item()
-        return StepOutcome(rows, note=_missing_note(feature, missing))
+        return StepOutcome(result.rows, note=_missing_note(feature, result.missing))
 
 
 def _missing_note(feature: FeatureKey, missing: int) -> str:

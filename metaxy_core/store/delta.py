@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -381,13 +381,26 @@ class DeltaMetadataStore(MetadataStore):
             )
 
     # -------------------------------------------------------------- resolve_update
-    def expected_provenance(self, spec: FeatureSpec, graph: FeatureGraph) -> pl.LazyFrame:
-        """Expected provenance of every sample computable from the upstream features' current rows."""
+    def expected_provenance(
+        self,
+        spec: FeatureSpec,
+        graph: FeatureGraph,
+        *,
+        upstream: Mapping[FeatureKey, pl.LazyFrame] | None = None,
+    ) -> pl.LazyFrame:
+        """Expected provenance of every sample computable from the upstream features' current rows.
+
+        ``upstream`` (internal) supplies the upstream features' current rows (id columns and
+        ``metaxy_data_version_by_field``) instead of reading them, e.g. one bucket of them.
+        """
         ids = list(spec.id_columns)
         frames = []
         for i, dep in enumerate(spec.deps):
-            upstream = graph.spec(dep.feature)
-            lf = self._current(upstream, graph)
+            lf = (
+                upstream[dep.feature]
+                if upstream is not None
+                else self._current(graph.spec(dep.feature), graph)
+            )
             if lf is None:
                 raise MetadataNotFoundError(
                     f"feature {spec.key} depends on {dep.feature}, which has no metadata in {self.root_uri}; "
