@@ -63,8 +63,13 @@ class StoppableMoto:
         deadline = time.monotonic() + 10
         while True:
             try:
-                self._server = make_server("127.0.0.1", self.port, DomainDispatcherApplication(create_backend_app),
-                                           threaded=True, request_handler=self._handler())
+                self._server = make_server(
+                    "127.0.0.1",
+                    self.port,
+                    DomainDispatcherApplication(create_backend_app),
+                    threaded=True,
+                    request_handler=self._handler(),
+                )
                 break
             except OSError:  # the old socket is still being torn down
                 if time.monotonic() > deadline:
@@ -97,8 +102,12 @@ class MotoProcess:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         script = Path(sys.executable).with_name("moto_server")
-        self.proc = subprocess.Popen([str(script), "-H", "127.0.0.1", "-p", str(self.port)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [str(script), "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -58,29 +58,55 @@ def metaxy_cmd() -> list[str]:
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test process's environment without METAXY_*/AWS_* settings (they would leak into the child)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("METAXY_", "AWS_"))}
-    env.update({"PYTHONUNBUFFERED": "1", "REL_CODE_VERSION": "2", "COLUMNS": "250", "NO_COLOR": "1",
-                "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
-                "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "REL_CODE_VERSION": "2",
+            "COLUMNS": "250",
+            "NO_COLOR": "1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
     env.update(extra or {})
     return env
 
 
-def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``metaxy <args>`` in ``cwd``; stdout and stderr captured as text."""
-    return subprocess.run(metaxy_cmd() + args, cwd=cwd, env=clean_env(env), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        metaxy_cmd() + args,
+        cwd=cwd,
+        env=clean_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
-def spawn_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, *, hook: bool = False) -> subprocess.Popen[str]:
+def spawn_cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, *, hook: bool = False
+) -> subprocess.Popen[str]:
     """Start ``metaxy <args>`` without waiting; ``hook`` runs it under ``killhook.py`` (kill/host injection)."""
     cmd = [sys.executable, str(HERE / "killhook.py"), *args] if hook else metaxy_cmd() + args
-    return subprocess.Popen(cmd, cwd=cwd, env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 # ------------------------------------------------------------------------------------------ projects
-def migration_yaml(*, batch: int = 40, sleep: float = 0.0, ops: str | None = None,
-                   migration_id: str = MIGRATION_ID, parent: str = "initial") -> str:
+def migration_yaml(
+    *,
+    batch: int = 40,
+    sleep: float = 0.0,
+    ops: str | None = None,
+    migration_id: str = MIGRATION_ID,
+    parent: str = "initial",
+) -> str:
     return (
         f"migration_id: {migration_id}\n"
         "created_at: '2025-01-01T00:00:00+00:00'\n"
@@ -91,8 +117,14 @@ def migration_yaml(*, batch: int = 40, sleep: float = 0.0, ops: str | None = Non
     )
 
 
-def write_project(directory: Path, *, root: str = "store", storage_options: dict[str, str] | None = None,
-                  migration: str | None = None, extra_toml: str = "") -> Path:
+def write_project(
+    directory: Path,
+    *,
+    root: str = "store",
+    storage_options: dict[str, str] | None = None,
+    migration: str | None = None,
+    extra_toml: str = "",
+) -> Path:
     """Write the project files (not the store) into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     toml = f'project = "{PROJECT}"\nentrypoints = ["relfeatures"]\n{extra_toml}[store]\nroot = "{root}"\n'
@@ -111,18 +143,23 @@ def write_project(directory: Path, *, root: str = "store", storage_options: dict
 def raw_rows(n: int = N_ROWS, start: int = 0) -> pl.DataFrame:
     i = pl.int_range(start, start + n, eager=True)
     uid = "s" + i.cast(pl.String).str.zfill(6)
-    return pl.DataFrame({
-        "sample_uid": uid,
-        "path": "s3://videos/" + uid + ".mp4",
-        PROVENANCE_BY_FIELD: pl.struct(frames="f" + uid, audio="a" + uid, eager=True),
-    })
+    return pl.DataFrame(
+        {
+            "sample_uid": uid,
+            "path": "s3://videos/" + uid + ".mp4",
+            PROVENANCE_BY_FIELD: pl.struct(frames="f" + uid, audio="a" + uid, eager=True),
+        }
+    )
 
 
 def seed_store(store: DeltaMetadataStore, n: int = N_ROWS) -> None:
     """Version-1 rows of every feature, snapshot 1 pushed, then snapshot 2 pushed (the deployment)."""
     store.write_metadata(RAW, raw_rows(n), graph=G1)
-    users = {EMB: pl.lit(768).alias("dim"), CAP: pl.lit("a caption").alias("text"),
-             JOINT: (pl.col("sample_uid").str.slice(1).cast(pl.Int64) / 7).alias("score")}
+    users = {
+        EMB: pl.lit(768).alias("dim"),
+        CAP: pl.lit("a caption").alias("text"),
+        JOINT: (pl.col("sample_uid").str.slice(1).cast(pl.Int64) / 7).alias("score"),
+    }
     for key in (EMB, CAP, JOINT):
         added = store.resolve_update(key, graph=G1).added
         store.write_metadata(key, added.with_columns(users[key]), graph=G1)
@@ -171,17 +208,21 @@ def assert_frames_equal(got: dict[str, pl.DataFrame], want: dict[str, pl.DataFra
     from polars.testing import assert_frame_equal
 
     assert set(got) == set(want)
-    for key in want:
-        assert got[key].height == want[key].height, f"{key}: {got[key].height} rows, expected {want[key].height}"
-        assert_frame_equal(got[key].select(sorted(got[key].columns)), want[key].select(sorted(want[key].columns)))
+    for key, expected in want.items():
+        frame = got[key]
+        assert frame.height == expected.height, f"{key}: {frame.height} rows, expected {expected.height}"
+        assert_frame_equal(frame.select(sorted(frame.columns)), expected.select(sorted(expected.columns)))
 
 
 def assert_no_duplicates(store: DeltaMetadataStore, views: dict[str, pl.DataFrame]) -> None:
     for key, df in views.items():
         assert df["sample_uid"].n_unique() == df.height, f"{key}: duplicate ids in the latest view"
     for key in (EMB, CAP, JOINT):  # reconciliation writes each sample once at the new version
-        hist = store.read_metadata(key, include_history=True, graph=G2).filter(
-            pl.col(FEATURE_VERSION) == G2.feature_version(key)).collect()
+        hist = (
+            store.read_metadata(key, include_history=True, graph=G2)
+            .filter(pl.col(FEATURE_VERSION) == G2.feature_version(key))
+            .collect()
+        )
         assert hist["sample_uid"].n_unique() == hist.height, f"{key}: a sample was written twice at v2"
 
 

@@ -19,21 +19,53 @@ KEYS = [RAW, EMB, CAP, JOINT]
 def declare(version: str) -> None:
     """Declare the four features into the active graph at code version ``version`` ("1" or "2")."""
 
-    class Raw(Feature, spec=FeatureSpec(key=RAW, id_columns=["sample_uid"], fields=[
-            FieldSpec(key="frames", code_version="1"), FieldSpec(key="audio", code_version="1")])):
+    class Raw(
+        Feature,
+        spec=FeatureSpec(
+            key=RAW,
+            id_columns=["sample_uid"],
+            fields=[FieldSpec(key="frames", code_version="1"), FieldSpec(key="audio", code_version="1")],
+        ),
+    ):
         path: str
 
-    class Emb(Feature, spec=FeatureSpec(key=EMB, id_columns=["sample_uid"], deps=[FeatureDep(feature=Raw)], fields=[
-            FieldSpec(key="embedding", code_version=version, deps=[FieldDep(feature=Raw, fields=["frames"])])])):
+    class Emb(
+        Feature,
+        spec=FeatureSpec(
+            key=EMB,
+            id_columns=["sample_uid"],
+            deps=[FeatureDep(feature=Raw)],
+            fields=[
+                FieldSpec(
+                    key="embedding", code_version=version, deps=[FieldDep(feature=Raw, fields=["frames"])]
+                )
+            ],
+        ),
+    ):
         dim: int
 
-    class Cap(Feature, spec=FeatureSpec(key=CAP, id_columns=["sample_uid"], deps=[FeatureDep(feature=Raw)], fields=[
-            FieldSpec(key="caption", code_version=version, deps=[FieldDep(feature=Raw, fields=["audio"])])])):
+    class Cap(
+        Feature,
+        spec=FeatureSpec(
+            key=CAP,
+            id_columns=["sample_uid"],
+            deps=[FeatureDep(feature=Raw)],
+            fields=[
+                FieldSpec(key="caption", code_version=version, deps=[FieldDep(feature=Raw, fields=["audio"])])
+            ],
+        ),
+    ):
         text: str
 
-    class Joint(Feature, spec=FeatureSpec(key=JOINT, id_columns=["sample_uid"],
-                                          deps=[FeatureDep(feature=Emb), FeatureDep(feature=Cap)],
-                                          fields=[FieldSpec(key="score", code_version="1")])):
+    class Joint(
+        Feature,
+        spec=FeatureSpec(
+            key=JOINT,
+            id_columns=["sample_uid"],
+            deps=[FeatureDep(feature=Emb), FeatureDep(feature=Cap)],
+            fields=[FieldSpec(key="score", code_version="1")],
+        ),
+    ):
         score: float
 
 

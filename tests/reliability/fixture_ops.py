@@ -9,10 +9,10 @@ import os
 import time
 from typing import Any
 
+from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import DataVersionReconciliation, MetadataBackfill
 from metaxy_core.migrations.context import OperationContext
 from metaxy_core.migrations.ops import StepOutcome
-from metaxy_core.graph.keys import FeatureKey
 
 
 class SmallBatchReconciliation(DataVersionReconciliation):
@@ -39,5 +39,7 @@ class LeakyBackfill(MetadataBackfill):
 
     dsn: str
 
-    def execute(self, store: Any, *, from_snapshot_version: Any, to_snapshot_version: str, dry_run: bool = False) -> int:
+    def execute(
+        self, store: Any, *, from_snapshot_version: Any, to_snapshot_version: str, dry_run: bool = False
+    ) -> int:
         raise ConnectionError(f"could not connect to {self.dsn}: connection refused")

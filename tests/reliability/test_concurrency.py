@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -28,7 +28,9 @@ LOCKED = re.compile(
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 0.6 s pause before each of the three steps: the winner holds the lock for a couple of seconds
-    return s.make_seeded_project(tmp_path_factory.mktemp("conc") / "template", migration=s.migration_yaml(sleep=0.6))
+    return s.make_seeded_project(
+        tmp_path_factory.mktemp("conc") / "template", migration=s.migration_yaml(sleep=0.6)
+    )
 
 
 def _store(project: Path) -> DeltaMetadataStore:
@@ -43,7 +45,9 @@ def _assert_applied_once(project: Path) -> None:
     s.assert_log_consistent(store)
 
 
-def test_four_applies_at_once_exactly_one_runs_the_others_fail_fast_naming_the_holder(template: Path, tmp_path: Path) -> None:
+def test_four_applies_at_once_exactly_one_runs_the_others_fail_fast_naming_the_holder(
+    template: Path, tmp_path: Path
+) -> None:
     project = s.copy_project(template, tmp_path / "p")
     procs = [s.spawn_cli(["migrations", "apply"], project) for _ in range(4)]
     start = time.monotonic()
@@ -71,12 +75,18 @@ def test_four_applies_at_once_exactly_one_runs_the_others_fail_fast_naming_the_h
     _assert_applied_once(project)
 
 
-def test_the_lease_of_a_killed_holder_on_this_host_is_taken_over_at_once(template: Path, tmp_path: Path) -> None:
+def test_the_lease_of_a_killed_holder_on_this_host_is_taken_over_at_once(
+    template: Path, tmp_path: Path
+) -> None:
     project = s.copy_project(template, tmp_path / "p")
     log = tmp_path / "kill.log"
     # SIGKILL right after the lease is taken (commit 2 is the `acquire` event)
-    killed = s.spawn_cli(["migrations", "apply"], project, {"METAXY_TEST_HOOK": json.dumps(
-        {"log": str(log), "kill_at": 2, "how": "after"})}, hook=True)
+    killed = s.spawn_cli(
+        ["migrations", "apply"],
+        project,
+        {"METAXY_TEST_HOOK": json.dumps({"log": str(log), "kill_at": 2, "how": "after"})},
+        hook=True,
+    )
     killed.communicate(timeout=60)
     assert killed.returncode == -9 and '"event": "acquire"' in log.read_text().splitlines()[-1]
     lease = StoreLock(_store(project), "observer")._state()[1]
@@ -90,8 +100,11 @@ def test_the_lease_of_a_killed_holder_on_this_host_is_taken_over_at_once(templat
 
 def _kill_holder_elsewhere(project: Path, tmp_path: Path, ttl: str | None) -> int:
     """An apply that claims to run on another host takes the lease and is SIGKILLed; returns its pid."""
-    env = {"METAXY_TEST_HOOK": json.dumps({"log": str(tmp_path / "h.log"), "kill_at": 3, "how": "after",
-                                           "host": "build-agent-7"})}
+    env = {
+        "METAXY_TEST_HOOK": json.dumps(
+            {"log": str(tmp_path / "h.log"), "kill_at": 3, "how": "after", "host": "build-agent-7"}
+        )
+    }
     if ttl:
         env["METAXY_LOCK_TTL_SECONDS"] = ttl
     holder = s.spawn_cli(["migrations", "apply"], project, env, hook=True)
@@ -100,7 +113,9 @@ def _kill_holder_elsewhere(project: Path, tmp_path: Path, ttl: str | None) -> in
     return holder.pid
 
 
-def test_the_lease_of_a_killed_holder_on_another_host_expires_then_an_apply_proceeds(template: Path, tmp_path: Path) -> None:
+def test_the_lease_of_a_killed_holder_on_another_host_expires_then_an_apply_proceeds(
+    template: Path, tmp_path: Path
+) -> None:
     project = s.copy_project(template, tmp_path / "p")
     pid = _kill_holder_elsewhere(project, tmp_path, ttl="8")
     lease = StoreLock(_store(project), "observer").holder()
@@ -110,7 +125,7 @@ def test_the_lease_of_a_killed_holder_on_another_host_expires_then_an_apply_proc
     match = LOCKED.search(refused.stderr)
     assert match and match["host"] == "build-agent-7" and match["pid"] == str(pid), refused.stderr
     assert "lease expires" in refused.stderr and "metaxy migrations unlock" in refused.stderr
-    time.sleep(max(0.0, (lease.expires_at - datetime.now(timezone.utc)).total_seconds() + 0.2))
+    time.sleep(max(0.0, (lease.expires_at - datetime.now(UTC)).total_seconds() + 0.2))
     after = s.run_cli(["migrations", "apply"], project)
     assert after.returncode == 0, s.output(after)
     _assert_applied_once(project)
@@ -135,17 +150,34 @@ def test_concurrent_write_metadata_from_four_processes_loses_no_rows(template: P
     project = s.copy_project(template, tmp_path / "p")
     workers, batches, rows = 4, 8, 50
     procs = [
-        subprocess.Popen([sys.executable, str(s.HERE / "writer.py"), str(project / "store"), str(w), str(batches), str(rows)],
-                         env=s.clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(s.HERE / "writer.py"),
+                str(project / "store"),
+                str(w),
+                str(batches),
+                str(rows),
+            ],
+            env=s.clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for w in range(workers)
     ]
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0] * workers, outs
-    from .fixture_features import RAW, build_graph
     from metaxy_core import FeatureSpec, FieldSpec
 
+    from .fixture_features import RAW, build_graph
+
     graph = build_graph("1")
-    graph.add(FeatureSpec(key="video/extra", id_columns=["sample_uid"], fields=[FieldSpec(key="blob", code_version="1")]))
+    graph.add(
+        FeatureSpec(
+            key="video/extra", id_columns=["sample_uid"], fields=[FieldSpec(key="blob", code_version="1")]
+        )
+    )
     store = _store(project)
     expected = workers * batches * rows
     for key, before in ((RAW, s.N_ROWS), ("video/extra", 0)):
@@ -156,12 +188,22 @@ def test_concurrent_write_metadata_from_four_processes_loses_no_rows(template: P
         assert latest.height == before + expected, key
 
 
-def test_a_holder_whose_lease_expired_and_was_taken_over_stops_instead_of_running_twice(template: Path, tmp_path: Path) -> None:
+def test_a_holder_whose_lease_expired_and_was_taken_over_stops_instead_of_running_twice(
+    template: Path, tmp_path: Path
+) -> None:
     """A live but stalled holder (a step longer than the lease) must not carry on once another run took over."""
     project = s.copy_project(template, tmp_path / "p")
     log = tmp_path / "slow.log"
-    slow = s.spawn_cli(["migrations", "apply"], project, {"METAXY_LOCK_TTL_SECONDS": "1", "REL_SLEEP_S": "6",
-                                                        "METAXY_TEST_HOOK": json.dumps({"log": str(log)})}, hook=True)
+    slow = s.spawn_cli(
+        ["migrations", "apply"],
+        project,
+        {
+            "METAXY_LOCK_TTL_SECONDS": "1",
+            "REL_SLEEP_S": "6",
+            "METAXY_TEST_HOOK": json.dumps({"log": str(log)}),
+        },
+        hook=True,
+    )
     deadline = time.monotonic() + 60
     while '"event": "acquire"' not in (log.read_text() if log.exists() else ""):
         assert time.monotonic() < deadline and slow.poll() is None

@@ -49,33 +49,65 @@ def _plan(reference: list[dict[str, Any]], rng: random.Random) -> list[dict[str,
     data = [c["n"] for c in reference if c["kind"] == "data"]
     events = [c for c in reference if c["kind"] == "progress"]
     locks = [c["n"] for c in reference if c["kind"] == "lock"]
-    step_done = [c["n"] for c in events if c["event"].startswith("completed:") and not c["event"].startswith("completed:-1")]
+    step_done = [
+        c["n"]
+        for c in events
+        if c["event"].startswith("completed:") and not c["event"].startswith("completed:-1")
+    ]
     first, last = reference[0]["t"], reference[-1]["t"]
     trials: list[dict[str, Any]] = []
     for n in rng.sample(data, 8):  # mid-write of a reconciliation batch
-        trials.append({"label": "mid-write (data commit)", "kills": [{"kill_at": n, "how": "during",
-                                                                      "delay": rng.uniform(0, 0.01)}]})
+        trials.append(
+            {
+                "label": "mid-write (data commit)",
+                "kills": [{"kill_at": n, "how": "during", "delay": rng.uniform(0, 0.01)}],
+            }
+        )
     for c in events:  # inside every progress-log update: started, each step done, migration completed
-        trials.append({"label": "during progress-log update", "kills": [{"kill_at": c["n"], "how": "during",
-                                                                        "delay": rng.uniform(0, 0.01)}]})
+        trials.append(
+            {
+                "label": "during progress-log update",
+                "kills": [{"kill_at": c["n"], "how": "during", "delay": rng.uniform(0, 0.01)}],
+            }
+        )
     for n in step_done:  # the step is recorded, the next one has not started
         label = "between operations" if n == step_done[1] else "between features"
         trials.append({"label": label, "kills": [{"kill_at": n, "how": "after"}]})
     for n in rng.sample(locks, 2):
-        trials.append({"label": "lock commit", "kills": [{"kill_at": n, "how": rng.choice(["before", "during", "after"]),
-                                                          "delay": rng.uniform(0, 0.01)}]})
+        trials.append(
+            {
+                "label": "lock commit",
+                "kills": [
+                    {
+                        "kill_at": n,
+                        "how": rng.choice(["before", "during", "after"]),
+                        "delay": rng.uniform(0, 0.01),
+                    }
+                ],
+            }
+        )
     for _ in range(4):
         trials.append({"label": "random delay", "kills": [{"timer": round(rng.uniform(first, last), 3)}]})
     for _ in range(2):
-        trials.append({"label": "killed twice", "kills": [
-            {"kill_at": rng.choice(data), "how": "during", "delay": rng.uniform(0, 0.01)},
-            {"kill_at": rng.randint(1, 30), "how": rng.choice(["before", "during", "after"]),
-             "delay": rng.uniform(0, 0.01)},
-        ]})
+        trials.append(
+            {
+                "label": "killed twice",
+                "kills": [
+                    {"kill_at": rng.choice(data), "how": "during", "delay": rng.uniform(0, 0.01)},
+                    {
+                        "kill_at": rng.randint(1, 30),
+                        "how": rng.choice(["before", "during", "after"]),
+                        "delay": rng.uniform(0, 0.01),
+                    },
+                ],
+            }
+        )
     return trials
 
 
-def _trial(index: int, trial: dict[str, Any], template: Path, workdir: Path, want: dict[str, Any]) -> dict[str, Any]:
+def _trial(
+    index: int, trial: dict[str, Any], template: Path, workdir: Path, want: dict[str, Any]
+) -> dict[str, Any]:
     project = s.copy_project(template, workdir / f"trial{index:02d}")
     killed, where = 0, []
     for k, kill in enumerate(trial["kills"]):
@@ -86,7 +118,9 @@ def _trial(index: int, trial: dict[str, Any], template: Path, workdir: Path, wan
             killed += 1
             where.append(commits[-1] if commits else {"kind": "before any commit"})
         else:  # only a second kill may miss (the resumed run is shorter than the drawn point)
-            assert k > 0 and rc == 0, f"trial {index} ({trial['label']}): exited {rc} instead of being killed:\n{text}"
+            assert k > 0 and rc == 0, (
+                f"trial {index} ({trial['label']}): exited {rc} instead of being killed:\n{text}"
+            )
     rerun = s.run_cli(["migrations", "apply"], project)
     assert rerun.returncode == 0, f"trial {index} ({trial['label']}) re-run failed:\n{s.output(rerun)}"
     store = DeltaMetadataStore(project / "store", project=s.PROJECT)
@@ -102,7 +136,9 @@ def _trial(index: int, trial: dict[str, Any], template: Path, workdir: Path, wan
     return {"killed": killed, "where": where, "label": trial["label"]}
 
 
-def test_sigkill_anywhere_in_an_apply_then_rerun_equals_an_uninterrupted_apply(crash_template: Path, tmp_path: Path) -> None:
+def test_sigkill_anywhere_in_an_apply_then_rerun_equals_an_uninterrupted_apply(
+    crash_template: Path, tmp_path: Path
+) -> None:
     reference = s.copy_project(crash_template, tmp_path / "reference")
     rc, text = _run_hooked(reference, {"log": str(tmp_path / "reference.log")})
     assert rc == 0, text
@@ -119,11 +155,19 @@ def test_sigkill_anywhere_in_an_apply_then_rerun_equals_an_uninterrupted_apply(c
     assert len(trials) >= 20
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=2) as pool:  # each trial is its own processes and store copy
-        results = list(pool.map(lambda it: _trial(it[0], it[1], crash_template, tmp_path, want), enumerate(trials)))
+        results = list(
+            pool.map(lambda it: _trial(it[0], it[1], crash_template, tmp_path, want), enumerate(trials))
+        )
     kills = sum(r["killed"] for r in results)
     kinds = Counter(w.get("kind", "?") for r in results for w in r["where"])
-    summary = {"trials": len(results), "sigkills": kills, "rows_lost": 0, "kill_points_by_table_kind": dict(kinds),
-               "by_label": dict(Counter(r["label"] for r in results)), "seconds": round(time.monotonic() - start, 1)}
+    summary = {
+        "trials": len(results),
+        "sigkills": kills,
+        "rows_lost": 0,
+        "kill_points_by_table_kind": dict(kinds),
+        "by_label": dict(Counter(r["label"] for r in results)),
+        "seconds": round(time.monotonic() - start, 1),
+    }
     print("crash summary:", json.dumps(summary))
     assert kills >= 24, summary
     assert {"data", "progress", "lock"} <= set(kinds), summary

@@ -21,15 +21,48 @@ from . import fixture_ops
 from ._support import G1, G2
 
 FILE = "20250101_000000_fuzz.yaml"
-KNOWN_KEYS = ["migration_id", "created_at", "parent", "description", "from_snapshot_version", "to_snapshot_version",
-              "ops", "kind", "snapshot_version", "type", "id", "reason", "features", "feature_key", "batch_rows",
-              "operations", "from_project_version", "id", "migration_type", "dsn", "sleep_s"]
+KNOWN_KEYS = [
+    "migration_id",
+    "created_at",
+    "parent",
+    "description",
+    "from_snapshot_version",
+    "to_snapshot_version",
+    "ops",
+    "kind",
+    "snapshot_version",
+    "type",
+    "id",
+    "reason",
+    "features",
+    "feature_key",
+    "batch_rows",
+    "operations",
+    "from_project_version",
+    "id",
+    "migration_type",
+    "dsn",
+    "sleep_s",
+]
 # Operation types are drawn from a fixed list: importing arbitrary module names could run their top-level code.
-TYPES = [f"{fixture_ops.__name__}.SmallBatchReconciliation", f"{fixture_ops.__name__}.LeakyBackfill",
-         "metaxy_core.migrations.ops.DataVersionReconciliation", "DataVersionReconciliation",
-         "metaxy_core.migrations.ops.MetadataBackfill", "metaxy_core.migrations.ops.BaseOperation", "os.system",
-         "builtins.eval", "subprocess.Popen", "no_such_module_xyz.Op", f"{fixture_ops.__name__}.NoSuchOp",
-         "metaxy_core", "", ".", "a..b", "metaxy_core.migrations.ops.OperationError"]
+TYPES = [
+    f"{fixture_ops.__name__}.SmallBatchReconciliation",
+    f"{fixture_ops.__name__}.LeakyBackfill",
+    "metaxy_core.migrations.ops.DataVersionReconciliation",
+    "DataVersionReconciliation",
+    "metaxy_core.migrations.ops.MetadataBackfill",
+    "metaxy_core.migrations.ops.BaseOperation",
+    "os.system",
+    "builtins.eval",
+    "subprocess.Popen",
+    "no_such_module_xyz.Op",
+    f"{fixture_ops.__name__}.NoSuchOp",
+    "metaxy_core",
+    "",
+    ".",
+    "a..b",
+    "metaxy_core.migrations.ops.OperationError",
+]
 
 VALID: dict[str, Any] = {
     "migration_id": "20250101_000000_fuzz",
@@ -44,10 +77,26 @@ VALID: dict[str, Any] = {
 }
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=30),
-    st.sampled_from(TYPES), st.sampled_from(["initial", "20250101_000000_fuzz", "2025-01-01", "video/raw", "../x",
-                                             "2025-01-01T00:00:00", "a/../../b", "20250101_000000"]),
-    st.datetimes(), st.dates(),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    st.sampled_from(TYPES),
+    st.sampled_from(
+        [
+            "initial",
+            "20250101_000000_fuzz",
+            "2025-01-01",
+            "video/raw",
+            "../x",
+            "2025-01-01T00:00:00",
+            "a/../../b",
+            "20250101_000000",
+        ]
+    ),
+    st.datetimes(),
+    st.dates(),
 )
 keys = st.one_of(st.sampled_from(KNOWN_KEYS), st.text(max_size=12), st.integers(), st.booleans())
 values = st.recursive(
@@ -66,8 +115,17 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
     doc = copy.deepcopy(VALID)
     for _ in range(draw(st.integers(1, 4))):
         target: dict[Any, Any] = doc
-        if draw(st.booleans()) and isinstance(doc.get("ops"), list) and doc["ops"] and isinstance(doc["ops"][0], dict):
-            target = doc["ops"][draw(st.integers(0, len(doc["ops"]) - 1))] if all(isinstance(o, dict) for o in doc["ops"]) else doc
+        if (
+            draw(st.booleans())
+            and isinstance(doc.get("ops"), list)
+            and doc["ops"]
+            and isinstance(doc["ops"][0], dict)
+        ):
+            target = (
+                doc["ops"][draw(st.integers(0, len(doc["ops"]) - 1))]
+                if all(isinstance(o, dict) for o in doc["ops"])
+                else doc
+            )
         action = draw(st.sampled_from(["delete", "replace", "add"]))
         if action == "delete" and target:
             target.pop(draw(st.sampled_from(sorted(target, key=str))), None)
@@ -125,17 +183,34 @@ def test_any_yaml_value_at_the_top_level_only_raises_metaxy_errors(workdir: Path
 
 
 @FUZZ
-@given(text=st.text(alphabet=st.sampled_from(list("migration_id: []{}-,&*!|>'\"#\n\t %@`?:abc0123\\")), max_size=120))
+@given(
+    text=st.text(
+        alphabet=st.sampled_from(list("migration_id: []{}-,&*!|>'\"#\n\t %@`?:abc0123\\")), max_size=120
+    )
+)
 def test_random_yaml_syntax_only_raises_metaxy_errors(workdir: Path, text: str) -> None:
     _feed(workdir, text)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-@given(docs=st.lists(mutated(), min_size=1, max_size=3), ids=st.lists(st.sampled_from(
-    ["20250101_000000_a", "20250102_000000_b", "20250103_000000_c"]), min_size=3, max_size=3),
-    parents=st.lists(st.sampled_from(["initial", "20250101_000000_a", "20250102_000000_b", "20250103_000000_c",
-                                      "20240101_000000_gone"]), min_size=3, max_size=3))
-def test_random_chains_only_raise_metaxy_errors(docs: list[dict[str, Any]], ids: list[str], parents: list[str]) -> None:
+@given(
+    docs=st.lists(mutated(), min_size=1, max_size=3),
+    ids=st.lists(
+        st.sampled_from(["20250101_000000_a", "20250102_000000_b", "20250103_000000_c"]),
+        min_size=3,
+        max_size=3,
+    ),
+    parents=st.lists(
+        st.sampled_from(
+            ["initial", "20250101_000000_a", "20250102_000000_b", "20250103_000000_c", "20240101_000000_gone"]
+        ),
+        min_size=3,
+        max_size=3,
+    ),
+)
+def test_random_chains_only_raise_metaxy_errors(
+    docs: list[dict[str, Any]], ids: list[str], parents: list[str]
+) -> None:
     with tempfile.TemporaryDirectory() as d:
         for doc, mid, parent in zip(docs, ids, parents):
             doc = {**doc, "migration_id": mid, "parent": parent}

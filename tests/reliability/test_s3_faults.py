@@ -30,13 +30,22 @@ FAIL_WITHIN_S = 60
 
 
 def _env(endpoint: str, **extra: str) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
-            "AWS_REGION": REGION, **extra}
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_REGION": REGION,
+        **extra,
+    }
 
 
 def _options(endpoint: str) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
-            "AWS_REGION": REGION}
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_REGION": REGION,
+    }
 
 
 def _assert_one_clear_failure(proc: object, *, mentions: list[str]) -> None:
@@ -52,8 +61,13 @@ def _assert_one_clear_failure(proc: object, *, mentions: list[str]) -> None:
 def moto() -> Iterator[StoppableMoto]:
     server = StoppableMoto()
     server.start()
-    boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
-                 region_name=REGION).create_bucket(Bucket=BUCKET)
+    boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        region_name=REGION,
+    ).create_bucket(Bucket=BUCKET)
     yield server
     server.stop()
 
@@ -75,8 +89,12 @@ def test_server_stopped_mid_apply_fails_clearly_then_the_rerun_completes(
     s.seed_store(store)
     project = s.write_project(tmp_path / "p", root=root, migration=s.migration_yaml())
     log = tmp_path / "commits.log"
-    apply = s.spawn_cli(["migrations", "apply"], project,
-                        _env(moto.endpoint, METAXY_TEST_HOOK=json.dumps({"log": str(log)})), hook=True)
+    apply = s.spawn_cli(
+        ["migrations", "apply"],
+        project,
+        _env(moto.endpoint, METAXY_TEST_HOOK=json.dumps({"log": str(log)})),
+        hook=True,
+    )
     deadline = time.monotonic() + 120
     while (log.read_text() if log.exists() else "").count("video__emb") < 3:  # mid-way through video/emb
         assert apply.poll() is None and time.monotonic() < deadline, apply.communicate()
@@ -93,13 +111,22 @@ def test_server_stopped_mid_apply_fails_clearly_then_the_rerun_completes(
 
     moto.start()
     # nothing is corrupt: every table opens and reads at its latest version
-    for table in ["video__raw", "video__emb", "video__cap", "video__joint", "_metaxy_system/migration_events",
-                  "_metaxy_system/lock", "_metaxy_system/snapshots"]:
+    for table in [
+        "video__raw",
+        "video__emb",
+        "video__cap",
+        "video__joint",
+        "_metaxy_system/migration_events",
+        "_metaxy_system/lock",
+        "_metaxy_system/snapshots",
+    ]:
         dt = DeltaTable(f"{root}/{table}", storage_options=store.storage_options)
         assert pl.scan_delta(dt).select(pl.len()).collect().item() > 0
     assert {k: v.height for k, v in s.latest_views(store, s.G1).items()} == {k: s.N_ROWS for k in s.KEYS}
     status = s.run_cli(["migrations", "status", "--format", "json"], project, _env(moto.endpoint))
-    assert status.returncode == 0 and json.loads(status.stdout)[0]["status"] == "in_progress", s.output(status)
+    assert status.returncode == 0 and json.loads(status.stdout)[0]["status"] == "in_progress", s.output(
+        status
+    )
 
     rerun = s.run_cli(["migrations", "apply"], project, _env(moto.endpoint))
     assert rerun.returncode == 0, s.output(rerun)
@@ -136,25 +163,46 @@ def auth_moto() -> Iterator[tuple[str, str, str]]:
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
     server = MotoProcess(env)
     try:
-        iam = boto3.client("iam", endpoint_url=server.endpoint, aws_access_key_id="bootstrap",
-                           aws_secret_access_key="bootstrap", region_name=REGION)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=server.endpoint,
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+            region_name=REGION,
+        )
         iam.create_user(UserName="metaxy")
-        iam.put_user_policy(UserName="metaxy", PolicyName="all", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName="metaxy",
+            PolicyName="all",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
         key = iam.create_access_key(UserName="metaxy")["AccessKey"]
         # from here on every request must be signed by a known key
-        boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=key["AccessKeyId"],
-                     aws_secret_access_key=key["SecretAccessKey"], region_name=REGION).create_bucket(Bucket=BUCKET)
+        boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+            region_name=REGION,
+        ).create_bucket(Bucket=BUCKET)
         yield server.endpoint, key["AccessKeyId"], key["SecretAccessKey"]
     finally:
         server.close()
 
 
-def test_wrong_credentials_are_refused_clearly_and_the_right_ones_work(auth_moto: tuple[str, str, str], tmp_path: Path) -> None:
+def test_wrong_credentials_are_refused_clearly_and_the_right_ones_work(
+    auth_moto: tuple[str, str, str], tmp_path: Path
+) -> None:
     endpoint, key_id, secret = auth_moto
     project = s.write_project(tmp_path / "p", root=f"s3://{BUCKET}/auth", migration=s.migration_yaml())
-    good = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
-            "AWS_REGION": REGION}
+    good = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": key_id,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_REGION": REGION,
+    }
     ok = s.run_cli(["push"], project, good)
     assert ok.returncode == 0 and "pushed snapshot" in ok.stdout, s.output(ok)
     wrong_secret = {**good, "AWS_SECRET_ACCESS_KEY": SECRET}
@@ -166,7 +214,9 @@ def test_wrong_credentials_are_refused_clearly_and_the_right_ones_work(auth_moto
             assert secret not in s.output(proc)
 
 
-def test_a_hanging_endpoint_is_bounded_by_the_request_timeout_which_the_user_can_lower(tmp_path: Path) -> None:
+def test_a_hanging_endpoint_is_bounded_by_the_request_timeout_which_the_user_can_lower(
+    tmp_path: Path,
+) -> None:
     """An endpoint that accepts connections and never answers (a stuck proxy, a black-holed route)."""
     import socket
 
@@ -176,10 +226,17 @@ def test_a_hanging_endpoint_is_bounded_by_the_request_timeout_which_the_user_can
         endpoint = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
         project = s.write_project(tmp_path / "p", root=f"s3://{BUCKET}/hang", migration=s.migration_yaml())
         timings = {}
-        for label, extra in (("default", {}), ("timeout=2s,retry_timeout=4s",
-                                                {"METAXY_STORE_STORAGE_OPTIONS": '{"timeout": "2s", "retry_timeout": "4s"}'})):
+        for label, extra in (
+            ("default", {}),
+            (
+                "timeout=2s,retry_timeout=4s",
+                {"METAXY_STORE_STORAGE_OPTIONS": '{"timeout": "2s", "retry_timeout": "4s"}'},
+            ),
+        ):
             start = time.monotonic()
-            proc = s.run_cli(["migrations", "status"], project, _env(endpoint, **extra), timeout=FAIL_WITHIN_S + 60)
+            proc = s.run_cli(
+                ["migrations", "status"], project, _env(endpoint, **extra), timeout=FAIL_WITHIN_S + 60
+            )
             timings[label] = round(time.monotonic() - start, 1)
             _assert_one_clear_failure(proc, mentions=[f"s3://{BUCKET}/hang", "unreachable", "timed out"])
     print("time to fail against a hanging endpoint:", json.dumps(timings))

@@ -62,7 +62,9 @@ def test_python_yaml_tags_are_refused_and_nothing_runs(tag: str, where: str, tmp
     text = {
         "document": value + "\n",
         "field": s.migration_yaml().replace("parent: initial", f"parent: initial\ndescription: {value}"),
-        "operation field": s.migration_yaml(ops=f"  - type: DataVersionReconciliation\n    reason: {value}\n"),
+        "operation field": s.migration_yaml(
+            ops=f"  - type: DataVersionReconciliation\n    reason: {value}\n"
+        ),
     }[where]
     path = tmp_path / s.MIGRATION_FILE
     path.write_text(text)
@@ -73,16 +75,33 @@ def test_python_yaml_tags_are_refused_and_nothing_runs(tag: str, where: str, tmp
 
 
 def test_python_tag_through_the_cli_runs_nothing(tmp_path: Path) -> None:
-    project = s.make_seeded_project(tmp_path / "p", migration=f"!!python/object/apply:os.system ['touch {tmp_path}/pwned']\n")
+    project = s.make_seeded_project(
+        tmp_path / "p", migration=f"!!python/object/apply:os.system ['touch {tmp_path}/pwned']\n"
+    )
     proc = s.run_cli(["migrations", "apply"], project)
     assert proc.returncode == 1 and "YAML tag not allowed" in proc.stderr
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.parametrize("path", ["os.system", "builtins.eval", "builtins.exec", "builtins.__import__", "subprocess.Popen",
-                                  "subprocess.run", "shutil.rmtree", "os.remove", "pickle.loads", "importlib.import_module",
-                                  "metaxy_core.migrations.ops.BaseOperation", "metaxy_core.migrations.ops.build_operation",
-                                  "metaxy_core.migrations.ops.OperationError", "typing.Any"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "os.system",
+        "builtins.eval",
+        "builtins.exec",
+        "builtins.__import__",
+        "subprocess.Popen",
+        "subprocess.run",
+        "shutil.rmtree",
+        "os.remove",
+        "pickle.loads",
+        "importlib.import_module",
+        "metaxy_core.migrations.ops.BaseOperation",
+        "metaxy_core.migrations.ops.build_operation",
+        "metaxy_core.migrations.ops.OperationError",
+        "typing.Any",
+    ],
+)
 def test_operation_types_must_be_concrete_base_operation_subclasses(path: str) -> None:
     with pytest.raises(OperationError) as info:
         resolve_operation_class(path)
@@ -94,8 +113,13 @@ def test_operation_types_must_be_concrete_base_operation_subclasses(path: str) -
 def moto() -> Iterator[StoppableMoto]:
     server = StoppableMoto()
     server.start()
-    boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    ).create_bucket(Bucket=BUCKET)
     yield server
     server.stop()
 
@@ -103,19 +127,43 @@ def moto() -> Iterator[StoppableMoto]:
 WAYS = {
     # how the credentials reach the store: (metaxy.toml storage options, environment)
     "explicit in metaxy.toml": (
-        {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN}, {}),
+        {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN},
+        {},
+    ),
     "${VAR} references": (
-        {"AWS_ACCESS_KEY_ID": "${REL_KEY}", "AWS_SECRET_ACCESS_KEY": "${REL_SECRET}", "AWS_SESSION_TOKEN": "${REL_TOKEN}"},
-        {"REL_KEY": KEY_ID, "REL_SECRET": SECRET, "REL_TOKEN": TOKEN}),
+        {
+            "AWS_ACCESS_KEY_ID": "${REL_KEY}",
+            "AWS_SECRET_ACCESS_KEY": "${REL_SECRET}",
+            "AWS_SESSION_TOKEN": "${REL_TOKEN}",
+        },
+        {"REL_KEY": KEY_ID, "REL_SECRET": SECRET, "REL_TOKEN": TOKEN},
+    ),
     "METAXY_STORE_STORAGE_OPTIONS": (
-        {}, {"METAXY_STORE_STORAGE_OPTIONS": json.dumps(
-            {"aws_access_key_id": KEY_ID, "aws_secret_access_key": SECRET, "aws_session_token": TOKEN})}),
+        {},
+        {
+            "METAXY_STORE_STORAGE_OPTIONS": json.dumps(
+                {"aws_access_key_id": KEY_ID, "aws_secret_access_key": SECRET, "aws_session_token": TOKEN}
+            )
+        },
+    ),
     "AWS environment (boto3 chain)": (
-        {}, {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN}),
+        {},
+        {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN},
+    ),
 }
-VERBS = [["push"], ["snapshot"], ["graph"], ["migrations", "status"], ["migrations", "list"],
-         ["migrations", "apply", "--dry-run"], ["migrations", "apply"], ["migrations", "history"],
-         ["migrations", "explain", s.MIGRATION_ID], ["migrations", "apply"], ["migrations", "unlock"]]
+VERBS = [
+    ["push"],
+    ["snapshot"],
+    ["graph"],
+    ["migrations", "status"],
+    ["migrations", "list"],
+    ["migrations", "apply", "--dry-run"],
+    ["migrations", "apply"],
+    ["migrations", "history"],
+    ["migrations", "explain", s.MIGRATION_ID],
+    ["migrations", "apply"],
+    ["migrations", "unlock"],
+]
 
 
 def _project(tmp_path: Path, root: str, options: dict[str, str]) -> Path:
@@ -123,12 +171,19 @@ def _project(tmp_path: Path, root: str, options: dict[str, str]) -> Path:
 
 
 def _forget_project_modules() -> None:
-    for name in [n for n in sys.modules if n in ("relfeatures", "relops") or n.startswith("_metaxy_migrations")]:
+    for name in [
+        n for n in sys.modules if n in ("relfeatures", "relops") or n.startswith("_metaxy_migrations")
+    ]:
         del sys.modules[name]
 
 
-def _main(project: Path, argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-          capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _main(
+    project: Path,
+    argv: list[str],
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, str]:
     """``metaxy <argv>`` in-process (a fresh graph, no cached project modules, only ``env``): exit code and all
     output."""
     with monkeypatch.context() as m:
@@ -150,16 +205,28 @@ def _main(project: Path, argv: list[str], env: dict[str, str], monkeypatch: pyte
 
 @pytest.mark.parametrize("way", list(WAYS))
 def test_s3_credentials_never_appear_in_cli_output_or_logs_on_success_or_failure(
-    way: str, moto: StoppableMoto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    way: str,
+    moto: StoppableMoto,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     options, env = WAYS[way]
     root = f"s3://{BUCKET}/{list(WAYS).index(way)}"
     project = _project(tmp_path, root, options)
     env = {**env, "AWS_ENDPOINT_URL": moto.endpoint, "AWS_REGION": "us-east-1"}
-    store = DeltaMetadataStore(root, {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_ACCESS_KEY_ID": KEY_ID,
-                                      "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}, project=s.PROJECT)
+    store = DeltaMetadataStore(
+        root,
+        {
+            "AWS_ENDPOINT_URL": moto.endpoint,
+            "AWS_ACCESS_KEY_ID": KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_REGION": "us-east-1",
+        },
+        project=s.PROJECT,
+    )
     s.seed_store(store, n=50)
     outputs = []
     for verb in VERBS:  # every verb, both formats, verbose
@@ -168,12 +235,18 @@ def test_s3_credentials_never_appear_in_cli_output_or_logs_on_success_or_failure
             assert code == 0, text
             outputs.append(text)
     # failures: the endpoint is dead, then the bucket is missing (json, table, --raiseerr)
-    dead = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-            "METAXY_STORE_STORAGE_OPTIONS": json.dumps({**json.loads(env.get("METAXY_STORE_STORAGE_OPTIONS", "{}")),
-                                                        "retry_timeout": "1s"})}
+    dead = {
+        **env,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "METAXY_STORE_STORAGE_OPTIONS": json.dumps(
+            {**json.loads(env.get("METAXY_STORE_STORAGE_OPTIONS", "{}")), "retry_timeout": "1s"}
+        ),
+    }
     for bad_env in (dead, env):
         if bad_env is env:
-            (project / "metaxy.toml").write_text((project / "metaxy.toml").read_text().replace(BUCKET, "no-such-bucket"))
+            (project / "metaxy.toml").write_text(
+                (project / "metaxy.toml").read_text().replace(BUCKET, "no-such-bucket")
+            )
         for flags in (["--format", "json"], [], ["--raiseerr"]):
             code, text = _main(project, [*flags, "-v", "migrations", "apply"], bad_env, monkeypatch, capsys)
             assert code == 1 and ("FAILED" in text or "Traceback" in text), text
@@ -197,7 +270,12 @@ def auth_moto() -> Iterator[str]:
 
 def test_refused_credentials_are_not_echoed(auth_moto: str, tmp_path: Path) -> None:
     project = _project(tmp_path, f"s3://{BUCKET}/x", {"AWS_SESSION_TOKEN": "${REL_TOKEN}"})
-    env = {"AWS_ENDPOINT_URL": auth_moto, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "REL_TOKEN": TOKEN}
+    env = {
+        "AWS_ENDPOINT_URL": auth_moto,
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "REL_TOKEN": TOKEN,
+    }
     for flags in (["--format", "json"], [], ["--raiseerr"], ["-v"]):
         proc = s.run_cli([*flags, "push"], project, env)
         assert proc.returncode == 1 and "credentials" in proc.stderr, s.output(proc)
@@ -219,9 +297,16 @@ def test_a_password_in_a_database_url_never_appears_in_cli_output_or_the_log(lea
     for flags in (["--format", "json"], [], ["-v"], ["--raiseerr"]):
         proc = s.run_cli([*flags, "migrations", "apply"], leaky_project)
         assert proc.returncode == 1, s.output(proc)
-        assert "could not connect to postgresql://metaxy:***@127.0.0.1:1/annotations" in proc.stdout + proc.stderr
+        assert (
+            "could not connect to postgresql://metaxy:***@127.0.0.1:1/annotations"
+            in proc.stdout + proc.stderr
+        )
         outputs.append(s.output(proc))
-    for verb in (["migrations", "status"], ["migrations", "history"], ["migrations", "explain", s.MIGRATION_ID]):
+    for verb in (
+        ["migrations", "status"],
+        ["migrations", "history"],
+        ["migrations", "explain", s.MIGRATION_ID],
+    ):
         for fmt in (["--format", "json"], []):
             proc = s.run_cli([*fmt, *verb], leaky_project)
             assert proc.returncode == 0, s.output(proc)
@@ -239,13 +324,18 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(sys, "path", list(sys.path))
     with FeatureGraph().use():
         yield
-    for name in [n for n in sys.modules if n in ("relfeatures", "relops") or n.startswith("_metaxy_migrations")]:
+    for name in [
+        n for n in sys.modules if n in ("relfeatures", "relops") or n.startswith("_metaxy_migrations")
+    ]:
         del sys.modules[name]
 
 
-def test_logs_at_debug_level_and_exceptions_hold_no_password(leaky_project: Path, in_process: None,
-                                                             caplog: pytest.LogCaptureFixture,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_logs_at_debug_level_and_exceptions_hold_no_password(
+    leaky_project: Path,
+    in_process: None,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     caplog.set_level(logging.DEBUG)
     code = main(["--config", str(leaky_project / "metaxy.toml"), "-v", "migrations", "apply"])
     out, err = capsys.readouterr()
@@ -257,23 +347,42 @@ def test_logs_at_debug_level_and_exceptions_hold_no_password(leaky_project: Path
 
 
 # -------------------------------------------------------------------------------------- repr and messages
-def test_repr_of_store_and_configuration_show_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_repr_of_store_and_configuration_show_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "metaxy.toml").write_text(
         f'project = "sec"\n[store]\nroot = "s3://b/p"\n[store.storage_options]\nAWS_SECRET_ACCESS_KEY = "{SECRET}"\n'
-        'AWS_SESSION_TOKEN = "${REL_TOKEN}"\n')
+        'AWS_SESSION_TOKEN = "${REL_TOKEN}"\n'
+    )
     monkeypatch.setenv("REL_TOKEN", TOKEN)
     monkeypatch.setenv("METAXY_STORE_STORAGE_OPTIONS", json.dumps({"password": DB_PASSWORD}))
     config = MetaxyConfig.load(tmp_path / "metaxy.toml")
     store = config.get_store()
     assert store.storage_options["AWS_SESSION_TOKEN"] == TOKEN  # the secret is there, and used...
-    for text in (repr(store), str(store), repr(config), str(config), repr(config.store), f"{store!r} {config}"):
+    for text in (
+        repr(store),
+        str(store),
+        repr(config),
+        str(config),
+        repr(config.store),
+        f"{store!r} {config}",
+    ):
         assert_clean(text, "into a repr")  # ...but never shown
     assert "AWS_SECRET_ACCESS_KEY" in repr(config)  # the keys are
 
 
-@pytest.mark.parametrize("bad", ['{"AWS_SECRET_ACCESS_KEY": "%s", }', '{"AWS_SECRET_ACCESS_KEY": {"nested": "%s"}}',
-                                 '["%s"]', '{"AWS_SECRET_ACCESS_KEY": ["%s"]}'])
-def test_invalid_storage_options_do_not_echo_their_values(bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"AWS_SECRET_ACCESS_KEY": "%s", }',
+        '{"AWS_SECRET_ACCESS_KEY": {"nested": "%s"}}',
+        '["%s"]',
+        '{"AWS_SECRET_ACCESS_KEY": ["%s"]}',
+    ],
+)
+def test_invalid_storage_options_do_not_echo_their_values(
+    bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("METAXY_STORE_STORAGE_OPTIONS", bad % SECRET)
     with pytest.raises(MetaxyError) as info:
         MetaxyConfig.load(start_dir=tmp_path).get_store()
@@ -282,16 +391,27 @@ def test_invalid_storage_options_do_not_echo_their_values(bad: str, tmp_path: Pa
 
 
 # ----------------------------------------------------------------------------------- the store root
-@pytest.mark.parametrize("key", ["../x", "a/../../x", "..", "/abs", "a\\..\\b", "a\n", ["..", "x"], ["a", "b/../../c"]],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "key", ["../x", "a/../../x", "..", "/abs", "a\\..\\b", "a\n", ["..", "x"], ["a", "b/../../c"]], ids=repr
+)
 def test_feature_keys_cannot_escape_the_store_root(key: object, tmp_path: Path) -> None:
     store = DeltaMetadataStore(tmp_path / "store")
     with pytest.raises(InvalidKeyError):
         store.table_uri(FeatureKey(key))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("mid", ["../20250101_000000_x", "20250101_000000_a/b", "20250101_000000_../../x",
-                                 "20250101_000000_x\n", "20250101_000000_a\\b", "/etc/passwd"], ids=repr)
+@pytest.mark.parametrize(
+    "mid",
+    [
+        "../20250101_000000_x",
+        "20250101_000000_a/b",
+        "20250101_000000_../../x",
+        "20250101_000000_x\n",
+        "20250101_000000_a\\b",
+        "/etc/passwd",
+    ],
+    ids=repr,
+)
 def test_migration_ids_cannot_hold_a_path(mid: str, tmp_path: Path) -> None:
     path = tmp_path / s.MIGRATION_FILE
     path.write_text(s.migration_yaml(migration_id=json.dumps(mid)))
@@ -308,7 +428,8 @@ def test_cli_migration_id_argument_cannot_reach_outside(tmp_path: Path) -> None:
         assert proc.returncode == 1 and "not found" in proc.stderr, s.output(proc)
     assert s.store_files(project / "store") == before
     assert sorted(p.name for p in (project / "store").iterdir()) == sorted(
-        ["_metaxy_system", "video__cap", "video__emb", "video__joint", "video__raw"])
+        ["_metaxy_system", "video__cap", "video__emb", "video__joint", "video__raw"]
+    )
 
 
 # ------------------------------------------------------------------------------------------- over Dagster
