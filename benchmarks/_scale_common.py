@@ -22,7 +22,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,18 @@ def graphs() -> tuple[Any, Any]:
 
 
 # ------------------------------------------------------------------------------ data
+_LAYOUT = {"shuffled": False, "n": 0}
+
+
 def sample_ids(start: int, stop: int) -> Any:
+    """Sample numbers of write chunk [start, stop): consecutive, or (shuffled layout) spread over all ids."""
     import polars as pl
 
-    return pl.int_range(start, stop, dtype=pl.Int64, eager=True).alias("i")
+    if not _LAYOUT["shuffled"]:
+        return pl.int_range(start, stop, dtype=pl.Int64, eager=True).alias("i")
+    n, chunks = _LAYOUT["n"], max(1, -(-_LAYOUT["n"] // WRITE_CHUNK))
+    c = start // WRITE_CHUNK
+    return pl.int_range(c, n, chunks, dtype=pl.Int64, eager=True).alias("i")
 
 
 def raw_frame(start: int, stop: int) -> Any:
@@ -112,8 +120,14 @@ def emb_user_frame(start: int, stop: int) -> Any:
     )
 
 
-def build_store(root: Path, n_rows: int, *, project: str = "bench") -> dict[str, Any]:
-    """Write ``n_rows`` root rows and ``n_rows`` downstream rows under the old graph; push both snapshots."""
+def build_store(root: Path, n_rows: int, *, project: str = "bench", shuffled: bool = False) -> dict[str, Any]:
+    """Write ``n_rows`` root rows and ``n_rows`` downstream rows under the old graph; push both snapshots.
+
+    Rows are written in chunks of ``WRITE_CHUNK`` (one commit each). By default each chunk holds consecutive
+    sample ids (ingestion order, so files are clustered on the id column); ``shuffled=True`` spreads every
+    chunk over the whole id range (no clustering: the engine must fall back to hash buckets and a spill).
+    """
+    _LAYOUT.update(shuffled=shuffled, n=n_rows)
     import polars as pl
 
     from metaxy_core import DeltaMetadataStore
@@ -144,7 +158,7 @@ def reconcile_migration(old: Any, new: Any, migration_id: str = "20250101_000000
 
     return DiffMigration(
         migration_id=migration_id,
-        created_at=datetime(2025, 1, 1, tzinfo=timezone.utc),
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
         parent="initial",
         from_snapshot_version=old.snapshot_version,
         to_snapshot_version=new.snapshot_version,
@@ -180,7 +194,7 @@ def run_isolated(
     proc.start()
     try:
         status, payload = queue.get(timeout=timeout)
-    except Exception:
+    except Exception:  # noqa: BLE001 - queue.Empty or a broken pipe: the child died
         proc.kill()
         proc.join()
         return {"error": f"no result (exit code {proc.exitcode}; killed by the OOM killer or timed out?)"}

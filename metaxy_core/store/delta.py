@@ -134,7 +134,14 @@ class DeltaMetadataStore(MetadataStore):
     def _graph(graph: FeatureGraph | None) -> FeatureGraph:
         return graph if graph is not None else FeatureGraph.get_active()
 
+    #: tables (or ``resolve_update`` inputs) above this many rows are processed in buckets of samples
+    partition_rows: int = 2_000_000
+    #: internal: per-bucket stand-ins for feature tables (see :mod:`metaxy_core.store.partitioned`)
+    _scan_overrides: dict[FeatureKey, pl.LazyFrame] | None = None
+
     def _scan_feature(self, key: FeatureKey) -> pl.LazyFrame | None:
+        if self._scan_overrides is not None and key in self._scan_overrides:
+            return self._scan_overrides[key]
         uri = self.table_uri(key)
         lf = _io.scan(uri, self.storage_options)
         if lf is None:
@@ -439,6 +446,12 @@ class DeltaMetadataStore(MetadataStore):
         """
         graph = self._graph(graph)
         spec = graph.spec(feature)
+        if self._scan_overrides is None:  # large inputs: the same comparison, one bucket of samples at a time
+            from metaxy_core.store.partitioned import bucketed_increment
+
+            bucketed = bucketed_increment(self, spec, graph, samples)
+            if bucketed is not None:
+                return bucketed
         ids = list(spec.id_columns)
         requested_ids: pl.LazyFrame | None = None
         if not spec.deps:

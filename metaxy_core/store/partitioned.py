@@ -17,12 +17,14 @@ statistics; elsewhere (S3) it uses delta-rs. Either way a batch of frames is one
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from metaxy_core.store import _io
 from metaxy_core.store._storage import is_remote
@@ -51,7 +54,9 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
     from metaxy_core.graph.graph import FeatureGraph
+    from metaxy_core.graph.keys import FeatureKey
     from metaxy_core.graph.spec import FeatureSpec
+    from metaxy_core.store.base import Increment
     from metaxy_core.store.delta import DeltaMetadataStore
 
 #: rows per bucket when nothing else is configured (about 0.6 GiB of working memory for a typical table)
@@ -258,6 +263,27 @@ def spill_root() -> str:
     return os.environ.get(SPILL_DIR_ENV) or tempfile.gettempdir()
 
 
+def _spill_prefix(pid: int | None = None) -> str:
+    import socket
+
+    return f"metaxy-buckets-{os.getpid() if pid is None else pid}@{socket.gethostname()}-"
+
+
+def remove_stale_spills(root: str) -> list[str]:
+    """Delete spill folders left by processes of this host that died without cleaning up (SIGKILL, OOM kill):
+    a crashed reconciliation must not leave gigabytes behind in the temporary folder on every attempt."""
+    from metaxy_core.migrations.lock import _pid_alive
+
+    removed = []
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        pid = name.removeprefix("metaxy-buckets-").split("@", 1)[0]
+        if name.startswith("metaxy-buckets-") and pid.isdigit() and name.startswith(_spill_prefix(int(pid))):
+            if int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                removed.append(name)
+    return removed
+
+
 class Buckets:
     """Inputs split into the buckets of a :class:`Partitioning`; use as a context manager (spills are removed).
 
@@ -303,8 +329,10 @@ class Buckets:
             self._direct[name] = lf
             return
         if self._dir is None:
-            os.makedirs(self._root or spill_root(), exist_ok=True)
-            self._dir = tempfile.mkdtemp(prefix="metaxy-buckets-", dir=self._root or spill_root())
+            root = self._root or spill_root()
+            os.makedirs(root, exist_ok=True)
+            remove_stale_spills(root)
+            self._dir = tempfile.mkdtemp(prefix=_spill_prefix(), dir=root)  # pid and host: see remove_stale_spills
         lf.with_columns(part.key(schema).alias(BUCKET)).sink_parquet(
             pl.PartitionBy(os.path.join(self._dir, name), key=BUCKET, include_key=False),
             compression="lz4",
@@ -656,3 +684,110 @@ def _stamp_carried(
     system = set(SYSTEM_COLUMNS)
     user = [c for c in schema if c not in ids and c not in system]
     return stamped.select([*ids, *user, *SYSTEM_COLUMNS])
+
+
+# ---------------------------------------------------------------------------- resolve_update
+#: one bucket in memory at a time, even when polars pulls several frames at once (``pl.collect_all``)
+_BUCKET_LOCK = threading.Lock()
+
+
+def bucketed_increment(
+    store: DeltaMetadataStore,
+    spec: FeatureSpec,
+    graph: FeatureGraph,
+    samples: pl.DataFrame | pl.LazyFrame | None,
+) -> Increment | None:
+    """``resolve_update`` for large inputs, or None when they are small enough for a single query.
+
+    Each of ``added``/``changed``/``removed`` is a lazy frame backed by a Python IO source: collecting (or
+    sinking, counting...) it computes the increment one bucket of samples at a time with the regular
+    single-query code on that bucket's rows, so memory follows the bucket size, never the table size.
+    Projections, filters and ``head`` pushed down by polars are applied per bucket.
+    """
+    from metaxy_core.store.base import Increment
+
+    ids = list(spec.id_columns)
+    inputs: list[tuple[str, FeatureKey | None, pl.LazyFrame, Layout | None]] = []
+    table = _io.open_table(store.table_uri(spec.key), store.storage_options)
+    scan = store._scan_feature(spec.key) if table is not None else None
+    if scan is not None:
+        narrow = [*ids, PROVENANCE_BY_FIELD, PROVENANCE, FEATURE_VERSION, CREATED_AT]
+        schema = scan.collect_schema()
+        inputs.append(("stored", spec.key, scan.select(narrow), layout(table, ids, schema, None)))
+    for i, dep in enumerate(spec.deps):
+        up_spec = graph.spec(dep.feature)
+        up_table = _io.open_table(store.table_uri(up_spec.key), store.storage_options)
+        up_scan = store._scan_feature(up_spec.key) if up_table is not None else None
+        if up_scan is None:
+            return None  # the regular path raises the helpful "write the upstream first" error
+        version = graph.feature_version(up_spec.key)
+        up_schema = up_scan.collect_schema()
+        inputs.append(
+            (
+                f"up{i}",
+                up_spec.key,
+                up_scan.select([*ids, DATA_VERSION_BY_FIELD, FEATURE_VERSION, CREATED_AT]),
+                layout(up_table, ids, up_schema, version),
+            )
+        )
+    sample_rows = samples.height if isinstance(samples, pl.DataFrame) else 0
+    sizes = [where.rows for _, _, _, where in inputs if where is not None] + [sample_rows]
+    if max(sizes) <= store.partition_rows:
+        return None
+    if samples is not None:
+        inputs.append(("samples", None, samples.lazy(), None))
+    biggest = max((where for _, _, _, where in inputs if where is not None), key=lambda w: w.rows)
+    partitioning = plan(biggest, ids, max(1, store.partition_rows // 2))
+    if partitioning.k == 1:
+        return None
+
+    def view_for(frames: Mapping[str, pl.LazyFrame]) -> tuple[DeltaMetadataStore, pl.LazyFrame | None]:
+        view = copy.copy(store)
+        view._scan_overrides = {key: frames[name] for name, key, _, _ in inputs if key is not None}
+        return view, frames.get("samples")
+
+    # Output schemas, from the regular plan over empty inputs (nothing is read).
+    view, empty_samples = view_for({name: lf.head(0) for name, _, lf, _ in inputs})
+    template = view.resolve_update(spec.key, samples=empty_samples, graph=graph)
+
+    def frame(which: str) -> pl.LazyFrame:
+        def source(
+            with_columns: list[str] | None,
+            predicate: pl.Expr | None,
+            n_rows: int | None,
+            batch_size: int | None,
+        ) -> Iterator[pl.DataFrame]:
+            produced = 0
+            with Buckets(partitioning) as buckets:
+                with _BUCKET_LOCK:
+                    for name, _, lf, where in inputs:
+                        buckets.add(name, lf, where)
+                for b in range(partitioning.k):
+                    with _BUCKET_LOCK:
+                        bucket_view, bucket_samples = view_for(
+                            {name: buckets.get(name, b) for name, _, _, _ in inputs}
+                        )
+                        inc = bucket_view.resolve_update(spec.key, samples=bucket_samples, graph=graph)
+                        lf = getattr(inc, which).lazy()
+                        if predicate is not None:
+                            lf = lf.filter(predicate)
+                        if with_columns is not None:
+                            lf = lf.select(with_columns)
+                        if n_rows is not None:
+                            lf = lf.head(max(0, n_rows - produced))
+                        df = lf.collect()
+                    if df.height:
+                        produced += df.height
+                        yield df
+                    if n_rows is not None and produced >= n_rows:
+                        return
+
+        schema = getattr(template, which).lazy().collect_schema()
+        return register_io_source(
+            source,
+            schema=schema,
+            explain_name=f"metaxy resolve_update {which}",
+            explain_detail=f"{spec.key}, {partitioning.k} {partitioning.mode} buckets",
+        )
+
+    return Increment(added=frame("added"), changed=frame("changed"), removed=frame("removed"))

@@ -1,0 +1,254 @@
+"""Bucketed processing of large tables (metaxy_core.store.partitioned) gives exactly the single-query results.
+
+Tables here are small; tiny bucket sizes force many buckets so that range buckets (files clustered on the id
+column), hash buckets with a spill (unclustered files, composite ids), repeated samples, custom data versions,
+samples without upstream rows and the native Parquet append are all exercised on real Delta tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable, QueryBuilder
+
+from metaxy_core import DeltaMetadataStore, FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+from metaxy_core.store import partitioned as P
+from metaxy_core.store.provenance import (
+    CREATED_AT,
+    DATA_VERSION,
+    DATA_VERSION_BY_FIELD,
+    FEATURE_VERSION,
+    PROVENANCE_BY_FIELD,
+    WRITE_ID,
+)
+
+RAW, EMB = "p/raw", "p/emb"
+
+
+def graph(ids: list[str], *, refined: bool) -> FeatureGraph:
+    g = FeatureGraph()
+    g.add(FeatureSpec(key=RAW, id_columns=ids, fields=[FieldSpec(key="frames"), FieldSpec(key="audio")]))
+    deps_e = [FieldDep(feature=RAW, fields=["frames"])] if refined else None
+    g.add(
+        FeatureSpec(
+            key=EMB,
+            id_columns=ids,
+            deps=[FeatureDep(feature=RAW)],
+            fields=[FieldSpec(key="embedding", deps=deps_e), FieldSpec(key="sync")],
+        )
+    )
+    return g
+
+
+def rows(ids: list[str], numbers: list[int]) -> pl.DataFrame:
+    frame = pl.DataFrame({"i": numbers}, schema={"i": pl.Int64})
+    if ids == ["uid"]:
+        frame = frame.with_columns(pl.col("i").cast(pl.String).str.zfill(6).alias("uid"))
+    else:
+        frame = frame.with_columns(
+            (pl.col("i") // 7).cast(pl.String).alias("video"), (pl.col("i") % 7).alias("frame")
+        )
+    return frame
+
+
+def raw_rows(ids: list[str], numbers: list[int]) -> pl.DataFrame:
+    f = rows(ids, numbers)
+    return f.select(
+        *ids,
+        pl.struct(pl.format("f{}", "i").alias("frames"), pl.format("a{}", "i").alias("audio")).alias(
+            PROVENANCE_BY_FIELD
+        ),
+    )
+
+
+def emb_rows(ids: list[str], numbers: list[int], tag: str = "x") -> pl.DataFrame:
+    f = rows(ids, numbers)
+    return f.select(
+        *ids, pl.format("{}-{}", pl.lit(tag), "i").alias("label"), (pl.col("i") * 2).alias("score")
+    )
+
+
+def build(
+    root: Path, ids: list[str], *, clustered: bool, n: int = 600, chunks: int = 6
+) -> DeltaMetadataStore:
+    """``n`` samples written in ``chunks`` commits: consecutive ids per commit, or interleaved ones."""
+    old = graph(ids, refined=False)
+    store = DeltaMetadataStore(root, project="p")
+    parts = [
+        list(range(c * n // chunks, (c + 1) * n // chunks)) if clustered else list(range(c, n, chunks))
+        for c in range(chunks)
+    ]
+    for part in parts:
+        store.write_metadata(RAW, raw_rows(ids, part), graph=old)
+    for part in parts:
+        store.write_metadata(EMB, emb_rows(ids, [i for i in part if i % 50 != 3]), graph=old)
+    # a sample written again later (the newest row must win) and one with a custom data version
+    again = emb_rows(ids, [10, 11], tag="again")
+    store.write_metadata(EMB, again, graph=old)
+    custom = (
+        store.read_metadata(EMB, graph=old)
+        .filter(pl.col("label") == "x-20")
+        .collect()
+        .with_columns(
+            pl.struct(pl.lit("c1").alias("embedding"), pl.lit("c2").alias("sync")).alias(
+                DATA_VERSION_BY_FIELD
+            ),
+            pl.lit("custom").alias(DATA_VERSION),
+            pl.lit("custom-label").alias("label"),
+        )
+        .drop(FEATURE_VERSION, CREATED_AT, WRITE_ID)
+    )
+    store.write_metadata(EMB, custom, graph=old)
+    return store
+
+
+def carried(
+    store: DeltaMetadataStore, ids: list[str], partition_rows: int
+) -> tuple[pl.DataFrame, P.CarryOverResult]:
+    old, new = graph(ids, refined=False), graph(ids, refined=True)
+    result = P.carry_over(
+        store,
+        new.spec(EMB),
+        old_graph=old,
+        new_graph=new,
+        write_id="w",
+        snapshot_version=new.snapshot_version,
+        partition_rows=partition_rows,
+    )
+    latest = store.read_metadata(EMB, graph=new).collect().drop(CREATED_AT).sort(ids)
+    return latest, result
+
+
+@pytest.mark.parametrize(
+    ("ids", "clustered", "mode"),
+    [(["uid"], True, "range"), (["uid"], False, "hash"), (["video", "frame"], True, "hash")],
+)
+def test_bucketed_carry_over_equals_one_bucket(tmp_path, ids, clustered, mode):
+    one, result_one = carried(build(tmp_path / "one", ids, clustered=clustered), ids, partition_rows=10**9)
+    many, result_many = carried(build(tmp_path / "many", ids, clustered=clustered), ids, partition_rows=70)
+    assert result_one.buckets == 1 and result_many.buckets > 3
+    assert result_many.mode == mode
+    assert (result_many.spilled == []) == (mode == "range")
+    assert result_one.rows == result_many.rows == one.height == 588  # 600 samples, 12 never computed
+    assert one.equals(many)
+    assert one[ids].n_unique() == one.height
+    assert one.filter(pl.col("label") == "custom-label")[DATA_VERSION].to_list() == ["custom"]
+    assert one.filter(pl.col("label").str.starts_with("again")).height == 2
+    new = graph(ids, refined=True)
+    assert DeltaMetadataStore(tmp_path / "many", project="p").resolve_update(EMB, graph=new).counts() == {
+        "added": 12,
+        "changed": 0,
+        "removed": 0,
+    }
+
+
+def test_carry_over_resumes_without_duplicates(tmp_path):
+    ids = ["uid"]
+    store = build(tmp_path / "s", ids, clustered=False)
+    old, new = graph(ids, refined=False), graph(ids, refined=True)
+    commits: list[int] = []
+
+    def crash_after_two(rows: int) -> None:
+        commits.append(rows)
+        if len(commits) == 2:
+            raise KeyboardInterrupt("simulated crash between buckets")
+
+    args = {"old_graph": old, "new_graph": new, "write_id": "w", "snapshot_version": "s", "partition_rows": 70}
+    with pytest.raises(KeyboardInterrupt):
+        P.carry_over(store, new.spec(EMB), on_commit=crash_after_two, **args)
+    again = P.carry_over(store, new.spec(EMB), **args)
+    assert 0 < sum(commits) < 588 and again.rows == 588 - sum(commits)
+    assert P.carry_over(store, new.spec(EMB), **args).rows == 0
+    history = store.read_metadata(EMB, graph=new, include_history=True).collect()
+    at_new = history.filter(pl.col(FEATURE_VERSION) == new.feature_version(EMB))
+    assert at_new.height == 588 and at_new["uid"].n_unique() == 588
+
+
+def test_dry_run_counts_and_writes_nothing(tmp_path):
+    ids = ["uid"]
+    store = build(tmp_path / "s", ids, clustered=False)
+    old, new = graph(ids, refined=False), graph(ids, refined=True)
+    version = store.table_version(EMB)
+    result = P.carry_over(
+        store,
+        new.spec(EMB),
+        old_graph=old,
+        new_graph=new,
+        write_id=None,
+        snapshot_version="s",
+        dry_run=True,
+        partition_rows=50,
+    )
+    assert result.rows == 588 and result.missing == 0 and store.table_version(EMB) == version
+
+
+@pytest.mark.parametrize("ids", [["uid"], ["video", "frame"]])
+@pytest.mark.parametrize("clustered", [True, False])
+def test_bucketed_resolve_update_equals_single_query(tmp_path, ids, clustered):
+    store = build(tmp_path / "s", ids, clustered=clustered)
+    new = graph(ids, refined=True)
+    plain = store.resolve_update(EMB, graph=new).collect()
+    store.partition_rows = 100
+    inc = store.resolve_update(EMB, graph=new)
+    assert "metaxy resolve_update" in inc.added.explain()
+    bucketed = inc.collect()
+    for name in ("added", "changed", "removed"):
+        a, b = getattr(plain, name).sort(ids), getattr(bucketed, name).sort(ids)
+        assert a.equals(b), name
+    assert (plain.added.height, plain.changed.height) == (12, 588)
+    # projections, filters and head are pushed into the buckets
+    assert inc.changed.select(ids).filter(pl.col(ids[0]) < "0002").collect().height == len(
+        [r for r in plain.changed[ids[0]].to_list() if r < "0002"]
+    )
+    assert inc.changed.head(5).collect().height == 5
+    # samples= restricts (and is bucketed too)
+    wanted = rows(ids, list(range(0, 600, 3))).select(ids)
+    a = store.resolve_update(EMB, graph=new, samples=wanted).collect()
+    store.partition_rows = 10**9
+    b = store.resolve_update(EMB, graph=new, samples=wanted).collect()
+    for name in ("added", "changed", "removed"):
+        assert getattr(a, name).sort(ids).equals(getattr(b, name).sort(ids)), name
+
+
+def test_native_append_is_a_regular_delta_commit(tmp_path):
+    ids = ["uid"]
+    store = build(tmp_path / "s", ids, clustered=True)
+    _, new = graph(ids, refined=False), graph(ids, refined=True)
+    carried(store, ids, partition_rows=200)
+    uri = store.table_uri(EMB)
+    table = DeltaTable(uri)
+    history = table.history()
+    assert any(h.get("operation") in ("WRITE", "CREATE TABLE") for h in history)
+    # delta-rs (DataFusion) reads the polars-written files, with the log's statistics
+    count = (
+        QueryBuilder()
+        .register("t", table)
+        .execute(f"select count(*) as n from t where metaxy_feature_version = '{new.feature_version(EMB)}'")
+    )
+    assert pl.DataFrame(count.read_all())["n"][0] == 588
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    assert actions["num_records"].null_count() == 0
+    # compaction keeps every row
+    before = pl.scan_delta(uri).select(pl.len()).collect().item()
+    table.optimize.compact()
+    assert pl.scan_delta(uri).select(pl.len()).collect().item() == before
+
+
+def test_layout_and_newest_rows():
+    frame = pl.DataFrame(
+        {
+            "uid": ["a", "b", "b", "c", "c"],
+            CREATED_AT: [1, 1, 2, 5, 5],
+            "v": [1, 2, 3, 4, 5],
+        }
+    ).with_columns(pl.col(CREATED_AT).cast(pl.Datetime("us", "UTC")))
+    out = P.newest_rows(frame, ["uid"]).sort("uid")
+    assert out["uid"].to_list() == ["a", "b", "c"] and out["v"].to_list()[:2] == [1, 3]
+    no_overlap = P.Layout(4, pl.DataFrame({"lo": ["a", "m"], "hi": ["f", "z"], "n": [2, 2]}))
+    overlap = P.Layout(4, pl.DataFrame({"lo": ["a", "e"], "hi": ["f", "z"], "n": [2, 2]}))
+    assert not no_overlap.may_repeat and overlap.may_repeat and P.Layout(4, None).may_repeat
+    part = P.plan(P.Layout(4, pl.DataFrame({"lo": ["a", "m"], "hi": ["f", "z"], "n": [2, 2]})), ["uid"], 2)
+    assert part.mode == "range" and part.boundaries.to_list() == ["m"]
+    assert no_overlap.read_rows(part.boundaries) == 4 and overlap.read_rows(part.boundaries) == 6
