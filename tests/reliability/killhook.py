@@ -12,7 +12,8 @@ The plan may contain:
   recognised as a dead local process and must expire.
 
 Only this script reads the variable: the hooks are installed by monkeypatching public module attributes
-(``metaxy_core.store._io.append`` and the lock's ``write_deltalake``); the engine has no test-only paths.
+(``metaxy_core.store._io.append``, the bulk writer ``metaxy_core.store.partitioned.append_frames`` and the
+lock's ``write_deltalake``); the engine has no test-only paths.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _describe(target: Any, frame: Any) -> dict[str, Any]:
     uri = target if isinstance(target, str) else getattr(target, "table_uri", str(target))
     table = str(uri).rstrip("/").rsplit("/", 1)[-1]
     kind = {"migration_events": "progress", "lock": "lock", "snapshots": "snapshot"}.get(table, "data")
-    info: dict[str, Any] = {"table": table, "kind": kind, "rows": getattr(frame, "height", None)}
+    rows = sum(f.height for f in frame) if isinstance(frame, list) else getattr(frame, "height", None)
+    info: dict[str, Any] = {"table": table, "kind": kind, "rows": rows}
     if kind == "progress":
         row = frame.row(0, named=True)
         info["event"] = f"{row['status']}:{row['op_index']}:{row['feature_key']}"
@@ -52,28 +54,41 @@ def _describe(target: Any, frame: Any) -> dict[str, Any]:
     return info
 
 
+_inside = threading.local()
+
+
 def _hooked(real: Any) -> Any:
     def commit(target: Any, frame: Any, *args: Any, **kwargs: Any) -> Any:
-        global _count
-        _count += 1
-        if _log_fd is not None:  # os.write: nothing buffered in the process when SIGKILL lands
-            line = {"n": _count, "t": round(time.monotonic() - START, 4), **_describe(target, frame)}
-            os.write(_log_fd, (json.dumps(line) + "\n").encode())
-        if _count == PLAN.get("kill_at"):
-            how = PLAN.get("how", "before")
-            if how == "before":
-                _die()
-            if how == "during":
-                threading.Timer(float(PLAN.get("delay", 0.0)), _die).start()
-            result = real(target, frame, *args, **kwargs)
-            if how == "after":
-                _die()
-            if how == "during":
-                time.sleep(1.0)  # the timer fires; never carry on past this commit
-            return result
-        return real(target, frame, *args, **kwargs)
+        if getattr(_inside, "active", False):  # a bulk append falling back to _io.append: one commit
+            return real(target, frame, *args, **kwargs)
+        _inside.active = True
+        try:
+            return _commit(real, target, frame, *args, **kwargs)
+        finally:
+            _inside.active = False
 
     return commit
+
+
+def _commit(real: Any, target: Any, frame: Any, *args: Any, **kwargs: Any) -> Any:
+    global _count
+    _count += 1
+    if _log_fd is not None:  # os.write: nothing buffered in the process when SIGKILL lands
+        line = {"n": _count, "t": round(time.monotonic() - START, 4), **_describe(target, frame)}
+        os.write(_log_fd, (json.dumps(line) + "\n").encode())
+    if _count != PLAN.get("kill_at"):
+        return real(target, frame, *args, **kwargs)
+    how = PLAN.get("how", "before")
+    if how == "before":
+        _die()
+    if how == "during":
+        threading.Timer(float(PLAN.get("delay", 0.0)), _die).start()
+    result = real(target, frame, *args, **kwargs)
+    if how == "after":
+        _die()
+    if how == "during":
+        time.sleep(1.0)  # the timer fires; never carry on past this commit
+    return result
 
 
 def main() -> int:
@@ -83,6 +98,12 @@ def main() -> int:
 
     _io.append = _hooked(_io.append)
     lock.write_deltalake = _hooked(lock.write_deltalake)
+    try:  # the bulk writer of bucketed reconciliation commits Parquet files it wrote itself
+        from metaxy_core.store import partitioned
+    except ImportError:
+        pass
+    else:
+        partitioned.append_frames = _hooked(partitioned.append_frames)
     if PLAN.get("timer") is not None:
         threading.Timer(float(PLAN["timer"]) - (time.monotonic() - START), _die).start()
     return cli_main(sys.argv[1:])

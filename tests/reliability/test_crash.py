@@ -34,8 +34,14 @@ def crash_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return s.make_seeded_project(tmp_path_factory.mktemp("crash") / "template")
 
 
+def _spill_env(project: Path) -> dict[str, str]:
+    """Spill files of bucketed reconciliation go to the project's own folder, to be checked afterwards."""
+    return {"METAXY_SPILL_DIR": str(project / "spill")}
+
+
 def _run_hooked(project: Path, plan: dict[str, Any]) -> tuple[int, str]:
-    proc = s.spawn_cli(["migrations", "apply"], project, {"METAXY_TEST_HOOK": json.dumps(plan)}, hook=True)
+    env = {"METAXY_TEST_HOOK": json.dumps(plan), **_spill_env(project)}
+    proc = s.spawn_cli(["migrations", "apply"], project, env, hook=True)
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out + err
 
@@ -121,8 +127,11 @@ def _trial(
             assert k > 0 and rc == 0, (
                 f"trial {index} ({trial['label']}): exited {rc} instead of being killed:\n{text}"
             )
-    rerun = s.run_cli(["migrations", "apply"], project)
+    rerun = s.run_cli(["migrations", "apply"], project, _spill_env(project))
     assert rerun.returncode == 0, f"trial {index} ({trial['label']}) re-run failed:\n{s.output(rerun)}"
+    spill = project / "spill"
+    leftovers = sorted(p.name for p in spill.iterdir()) if spill.exists() else []
+    assert not leftovers, f"trial {index}: spill files of killed runs were left behind: {leftovers}"
     store = DeltaMetadataStore(project / "store", project=s.PROJECT)
     views = s.latest_views(store)
     s.assert_frames_equal(views, want)
