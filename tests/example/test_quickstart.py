@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,10 +39,20 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def clone_parent() -> Iterator[Path]:
+    """A folder outside pytest's base temp: run as root, pgserver starts PostgreSQL as the `pgserver` user,
+    which must traverse to the clone's .venv, and concurrent pytest sessions reset /tmp/pytest-of-<user>
+    to mode 0700."""
+    path = Path(tempfile.mkdtemp(prefix="metaxy-quickstart-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_readme_quick_start_runs_the_example_on_a_fresh_clone(tmp_path: Path) -> None:
+def test_readme_quick_start_runs_the_example_on_a_fresh_clone(clone_parent: Path) -> None:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-    clone = tmp_path / "metaxy-dagster"
+    clone = clone_parent / "metaxy-dagster"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
     cloned = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True
