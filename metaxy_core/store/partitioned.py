@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -332,7 +333,9 @@ class Buckets:
             root = self._root or spill_root()
             os.makedirs(root, exist_ok=True)
             remove_stale_spills(root)
-            self._dir = tempfile.mkdtemp(prefix=_spill_prefix(), dir=root)  # pid and host: see remove_stale_spills
+            self._dir = tempfile.mkdtemp(
+                prefix=_spill_prefix(), dir=root
+            )  # pid and host: see remove_stale_spills
         lf.with_columns(part.key(schema).alias(BUCKET)).sink_parquet(
             pl.PartitionBy(os.path.join(self._dir, name), key=BUCKET, include_key=False),
             compression="lz4",
@@ -750,6 +753,8 @@ def bucketed_increment(
     view, empty_samples = view_for({name: lf.head(0) for name, _, lf, _ in inputs})
     template = view.resolve_update(spec.key, samples=empty_samples, graph=graph)
 
+    shared = _SharedSpill(partitioning, inputs)
+
     def frame(which: str) -> pl.LazyFrame:
         def source(
             with_columns: list[str] | None,
@@ -758,29 +763,27 @@ def bucketed_increment(
             batch_size: int | None,
         ) -> Iterator[pl.DataFrame]:
             produced = 0
-            with Buckets(partitioning) as buckets:
+            with _BUCKET_LOCK:
+                buckets = shared.buckets()
+            for b in range(partitioning.k):
                 with _BUCKET_LOCK:
-                    for name, _, lf, where in inputs:
-                        buckets.add(name, lf, where)
-                for b in range(partitioning.k):
-                    with _BUCKET_LOCK:
-                        bucket_view, bucket_samples = view_for(
-                            {name: buckets.get(name, b) for name, _, _, _ in inputs}
-                        )
-                        inc = bucket_view.resolve_update(spec.key, samples=bucket_samples, graph=graph)
-                        lf = getattr(inc, which).lazy()
-                        if predicate is not None:
-                            lf = lf.filter(predicate)
-                        if with_columns is not None:
-                            lf = lf.select(with_columns)
-                        if n_rows is not None:
-                            lf = lf.head(max(0, n_rows - produced))
-                        df = lf.collect()
-                    if df.height:
-                        produced += df.height
-                        yield df
-                    if n_rows is not None and produced >= n_rows:
-                        return
+                    bucket_view, bucket_samples = view_for(
+                        {name: buckets.get(name, b) for name, _, _, _ in inputs}
+                    )
+                    inc = bucket_view.resolve_update(spec.key, samples=bucket_samples, graph=graph)
+                    lf = getattr(inc, which).lazy()
+                    if predicate is not None:
+                        lf = lf.filter(predicate)
+                    if with_columns is not None:
+                        lf = lf.select(with_columns)
+                    if n_rows is not None:
+                        lf = lf.head(max(0, n_rows - produced))
+                    df = lf.collect()
+                if df.height:
+                    produced += df.height
+                    yield df
+                if n_rows is not None and produced >= n_rows:
+                    return
 
         schema = getattr(template, which).lazy().collect_schema()
         return register_io_source(
@@ -791,3 +794,28 @@ def bucketed_increment(
         )
 
     return Increment(added=frame("added"), changed=frame("changed"), removed=frame("removed"))
+
+
+class _SharedSpill:
+    """The bucketed inputs of one ``resolve_update`` result, prepared on first use and shared by its frames.
+
+    Spilling (when needed) happens once, however many times ``added``/``changed``/``removed`` are collected;
+    the files are removed when the last frame referencing them is garbage-collected (or at exit). Scans are
+    pinned to the table versions seen when ``resolve_update`` was called, so reuse is consistent.
+    """
+
+    def __init__(
+        self, partitioning: Partitioning, inputs: Sequence[tuple[str, Any, pl.LazyFrame, Any]]
+    ) -> None:
+        self._partitioning = partitioning
+        self._inputs = list(inputs)
+        self._buckets: Buckets | None = None
+
+    def buckets(self) -> Buckets:
+        if self._buckets is None:
+            buckets = Buckets(self._partitioning)
+            weakref.finalize(self, buckets.__exit__, None, None, None)
+            for name, _, lf, where in self._inputs:
+                buckets.add(name, lf, where)
+            self._buckets = buckets
+        return self._buckets
