@@ -19,7 +19,8 @@ class SmallBatchReconciliation(DataVersionReconciliation):
     """The built-in reconciliation, committing every ``batch_rows`` rows (many commits = many kill points).
 
     ``sleep_s`` pauses before each feature step, to keep an apply running while another process watches it
-    (the test-only ``REL_SLEEP_S`` environment variable overrides it for one process).
+    (the test-only ``REL_SLEEP_S`` environment variable overrides it for one process, and ``REL_WAIT_FOR``
+    stalls each step until the named file exists).
     """
 
     batch_rows: int = 40
@@ -29,6 +30,10 @@ class SmallBatchReconciliation(DataVersionReconciliation):
         sleep = float(os.environ.get("REL_SLEEP_S", self.sleep_s))
         if sleep:
             time.sleep(sleep)
+        wait_for = os.environ.get("REL_WAIT_FOR")  # test-only: stall until the test creates this file
+        deadline = time.monotonic() + 120
+        while wait_for and not os.path.exists(wait_for) and time.monotonic() < deadline:
+            time.sleep(0.05)
         ctx.batch_rows = self.batch_rows
         return super().run(ctx, feature)
 

@@ -199,7 +199,8 @@ def test_a_holder_whose_lease_expired_and_was_taken_over_stops_instead_of_runnin
         project,
         {
             "METAXY_LOCK_TTL_SECONDS": "1",
-            "REL_SLEEP_S": "6",
+            "REL_SLEEP_S": "0",
+            "REL_WAIT_FOR": str(tmp_path / "go"),  # its first step stalls until the other run has finished
             "METAXY_TEST_HOOK": json.dumps({"log": str(log)}),
         },
         hook=True,
@@ -211,6 +212,7 @@ def test_a_holder_whose_lease_expired_and_was_taken_over_stops_instead_of_runnin
     time.sleep(1.3)  # the slow run's lease has expired; it is still sleeping inside its first step
     fast = s.run_cli(["migrations", "apply"], project, {"REL_SLEEP_S": "0"})
     assert fast.returncode == 0, s.output(fast)
+    (tmp_path / "go").touch()  # the stalled run wakes up, finishes its step, and must notice
     out, err = slow.communicate(timeout=60)
     assert slow.returncode == 1, out + err
     assert "FAILED:" in err and "took over" in err and "Traceback" not in err, err

@@ -93,7 +93,12 @@ def _plan(reference: list[dict[str, Any]], rng: random.Random) -> list[dict[str,
             }
         )
     for _ in range(4):
-        trials.append({"label": "random delay", "kills": [{"timer": round(rng.uniform(first, last), 3)}]})
+        trials.append(
+            {
+                "label": "random delay",
+                "kills": [{"timer": round(rng.uniform(first, first + 0.7 * (last - first)), 3)}],
+            }
+        )
     for _ in range(2):
         trials.append(
             {
