@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -287,6 +288,10 @@ def run_example(*, n_samples: int = generate.N_SAMPLES, verbose: bool = False) -
     return changes
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m example_project.run", description=__doc__.split("\n\n")[0]
@@ -296,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--verbose", action="store_true", help="show Dagster's and the migrations' logs")
     args = parser.parse_args(argv)
+    # `kill` / a CI timeout: leave like Ctrl-C, through the `finally` blocks that stop the servers.
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
     )
@@ -306,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     except ExampleFailed as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; the servers are stopped", file=sys.stderr)
+        return 130
     return 0
 
 

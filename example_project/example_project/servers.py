@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -109,11 +110,36 @@ class PostgresServer:
 
     uri: str
     data_dir: Path
+    pid: int | None
     _server: Any = field(repr=False)
 
     def stop(self) -> None:
-        self._server.cleanup()  # stops the server; with cleanup_mode="delete" also deletes data_dir
-        shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+        """Stop the server and delete its data, even when ``pg_ctl stop`` cannot run."""
+        try:
+            self._server.cleanup()  # pg_ctl stop; with cleanup_mode="delete" also deletes data_dir
+        except Exception as exc:  # e.g. run as root, the `pgserver` user can no longer reach pg_ctl
+            log.warning("pg_ctl stop failed (%s); stopping PostgreSQL (pid %s) with a signal", exc, self.pid)
+        finally:
+            _terminate(self.pid)
+            shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+
+
+def _terminate(pid: int | None) -> None:
+    """Fast-shutdown PostgreSQL's postmaster (SIGINT), then kill it if it is still there after 10 s."""
+    if pid is None:
+        return
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if process.name() != "postgres":
+            return
+        process.send_signal(signal.SIGINT)
+        process.wait(10)
+    except psutil.TimeoutExpired:
+        process.kill()
+    except psutil.Error:
+        pass  # already gone
 
 
 def start_postgres() -> PostgresServer:
@@ -124,7 +150,7 @@ def start_postgres() -> PostgresServer:
     parent = Path(tempfile.mkdtemp(prefix="metaxy-example-pg-"))
     data_dir = parent / "data"
     server = pgserver.get_server(data_dir, cleanup_mode="delete")
-    return PostgresServer(uri=server.get_uri(), data_dir=data_dir, _server=server)
+    return PostgresServer(uri=server.get_uri(), data_dir=data_dir, pid=server.get_pid(), _server=server)
 
 
 @dataclass
