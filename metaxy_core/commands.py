@@ -45,7 +45,9 @@ class Project:
     def chain(self) -> MigrationChain:
         # Operation `type:` paths and .py migrations may import the project's own modules (next to metaxy.toml).
         self.config.add_import_path()
-        return load_chain(self.config.migrations_path)
+        # A PythonMigration's build_operations() may read the feature graph while the chain loads.
+        with self.graph.use():
+            return load_chain(self.config.migrations_path)
 
     def executor(self, **kwargs: Any) -> MigrationExecutor:
         return MigrationExecutor(self.store, project=self.config.project, graph=self.graph, **kwargs)

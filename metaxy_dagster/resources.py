@@ -164,4 +164,8 @@ def ensure_importable(config: MetaxyConfig) -> None:
 def load_project_chain(config: MetaxyConfig) -> MigrationChain:
     """Load the project's migration chain from files, with the project folder importable."""
     ensure_importable(config)
+    # A PythonMigration's build_operations() may read the active graph while the chain loads: import the
+    # entrypoints unless the code location registered its features already.
+    if not len(FeatureGraph.get_active()):
+        config.load_features()
     return load_chain(Path(config.migrations_path))
