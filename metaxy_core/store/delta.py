@@ -174,8 +174,13 @@ class DeltaMetadataStore(MetadataStore):
         lf = self._scan_feature(spec.key)
         if lf is None:
             return None
-        if not any_version:
-            lf = lf.filter(pl.col(FEATURE_VERSION) == (feature_version or graph.feature_version(spec.key)))
+        version = None if any_version else (feature_version or graph.feature_version(spec.key))
+        if version is not None:
+            lf = lf.filter(pl.col(FEATURE_VERSION) == version)
+        from metaxy_core.store.partitioned import may_repeat
+
+        if not may_repeat(self, spec, lf, version):  # one row per sample already: skip the group-by + join
+            return lf
         return self.latest_per_sample(lf, list(spec.id_columns))
 
     # ---------------------------------------------------------------------- reads

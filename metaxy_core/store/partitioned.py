@@ -819,3 +819,25 @@ class _SharedSpill:
                 buckets.add(name, lf, where)
             self._buckets = buckets
         return self._buckets
+
+
+def may_repeat(
+    store: DeltaMetadataStore, spec: FeatureSpec, lf: pl.LazyFrame, feature_version: str | None
+) -> bool:
+    """Whether ``lf`` (rows of ``spec``'s table, of ``feature_version`` or of every version) can hold a
+    sample more than once, i.e. whether the latest-row selection is needed.
+
+    The Delta log's file statistics answer for free when the files do not overlap on the id column;
+    otherwise one pass over the id columns counts distinct samples (much cheaper than the group-by and join
+    that the latest-row selection costs). ``lf`` is pinned to a table version, so the answer holds for it.
+    """
+    ids = list(spec.id_columns)
+    overridden = store._scan_overrides is not None and spec.key in store._scan_overrides
+    if not overridden:
+        table = _io.open_table(store.table_uri(spec.key), store.storage_options)
+        if table is not None and not layout(table, ids, lf.collect_schema(), feature_version).may_repeat:
+            return False
+    key = pl.col(ids[0]) if len(ids) == 1 else pl.struct(ids)
+    with _io.guard("read", store.table_uri(spec.key), store.storage_options):
+        counts = lf.select(pl.len().alias("rows"), key.n_unique().alias("samples")).collect()
+    return int(counts["rows"][0]) != int(counts["samples"][0])
