@@ -240,6 +240,18 @@ def migrations_unlock(project: Project) -> LeaseInfo | None:
     return StoreLock(project.store, owner="metaxy-unlock").force_release()
 
 
+def store_maintain(
+    project: Project, *, vacuum_hours: float | None = None, dry_run: bool = False, z_order: bool = False
+) -> list[Any]:
+    """``metaxy store maintain``: compact and checkpoint every table of the store (feature and system tables),
+    then with ``vacuum_hours`` vacuum files unreferenced for that long. A dry run changes nothing and reports
+    file counts (and the files vacuum would delete). Returns one ``TableMaintenance`` per table and action."""
+    from metaxy_core.store.maintenance import maintain
+
+    graph = project.graph if z_order or project.store.is_remote else None  # local stores are listed from disk
+    return maintain(project.store, vacuum_hours=vacuum_hours, dry_run=dry_run, z_order=z_order, graph=graph)
+
+
 __all__ = [
     "MigrationFailed",
     "MigrationStatusRow",

@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     add(sub, "push", help="record the code's feature graph snapshot in the store (idempotent)")
     add(sub, "graph", help="list features, fields and their versions")
     add(sub, "snapshot", help="show the code's snapshot version and the latest pushed one")
+    store = add(sub, "store", help="store maintenance").add_subparsers(dest="verb", required=True)
+    maintain = add(store, "maintain", help="compact and checkpoint every table; --vacuum-hours also vacuums")
+    maintain.add_argument("--vacuum-hours", type=float, metavar="N", help="vacuum files unreferenced for N hours")
+    maintain.add_argument("--dry-run", action="store_true", help="change nothing: show file counts, files to vacuum")
 
     mig = add(sub, "migrations", help="inspect and run migrations").add_subparsers(dest="verb", required=True)
     add(mig, "status", help="status of every migration in the chain")
@@ -133,6 +137,16 @@ def _dispatch(args: argparse.Namespace, project: commands.Project, out, err) -> 
         else:
             out.print(f"current snapshot:     {info['current_snapshot_version']}")
             out.print(f"latest pushed:        {info['latest_pushed_snapshot_version'] or 'none (run `metaxy push`)'}")
+        return 0
+    if args.command == "store":
+        reports = commands.store_maintain(project, vacuum_hours=args.vacuum_hours, dry_run=args.dry_run)
+        if as_json:
+            render.emit_json([r.as_dict() for r in reports])
+        else:
+            out.print(render.table("Store maintenance" + (" (dry run)" if args.dry_run else ""),
+                                   ["table", "action", "files before", "files after", "files removed", "seconds"],
+                                   [[r.table, r.action, r.files_before, r.files_after, r.files_removed,
+                                     f"{r.seconds:.2f}"] for r in reports]))
         return 0
     return _migrations(args, project, out, err)
 

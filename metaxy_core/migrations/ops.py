@@ -187,6 +187,64 @@ class DataVersionReconciliation(BaseOperation):
         return StepOutcome(result.rows, note=_missing_note(feature, result.missing))
 
 
+class DeltaMaintenance(BaseOperation):
+    """Delta maintenance as a migration step: compact (optionally Z-order), checkpoint, optionally vacuum.
+
+    Covers ``feature_key``, or every feature of the migration's graph that has a table. Rows are unchanged
+    (compaction rewrites files, not data), so the step reports 0 rows and says what it did in its note.
+    In a dry run nothing is changed; the note says how many files there are (and what vacuum would delete).
+
+    Example (YAML)::
+
+        ops:
+          - type: metaxy_core.migrations.ops.DeltaMaintenance
+            feature_key: video/embeddings   # optional
+            vacuum_hours: 168               # optional: also vacuum with this retention
+    """
+
+    default_id: ClassVar[str | None] = "maintenance"
+    feature_key: FeatureKey | None = Field(None, description="Maintain only this feature's table.")
+    z_order: bool = Field(False, description="Cluster files on the feature's id columns while compacting.")
+    vacuum_hours: float | None = Field(
+        None, ge=0, description="Also vacuum unreferenced files older than this many hours (None: no vacuum)."
+    )
+
+    @field_validator("feature_key", mode="before")
+    @classmethod
+    def _key(cls, value: Any) -> Any:
+        return FeatureKey(value) if value is not None and not isinstance(value, FeatureKey) else value
+
+    def features_for(self, ctx: OperationContext) -> list[FeatureKey]:
+        if self.feature_key is not None:
+            return [self.feature_key]
+        return ctx.to_graph.topological_order()
+
+    def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
+        from metaxy_core.store import maintenance
+
+        store = ctx.store
+        if not store.has_metadata(feature):
+            return StepOutcome(0, note=f"{feature} has no table; nothing to maintain")
+        if ctx.dry_run:
+            [plan] = maintenance.optimize(store, feature, graph=ctx.to_graph, dry_run=True)
+            note = f"{plan.files_before} data file(s) would be compacted"
+            if self.vacuum_hours is not None:
+                [vac] = maintenance.vacuum(
+                    store, feature, retention_hours=self.vacuum_hours, dry_run=True, graph=ctx.to_graph
+                )
+                note += f"; vacuum would delete {vac.files_removed} file(s)"
+            return StepOutcome(0, note=note)
+        reports = maintenance.maintain(
+            store, feature, vacuum_hours=self.vacuum_hours, z_order=self.z_order, graph=ctx.to_graph
+        )
+        by_action = {r.action: r for r in reports}
+        opt = by_action["optimize"]
+        note = f"compacted {opt.files_before} -> {opt.files_after} file(s); checkpoint at v{opt.version_after}"
+        if "vacuum" in by_action:
+            note += f"; vacuumed {by_action['vacuum'].files_removed} file(s)"
+        return StepOutcome(0, note=note)
+
+
 def _missing_note(feature: FeatureKey, missing: int) -> str:
     if not missing:
         return ""

@@ -528,6 +528,33 @@ class DeltaMetadataStore(MetadataStore):
 
         return list_snapshots(self, project=project or self.project)
 
+    # ---------------------------------------------------------------- maintenance
+    def optimize(
+        self, feature: FeatureRef | None = None, *, z_order: bool = False, target_size: int | None = None
+    ) -> list[Any]:
+        """Compact small files of one feature's table, or of every table (feature and system) when None.
+
+        ``z_order`` also clusters feature tables on their id columns. Rows are unchanged; see
+        :mod:`metaxy_core.store.maintenance`. Returns one report per table.
+        """
+        from metaxy_core.store import maintenance
+
+        return maintenance.optimize(self, feature, z_order=z_order, target_size=target_size)
+
+    def vacuum(
+        self, feature: FeatureRef | None = None, *, retention_hours: float = 168.0, dry_run: bool = False
+    ) -> list[Any]:
+        """Delete data files no longer referenced and older than ``retention_hours`` (``dry_run`` lists them)."""
+        from metaxy_core.store import maintenance
+
+        return maintenance.vacuum(self, feature, retention_hours=retention_hours, dry_run=dry_run)
+
+    def checkpoint(self, feature: FeatureRef | None = None) -> list[Any]:
+        """Write a Delta checkpoint of one feature's table, or of every table, and drop expired log files."""
+        from metaxy_core.store import maintenance
+
+        return maintenance.checkpoint(self, feature)
+
     def table_version(self, feature: FeatureRef | None = None, *, system: str | None = None) -> int | None:
         """Delta version of a feature's (or system) table; None when it does not exist."""
         uri = self.system_table_uri(system) if system else self.table_uri(feature)  # type: ignore[arg-type]
