@@ -106,8 +106,14 @@ class MigrationExecutor:
     def state(self, migration_id: str) -> progress.MigrationState:
         return self.states().get(migration_id) or progress.MigrationState(migration_id)
 
-    def pending(self, chain: MigrationChain, target: str | None = None) -> list[Migration]:
-        states = self.states()
+    def pending(
+        self,
+        chain: MigrationChain,
+        target: str | None = None,
+        *,
+        states: dict[str, progress.MigrationState] | None = None,
+    ) -> list[Migration]:
+        states = self.states() if states is None else states
         return [
             m
             for m in chain.upto(target)
@@ -123,8 +129,9 @@ class MigrationExecutor:
         """
         if target is not None:
             chain.get(target)
-        todo = self.pending(chain, target)
-        self.preflight(chain.upto(target), todo)
+        states = self.states()  # one read of the migration log for the whole decision
+        todo = self.pending(chain, target, states=states)
+        self.preflight(chain.upto(target), todo, states=states)
         results: list[MigrationResult] = []
         if not todo:
             return results
@@ -136,7 +143,13 @@ class MigrationExecutor:
         return results
 
     @_in_graph
-    def preflight(self, migrations: list[Migration], todo: list[Migration]) -> None:
+    def preflight(
+        self,
+        migrations: list[Migration],
+        todo: list[Migration],
+        *,
+        states: dict[str, progress.MigrationState] | None = None,
+    ) -> None:
         """Everything that can be checked without writing, before the lock is taken or anything is recorded.
 
         ``migrations`` (the chain up to the target) must match the files they were applied from; for every
@@ -144,7 +157,7 @@ class MigrationExecutor:
         pushed and every feature its operations name is in the graph. A bad file therefore fails the command
         with nothing written, not after the lock and a ``started`` event.
         """
-        states = self.states()
+        states = self.states() if states is None else states
         for migration in migrations:
             self._check_checksum(migration, states.get(migration.migration_id))
         for migration in todo:
@@ -254,6 +267,13 @@ class MigrationExecutor:
             self.store, project=self.project, migration_id=migration.migration_id, status=progress.COMPLETED,
             run_id=self.run_id, checksum=migration.checksum,
         )
+        # Keep state checks cheap: the log gets one small file per event; compact it now and then.
+        from metaxy_core.store.maintenance import compact_fragmented_system_tables
+
+        try:
+            compact_fragmented_system_tables(self.store)
+        except MetaxyError as exc:  # maintenance never fails a migration; the next completion retries
+            self.log.debug("compacting the system tables failed: %s", exc)
 
     def context(self, migration: Migration, op_index: int, *, dry_run: bool) -> OperationContext:
         from_graph, to_graph = migration.resolve_graphs(self.store, self.project, self.graph)

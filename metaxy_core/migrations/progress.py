@@ -13,7 +13,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -120,20 +120,24 @@ def read_events(store: DeltaMetadataStore, project: str) -> pl.DataFrame:
 def read_states(store: DeltaMetadataStore, project: str) -> dict[str, MigrationState]:
     """Current state of every migration that has events, from a single read of the log."""
     events = read_events(store, project)
-    states: dict[str, MigrationState] = {}
-    for (migration_id,), group in events.group_by(["migration_id"], maintain_order=True):
-        states[str(migration_id)] = _fold(str(migration_id), group)
-    return states
+    # One pass over the log's rows (a handful per migration): a polars group-by with a filter per migration
+    # cost ~0.3 ms per migration, i.e. 60 ms for 200 migrations on every state check.
+    rows_by_migration: dict[str, list[dict[str, Any]]] = {}
+    for row in events.iter_rows(named=True):
+        rows_by_migration.setdefault(str(row["migration_id"]), []).append(row)
+    return {migration_id: _fold_rows(migration_id, rows) for migration_id, rows in rows_by_migration.items()}
 
 
 def _fold(migration_id: str, events: pl.DataFrame) -> MigrationState:
-    rollbacks = events.with_row_index("__i").filter(
-        (pl.col("op_index") == MIGRATION_LEVEL) & (pl.col("status") == ROLLED_BACK)
-    )
-    if rollbacks.height:
-        events = events.slice(int(rollbacks["__i"][-1]) + 1)
-    state = MigrationState(migration_id, epoch=rollbacks.height)
-    for row in events.iter_rows(named=True):  # a migration has a handful of events, not rows of data
+    return _fold_rows(migration_id, list(events.iter_rows(named=True)))
+
+
+def _fold_rows(migration_id: str, rows: list[dict[str, Any]]) -> MigrationState:
+    cuts = [i for i, r in enumerate(rows) if r["op_index"] == MIGRATION_LEVEL and r["status"] == ROLLED_BACK]
+    if cuts:
+        rows = rows[cuts[-1] + 1 :]
+    state = MigrationState(migration_id, epoch=len(cuts))
+    for row in rows:  # a migration has a handful of events, not rows of data
         if row["op_index"] == MIGRATION_LEVEL:
             if row["status"] == STARTED:
                 state.status = IN_PROGRESS
