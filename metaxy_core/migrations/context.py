@@ -27,7 +27,7 @@ class OperationContext:
     affected: list[FeatureKey] = field(default_factory=list)
     run_id: str = ""
     dry_run: bool = False
-    batch_rows: int = 500_000
+    batch_rows: int = 1_000_000
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("metaxy.migrations"))
 
     @property

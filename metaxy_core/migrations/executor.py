@@ -74,6 +74,8 @@ class MigrationExecutor:
         graph: the code's feature graph; default: the active graph.
         run_id: identifies this run in the log and the lock (Dagster passes its run id).
         force: accept migrations whose file changed after they were partly applied.
+        batch_rows: samples per bucket (and per Delta commit) of bulk steps such as reconciliation; it bounds
+            their memory (about 1 GiB peak at the default, whatever the table size).
         on_step: called with every :class:`StepResult` as it finishes (progress bars, Dagster logs).
     """
 
@@ -85,7 +87,7 @@ class MigrationExecutor:
         graph: FeatureGraph | None = None,
         run_id: str | None = None,
         force: bool = False,
-        batch_rows: int = 500_000,
+        batch_rows: int = 1_000_000,
         on_step: Callable[[StepResult], None] | None = None,
         log: logging.Logger | None = None,
     ) -> None:

@@ -17,6 +17,8 @@ statistics; elsewhere (S3) it uses delta-rs. Either way a batch of frames is one
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import copy
 import itertools
 import json
@@ -450,7 +452,9 @@ def append_frames(
                     frame = frame.select(frames[0].columns).cast(dict(frames[0].schema))  # type: ignore[arg-type]
                 name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
                 path = os.path.join(uri, name)
-                frame.write_parquet(path, compression="zstd", compression_level=1)
+                # Statistics for skipping files go to the Delta log (below); row-group statistics cost ~15%
+                # of the write and bulk files are bucket-sized, so they are left out.
+                frame.write_parquet(path, compression="zstd", compression_level=1, statistics=False)
                 written.append(path)
                 actions.append(
                     AddAction(
@@ -565,14 +569,21 @@ def carry_over(
     repeats = {name: where.may_repeat for name, _, where in inputs}
     lean = _lean_stamp_ok(schema, spec)
 
-    with Buckets(partitioning) as buckets:
+    writer = _BackgroundWriter(result, on_commit)
+    with Buckets(partitioning) as buckets, contextlib.closing(writer):
         with _timed(result, "spill"):
             for name, lf, where in inputs:
                 buckets.add(name, lf, where)
         result.spilled = list(buckets.spilled)
         for b in range(partitioning.k):
             with _timed(result, "read"):
-                todo = buckets.get("old", b).collect()
+                # The stored data-version struct is only needed for custom data versions; most rows have the
+                # default one (equal to the provenance), so read it only for buckets that have others.
+                old_rows = buckets.get("old", b)
+                todo = old_rows.drop(DATA_VERSION_BY_FIELD).collect()
+                dv = todo.get_column(DATA_VERSION)
+                if not lean or dv.has_nulls() or not (dv == todo.get_column(PROVENANCE)).all():
+                    todo = old_rows.collect()
                 if repeats["old"]:
                     todo = newest_rows(todo, ids)
                 if todo.height and inputs[1][2].rows:
@@ -591,17 +602,14 @@ def carry_over(
                 expected = store.expected_provenance(spec, new_graph, upstream=ups).rename(
                     {PROVENANCE_BY_FIELD: "__new_pbf", PROVENANCE: "__new_prov"}
                 )
-                joined = todo.lazy().join(
-                    expected, on=ids, how="left", nulls_equal=True, maintain_order="left"
-                )
-                found = pl.col("__new_prov").is_not_null()
-                missing = joined.filter(~found).select(pl.len())
+                # Upstream rows are one per sample, so the inner join keeps each sample at most once and the
+                # samples without upstream rows are the difference.
+                carried = todo.lazy().join(expected, on=ids, how="inner", nulls_equal=True)
                 if dry_run:
-                    rows, miss = pl.collect_all([joined.filter(found).select(pl.len()), missing])
-                    result.rows += rows.item()
-                    result.missing += miss.item()
+                    rows = carried.select(pl.len()).collect().item()
+                    result.rows += rows
+                    result.missing += todo.height - rows
                     continue
-                carried = joined.filter(found)
                 if lean and not todo.get_column(DATA_VERSION).has_nulls():
                     stamped = _stamp_carried(carried, spec, new_graph, write_id, snapshot_version, schema)
                 else:
@@ -612,17 +620,59 @@ def carry_over(
                         write_id=write_id,
                         snapshot_version=snapshot_version,
                     )
-                out, miss = pl.collect_all([stamped, missing])
-                result.missing += miss.item()
-                del todo, joined, ups, expected
+                out = stamped.collect()
+                result.missing += todo.height - out.height
+                del todo, carried, ups, expected
             with _timed(result, "write"):
-                written = append_frames(uri, [out], store.storage_options, ids=ids)
-                result.rows += written
-                result.commits += 1
-                if on_commit is not None:
-                    on_commit(written)
+                # The previous bucket's write overlaps this bucket's reads and joins (both release the GIL):
+                # at most one bucket being written and one being computed, so memory stays at two buckets.
+                writer.finish()
+                writer.start(append_frames, uri, [out], store.storage_options, ids=ids)
             del out
+        with _timed(result, "write"):
+            writer.finish()
     return result
+
+
+class _BackgroundWriter:
+    """One write at a time in a background thread; ``finish`` waits for it and accounts for its commit."""
+
+    def __init__(self, result: CarryOverResult, on_commit: Callable[[int], None] | None) -> None:
+        self._result = result
+        self._on_commit = on_commit
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: concurrent.futures.Future[int] | None = None
+
+    def start(self, fn: Callable[..., int], *args: Any, **kwargs: Any) -> None:
+        assert self._pending is None
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metaxy-writer")
+        self._pending = self._pool.submit(fn, *args, **kwargs)
+
+    def finish(self) -> None:
+        if self._pending is None:
+            return
+        pending, self._pending = self._pending, None
+        written = pending.result()
+        self._result.rows += written
+        self._result.commits += 1
+        if self._on_commit is not None:
+            self._on_commit(written)
+
+    def close(self) -> None:
+        """Wait for a write still running (an error elsewhere is propagating: do not mask it)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            concurrent.futures.wait([pending])
+            if pending.exception() is None:  # it committed: count it (the caller's error still propagates)
+                self._result.rows += pending.result()
+                self._result.commits += 1
+                if self._on_commit is not None:
+                    with contextlib.suppress(Exception):
+                        self._on_commit(pending.result())
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def _default_dv() -> pl.Expr:
@@ -672,13 +722,18 @@ def _stamp_carried(
     fields = spec.field_names
     default = _default_dv()
     new_pbf, old_dv = pl.col("__new_pbf"), pl.col(DATA_VERSION_BY_FIELD)
-    custom_dvbf = pl.struct(
-        [pl.coalesce(old_dv.struct.field(f), new_pbf.struct.field(f)).alias(f) for f in fields]
-    )
+    if DATA_VERSION_BY_FIELD in joined.collect_schema():
+        custom_dvbf = pl.struct(
+            [pl.coalesce(old_dv.struct.field(f), new_pbf.struct.field(f)).alias(f) for f in fields]
+        )
+        dvbf = pl.when(default).then(new_pbf).otherwise(custom_dvbf)
+        dv = pl.when(default).then(pl.col("__new_prov")).otherwise(pl.col(DATA_VERSION))
+    else:  # the caller checked: every row has the default data version
+        dvbf, dv = new_pbf, pl.col("__new_prov")
     stamped = joined.with_columns(
         pl.col("__new_prov").alias(PROVENANCE),
-        pl.when(default).then(new_pbf).otherwise(custom_dvbf).alias(DATA_VERSION_BY_FIELD),
-        pl.when(default).then(pl.col("__new_prov")).otherwise(pl.col(DATA_VERSION)).alias(DATA_VERSION),
+        dvbf.alias(DATA_VERSION_BY_FIELD),
+        dv.alias(DATA_VERSION),
         pl.lit(graph.feature_version(spec.key)).alias(FEATURE_VERSION),
         pl.lit(snapshot_version).alias(SNAPSHOT_VERSION),
         pl.lit(datetime.now(UTC), dtype=pl.Datetime("us", "UTC")).alias(CREATED_AT),
