@@ -223,8 +223,13 @@ class DeltaMetadataStore(MetadataStore):
                 "store.write_metadata (or run the pipeline that computes it) before reading"
             )
         if not include_history:
-            lf = lf.filter(pl.col(FEATURE_VERSION) == (feature_version or graph.feature_version(spec.key)))
-            lf = self.latest_per_sample(lf, ids)
+            version = feature_version or graph.feature_version(spec.key)
+            lf = lf.filter(pl.col(FEATURE_VERSION) == version)
+            from metaxy_core.store.partitioned import may_repeat
+
+            # The Delta log's file statistics (no data read) can prove one row per sample: skip the selection.
+            if may_repeat(self, spec, lf, version, count=False):
+                lf = self.latest_per_sample(lf, ids)
         if filters is not None:
             for expr in filters if isinstance(filters, list) else [filters]:
                 lf = lf.filter(expr)

@@ -102,16 +102,22 @@ class Layout:
 
     ``ranges`` has one row per data file that may hold the version: ``lo``/``hi`` (the first id column's
     min/max) and ``n`` (rows); it is ``None`` when those statistics are unusable (several id columns, a type
-    without order, missing or possibly truncated statistics).
+    without order, missing or possibly truncated statistics). ``single_writes`` says every file holds the
+    rows of one write (its ``metaxy_write_id`` statistics have min == max); compaction merges writes.
     """
 
     rows: int
     ranges: pl.DataFrame | None = None
+    single_writes: bool = False
 
     @property
     def may_repeat(self) -> bool:
-        """Whether a sample can have several rows: only if two files' id ranges overlap (or we cannot tell)."""
-        if self.ranges is None:
+        """Whether a sample can have several rows.
+
+        A write never repeats a sample, so files that each hold one write and whose id ranges do not overlap
+        cannot either; anything else (overlaps, compacted files, missing statistics) may.
+        """
+        if self.ranges is None or not self.single_writes:
             return True
         if self.ranges.height <= 1:
             return False
@@ -185,7 +191,17 @@ def layout(
         )
         if (longest.item() or 0) >= _MAX_STAT_CHARS:
             return Layout(rows, None)
-    return Layout(rows, ranges)
+    wlo, whi = f"min.{WRITE_ID}", f"max.{WRITE_ID}"
+    single = (
+        wlo in actions.columns
+        and whi in actions.columns
+        and bool(
+            actions.filter(pl.col("num_records") > 0)
+            .select((pl.col(wlo).is_not_null() & (pl.col(wlo) == pl.col(whi))).all())
+            .item()
+        )
+    )
+    return Layout(rows, ranges, single)
 
 
 def estimate_rows(table: DeltaTable | None, *, feature_version: str | None = None) -> int:
@@ -877,14 +893,20 @@ class _SharedSpill:
 
 
 def may_repeat(
-    store: DeltaMetadataStore, spec: FeatureSpec, lf: pl.LazyFrame, feature_version: str | None
+    store: DeltaMetadataStore,
+    spec: FeatureSpec,
+    lf: pl.LazyFrame,
+    feature_version: str | None,
+    *,
+    count: bool = True,
 ) -> bool:
     """Whether ``lf`` (rows of ``spec``'s table, of ``feature_version`` or of every version) can hold a
     sample more than once, i.e. whether the latest-row selection is needed.
 
     The Delta log's file statistics answer for free when the files do not overlap on the id column;
-    otherwise one pass over the id columns counts distinct samples (much cheaper than the group-by and join
-    that the latest-row selection costs). ``lf`` is pinned to a table version, so the answer holds for it.
+    otherwise (with ``count``) one pass over the id columns counts distinct samples (much cheaper than the
+    group-by and join that the latest-row selection costs). ``lf`` is pinned to a table version, so the answer
+    holds for it.
     """
     ids = list(spec.id_columns)
     overridden = store._scan_overrides is not None and spec.key in store._scan_overrides
@@ -892,6 +914,8 @@ def may_repeat(
         table = _io.open_table(store.table_uri(spec.key), store.storage_options)
         if table is not None and not layout(table, ids, lf.collect_schema(), feature_version).may_repeat:
             return False
+    if not count:  # statistics only (keeps the caller's plan lazy and streaming)
+        return True
     key = pl.col(ids[0]) if len(ids) == 1 else pl.struct(ids)
     with _io.guard("read", store.table_uri(spec.key), store.storage_options):
         counts = lf.select(pl.len().alias("rows"), key.n_unique().alias("samples")).collect()

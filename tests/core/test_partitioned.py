@@ -155,11 +155,19 @@ def test_carry_over_resumes_without_duplicates(tmp_path):
         if len(commits) == 2:
             raise KeyboardInterrupt("simulated crash between buckets")
 
-    args = {"old_graph": old, "new_graph": new, "write_id": "w", "snapshot_version": "s", "partition_rows": 70}
+    args = {
+        "old_graph": old,
+        "new_graph": new,
+        "write_id": "w",
+        "snapshot_version": "s",
+        "partition_rows": 70,
+    }
     with pytest.raises(KeyboardInterrupt):
         P.carry_over(store, new.spec(EMB), on_commit=crash_after_two, **args)
     version = new.feature_version(EMB)
-    carried = store.read_metadata(EMB, graph=new, include_history=True).filter(pl.col(FEATURE_VERSION) == version)
+    carried = store.read_metadata(EMB, graph=new, include_history=True).filter(
+        pl.col(FEATURE_VERSION) == version
+    )
     partial = carried.collect().height
     assert 0 < sum(commits[:2]) <= partial < 588  # a write already under way when it crashed may also land
     again = P.carry_over(store, new.spec(EMB), **args)
@@ -250,9 +258,13 @@ def test_layout_and_newest_rows():
     ).with_columns(pl.col(CREATED_AT).cast(pl.Datetime("us", "UTC")))
     out = P.newest_rows(frame, ["uid"]).sort("uid")
     assert out["uid"].to_list() == ["a", "b", "c"] and out["v"].to_list()[:2] == [1, 3]
-    no_overlap = P.Layout(4, pl.DataFrame({"lo": ["a", "m"], "hi": ["f", "z"], "n": [2, 2]}))
-    overlap = P.Layout(4, pl.DataFrame({"lo": ["a", "e"], "hi": ["f", "z"], "n": [2, 2]}))
+    no_overlap = P.Layout(
+        4, pl.DataFrame({"lo": ["a", "m"], "hi": ["f", "z"], "n": [2, 2]}), single_writes=True
+    )
+    overlap = P.Layout(4, pl.DataFrame({"lo": ["a", "e"], "hi": ["f", "z"], "n": [2, 2]}), single_writes=True)
     assert not no_overlap.may_repeat and overlap.may_repeat and P.Layout(4, None).may_repeat
+    compacted = P.Layout(4, pl.DataFrame({"lo": ["a"], "hi": ["z"], "n": [4]}), single_writes=False)
+    assert compacted.may_repeat  # a compacted file may hold several writes of one sample
     part = P.plan(P.Layout(4, pl.DataFrame({"lo": ["a", "m"], "hi": ["f", "z"], "n": [2, 2]})), ["uid"], 2)
     assert part.mode == "range" and part.boundaries.to_list() == ["m"]
     assert no_overlap.read_rows(part.boundaries) == 4 and overlap.read_rows(part.boundaries) == 6
