@@ -1,0 +1,526 @@
+"""Scale benchmark: reconciliation, resolve_update, reads as history grows and Delta maintenance.
+
+Every measurement runs in a fresh *spawned* interpreter (``_scale_common.run_isolated``); its wall time, CPU
+time and peak RSS (``ru_maxrss`` of that process) are reported. This script's own process imports nothing
+heavy, because Linux carries ``ru_maxrss`` across fork+exec. Data is generated under ``--dir`` (default
+``/tmp/metaxy-bench``) and reused by later runs (``--rebuild`` to start over).
+
+Sections (``--sections``, default all):
+
+``recon``
+    ``DataVersionReconciliation`` through ``MigrationExecutor`` (lock, progress log, buckets, commits) on the
+    2-feature graph of ``_scale_common`` at each ``--sizes``, on a copy of a pristine store, against a bare
+    ``DataFrame.write_delta`` of the same output rows (already in memory; default delta-rs options). The
+    ``clustered`` layout writes samples in id order (one commit per million); ``shuffled`` spreads every
+    commit over all ids, which forces hash buckets and a one-pass spill.
+``resolve``
+    ``resolve_update(...).collect()`` at ``--resolve-rows`` against the same scan + hash + join written by
+    hand in polars (best of ``--repeat``); then the bounded-memory check at every size: counting
+    ``added``/``changed``/``removed`` and sinking ``changed`` to Parquet.
+``history``
+    ``read_metadata(...).collect()`` of the current version of a 1M-sample feature after 0..8 reconciliations
+    (each adds a full version), against the same query without the Delta log's file statistics.
+``maint``
+    A table of 1000 small appends (1000 rows each): file count and read time before and after
+    ``optimize`` + ``checkpoint`` + ``vacuum``.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_scale.py                          # everything (~30 min)
+    .venv/bin/python benchmarks/bench_scale.py --sections recon --sizes 5000000
+    .venv/bin/python benchmarks/bench_scale.py --sections resolve,history,maint
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _scale_common as C
+
+
+# ------------------------------------------------------------------------------ data
+def pristine(base: Path, n: int, layout: str, rebuild: bool) -> Path:
+    """A store with ``n`` root + ``n`` downstream rows at the old version (built once, then reused)."""
+    root = base / f"pristine_{layout}_{n}"
+    marker = root / ".complete"
+    if marker.exists() and not rebuild:
+        return root
+    print(f"  building {layout} store with {n:,} rows in {root} ...", flush=True)
+    out = C.run_isolated(_build, str(root), n, layout == "shuffled", timeout=7200)
+    if "error" in out:
+        raise SystemExit(f"build failed: {out['error']}")
+    marker.write_text(str(out))
+    return root
+
+
+def _build(root: str, n: int, shuffled: bool) -> dict[str, Any]:
+    return C.build_store(Path(root), n, shuffled=shuffled)
+
+
+def _machine() -> dict[str, Any]:
+    return {"machine": C.machine()}
+
+
+def fresh_copy(src: Path, dst: Path) -> Path:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ---------------------------------------------------------------------- measurements
+def _reconcile(root: str) -> dict[str, Any]:
+    from metaxy_core import DeltaMetadataStore
+    from metaxy_core.migrations import MigrationExecutor
+
+    old, new = C.graphs()
+    store = DeltaMetadataStore(root, project="bench")
+    migration = C.reconcile_migration(old, new)
+    t0 = time.perf_counter()
+    result = MigrationExecutor(store, graph=new, run_id="bench").apply_migration(migration)
+    seconds = time.perf_counter() - t0
+    assert result.status == "completed", result
+    return {"seconds": seconds, "rows": result.rows_total}
+
+
+def _export_output(root: str, out: str) -> dict[str, Any]:
+    import polars as pl
+
+    _, new = C.graphs()
+    lf = pl.scan_delta(f"{root}/bench__embeddings").filter(
+        pl.col("metaxy_feature_version") == new.feature_version(C.EMB)
+    )
+    lf.sink_parquet(out)
+    return {"rows": pl.scan_parquet(out).select(pl.len()).collect().item()}
+
+
+def _bare_write_delta(parquet: str, target: str) -> dict[str, Any]:
+    import resource
+
+    import polars as pl
+
+    shutil.rmtree(target, ignore_errors=True)
+    df = pl.read_parquet(parquet)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    df.write_delta(target, mode="append")
+    return {"seconds": time.perf_counter() - t0, "rows": df.height, "rss_before_mib": before}
+
+
+def _resolve_ours(root: str) -> dict[str, Any]:
+    from metaxy_core import DeltaMetadataStore
+
+    _, new = C.graphs()
+    store = DeltaMetadataStore(root, project="bench")
+    t0 = time.perf_counter()
+    inc = store.resolve_update(C.EMB, graph=new).collect()
+    return {"seconds": time.perf_counter() - t0, "rows": inc.added.height + inc.changed.height}
+
+
+def _resolve_by_hand(root: str) -> dict[str, Any]:
+    """The same result written directly in polars: scan, filter, hash, join (no latest-row selection)."""
+    import polars as pl
+    import polars_hash  # noqa: F401
+
+    from metaxy_core.store.provenance import combined_provenance, field_provenance
+
+    _, new = C.graphs()
+    t0 = time.perf_counter()
+    ids = ["sample_uid"]
+    up = pl.scan_delta(f"{root}/bench__raw").filter(
+        pl.col("metaxy_feature_version") == new.feature_version(C.RAW)
+    )
+    dv = pl.col("metaxy_data_version_by_field")
+    expected = up.select(
+        *ids,
+        pl.struct(
+            field_provenance(new.field_version(C.EMB, "embedding"), [dv.struct.field("frames")]).alias(
+                "embedding"
+            ),
+            field_provenance(new.field_version(C.EMB, "transcript"), [dv.struct.field("audio")]).alias(
+                "transcript"
+            ),
+        ).alias("pbf"),
+    ).with_columns(combined_provenance("pbf", ["embedding", "transcript"]).alias("prov"))
+    stored = pl.scan_delta(f"{root}/bench__embeddings").select(
+        *ids, "metaxy_provenance_by_field", pl.col("metaxy_provenance").alias("stored")
+    )
+    added = expected.join(stored.select(ids), on=ids, how="anti")
+    changed = (
+        expected.join(stored.select(*ids, "stored"), on=ids, how="inner")
+        .filter(pl.col("prov") != pl.col("stored"))
+        .drop("stored")
+    )
+    removed = stored.join(expected.select(ids), on=ids, how="anti")
+    a, c, _ = pl.collect_all([added, changed, removed])
+    return {"seconds": time.perf_counter() - t0, "rows": a.height + c.height}
+
+
+def _resolve_bounded(root: str, how: str) -> dict[str, Any]:
+    import polars as pl
+
+    from metaxy_core import DeltaMetadataStore
+
+    _, new = C.graphs()
+    store = DeltaMetadataStore(root, project="bench")
+    t0 = time.perf_counter()
+    inc = store.resolve_update(C.EMB, graph=new)
+    if how == "counts":
+        frames = [inc.added.select(pl.len()), inc.changed.select(pl.len()), inc.removed.select(pl.len())]
+        rows = sum(f.item() for f in pl.collect_all(frames))
+    else:
+        out = f"{root}.changed.parquet"
+        inc.changed.sink_parquet(out)
+        rows = pl.scan_parquet(out).select(pl.len()).collect().item()
+        Path(out).unlink()
+    return {"seconds": time.perf_counter() - t0, "rows": rows}
+
+
+# ---------------------------------------------------------------------- history
+def _history_graph(i: int) -> Any:
+    from metaxy_core import FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+
+    old, _ = C.graphs()
+    if i == 0:
+        return old
+    g = FeatureGraph()
+    g.add(old.spec(C.RAW))
+    g.add(
+        FeatureSpec(
+            key=C.EMB,
+            id_columns=["sample_uid"],
+            deps=[FeatureDep(feature=C.RAW)],
+            fields=[
+                FieldSpec(
+                    key="embedding", code_version=str(i), deps=[FieldDep(feature=C.RAW, fields=["frames"])]
+                ),
+                FieldSpec(
+                    key="transcript", code_version="1", deps=[FieldDep(feature=C.RAW, fields=["audio"])]
+                ),
+            ],
+        )
+    )
+    return g
+
+
+def _history_migrate(root: str, i: int) -> dict[str, Any]:
+    from metaxy_core import DeltaMetadataStore
+    from metaxy_core.store.partitioned import carry_over
+
+    store = DeltaMetadataStore(root, project="bench")
+    before, after = _history_graph(i - 1), _history_graph(i)
+    result = carry_over(
+        store,
+        after.spec(C.EMB),
+        old_graph=before,
+        new_graph=after,
+        write_id=f"history-{i}",
+        snapshot_version=after.snapshot_version,
+    )
+    return {"rows": result.rows}
+
+
+def _read_current(root: str, feature: str, graph_index: int | None, statistics: bool) -> dict[str, Any]:
+    import polars as pl
+    from deltalake import DeltaTable
+
+    from metaxy_core import DeltaMetadataStore
+
+    store = DeltaMetadataStore(root, project="bench")
+    graph = _history_graph(graph_index) if graph_index is not None else _maintenance_graph()
+    t0 = time.perf_counter()
+    if statistics:
+        rows = store.read_metadata(feature, graph=graph).collect().height
+    else:  # the same query over every data file, without the Delta log's file statistics
+        files = DeltaTable(store.table_uri(feature)).file_uris()
+        lf = pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore").filter(
+            pl.col("metaxy_feature_version") == graph.feature_version(feature)
+        )
+        rows = store.latest_per_sample(lf, list(graph.spec(feature).id_columns)).collect().height
+    return {"seconds": time.perf_counter() - t0, "rows": rows}
+
+
+# --------------------------------------------------------------------- maintenance
+def _maintenance_graph() -> Any:
+    old, _ = C.graphs()
+    return old
+
+
+def _small_appends(root: str, appends: int, rows: int) -> dict[str, Any]:
+    from metaxy_core import DeltaMetadataStore
+
+    shutil.rmtree(root, ignore_errors=True)
+    g = _maintenance_graph()
+    store = DeltaMetadataStore(root, project="bench")
+    t0 = time.perf_counter()
+    for i in range(appends):
+        store.write_metadata(C.RAW, C.raw_frame(i * rows, (i + 1) * rows), graph=g)
+    return {"seconds": time.perf_counter() - t0}
+
+
+def _maintain(root: str) -> dict[str, Any]:
+    from metaxy_core import DeltaMetadataStore
+
+    store = DeltaMetadataStore(root, project="bench")
+    t0 = time.perf_counter()
+    optimized = store.optimize(C.RAW)
+    store.checkpoint(C.RAW)
+    vacuumed = store.vacuum(C.RAW, retention_hours=0)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "files_before": optimized[0].files_before,
+        "files_after": optimized[0].files_after,
+        "vacuumed": vacuumed[0].files_removed,
+    }
+
+
+def _file_count(root: str) -> dict[str, Any]:
+    from deltalake import DeltaTable
+
+    return {"files": len(DeltaTable(f"{root}/bench__raw").file_uris())}
+
+
+# ------------------------------------------------------------------------ sections
+def section_recon(args: argparse.Namespace, base: Path) -> None:
+    rows = []
+    for n in args.sizes:
+        for layout in args.layouts:
+            if layout == "shuffled" and n != args.sizes[0] and not args.all_shuffled:
+                continue
+            src = pristine(base, n, layout, args.rebuild)
+            best: dict[str, Any] | None = None
+            bare: dict[str, Any] | None = None
+            for _ in range(args.repeat):
+                work = fresh_copy(src, base / "work")
+                ours = C.run_isolated(_reconcile, str(work))
+                if "error" in ours:
+                    rows.append([n, layout, "ours", ours["error"], "", "", "", ""])
+                    break
+                out = base / "output.parquet"
+                C.run_isolated(_export_output, str(work), str(out))
+                theirs = C.run_isolated(_bare_write_delta, str(out), str(base / "bare"))
+                best = ours if best is None or ours["seconds"] < best["seconds"] else best
+                bare = theirs if bare is None or theirs["seconds"] < bare["seconds"] else bare
+            if best is None or bare is None:
+                continue
+            rows.append(
+                [
+                    n,
+                    layout,
+                    "reconciliation",
+                    best["seconds"],
+                    n / best["seconds"],
+                    best["cpu_s"],
+                    best["peak_rss_mib"],
+                    bare["seconds"] / best["seconds"],
+                ]
+            )
+            rows.append(
+                [
+                    n,
+                    layout,
+                    "bare write_delta",
+                    bare["seconds"],
+                    n / bare["seconds"],
+                    "",
+                    bare["peak_rss_mib"],
+                    1.0,
+                ]
+            )
+            shutil.rmtree(base / "work", ignore_errors=True)
+            shutil.rmtree(base / "bare", ignore_errors=True)
+    print()
+    print(
+        C.fmt_table(
+            "Reconciliation (MigrationExecutor, DataVersionReconciliation) vs a bare write_delta of its output",
+            ["rows", "layout", "what", "seconds", "rows/s", "cpu s", "peak RSS MiB", "throughput vs bare"],
+            rows,
+        )
+    )
+
+
+def section_resolve(args: argparse.Namespace, base: Path) -> None:
+    n = args.resolve_rows
+    src = pristine(base, n, "clustered", args.rebuild)
+    ours_best = hand_best = None
+    for _ in range(args.repeat):  # interleaved, best of
+        hand = C.run_isolated(_resolve_by_hand, str(src))
+        ours = C.run_isolated(_resolve_ours, str(src))
+        hand_best = hand if hand_best is None or hand["seconds"] < hand_best["seconds"] else hand_best
+        ours_best = ours if ours_best is None or ours["seconds"] < ours_best["seconds"] else ours_best
+    assert ours_best is not None and hand_best is not None
+    rows = [
+        [
+            n,
+            "resolve_update(...).collect()",
+            ours_best["seconds"],
+            n / ours_best["seconds"],
+            ours_best["peak_rss_mib"],
+            ours_best["seconds"] / hand_best["seconds"],
+        ],
+        [
+            n,
+            "hand-written polars",
+            hand_best["seconds"],
+            n / hand_best["seconds"],
+            hand_best["peak_rss_mib"],
+            1.0,
+        ],
+    ]
+    print()
+    print(
+        C.fmt_table(
+            f"resolve_update vs the same scan + hash + join by hand (best of {args.repeat})",
+            ["rows", "what", "seconds", "rows/s", "peak RSS MiB", "time vs hand"],
+            rows,
+        )
+    )
+    rows = []
+    for size in args.sizes:
+        src = pristine(base, size, "clustered", args.rebuild)
+        for how in ("counts", "sink"):
+            out = C.run_isolated(_resolve_bounded, str(src), how)
+            rows.append([size, how, out.get("seconds", out.get("error")), out.get("peak_rss_mib", "")])
+    print()
+    print(
+        C.fmt_table(
+            "resolve_update memory at scale (counts of added/changed/removed; sink of changed)",
+            ["rows", "what", "seconds", "peak RSS MiB"],
+            rows,
+        )
+    )
+
+
+def section_history(args: argparse.Namespace, base: Path) -> None:
+    src = pristine(base, 1_000_000, "clustered", args.rebuild)
+    work = fresh_copy(src, base / "history")
+    rows = []
+    done = 0
+    for k in (0, 1, 2, 4, 8):
+        while done < k:
+            done += 1
+            C.run_isolated(_history_migrate, str(work), done)
+        with_stats = min(
+            (C.run_isolated(_read_current, str(work), C.EMB, k, True) for _ in range(args.repeat)),
+            key=lambda r: r["seconds"],
+        )
+        without = min(
+            (C.run_isolated(_read_current, str(work), C.EMB, k, False) for _ in range(args.repeat)),
+            key=lambda r: r["seconds"],
+        )
+        stored = (k + 1) * 1_000_000
+        rows.append(
+            [
+                k,
+                stored,
+                with_stats["seconds"],
+                with_stats["peak_rss_mib"],
+                without["seconds"],
+                without["peak_rss_mib"],
+                without["seconds"] / with_stats["seconds"],
+            ]
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(
+        C.fmt_table(
+            "Reading the current version (1M samples) as history grows (best of "
+            f"{args.repeat}): read_metadata vs the same query without file statistics",
+            ["migrations", "stored rows", "read s", "RSS MiB", "no-stats s", "no-stats RSS", "speed-up"],
+            rows,
+        )
+    )
+
+
+def section_maint(args: argparse.Namespace, base: Path) -> None:
+    root = base / "appends"
+    out = C.run_isolated(_small_appends, str(root), args.appends, 1000)
+    if "error" in out:
+        raise SystemExit(out["error"])
+    files_before = C.run_isolated(_file_count, str(root))["files"]
+    before = min(
+        (C.run_isolated(_read_current, str(root), C.RAW, None, True) for _ in range(args.repeat)),
+        key=lambda r: r["seconds"],
+    )
+    maint = C.run_isolated(_maintain, str(root))
+    files_after = C.run_isolated(_file_count, str(root))["files"]
+    after = min(
+        (C.run_isolated(_read_current, str(root), C.RAW, None, True) for _ in range(args.repeat)),
+        key=lambda r: r["seconds"],
+    )
+    rows = [
+        ["before", files_before, before["rows"], before["seconds"], before["peak_rss_mib"], ""],
+        [
+            "optimize + checkpoint + vacuum",
+            "",
+            "",
+            maint["seconds"],
+            maint["peak_rss_mib"],
+            f"{maint['vacuumed']} files vacuumed",
+        ],
+        [
+            "after",
+            files_after,
+            after["rows"],
+            after["seconds"],
+            after["peak_rss_mib"],
+            f"{before['seconds'] / after['seconds']:.1f}x faster read",
+        ],
+    ]
+    shutil.rmtree(root, ignore_errors=True)
+    print()
+    print(
+        C.fmt_table(
+            f"Delta maintenance on a table of {args.appends} small appends (1000 rows each)",
+            ["state", "data files", "rows read", "seconds", "peak RSS MiB", "note"],
+            rows,
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="5000000,10000000", help="comma-separated row counts")
+    parser.add_argument("--layouts", default="clustered,shuffled", help="clustered and/or shuffled")
+    parser.add_argument(
+        "--all-shuffled", action="store_true", help="shuffled layout at every size (default: first)"
+    )
+    parser.add_argument("--sections", default="recon,resolve,history,maint")
+    parser.add_argument("--resolve-rows", type=int, default=1_000_000)
+    parser.add_argument("--appends", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (best of) for short measurements")
+    parser.add_argument("--recon-repeat", type=int, default=1, help="repetitions of each reconciliation")
+    parser.add_argument("--dir", default=str(C.ROOT))
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the generated stores")
+    args = parser.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.layouts = [s for s in args.layouts.split(",") if s]
+    base = Path(args.dir)
+    base.mkdir(parents=True, exist_ok=True)
+    sections = args.sections.split(",")
+    print(f"machine: {C.run_isolated(_machine)['machine']}", flush=True)
+    started = time.perf_counter()
+    if "recon" in sections:
+        repeat, args.repeat = args.repeat, args.recon_repeat
+        section_recon(args, base)
+        args.repeat = repeat
+    if "resolve" in sections:
+        section_resolve(args, base)
+    if "history" in sections:
+        section_history(args, base)
+    if "maint" in sections:
+        section_maint(args, base)
+    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
