@@ -1,0 +1,409 @@
+"""Reconciliation side by side with Metaxy 0.1.6 (the reference implementation), in one run, on the same data.
+
+What it does:
+
+1. Creates a virtual environment for ``metaxy[delta]==0.1.6`` from the package index (``--venv``, default
+   ``/tmp/metaxy016-venv``; reused when it already has that version).
+2. Writes two small projects under ``--dir`` (default ``/tmp/metaxy-bench/vs016``) that declare the same
+   2-feature graph (``bench/raw`` root with fields ``frames``/``audio`` and a user column ``path``;
+   ``bench/embeddings`` with fields ``embedding``/``transcript`` and user columns ``embedding_path``/``dim``),
+   each in its own API, both with a local Delta Lake store.
+3. Generates the same rows for both (sample ids, paths, the root's content hashes, the downstream user
+   columns): 0.1.6 writes them with its ``store.write`` (downstream provenance from its ``resolve_update``),
+   ours with ``write_metadata``. Then the graph changes the way reconciliation is meant for (field-level
+   lineage refined: ``embedding`` <- ``frames`` only, ``transcript`` <- ``audio`` only; results unchanged) and
+   each project gets its reconciliation migration: ours from ``metaxy migrations generate``; 0.1.6's from its
+   own detector (``detect_diff_migration``) because its ``migrations generate`` command reloads the stored
+   definitions first and then never sees the change.
+4. Times ``metaxy migrations apply`` of each project as a subprocess (wall time; peak RSS of that process from
+   ``wait4``), ours then 0.1.6, on fresh copies of the generated stores, ``--repeat`` times (best of), and
+   checks that both stores end with every sample at the new feature version.
+
+If 0.1.6 fails at ``--rows`` (out of memory, timeout), the failure is reported with its time and peak RSS and
+the comparison is repeated at the largest of ``--fallback-sizes`` it can do.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_vs_metaxy_016.py                 # 5,000,000 rows
+    .venv/bin/python benchmarks/bench_vs_metaxy_016.py --rows 1000000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _scale_common as C
+
+REPO = Path(__file__).resolve().parents[1]
+OURS_BIN = Path(sys.executable).parent / "metaxy"
+VERSION = "0.1.6"
+
+THEIR_FEATURES = '''
+"""The benchmark graph in Metaxy 0.1.6's API (BENCH_REFINED=1: the refined field-level lineage)."""
+import os
+
+import metaxy as mx
+
+__metaxy_project__ = "bench"
+REFINED = os.environ.get("BENCH_REFINED", "0") == "1"
+
+
+class Raw(mx.BaseFeature, spec=mx.FeatureSpec(
+        key="bench/raw", id_columns=["sample_uid"],
+        fields=[mx.FieldSpec(key="frames", code_version="1"), mx.FieldSpec(key="audio", code_version="1")])):
+    sample_uid: str
+    path: str
+
+
+def _deps(field):
+    return [mx.FieldDep(feature=Raw, fields=[field])] if REFINED else mx.SpecialFieldDep.ALL
+
+
+class Emb(mx.BaseFeature, spec=mx.FeatureSpec(
+        key="bench/embeddings", id_columns=["sample_uid"], deps=[mx.FeatureDep(feature=Raw)],
+        fields=[mx.FieldSpec(key="embedding", code_version="1", deps=_deps("frames")),
+                mx.FieldSpec(key="transcript", code_version="1", deps=_deps("audio"))])):
+    sample_uid: str
+    embedding_path: str
+    dim: int
+'''
+
+THEIR_BUILD = '''
+"""Write the benchmark rows with Metaxy 0.1.6 (same values as benchmarks/_scale_common.py)."""
+import sys
+import time
+
+import polars as pl
+import polars_hash  # noqa: F401
+import metaxy as mx
+
+import bench_features  # noqa: F401  (registers the features)
+from bench_features import Emb, Raw
+
+n, chunk = int(sys.argv[1]), 1_000_000
+store = mx.MetaxyConfig.load().get_store()
+t0 = time.perf_counter()
+with store.open("w"):
+    for start in range(0, n, chunk):
+        i = pl.int_range(start, min(n, start + chunk), dtype=pl.Int64, eager=True).alias("i").to_frame()
+        store.write(Raw, i.select(
+            pl.format("s{}", pl.col("i").cast(pl.String).str.zfill(10)).alias("sample_uid"),
+            pl.format("s3://videos/raw/{}.mp4", pl.col("i")).alias("path"),
+            pl.struct(
+                pl.format("f{}", pl.col("i")).nchash.xxh3_64().cast(pl.String).alias("frames"),
+                pl.format("a{}", pl.col("i")).nchash.xxh3_64().cast(pl.String).alias("audio"),
+            ).alias("metaxy_provenance_by_field"),
+        ))
+    new = store.resolve_update(Emb).new.to_polars()
+    for start in range(0, new.height, chunk):
+        part = new.slice(start, chunk)
+        num = part["sample_uid"].str.slice(1).cast(pl.Int64)
+        store.write(Emb, part.with_columns(
+            pl.format("s3://videos/emb/{}.npy", num).alias("embedding_path"), (num % 1024 + 256).alias("dim")))
+print(f"built {new.height} rows in {time.perf_counter() - t0:.1f} s")
+'''
+
+THEIR_GENERATE = '''
+"""Metaxy 0.1.6's own detector (its CLI `generate` reloads the stored definitions and sees no change)."""
+from pathlib import Path
+
+import metaxy as mx
+from metaxy.migrations.detector import detect_diff_migration
+
+import bench_features  # noqa: F401
+
+config = mx.MetaxyConfig.load()
+store = config.get_store()
+with store.open("w"):
+    migration = detect_diff_migration(
+        store, project=config.project, ops=[{"type": "metaxy.migrations.ops.DataVersionReconciliation"}],
+        migrations_dir=Path(".metaxy/migrations"), name="refine_lineage",
+    )
+assert migration is not None, "0.1.6 detected no change"
+print(migration.migration_id)
+'''
+
+OUR_FEATURES = '''
+"""The benchmark graph in this project's API (BENCH_REFINED=1: the refined field-level lineage)."""
+import os
+
+from metaxy_core import Feature, FeatureDep, FeatureSpec, FieldDep, FieldSpec
+
+REFINED = os.environ.get("BENCH_REFINED", "0") == "1"
+
+
+class Raw(Feature, spec=FeatureSpec(key="bench/raw", id_columns=["sample_uid"],
+                                    fields=[FieldSpec(key="frames", code_version="1"),
+                                            FieldSpec(key="audio", code_version="1")])):
+    path: str
+
+
+def _deps(field):
+    return [FieldDep(feature="bench/raw", fields=[field])] if REFINED else None
+
+
+class Emb(Feature, spec=FeatureSpec(key="bench/embeddings", id_columns=["sample_uid"],
+                                    deps=[FeatureDep(feature=Raw)],
+                                    fields=[FieldSpec(key="embedding", code_version="1", deps=_deps("frames")),
+                                            FieldSpec(key="transcript", code_version="1", deps=_deps("audio"))])):
+    embedding_path: str
+    dim: int
+'''
+
+
+# ------------------------------------------------------------------------------ set-up
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+def ensure_venv(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    if python.exists():
+        out = run(
+            [str(python), "-c", "import metaxy, deltalake; print(metaxy.__version__)"], venv, check=False
+        )
+        if out.strip().splitlines()[-1:] == [VERSION]:
+            return venv
+    print(f"  creating {venv} with metaxy[delta]=={VERSION} from the package index ...", flush=True)
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    run([base, "-m", "venv", "--clear", str(venv)], REPO)
+    run([str(venv / "bin" / "pip"), "install", "-q", f"metaxy[delta]=={VERSION}"], REPO)
+    return venv
+
+
+def their_env(project: Path, venv: Path, refined: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("METAXY_", "PYTHON", "VIRTUAL_ENV"))}
+    env.update(
+        PATH=f"{venv / 'bin'}:{env.get('PATH', '')}",
+        PYTHONPATH=str(project),
+        BENCH_REFINED="1" if refined else "0",
+    )
+    return env
+
+
+def our_env(project: Path, refined: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("METAXY_", "PYTHONPATH"))}
+    env.update(PYTHONPATH=str(project), BENCH_REFINED="1" if refined else "0")
+    return env
+
+
+def prepare_theirs(base: Path, n: int, venv: Path) -> Path:
+    project = base / f"v016_{n}"
+    if (project / ".complete").exists():
+        return project
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True)
+    (project / "bench_features.py").write_text(textwrap.dedent(THEIR_FEATURES))
+    (project / "build016.py").write_text(textwrap.dedent(THEIR_BUILD))
+    (project / "gen016.py").write_text(textwrap.dedent(THEIR_GENERATE))
+    (project / "metaxy.toml").write_text(
+        'project = "bench"\nentrypoints = ["bench_features"]\nstore = "dev"\n\n[stores.dev]\n'
+        'type = "metaxy.ext.metadata_stores.delta.DeltaMetadataStore"\n\n[stores.dev.config]\n'
+        f'root_path = "{project / "store"}"\n'
+    )
+    python, cli = str(venv / "bin" / "python"), str(venv / "bin" / "metaxy")
+    print(f"  0.1.6: writing {n:,} rows ...", flush=True)
+    print(
+        "   ", run([python, "build016.py", str(n)], project, their_env(project, venv, False)).strip()[-200:]
+    )
+    run([cli, "push"], project, their_env(project, venv, False))
+    run([python, "gen016.py"], project, their_env(project, venv, True))
+    run([cli, "push"], project, their_env(project, venv, True))
+    shutil.move(project / "store", project / "pristine")
+    (project / ".complete").write_text("ok")
+    return project
+
+
+def _build_ours(root: str, n: int) -> dict[str, Any]:
+    return C.build_store(Path(root), n)
+
+
+def prepare_ours(base: Path, n: int) -> Path:
+    project = base / f"ours_{n}"
+    if (project / ".complete").exists():
+        return project
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True)
+    (project / "bench_ours_features.py").write_text(textwrap.dedent(OUR_FEATURES))
+    (project / "metaxy.toml").write_text(
+        f'project = "bench"\nentrypoints = ["bench_ours_features"]\n\n[store]\nroot = "{project / "store"}"\n'
+    )
+    print(f"  ours: writing {n:,} rows ...", flush=True)
+    out = C.run_isolated(_build_ours, str(project / "store"), n, timeout=7200)
+    if "error" in out:
+        raise SystemExit(out["error"])
+    run(
+        [str(OURS_BIN), "migrations", "generate", "--name", "refine_lineage"], project, our_env(project, True)
+    )
+    shutil.move(project / "store", project / "pristine")
+    (project / ".complete").write_text("ok")
+    return project
+
+
+# ------------------------------------------------------------------------------ timing
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run ``cmd``; wall time and peak RSS of that process (``wait4``), its output, and whether it failed."""
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline, status, usage = start + timeout, 0, None
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    return {
+        "seconds": seconds,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "exit": proc.returncode,
+        "output": output,
+        "timed_out": seconds > timeout,
+    }
+
+
+def apply_ours(project: Path, timeout: float) -> dict[str, Any]:
+    store = project / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.copytree(project / "pristine", store)
+    return timed([str(OURS_BIN), "migrations", "apply"], project, our_env(project, True), timeout)
+
+
+def apply_theirs(project: Path, venv: Path, timeout: float) -> dict[str, Any]:
+    store = project / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.copytree(project / "pristine", store)
+    return timed(
+        [str(venv / "bin" / "metaxy"), "migrations", "apply"],
+        project,
+        their_env(project, venv, True),
+        timeout,
+    )
+
+
+def _versions(path: str) -> dict[str, Any]:
+    import polars as pl
+
+    counts = pl.scan_delta(path).group_by("metaxy_feature_version").len().collect()
+    return {"by_version": sorted(counts["len"].to_list())}
+
+
+def check(ours: Path, theirs: Path, n: int) -> str:
+    a = C.run_isolated(_versions, str(ours / "store" / "bench__embeddings"))
+    b = C.run_isolated(_versions, str(theirs / "store" / "bench" / "embeddings.delta"))
+    ok = a.get("by_version") == [n, n] and b.get("by_version") == [n, n]
+    return "ok" if ok else f"unexpected rows per version: ours {a}, 0.1.6 {b}"
+
+
+# ------------------------------------------------------------------------------ main
+def compare(base: Path, n: int, venv: Path, repeat: int, timeout: float) -> tuple[list[list[Any]], bool]:
+    theirs_project = prepare_theirs(base, n, venv)
+    ours_project = prepare_ours(base, n)
+    best_ours: dict[str, Any] | None = None
+    best_theirs: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    for _ in range(repeat):
+        ours = apply_ours(ours_project, timeout)
+        if ours["exit"] != 0:
+            raise SystemExit(f"our apply failed:\n{ours['output']}")
+        best_ours = ours if best_ours is None or ours["seconds"] < best_ours["seconds"] else best_ours
+        theirs = apply_theirs(theirs_project, venv, timeout)
+        if theirs["exit"] != 0 or "Migration completed" not in theirs["output"]:
+            failure = theirs
+            break
+        best_theirs = (
+            theirs if best_theirs is None or theirs["seconds"] < best_theirs["seconds"] else best_theirs
+        )
+    assert best_ours is not None
+    rows = [
+        [n, "this project", best_ours["seconds"], n / best_ours["seconds"], best_ours["peak_rss_mib"], ""]
+    ]
+    if failure is not None:
+        reason = "timed out" if failure["timed_out"] else f"exit code {failure['exit']}"
+        tail = " ".join(failure["output"].strip().splitlines()[-2:])[-160:]
+        rows.append(
+            [n, f"metaxy {VERSION}: FAILED ({reason})", failure["seconds"], "", failure["peak_rss_mib"], tail]
+        )
+        return rows, False
+    assert best_theirs is not None
+    duration = re.search(r"Duration: ([0-9.]+)s", best_theirs["output"])
+    rows.append(
+        [
+            n,
+            f"metaxy {VERSION}",
+            best_theirs["seconds"],
+            n / best_theirs["seconds"],
+            best_theirs["peak_rss_mib"],
+            f"its own 'Duration': {duration.group(1) if duration else '?'} s",
+        ]
+    )
+    rows[0][-1] = (
+        f"{best_theirs['seconds'] / best_ours['seconds']:.2f}x faster, "
+        f"{best_theirs['peak_rss_mib'] / best_ours['peak_rss_mib']:.1f}x less memory; check: "
+        + check(ours_project, theirs_project, n)
+    )
+    return rows, True
+
+
+def _machine() -> dict[str, Any]:
+    return {"machine": C.machine()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--fallback-sizes", default="2500000,1000000", help="sizes to try if 0.1.6 fails")
+    parser.add_argument("--repeat", type=int, default=1, help="applies per system (best of), on fresh copies")
+    parser.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds before an apply counts as failed"
+    )
+    parser.add_argument("--dir", default=str(C.ROOT / "vs016"))
+    parser.add_argument("--venv", default="/tmp/metaxy016-venv")
+    args = parser.parse_args()
+    base = Path(args.dir)
+    base.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {C.run_isolated(_machine)['machine']}", flush=True)
+    venv = ensure_venv(Path(args.venv))
+    rows: list[list[Any]] = []
+    for n in [args.rows, *[int(s) for s in args.fallback_sizes.split(",") if s and int(s) < args.rows]]:
+        got, ok = compare(base, n, venv, args.repeat, args.timeout)
+        rows += got
+        if ok:
+            break
+    print()
+    print(
+        C.fmt_table(
+            f"Reconciliation: `metaxy migrations apply`, this project vs Metaxy {VERSION} (same data, best of "
+            f"{args.repeat}; wall time and peak RSS of the CLI process)",
+            ["rows", "system", "seconds", "rows/s", "peak RSS MiB", "ratio / note"],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
