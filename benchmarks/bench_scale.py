@@ -485,6 +485,181 @@ def section_maint(args: argparse.Namespace, base: Path) -> None:
     )
 
 
+# -------------------------------------------------------------------------- dagster
+NOOP_OPS = """
+from typing import Any
+
+from pydantic import field_validator
+
+from metaxy_core.graph.keys import FeatureKey
+from metaxy_core.migrations.ops import BaseOperation, StepOutcome
+
+
+class Noop(BaseOperation):
+    \"\"\"Does nothing: the benchmark measures the engine's and Dagster's own cost per migration.\"\"\"
+
+    features: list[FeatureKey]
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, value: Any) -> Any:
+        return [FeatureKey(v) for v in value]
+
+    def features_for(self, ctx):
+        return list(self.features)
+
+    def run(self, ctx, feature):
+        return StepOutcome(0)
+"""
+
+GRAPH_MODULE = """
+import sys
+sys.path.insert(0, {bench!r})
+import _scale_common
+from metaxy_core import FeatureGraph
+
+for spec in _scale_common.graphs()[0]._specs.values():
+    FeatureGraph.get_active().add(spec)
+"""
+
+
+def _setup_chain(project: str, count: int) -> dict[str, Any]:
+    import yaml
+
+    from metaxy_core import DeltaMetadataStore, MetaxyConfig
+    from metaxy_core.migrations import MigrationExecutor, load_chain
+
+    root = Path(project)
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "migrations").mkdir(parents=True)
+    (root / "bench_noop_ops.py").write_text(NOOP_OPS)
+    (root / "bench_graph.py").write_text(GRAPH_MODULE.format(bench=str(Path(__file__).resolve().parent)))
+    (root / "metaxy.toml").write_text(
+        'project = "bench"\nentrypoints = ["bench_graph"]\nmigrations_dir = "migrations"\n'
+        '[store]\nroot = "store"\n'
+    )
+    parent = "initial"
+    for i in range(count):
+        mid = f"20250101_{i // 60:04d}{i % 60:02d}_m{i}"
+        data = {
+            "migration_id": mid,
+            "created_at": "2025-01-01T00:00:00+00:00",
+            "parent": parent,
+            "kind": "full_graph",
+            "ops": [{"type": "bench_noop_ops.Noop", "features": [C.RAW]}],
+        }
+        (root / "migrations" / f"{mid}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        parent = mid
+    config = MetaxyConfig.load(root / "metaxy.toml")
+    graph = config.load_features()
+    store = config.get_store()
+    store.write_metadata(C.RAW, C.raw_frame(0, 10), graph=graph)
+    t0 = time.perf_counter()
+    results = MigrationExecutor(store, graph=graph).apply(load_chain(root / "migrations"))
+    assert len(results) == count
+    _ = DeltaMetadataStore
+    return {"apply_s": time.perf_counter() - t0}
+
+
+def _engine_noop(project: str) -> dict[str, Any]:
+    from metaxy_core import MetaxyConfig
+    from metaxy_core.migrations import MigrationExecutor, load_chain
+
+    config = MetaxyConfig.load(Path(project) / "metaxy.toml")
+    graph, store = config.load_features(), config.get_store()
+    chain = load_chain(Path(project) / "migrations")
+    executor = MigrationExecutor(store, graph=graph)
+    t0 = time.perf_counter()
+    assert executor.apply(chain) == []
+    whole = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for migration in chain:
+        assert executor.apply_migration(migration).status == "already_applied"
+    each = (time.perf_counter() - t0) / len(chain)
+    return {"apply_all_s": whole, "per_migration_s": each, "migrations": len(chain)}
+
+
+def _dagster(project: str) -> dict[str, Any]:
+    from metaxy_dagster import APPLY_JOB_NAME, build_migration_definitions
+
+    config = str(Path(project) / "metaxy.toml")
+    build_migration_definitions(config_path=config)  # warm Dagster's import-time caches
+    wall, cpu = time.perf_counter(), time.process_time()
+    defs = build_migration_definitions(config_path=config)
+    load_s, load_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    job = defs.resolve_job_def(APPLY_JOB_NAME)
+    t0 = time.perf_counter()
+    result = job.execute_in_process()
+    run_s = time.perf_counter() - t0
+    assert result.success
+    statuses = {
+        e.materialization.metadata["metaxy/status"].value for e in result.get_asset_materialization_events()
+    }
+    return {
+        "load_s": load_s,
+        "load_cpu_s": load_cpu,
+        "run_s": run_s,
+        "statuses": sorted(statuses),
+        "assets": len(list(defs.assets)),
+    }
+
+
+def section_dagster(args: argparse.Namespace, base: Path) -> None:
+    project = base / "dagster200"
+    setup = C.run_isolated(_setup_chain, str(project), args.migrations, timeout=7200)
+    if "error" in setup:
+        raise SystemExit(setup["error"])
+    engine = C.run_isolated(_engine_noop, str(project))
+    rows = [
+        [
+            "engine: apply 200 pending (Noop ops), setup",
+            setup["apply_s"],
+            setup["apply_s"] / args.migrations,
+            setup["peak_rss_mib"],
+        ],
+        [
+            "engine: MigrationExecutor.apply, all applied (1 log read)",
+            engine["apply_all_s"],
+            engine["apply_all_s"] / args.migrations,
+            engine["peak_rss_mib"],
+        ],
+        [
+            "engine: apply_migration per migration, all applied",
+            engine["per_migration_s"] * args.migrations,
+            engine["per_migration_s"],
+            engine["peak_rss_mib"],
+        ],
+    ]
+    dag = C.run_isolated(_dagster, str(project))
+    if "error" in dag:
+        rows.append(["dagster", dag["error"], "", ""])
+    else:
+        rows.append(
+            [
+                f"dagster: build definitions ({dag['assets']} assets; CPU {dag['load_cpu_s']:.2f} s)",
+                dag["load_s"],
+                dag["load_s"] / args.migrations,
+                dag["peak_rss_mib"],
+            ]
+        )
+        rows.append(
+            [
+                f"dagster: apply job in process, all applied ({', '.join(dag['statuses'])})",
+                dag["run_s"],
+                dag["run_s"] / args.migrations,
+                dag["peak_rss_mib"],
+            ]
+        )
+    print()
+    print(
+        C.fmt_table(
+            f"{args.migrations} migrations: definitions and no-op applies",
+            ["what", "seconds", "per migration s", "peak RSS MiB"],
+            rows,
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -494,7 +669,8 @@ def main() -> None:
     parser.add_argument(
         "--all-shuffled", action="store_true", help="shuffled layout at every size (default: first)"
     )
-    parser.add_argument("--sections", default="recon,resolve,history,maint")
+    parser.add_argument("--sections", default="recon,resolve,history,maint,dagster")
+    parser.add_argument("--migrations", type=int, default=200, help="chain length of the dagster section")
     parser.add_argument("--resolve-rows", type=int, default=1_000_000)
     parser.add_argument("--appends", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (best of) for short measurements")
@@ -519,6 +695,8 @@ def main() -> None:
         section_history(args, base)
     if "maint" in sections:
         section_maint(args, base)
+    if "dagster" in sections:
+        section_dagster(args, base)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
 
 
