@@ -172,3 +172,12 @@ def test_rollback_dry_run_counts_rows_and_writes_nothing(setup) -> None:
     ]
     assert table_versions(store) == versions
     assert executor.state("20250101_000000_emb").status == "completed"
+
+
+def test_a_dry_run_counts_downstream_rows_whose_upstream_is_carried_over_in_the_same_migration(setup) -> None:
+    store, chain, (_, g2, _) = setup
+    executor = MigrationExecutor(store, graph=g2)
+    [plan] = executor.apply(chain, "20250101_000000_emb", dry_run=True)
+    assert {s.feature_key: s.rows for s in plan.steps} == {"video/embeddings": N, "video/tags": N}
+    [applied] = executor.apply(chain, "20250101_000000_emb")
+    assert {s.feature_key: s.rows for s in applied.steps} == {"video/embeddings": N, "video/tags": N}

@@ -37,10 +37,10 @@ def test_plan_job_writes_nothing_and_plans_the_whole_chain(project: Project, ins
     assert first["metaxy/dry_run"].value is True
     assert first["metaxy/status"].value == "planned"
     assert first["metaxy/features"].value == [EMB, CLIP]
-    # The engine plans each feature against the store as it is: clip scores can only be carried over once the
-    # embeddings are, so the plan counts 0 for them and says why (see the report on the engine's dry run).
-    assert first["metaxy/rows_by_feature"].value == {EMB: 5, CLIP: 0}
-    assert "have no upstream rows at the new version" in first["metaxy/notes"].value
+    # Clip scores can only be carried over once the embeddings are (same operation): the plan estimates them
+    # from the embeddings it will carry over, as the apply does, and says so.
+    assert first["metaxy/rows_by_feature"].value == {EMB: 5, CLIP: 5}
+    assert "estimated: video/embeddings carried over earlier in this migration" in first["metaxy/notes"].value
     assert first["metaxy/operation"].value == "1/1 reconcile"
     assert {r.data["status"] for r in first["metaxy/steps"].value.records} == {"planned"}
     assert MigrationExecutor(project.store(), graph=project.code_graph).states() == {}
