@@ -107,7 +107,7 @@ class StoreLock:
         if table is None:
             return None, None
         with _io.guard("read", self.uri, self.store.storage_options):
-            df = pl.scan_delta(table).filter(pl.col("project") == self.store.project).collect()
+            df = _io.scan_table(table, self.store.storage_options).filter(pl.col("project") == self.store.project).collect()
         return table, self._holder(df)
 
     @staticmethod
@@ -201,7 +201,7 @@ class StoreLock:
         if table is None:
             return None
         with _io.guard("read", self.uri, self.store.storage_options):
-            df = pl.scan_delta(table).filter(
+            df = _io.scan_table(table, self.store.storage_options).filter(
                 (pl.col("project") == self.store.project) & (pl.col("event") == "acquire") & (pl.col("owner") != self.owner)
             ).collect()
         if self._acquired_at is not None:

@@ -136,6 +136,8 @@ class DataVersionReconciliation(BaseOperation):
     def _features(cls, value: Any) -> Any:
         if value is None:
             return None
+        if not value:
+            raise ValueError("`features` is empty; list the features to reconcile, or omit it for all affected ones")
         return [FeatureKey(v) for v in ([value] if isinstance(value, str) else value)]
 
     def features_for(self, ctx: OperationContext) -> list[FeatureKey]:

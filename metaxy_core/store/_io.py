@@ -108,7 +108,12 @@ def scan(uri: str, options: Mapping[str, str], version: int | None = None) -> pl
     if table is None:
         return None
     with guard("read", uri, options):
-        return pl.scan_delta(table, storage_options=_polars_options(options))
+        return scan_table(table, options)
+
+
+def scan_table(table: DeltaTable, options: Mapping[str, str]) -> pl.LazyFrame:
+    """``pl.scan_delta`` of an opened table, with the options polars' own parquet reader needs."""
+    return pl.scan_delta(table, storage_options=_polars_options(options))
 
 
 def _polars_options(options: Mapping[str, str]) -> dict[str, object] | None:

@@ -407,3 +407,10 @@ def test_unquoted_timestamp_ids_survive_yaml_integer_parsing(mig_dir):
     chain = load_chain(mig_dir)
     assert chain.ids == ["20250101_000000", "20250101_000001"]
     assert chain.get("20250101_000001").parent == "20250101_000000"
+
+
+def test_an_empty_features_list_is_refused_rather_than_silently_reconciling_nothing() -> None:
+    from metaxy_core.migrations.ops import OperationError, build_operation
+
+    with pytest.raises(OperationError, match="`features` is empty; list the features to reconcile"):
+        build_operation({"type": "metaxy_core.migrations.ops.DataVersionReconciliation", "features": []})
