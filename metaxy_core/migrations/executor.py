@@ -203,6 +203,10 @@ class MigrationExecutor:
                 steps=steps, duration_s=time.perf_counter() - start,
             )
         with self.lock:
+            if self.state(migration.migration_id).status == progress.COMPLETED:  # finished by another run meanwhile
+                return MigrationResult(
+                    migration_id=migration.migration_id, kind=migration.kind, status="already_applied", dry_run=False
+                )
             operations = self._operations(migration)
             for index in range(len(operations)):
                 steps.extend(self.run_operation(migration, index, state=state, finish=False))
@@ -316,6 +320,10 @@ class MigrationExecutor:
             self._revalidate(migration)
             return self._run_steps(migration, op_index, operations[op_index], state, dry_run=True)
         with self.lock:
+            # Read again under the lock: another run may have progressed since the caller's read.
+            state = self.state(migration.migration_id)
+            if state.status == progress.COMPLETED:
+                return []
             state = self.begin(migration, state)
             results = self._run_steps(migration, op_index, operations[op_index], state, dry_run=False)
             if finish:
