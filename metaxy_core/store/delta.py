@@ -227,8 +227,9 @@ class DeltaMetadataStore(MetadataStore):
             lf = lf.filter(pl.col(FEATURE_VERSION) == version)
             from metaxy_core.store.partitioned import may_repeat
 
-            # The Delta log's file statistics (no data read) can prove one row per sample: skip the selection.
-            if may_repeat(self, spec, lf, version, count=False):
+            # One row per sample already (proven by the Delta log's file statistics, or for modest tables by one
+            # distinct count): skip the selection, a group-by and a join over every row.
+            if may_repeat(self, spec, lf, version, count_up_to=self.partition_rows):
                 lf = self.latest_per_sample(lf, ids)
         if filters is not None:
             for expr in filters if isinstance(filters, list) else [filters]:

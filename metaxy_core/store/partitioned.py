@@ -546,12 +546,21 @@ def carry_over(
         return result
     schema = scan.collect_schema()
     keep = [c for c in schema if c not in (PROVENANCE_BY_FIELD, SNAPSHOT_VERSION, WRITE_ID, FEATURE_VERSION)]
+    # The stored data-version struct only matters for custom data versions: null it for default ones, so
+    # that a spill of the old rows (hash buckets) writes and reads a fraction of it.
+    dvbf = pl.col(DATA_VERSION_BY_FIELD)
+    old_rows = (
+        scan.filter(pl.col(FEATURE_VERSION) == old_version)
+        .select(keep)
+        .with_columns(
+            pl.when(pl.col(DATA_VERSION) == pl.col(PROVENANCE))
+            .then(pl.lit(None, dtype=schema[DATA_VERSION_BY_FIELD]))
+            .otherwise(dvbf)
+            .alias(DATA_VERSION_BY_FIELD)
+        )
+    )
     inputs: list[tuple[str, pl.LazyFrame, Layout]] = [
-        (
-            "old",
-            scan.filter(pl.col(FEATURE_VERSION) == old_version).select(keep),
-            layout(table, ids, schema, old_version),
-        ),
+        ("old", old_rows, layout(table, ids, schema, old_version)),
         (
             "done",
             scan.filter(pl.col(FEATURE_VERSION) == new_version).select(ids),
@@ -898,24 +907,28 @@ def may_repeat(
     lf: pl.LazyFrame,
     feature_version: str | None,
     *,
-    count: bool = True,
+    count_up_to: int | None = None,
 ) -> bool:
     """Whether ``lf`` (rows of ``spec``'s table, of ``feature_version`` or of every version) can hold a
     sample more than once, i.e. whether the latest-row selection is needed.
 
     The Delta log's file statistics answer for free when the files do not overlap on the id column;
-    otherwise (with ``count``) one pass over the id columns counts distinct samples (much cheaper than the
-    group-by and join that the latest-row selection costs). ``lf`` is pinned to a table version, so the answer
-    holds for it.
+    otherwise one pass over the id columns counts distinct samples (much cheaper than the group-by and join
+    that the latest-row selection costs), if the rows are at most ``count_up_to`` (None: always). ``lf`` is
+    pinned to a table version, so the answer holds for it.
     """
     ids = list(spec.id_columns)
     overridden = store._scan_overrides is not None and spec.key in store._scan_overrides
+    rows = None
     if not overridden:
         table = _io.open_table(store.table_uri(spec.key), store.storage_options)
-        if table is not None and not layout(table, ids, lf.collect_schema(), feature_version).may_repeat:
-            return False
-    if not count:  # statistics only (keeps the caller's plan lazy and streaming)
-        return True
+        if table is not None:
+            where = layout(table, ids, lf.collect_schema(), feature_version)
+            if not where.may_repeat:
+                return False
+            rows = where.rows
+    if count_up_to is not None and (rows is None or rows > count_up_to):
+        return True  # too big to count eagerly here: keep the caller's plan lazy and streaming
     key = pl.col(ids[0]) if len(ids) == 1 else pl.struct(ids)
     with _io.guard("read", store.table_uri(spec.key), store.storage_options):
         counts = lf.select(pl.len().alias("rows"), key.n_unique().alias("samples")).collect()
