@@ -243,10 +243,15 @@ def prepare_ours(base: Path, n: int) -> Path:
     (project / "metaxy.toml").write_text(
         f'project = "bench"\nentrypoints = ["bench_ours_features"]\n\n[store]\nroot = "{project / "store"}"\n'
     )
-    print(f"  ours: writing {n:,} rows ...", flush=True)
-    out = C.run_isolated(_build_ours, str(project / "store"), n, timeout=7200)
-    if "error" in out:
-        raise SystemExit(out["error"])
+    shared = base.parent / f"pristine_clustered_{n}"  # the same store built by bench_scale.py, if any
+    if (shared / ".complete").exists():
+        print(f"  ours: copying {n:,} rows from {shared} ...", flush=True)
+        shutil.copytree(shared, project / "store")
+    else:
+        print(f"  ours: writing {n:,} rows ...", flush=True)
+        out = C.run_isolated(_build_ours, str(project / "store"), n, timeout=7200)
+        if "error" in out:
+            raise SystemExit(out["error"])
     run(
         [str(OURS_BIN), "migrations", "generate", "--name", "refine_lineage"], project, our_env(project, True)
     )
