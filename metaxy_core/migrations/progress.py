@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from metaxy_core.store.system import append_system, read_system
+from metaxy_core.store import _io
+from metaxy_core.store.system import append_system
 
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
@@ -110,10 +112,29 @@ class MigrationState:
         return out
 
 
+#: the log as last read by this process, per table URI: (Delta version, rows). A state check re-reads the log
+#: only when its version moved, so Dagster ops and repeated checks in one process pay ~5 ms, not a full read.
+_LOG_CACHE: dict[str, tuple[int, pl.DataFrame]] = {}
+_LOG_CACHE_LOCK = threading.Lock()
+
+
 def read_events(store: DeltaMetadataStore, project: str) -> pl.DataFrame:
-    df = read_system(store, EVENTS)
-    if df is None:
+    uri = store.system_table_uri(EVENTS)
+    table = _io.open_table(uri, store.storage_options)
+    if table is None:
         return pl.DataFrame(schema=_SCHEMA)
+    version = table.version()
+    with _LOG_CACHE_LOCK:
+        cached = _LOG_CACHE.get(uri)
+    if cached is not None and cached[0] == version:
+        df = cached[1]
+    else:
+        with _io.guard("read", uri, store.storage_options):
+            df = pl.scan_delta(table, storage_options=_io._polars_options(store.storage_options)).collect()
+        with _LOG_CACHE_LOCK:
+            if len(_LOG_CACHE) > 16:
+                _LOG_CACHE.clear()
+            _LOG_CACHE[uri] = (version, df)
     return df.filter(pl.col("project") == project).sort("at", maintain_order=True)
 
 
