@@ -223,3 +223,22 @@ def test_cli_store_maintain(tmp_path, monkeypatch, capsys):
     assert code == 0 and "Store maintenance" in out and RAW in out
     assert files(store, RAW) == 1 and len(list(Path(store.table_uri(RAW)).glob("*.parquet"))) == 1
     sys.modules.pop("maint_features", None)
+
+
+def test_event_tables_are_compacted_once_fragmented(tmp_path):
+    from metaxy_core.migrations import progress
+    from metaxy_core.store.maintenance import compact_fragmented_system_tables
+
+    store = DeltaMetadataStore(tmp_path / "store", project="m")
+    for i in range(70):
+        progress.record(
+            store, project="m", migration_id=f"20250101_000000_m{i % 7}", status="started", run_id="r"
+        )
+    before = progress.read_states(store, "m")
+    uri = store.system_table_uri(progress.EVENTS)
+    assert len(DeltaTable(uri).file_uris()) == 70
+    assert compact_fragmented_system_tables(store, min_files=100) == []
+    [report] = compact_fragmented_system_tables(store)
+    assert report.files_before == 70 and report.files_after == 1
+    assert progress.read_states(store, "m") == before  # same log after compaction (read again: new version)
+    assert compact_fragmented_system_tables(store) == []
