@@ -46,15 +46,28 @@ def make_graph(emb_code_version: str) -> Any:
     from metaxy_core import FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
 
     g = FeatureGraph()
-    g.add(FeatureSpec(key=RAW, id_columns=["sample_uid"],
-                      fields=[FieldSpec(key="frames", code_version="1"), FieldSpec(key="audio", code_version="1")]))
-    g.add(FeatureSpec(
-        key=EMB, id_columns=["sample_uid"], deps=[FeatureDep(feature=RAW)],
-        fields=[
-            FieldSpec(key="embedding", code_version=emb_code_version, deps=[FieldDep(feature=RAW, fields=["frames"])]),
-            FieldSpec(key="sync", code_version="1"),
-        ],
-    ))
+    g.add(
+        FeatureSpec(
+            key=RAW,
+            id_columns=["sample_uid"],
+            fields=[FieldSpec(key="frames", code_version="1"), FieldSpec(key="audio", code_version="1")],
+        )
+    )
+    g.add(
+        FeatureSpec(
+            key=EMB,
+            id_columns=["sample_uid"],
+            deps=[FeatureDep(feature=RAW)],
+            fields=[
+                FieldSpec(
+                    key="embedding",
+                    code_version=emb_code_version,
+                    deps=[FieldDep(feature=RAW, fields=["frames"])],
+                ),
+                FieldSpec(key="sync", code_version="1"),
+            ],
+        )
+    )
     return g
 
 
@@ -78,7 +91,9 @@ def build(root: Path, rows: int) -> tuple[str, str]:
     g1, g2 = make_graph("1"), make_graph("2")
     store = DeltaMetadataStore(root / "store", project=PROJECT)
     for start in range(0, rows, WRITE_BATCH):
-        i = pl.int_range(start, min(start + WRITE_BATCH, rows), eager=True, dtype=pl.Int64).alias("sample_uid")
+        i = pl.int_range(start, min(start + WRITE_BATCH, rows), eager=True, dtype=pl.Int64).alias(
+            "sample_uid"
+        )
         raw = pl.DataFrame(i).with_columns(
             pl.format("s3://videos/{}.mp4", i).alias("path"),
             pl.struct(pl.format("fr{}", i).alias("frames"), pl.format("au{}", i).alias("audio")).alias(
@@ -87,8 +102,12 @@ def build(root: Path, rows: int) -> tuple[str, str]:
         )
         store.write_metadata(RAW, raw, graph=g1)
     for start in range(0, rows, WRITE_BATCH):
-        i = pl.int_range(start, min(start + WRITE_BATCH, rows), eager=True, dtype=pl.Int64).alias("sample_uid")
-        emb = pl.DataFrame(i).with_columns((i.cast(pl.Float64) / 7).alias("score"), pl.format("label-{}", i).alias("label"))
+        i = pl.int_range(start, min(start + WRITE_BATCH, rows), eager=True, dtype=pl.Int64).alias(
+            "sample_uid"
+        )
+        emb = pl.DataFrame(i).with_columns(
+            (i.cast(pl.Float64) / 7).alias("score"), pl.format("label-{}", i).alias("label")
+        )
         store.write_metadata(EMB, emb, graph=g1)
     store.push_snapshot(g1)
     store.push_snapshot(g2)
@@ -119,8 +138,17 @@ def child_apply(root: str, batch_rows: int, out: Any) -> None:
         start = time.perf_counter()
         [result] = MigrationExecutor(store, graph=graph, batch_rows=batch_rows).apply(chain)
         wall = time.perf_counter() - start
-        out.put({"ok": True, "wall": wall, "rows": result.rows_total, "status": result.status,
-                 "rss_before": rss_before, "rss_peak": _rss_mib(), "hwm": _hwm_mib()})
+        out.put(
+            {
+                "ok": True,
+                "wall": wall,
+                "rows": result.rows_total,
+                "status": result.status,
+                "rss_before": rss_before,
+                "rss_peak": _rss_mib(),
+                "hwm": _hwm_mib(),
+            }
+        )
     except BaseException as exc:  # report instead of dying silently
         out.put({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
@@ -163,8 +191,12 @@ def run(rows: int, batch_rows: int, keep: bool, check: bool) -> dict[str, Any]:
         report = _in_child(child_apply, str(root), batch_rows)
         if not report["ok"]:
             raise SystemExit(f"apply failed at {rows} rows: {report['error']}")
-        report.update(n=rows, batch_rows=batch_rows, setup=setup,
-                      check=_in_child(child_verify, str(root), rows) if check else "-")
+        report.update(
+            n=rows,
+            batch_rows=batch_rows,
+            setup=setup,
+            check=_in_child(child_verify, str(root), rows) if check else "-",
+        )
         return report
     finally:
         if keep:
@@ -175,8 +207,12 @@ def run(rows: int, batch_rows: int, keep: bool, check: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("rows", nargs="*", type=int, default=[1_000_000], help="table sizes (default 1000000)")
-    parser.add_argument("--batch-rows", type=int, default=500_000, help="executor batch size (default 500000)")
+    parser.add_argument(
+        "rows", nargs="*", type=int, default=[1_000_000], help="table sizes (default 1000000)"
+    )
+    parser.add_argument(
+        "--batch-rows", type=int, default=500_000, help="executor batch size (default 500000)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated store")
     parser.add_argument("--no-verify", action="store_true", help="skip the correctness check afterwards")
     args = parser.parse_args(argv)
@@ -185,14 +221,18 @@ def main(argv: list[str] | None = None) -> int:
         report = run(rows, args.batch_rows, args.keep, not args.no_verify)
         reports.append(report)
         print(f"{rows:,} rows done", file=sys.stderr)
-    header = (f"{'rows':>11} {'batch':>9} {'apply s':>8} {'rows/s':>11} {'RSS before':>11} {'peak RSS':>10} "
-              f"{'delta':>9} {'VmHWM':>9} {'verify':>7}")
+    header = (
+        f"{'rows':>11} {'batch':>9} {'apply s':>8} {'rows/s':>11} {'RSS before':>11} {'peak RSS':>10} "
+        f"{'delta':>9} {'VmHWM':>9} {'verify':>7}"
+    )
     print(header)
     print("-" * len(header))
     for r in reports:
-        print(f"{r['n']:>11,} {r['batch_rows']:>9,} {r['wall']:>8.2f} {r['rows'] / r['wall']:>11,.0f} "
-              f"{r['rss_before']:>8.0f} MiB {r['rss_peak']:>6.0f} MiB {r['rss_peak'] - r['rss_before']:>5.0f} MiB "
-              f"{r['hwm']:>5.0f} MiB {r['check']:>7}")
+        print(
+            f"{r['n']:>11,} {r['batch_rows']:>9,} {r['wall']:>8.2f} {r['rows'] / r['wall']:>11,.0f} "
+            f"{r['rss_before']:>8.0f} MiB {r['rss_peak']:>6.0f} MiB {r['rss_peak'] - r['rss_before']:>5.0f} MiB "
+            f"{r['hwm']:>5.0f} MiB {r['check']:>7}"
+        )
     return 0
 
 

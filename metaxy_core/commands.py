@@ -21,8 +21,14 @@ from metaxy_core.migrations.executor import MigrationExecutor
 from metaxy_core.migrations.generator import GeneratedMigration, generate
 from metaxy_core.migrations.loader import load_chain
 from metaxy_core.migrations.lock import LeaseInfo, StoreLock
+from metaxy_core.migrations.models import (
+    DiffMigration,
+    Migration,
+    MigrationFailed,
+    MigrationResult,
+    StepResult,
+)
 from metaxy_core.migrations.rollback import RollbackResult, rollback
-from metaxy_core.migrations.models import DiffMigration, Migration, MigrationFailed, MigrationResult, StepResult
 from metaxy_core.store.delta import DeltaMetadataStore
 from metaxy_core.store.system import PushResult
 
@@ -136,8 +142,15 @@ def _status_rows(project: Project, states: dict[str, progress.MigrationState]) -
                 edited=bool(state.checksum and state.checksum != m.checksum),
                 error=state.error,
                 steps=[
-                    {"op_index": s.op_index, "op_id": s.op_id, "feature": s.feature_key, "status": s.status,
-                     "rows": s.rows, "note": s.note, "error": s.error}
+                    {
+                        "op_index": s.op_index,
+                        "op_id": s.op_id,
+                        "feature": s.feature_key,
+                        "status": s.status,
+                        "rows": s.rows,
+                        "note": s.note,
+                        "error": s.error,
+                    }
                     for s in sorted(state.steps.values(), key=lambda s: (s.op_index, s.feature_key))
                 ],
             )
@@ -189,8 +202,12 @@ def migrations_apply(
 
 def migrations_generate(project: Project, name: str | None = None) -> GeneratedMigration:
     return generate(
-        project.store, project.graph, project.chain, project.config.migrations_path,
-        project=project.config.project, name=name,
+        project.store,
+        project.graph,
+        project.chain,
+        project.config.migrations_path,
+        project=project.config.project,
+        name=name,
     )
 
 
@@ -227,11 +244,27 @@ def migrations_history(project: Project, migration_id: str | None = None) -> lis
     events = progress.read_events(project.store, project.config.project)
     if migration_id:
         events = events.filter(events["migration_id"] == migration_id)
-    cols = ["at", "migration_id", "op_index", "op_id", "feature_key", "status", "rows", "duration_s", "run_id", "error"]
-    return [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()} for r in events.select(cols).to_dicts()]
+    cols = [
+        "at",
+        "migration_id",
+        "op_index",
+        "op_id",
+        "feature_key",
+        "status",
+        "rows",
+        "duration_s",
+        "run_id",
+        "error",
+    ]
+    return [
+        {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+        for r in events.select(cols).to_dicts()
+    ]
 
 
-def migrations_rollback(project: Project, target: str | None = None, *, dry_run: bool = False) -> list[RollbackResult]:
+def migrations_rollback(
+    project: Project, target: str | None = None, *, dry_run: bool = False
+) -> list[RollbackResult]:
     """Undo the newest applied migration, or every applied one down to ``target`` (newest first)."""
     return rollback(project.executor(), project.chain, target, dry_run=dry_run)
 

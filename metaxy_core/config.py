@@ -34,9 +34,18 @@ class StoreConfig(BaseModel):
 
     def __repr_args__(self) -> Any:  # option values may be credentials: repr/str show the keys only
         for name, value in super().__repr_args__():
-            yield name, ({k: "***" for k in value} if name == "storage_options" and isinstance(value, dict) else value)
+            yield (
+                name,
+                (
+                    {k: "***" for k in value}
+                    if name == "storage_options" and isinstance(value, dict)
+                    else value
+                ),
+            )
 
-    root: str = Field(".metaxy/store", description="Local folder (relative to the config file) or s3://bucket/prefix.")
+    root: str = Field(
+        ".metaxy/store", description="Local folder (relative to the config file) or s3://bucket/prefix."
+    )
     storage_options: dict[str, str] = Field(
         default_factory=dict, description="delta-rs storage options; values may be '${ENV_VAR}' references."
     )
@@ -48,7 +57,11 @@ class StoreConfig(BaseModel):
         if not isinstance(value, dict):
             return value
         return {
-            k: ("true" if v else "false") if isinstance(v, bool) else str(v) if isinstance(v, (int, float)) else v
+            k: ("true" if v else "false")
+            if isinstance(v, bool)
+            else str(v)
+            if isinstance(v, (int, float))
+            else v
             for k, v in value.items()
         }
 
@@ -82,7 +95,11 @@ class MetaxyConfig(BaseModel):
             ConfigError: the file is not valid TOML, has unknown keys or wrong types (the message names the
                 file and the key).
         """
-        file = Path(path) if path else (Path(os.environ["METAXY_CONFIG"]) if os.environ.get("METAXY_CONFIG") else None)
+        file = (
+            Path(path)
+            if path
+            else (Path(os.environ["METAXY_CONFIG"]) if os.environ.get("METAXY_CONFIG") else None)
+        )
         if file is None:
             file = find_config_file(Path(start_dir) if start_dir else Path.cwd())
         data: dict[str, Any] = {}
@@ -99,7 +116,11 @@ class MetaxyConfig(BaseModel):
             where = str(file) if file else "METAXY_* environment"
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
-                + ("unknown key, remove it or check its spelling" if e["type"] == "extra_forbidden" else e["msg"])
+                + (
+                    "unknown key, remove it or check its spelling"
+                    if e["type"] == "extra_forbidden"
+                    else e["msg"]
+                )
                 for e in exc.errors()
             )
             raise ConfigError(f"{where}: invalid metaxy configuration: {problems}") from None

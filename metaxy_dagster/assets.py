@@ -60,7 +60,9 @@ def build_migration_assets(
     for migration in chain:
         with definition_errors(migration):
             assets.append(
-                _build_asset(migration, chain, translator, seen, pool, store_resource_key, run_resource_key, op_tags)
+                _build_asset(
+                    migration, chain, translator, seen, pool, store_resource_key, run_resource_key, op_tags
+                )
             )
     return assets
 
@@ -85,8 +87,12 @@ def _build_asset(
     seen[spec.key] = migration.migration_id
     parent_key = translator.get_parent_asset_key(migration, chain)
     ops = build_operation_ops(
-        MigrationRef.of(migration), asset_key=spec.key, pool=pool, store_resource_key=store_resource_key,
-        run_resource_key=run_resource_key, op_tags=op_tags,
+        MigrationRef.of(migration),
+        asset_key=spec.key,
+        pool=pool,
+        store_resource_key=store_resource_key,
+        run_resource_key=run_resource_key,
+        op_tags=op_tags,
     )
     graph = GraphDefinition(
         name=spec.key.to_python_identifier(),
@@ -97,13 +103,22 @@ def _build_asset(
             for previous, current in zip(ops, ops[1:])
         },
         input_mappings=(
-            [InputMapping(graph_input_name=PARENT_INPUT, mapped_node_name=ops[0].name, mapped_node_input_name="after")]
+            [
+                InputMapping(
+                    graph_input_name=PARENT_INPUT,
+                    mapped_node_name=ops[0].name,
+                    mapped_node_input_name="after",
+                )
+            ]
             if parent_key is not None
             else []
         ),
         output_mappings=[
-            OutputMapping(graph_output_name=RESULT_OUTPUT, mapped_node_name=ops[-1].name,
-                          mapped_node_output_name=RESULT_OUTPUT)
+            OutputMapping(
+                graph_output_name=RESULT_OUTPUT,
+                mapped_node_name=ops[-1].name,
+                mapped_node_output_name=RESULT_OUTPUT,
+            )
         ],
     )
     kind_tags = {f"dagster/kind/{kind}": "" for kind in sorted(spec.kinds)}
@@ -118,4 +133,3 @@ def _build_asset(
         owners_by_output_name={RESULT_OUTPUT: list(spec.owners)} if spec.owners else None,
         code_versions_by_output_name={RESULT_OUTPUT: spec.code_version},
     )
-

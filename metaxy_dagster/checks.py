@@ -41,7 +41,11 @@ class MigrationVerification:
 
 
 def verify_migration(
-    store: DeltaMetadataStore, migration: Migration, *, graph: FeatureGraph | None = None, project: str | None = None
+    store: DeltaMetadataStore,
+    migration: Migration,
+    *,
+    graph: FeatureGraph | None = None,
+    project: str | None = None,
 ) -> MigrationVerification:
     """Check that ``migration`` is applied and left nothing behind at the old feature versions."""
     executor = MigrationExecutor(store, project=project, graph=graph)
@@ -60,7 +64,9 @@ def verify_migration(
         )
     if not getattr(migration, "from_snapshot_version", None):
         return MigrationVerification(
-            migration_id=mid, status=state.status, passed=True,
+            migration_id=mid,
+            status=state.status,
+            passed=True,
             description=f"migration {mid} is applied (progress complete; it has no snapshot diff to verify)",
         )
     ctx = executor.context(migration, 0, dry_run=True)
@@ -106,8 +112,12 @@ def _left_behind(
         return None
     spec = to_graph.spec(feature)
     ids = list(spec.id_columns)
-    old = store.read_metadata(feature, feature_version=old_version, graph=from_graph, allow_missing=True).select(ids)
-    new = store.read_metadata(feature, feature_version=new_version, graph=to_graph, allow_missing=True).select(ids)
+    old = store.read_metadata(
+        feature, feature_version=old_version, graph=from_graph, allow_missing=True
+    ).select(ids)
+    new = store.read_metadata(
+        feature, feature_version=new_version, graph=to_graph, allow_missing=True
+    ).select(ids)
     lacking = old.join(new, on=ids, how="anti", nulls_equal=True)
     if not spec.deps:
         return 0, lacking.select(pl.len()).collect().item()
@@ -137,8 +147,15 @@ def build_migration_checks(
         with definition_errors(migration):
             spec = translator.get_asset_check_spec(migration, chain)
             if spec is not None:
-                checks.append(_build_check(MigrationRef.of(migration), spec.asset_key, spec.name, spec.description,
-                                           store_resource_key))
+                checks.append(
+                    _build_check(
+                        MigrationRef.of(migration),
+                        spec.asset_key,
+                        spec.name,
+                        spec.description,
+                        store_resource_key,
+                    )
+                )
     return checks
 
 

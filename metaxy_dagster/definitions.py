@@ -113,8 +113,10 @@ def build_migration_definitions(
     if schedule_cron:
         schedules.append(
             build_migration_schedule(
-                cron_schedule=schedule_cron, job=plan_job if schedule_dry_run else apply_job,
-                dry_run=schedule_dry_run, execution_timezone=schedule_timezone,
+                cron_schedule=schedule_cron,
+                job=plan_job if schedule_dry_run else apply_job,
+                dry_run=schedule_dry_run,
+                execution_timezone=schedule_timezone,
                 default_status=schedule_default_status,
             )
         )
@@ -122,9 +124,13 @@ def build_migration_definitions(
     if include_sensor:
         sensors.append(
             build_snapshot_sensor(
-                job=plan_job if sensor_dry_run else apply_job, chain=chain, translator=translator,
-                name=DEFAULT_SENSOR_NAME, dry_run=sensor_dry_run,
-                minimum_interval_seconds=sensor_minimum_interval_seconds, default_status=sensor_default_status,
+                job=plan_job if sensor_dry_run else apply_job,
+                chain=chain,
+                translator=translator,
+                name=DEFAULT_SENSOR_NAME,
+                dry_run=sensor_dry_run,
+                minimum_interval_seconds=sensor_minimum_interval_seconds,
+                default_status=sensor_default_status,
             )
         )
     return Definitions(

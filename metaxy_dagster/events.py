@@ -34,7 +34,9 @@ _STEP_SCHEMA = TableSchema(
         TableColumn("operation", "int", description="1-based position of the operation in the migration"),
         TableColumn("op_id", "string"),
         TableColumn("feature", "string"),
-        TableColumn("status", "string", description="completed, planned, recompute_required, already_done, failed"),
+        TableColumn(
+            "status", "string", description="completed, planned, recompute_required, already_done, failed"
+        ),
         TableColumn("rows", "int", description="rows written (or that would be written in a dry run)"),
         TableColumn("duration_s", "float"),
         TableColumn("note", "string"),
@@ -100,12 +102,21 @@ def result_metadata(result: MigrationResult, secrets: Iterable[str] = ()) -> dic
     return metadata
 
 
-def result_from_state(migration: Migration, state: MigrationState, *, status: str | None = None) -> MigrationResult:
+def result_from_state(
+    migration: Migration, state: MigrationState, *, status: str | None = None
+) -> MigrationResult:
     """A :class:`MigrationResult` rebuilt from the store's progress log (every operation, every process)."""
     steps = [
         StepResult(
-            op_index=s.op_index, op_id=s.op_id, op_type=s.op_type, feature_key=s.feature_key, status=s.status,
-            rows=s.rows, duration_s=s.duration_s, note=s.note, error=s.error,
+            op_index=s.op_index,
+            op_id=s.op_id,
+            op_type=s.op_type,
+            feature_key=s.feature_key,
+            status=s.status,
+            rows=s.rows,
+            duration_s=s.duration_s,
+            note=s.note,
+            error=s.error,
         )
         for s in sorted(state.steps.values(), key=lambda s: (s.op_index, s.at))
     ]
@@ -113,8 +124,12 @@ def result_from_state(migration: Migration, state: MigrationState, *, status: st
     if state.started_at is not None and state.finished_at is not None:
         duration = (state.finished_at - state.started_at).total_seconds()
     return MigrationResult(
-        migration_id=migration.migration_id, kind=migration.kind, status=status or state.status, steps=steps,
-        duration_s=duration, error=state.error,
+        migration_id=migration.migration_id,
+        kind=migration.kind,
+        status=status or state.status,
+        steps=steps,
+        duration_s=duration,
+        error=state.error,
     )
 
 
@@ -143,7 +158,11 @@ def plan_observation(
 ) -> AssetObservation:
     """The dry-run plan of one operation of a migration, as an observation of the migration's asset."""
     result = MigrationResult(
-        migration_id=migration.migration_id, kind=migration.kind, status=status, dry_run=True, steps=list(steps),
+        migration_id=migration.migration_id,
+        kind=migration.kind,
+        status=status,
+        dry_run=True,
+        steps=list(steps),
         duration_s=sum(s.duration_s for s in steps),
     )
     metadata = result_metadata(result, secrets)
@@ -159,8 +178,13 @@ def plan_observation(
 
 def describe_rollback(result: RollbackResult, secrets: Iterable[str] = ()) -> str:
     """One log line per rolled-back (or planned) migration."""
-    verb = {"planned": "would hide", "rolled_back": "hid", "not_applied": "is not applied;"}.get(result.status, result.status)
-    parts = ", ".join(f"{f.feature_key}: {f.hidden} row(s), {f.restored} restored" for f in result.features) or "no rows"
+    verb = {"planned": "would hide", "rolled_back": "hid", "not_applied": "is not applied;"}.get(
+        result.status, result.status
+    )
+    parts = (
+        ", ".join(f"{f.feature_key}: {f.hidden} row(s), {f.restored} restored" for f in result.features)
+        or "no rows"
+    )
     return redact(f"rollback of {result.migration_id} {verb} {parts}", secrets)
 
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import (
-    AssetSelection,
     AssetsDefinition,
+    AssetSelection,
     DependencyDefinition,
     ExecutorDefinition,
     GraphDefinition,
@@ -34,7 +34,9 @@ PLAN_JOB_NAME = "metaxy_migrations_plan"
 RUN_KIND_TAG = "metaxy/migrations"
 
 
-def run_config_for(*, dry_run: bool, force: bool = False, run_resource_key: str = RUN_RESOURCE_KEY) -> dict[str, Any]:
+def run_config_for(
+    *, dry_run: bool, force: bool = False, run_resource_key: str = RUN_RESOURCE_KEY
+) -> dict[str, Any]:
     """The run configuration that sets ``dry_run`` (and ``force``) for a migration run.
 
     Example:
@@ -83,7 +85,9 @@ def build_plan_job(
             parent = by_key.get(key)
             if parent is not None:
                 output = next(o for o, k in parent.keys_by_output_name.items() if k == key)
-                dependencies[asset.node_def.name] = {input_name: DependencyDefinition(parent.node_def.name, output)}
+                dependencies[asset.node_def.name] = {
+                    input_name: DependencyDefinition(parent.node_def.name, output)
+                }
     graph = GraphDefinition(
         name=name,
         description=(

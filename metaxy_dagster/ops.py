@@ -25,8 +25,17 @@ from metaxy_core.migrations.models import INITIAL
 from metaxy_core.migrations.progress import COMPLETED
 from metaxy_dagster import events
 from metaxy_dagster._runtime import MigrationRef, metaxy_errors
-from metaxy_dagster.errors import MetaxyMigrationChangedError, MetaxyParentNotAppliedError, MetaxyPlanOnlyError
-from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY, MetaxyRunResource, MetaxyStoreResource
+from metaxy_dagster.errors import (
+    MetaxyMigrationChangedError,
+    MetaxyParentNotAppliedError,
+    MetaxyPlanOnlyError,
+)
+from metaxy_dagster.resources import (
+    RUN_RESOURCE_KEY,
+    STORE_RESOURCE_KEY,
+    MetaxyRunResource,
+    MetaxyStoreResource,
+)
 
 DEFAULT_POOL = "metaxy_migrations"
 #: the op of a migration without operations (applying it only records it as done)
@@ -58,8 +67,16 @@ def build_operation_ops(
     labels = list(ref.op_labels) or [EMPTY_OPERATION]
     return [
         _build_op(
-            ref, index, op_id, op_type, len(labels), asset_key=asset_key, pool=pool,
-            store_resource_key=store_resource_key, run_resource_key=run_resource_key, op_tags=op_tags,
+            ref,
+            index,
+            op_id,
+            op_type,
+            len(labels),
+            asset_key=asset_key,
+            pool=pool,
+            store_resource_key=store_resource_key,
+            run_resource_key=run_resource_key,
+            op_tags=op_tags,
         )
         for index, (op_id, op_type) in enumerate(labels)
     ]
@@ -82,8 +99,14 @@ def _build_op(
     # matters for a code location with hundreds of migrations (see the 200-migration load test).
     def _operation(context, inputs):  # noqa: ANN001 - Dagster inspects these annotations: leave them blank
         yield from run_operation_op(
-            context, ref, index, op_id, count, asset_key=asset_key,
-            store_resource_key=store_resource_key, run_resource_key=run_resource_key,
+            context,
+            ref,
+            index,
+            op_id,
+            count,
+            asset_key=asset_key,
+            store_resource_key=store_resource_key,
+            run_resource_key=run_resource_key,
         )
 
     return OpDefinition(
@@ -136,8 +159,13 @@ def run_operation_op(
                 f"was loaded with {list(ref.op_labels)}; reload the code location, then launch the run again"
             )
         executor = MigrationExecutor(
-            store, project=store.project, graph=graph, run_id=context.run_id, force=run.force,
-            on_step=lambda step: context.log.info(events.describe_step(mid, step, secrets)), log=context.log,
+            store,
+            project=store.project,
+            graph=graph,
+            run_id=context.run_id,
+            force=run.force,
+            on_step=lambda step: context.log.info(events.describe_step(mid, step, secrets)),
+            log=context.log,
         )
         state = executor.state(mid)
         already = state.status == COMPLETED
@@ -165,8 +193,14 @@ def run_operation_op(
         if not already or is_last:
             context.log_event(
                 events.plan_observation(
-                    asset_key, migration, op_index=index, op_count=len(ref.op_labels), op_id=op_id, steps=steps,
-                    status="already_applied" if already else "planned", secrets=secrets,
+                    asset_key,
+                    migration,
+                    op_index=index,
+                    op_count=len(ref.op_labels),
+                    op_id=op_id,
+                    steps=steps,
+                    status="already_applied" if already else "planned",
+                    secrets=secrets,
                 )
             )
         if is_last and in_asset_job:
@@ -180,7 +214,11 @@ def run_operation_op(
     if is_last:
         with metaxy_errors(secrets):
             final = executor.state(mid)
-        yield Output(None, metadata=events.materialization_metadata(migration, final, already_applied=already,
-                                                                    secrets=secrets))
+        yield Output(
+            None,
+            metadata=events.materialization_metadata(
+                migration, final, already_applied=already, secrets=secrets
+            ),
+        )
     else:
         yield Output(None)

@@ -49,7 +49,9 @@ class MetaxyStoreResource(ConfigurableResource):
         default=None,
         description="Store root: a local folder or s3://bucket/prefix. Overrides [store].root of the config file.",
     )
-    project: str | None = Field(default=None, description="Project name; overrides `project` of the config file.")
+    project: str | None = Field(
+        default=None, description="Project name; overrides `project` of the config file."
+    )
     storage_options: dict[str, str] = Field(
         default_factory=dict,
         description="delta-rs storage options merged over the config file's (AWS_ENDPOINT_URL, AWS_REGION, ...). "
@@ -62,7 +64,8 @@ class MetaxyStoreResource(ConfigurableResource):
         default=None, description="Modules imported to register features; overrides `entrypoints`."
     )
     lock_ttl_seconds: float | None = Field(
-        default=None, description="Lease duration of the store's migration lock; overrides `lock_ttl_seconds`."
+        default=None,
+        description="Lease duration of the store's migration lock; overrides `lock_ttl_seconds`.",
     )
 
     def __repr_args__(self) -> Any:  # storage option values may be credentials: show the keys only

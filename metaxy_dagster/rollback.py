@@ -23,7 +23,9 @@ ROLLBACK_JOB_NAME = "metaxy_migrations_rollback"
 
 
 class RollbackConfig(Config):
-    migration_id: str = Field(description="The migration to roll back (its id, e.g. 20250301_090000_refactor).")
+    migration_id: str = Field(
+        description="The migration to roll back (its id, e.g. 20250301_090000_refactor)."
+    )
     cascade: bool = Field(
         default=False,
         description="Also roll back every later applied migration, newest first (otherwise refused while one is).",

@@ -178,7 +178,9 @@ def build_snapshot_sensor(
             return SensorResult(skip_reason=SkipReason(tick.skip_reason), cursor=cursor)
         assert tick.cursor is not None and tick.run_key is not None
         ids = [m.migration_id for m in tick.pending]
-        context.log.info(f"snapshot {tick.cursor.snapshot_version}: requesting {len(ids)} pending migration(s): {ids}")
+        context.log.info(
+            f"snapshot {tick.cursor.snapshot_version}: requesting {len(ids)} pending migration(s): {ids}"
+        )
         request = RunRequest(
             run_key=("plan:" if dry_run else "") + tick.run_key,
             run_config=run_config_for(dry_run=dry_run, run_resource_key=run_resource_key),

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ class Video:
     @cached_property
     def attrs(self) -> dict[str, Any]:
         rng = self._rng
-        recorded = datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(days=rng.randrange(0, 365))
+        recorded = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(0, 365))
         return {
             "size_bytes": rng.randrange(4 * 1024, 48 * 1024),
             "duration_s": round(rng.uniform(5.0, 600.0), 2),
@@ -315,7 +315,7 @@ def seed_postgres(database_url: str, *, n_samples: int = N_SAMPLES, seed: int = 
         ):
             for v in items:
                 rng = v.rng("label")
-                annotated = datetime(2024, 3, 1, tzinfo=timezone.utc) + timedelta(
+                annotated = datetime(2024, 3, 1, tzinfo=UTC) + timedelta(
                     minutes=rng.randrange(0, 360 * 24 * 60)
                 )
                 copy.write_row(

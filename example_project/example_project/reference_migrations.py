@@ -6,7 +6,7 @@ the file name (without ``.py``), ``parent`` to the current head (``metaxy migrat
 the snapshot versions (``metaxy migrations generate`` writes a YAML file with them filled in).
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -18,7 +18,7 @@ class MinimalMigration(PythonMigration):
     """The smallest useful migration: carry rows over to new feature versions after a no-op refactor."""
 
     migration_id: str = "20250101_000000_minimal"
-    created_at: datetime = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    created_at: datetime = datetime(2025, 1, 1, tzinfo=UTC)
     parent: str = "initial"
     from_snapshot_version: str = "0000000000000000"  # the snapshot the stored rows were written under
     to_snapshot_version: str = "1111111111111111"  # the code's snapshot (`metaxy push` prints it)
@@ -31,7 +31,7 @@ class MinimalCustomMigration(CustomMigration):
     """Full control: ``execute`` does the work; return the number of rows written (or that would be)."""
 
     migration_id: str = "20250101_000001_minimal_custom"
-    created_at: datetime = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    created_at: datetime = datetime(2025, 1, 1, tzinfo=UTC)
     parent: str = "20250101_000000_minimal"
 
     def execute(self, store, project, *, dry_run=False):

@@ -10,4 +10,14 @@ from metaxy_core.graph.spec import FeatureSpec as FeatureSpec
 from metaxy_core.graph.spec import FieldDep as FieldDep
 from metaxy_core.graph.spec import FieldSpec as FieldSpec
 
-__all__ = ["Feature", "FeatureDep", "FeatureGraph", "FeatureKey", "FeatureSpec", "FieldDep", "FieldKey", "FieldSpec", "resolve_key"]
+__all__ = [
+    "Feature",
+    "FeatureDep",
+    "FeatureGraph",
+    "FeatureKey",
+    "FeatureSpec",
+    "FieldDep",
+    "FieldKey",
+    "FieldSpec",
+    "resolve_key",
+]

@@ -160,7 +160,9 @@ class FeatureGraph:
         for k, s in self._specs.items():
             for d in s.deps:
                 if d.feature not in self._specs:
-                    raise UnknownDependencyError(f"feature {k} depends on {d.feature}, which is not in the graph")
+                    raise UnknownDependencyError(
+                        f"feature {k} depends on {d.feature}, which is not in the graph"
+                    )
                 children[d.feature].append(k)
         ready = sorted(k for k, n in indegree.items() if n == 0)
         order: list[FeatureKey] = []
@@ -187,7 +189,9 @@ class FeatureGraph:
             out[d].append(key)
         return out
 
-    def resolved_field_deps(self, key: CoercibleToFeatureKey, field: str | FieldKey) -> list[tuple[FeatureKey, FieldKey]]:
+    def resolved_field_deps(
+        self, key: CoercibleToFeatureKey, field: str | FieldKey
+    ) -> list[tuple[FeatureKey, FieldKey]]:
         """The (upstream feature, upstream field) pairs a field is computed from, sorted."""
         spec = self.spec(key)
         fspec = spec.field(field)
@@ -210,9 +214,7 @@ class FeatureGraph:
             spec = self._specs[key]
             out[key] = {}
             for field in spec.fields:
-                upstream = [
-                    f"{uk}:{uf}:{out[uk][uf]}" for uk, uf in self.resolved_field_deps(key, field.key)
-                ]
+                upstream = [f"{uk}:{uf}:{out[uk][uf]}" for uk, uf in self.resolved_field_deps(key, field.key)]
                 out[key][field.key] = _v.digest(
                     _v.field_version_payload(str(key), str(field.key), field.code_version, upstream)
                 )
@@ -221,9 +223,7 @@ class FeatureGraph:
     @cached_property
     def _feature_versions(self) -> dict[FeatureKey, str]:
         return {
-            key: _v.digest(
-                _v.feature_version_payload(str(key), {str(f): v for f, v in fields.items()})
-            )
+            key: _v.digest(_v.feature_version_payload(str(key), {str(f): v for f, v in fields.items()}))
             for key, fields in self._field_versions.items()
         }
 
@@ -266,7 +266,9 @@ class FeatureGraph:
         """Rebuild a graph from :meth:`to_snapshot` output; verifies the versions still hash the same."""
         graph = cls()
         for item in data.get("features", []):
-            payload = {k: v for k, v in item.items() if k not in ("feature_version", "field_versions", "class_path")}
+            payload = {
+                k: v for k, v in item.items() if k not in ("feature_version", "field_versions", "class_path")
+            }
             graph.add(FeatureSpec.model_validate(payload))
         expected = data.get("snapshot_version")
         if expected is not None and graph.snapshot_version != expected:
@@ -292,4 +294,6 @@ def resolve_key(value: CoercibleToFeatureKey | type) -> FeatureKey:
     return FeatureKey(value)  # type: ignore[arg-type]
 
 
-_ACTIVE: contextvars.ContextVar[FeatureGraph] = contextvars.ContextVar("metaxy_active_graph", default=FeatureGraph())
+_ACTIVE: contextvars.ContextVar[FeatureGraph] = contextvars.ContextVar(
+    "metaxy_active_graph", default=FeatureGraph()
+)

@@ -56,7 +56,9 @@ class _Key:
         elif isinstance(key, Iterable):
             parts = tuple(key)
         else:
-            raise InvalidKeyError(f"{self._kind} key must be a string like 'a/b' or a list of parts, got {key!r}")
+            raise InvalidKeyError(
+                f"{self._kind} key must be a string like 'a/b' or a list of parts, got {key!r}"
+            )
         if not parts:
             raise InvalidKeyError(f"{self._kind} key may not be empty")
         object.__setattr__(self, "parts", tuple(_validate_part(p, self._kind, key) for p in parts))
@@ -89,7 +91,9 @@ class _Key:
         return hash((type(self).__name__, self.parts))
 
     @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
         def _coerce(value: Any) -> _Key:
             try:
                 return cls(value)

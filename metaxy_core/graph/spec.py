@@ -94,9 +94,7 @@ class FeatureSpec(_Spec):
     def _deps(cls, value: Any) -> Any:
         if value is None:
             return ()
-        return tuple(
-            FeatureDep(feature=v) if not isinstance(v, (FeatureDep, dict)) else v for v in value
-        )
+        return tuple(FeatureDep(feature=v) if not isinstance(v, (FeatureDep, dict)) else v for v in value)
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:

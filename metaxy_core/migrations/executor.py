@@ -119,11 +119,14 @@ class MigrationExecutor:
         return [
             m
             for m in chain.upto(target)
-            if states.get(m.migration_id, progress.MigrationState(m.migration_id)).status != progress.COMPLETED
+            if states.get(m.migration_id, progress.MigrationState(m.migration_id)).status
+            != progress.COMPLETED
         ]
 
     # ------------------------------------------------------------------- apply
-    def apply(self, chain: MigrationChain, target: str | None = None, *, dry_run: bool = False) -> list[MigrationResult]:
+    def apply(
+        self, chain: MigrationChain, target: str | None = None, *, dry_run: bool = False
+    ) -> list[MigrationResult]:
         """Apply (or plan) pending migrations up to ``target`` in chain order; stops at the first failure.
 
         Raises:
@@ -191,7 +194,12 @@ class MigrationExecutor:
         start = time.perf_counter()
         state = self.state(migration.migration_id)
         if state.status == progress.COMPLETED:
-            return MigrationResult(migration_id=migration.migration_id, kind=migration.kind, status="already_applied", dry_run=dry_run)
+            return MigrationResult(
+                migration_id=migration.migration_id,
+                kind=migration.kind,
+                status="already_applied",
+                dry_run=dry_run,
+            )
         if chain is not None and not dry_run:
             self._check_parent(migration, chain)
         steps: list[StepResult] = []
@@ -199,13 +207,22 @@ class MigrationExecutor:
             for index in range(len(self._operations(migration))):
                 steps.extend(self.run_operation(migration, index, dry_run=True, state=state))
             return MigrationResult(
-                migration_id=migration.migration_id, kind=migration.kind, status="planned", dry_run=True,
-                steps=steps, duration_s=time.perf_counter() - start,
+                migration_id=migration.migration_id,
+                kind=migration.kind,
+                status="planned",
+                dry_run=True,
+                steps=steps,
+                duration_s=time.perf_counter() - start,
             )
         with self.lock:
-            if self.state(migration.migration_id).status == progress.COMPLETED:  # finished by another run meanwhile
+            if (
+                self.state(migration.migration_id).status == progress.COMPLETED
+            ):  # finished by another run meanwhile
                 return MigrationResult(
-                    migration_id=migration.migration_id, kind=migration.kind, status="already_applied", dry_run=False
+                    migration_id=migration.migration_id,
+                    kind=migration.kind,
+                    status="already_applied",
+                    dry_run=False,
                 )
             operations = self._operations(migration)
             for index in range(len(operations)):
@@ -213,7 +230,10 @@ class MigrationExecutor:
                 state = self.state(migration.migration_id)
             self.finish(migration)
         return MigrationResult(
-            migration_id=migration.migration_id, kind=migration.kind, status="completed", steps=steps,
+            migration_id=migration.migration_id,
+            kind=migration.kind,
+            status="completed",
+            steps=steps,
             duration_s=time.perf_counter() - start,
         )
 
@@ -253,25 +273,37 @@ class MigrationExecutor:
             type(migration).model_validate(migration.model_dump(), context={"metaxy_phase": APPLY_PHASE})
         except ValidationError as exc:
             where = migration.source_path or migration.migration_id
-            raise MetaxyError(f"{where}: validation failed before any work: {format_validation_error(exc)}") from None
+            raise MetaxyError(
+                f"{where}: validation failed before any work: {format_validation_error(exc)}"
+            ) from None
 
-    def begin(self, migration: Migration, state: progress.MigrationState | None = None) -> progress.MigrationState:
+    def begin(
+        self, migration: Migration, state: progress.MigrationState | None = None
+    ) -> progress.MigrationState:
         """Check the checksum, run apply-phase validators and record ``started`` once per attempt."""
         state = state or self.state(migration.migration_id)
         self._check_checksum(migration, state)
         self._revalidate(migration)
         if state.status != progress.IN_PROGRESS or state.checksum != migration.checksum:
             progress.record(
-                self.store, project=self.project, migration_id=migration.migration_id, status=progress.STARTED,
-                run_id=self.run_id, checksum=migration.checksum,
+                self.store,
+                project=self.project,
+                migration_id=migration.migration_id,
+                status=progress.STARTED,
+                run_id=self.run_id,
+                checksum=migration.checksum,
             )
             state = self.state(migration.migration_id)
         return state
 
     def finish(self, migration: Migration) -> None:
         progress.record(
-            self.store, project=self.project, migration_id=migration.migration_id, status=progress.COMPLETED,
-            run_id=self.run_id, checksum=migration.checksum,
+            self.store,
+            project=self.project,
+            migration_id=migration.migration_id,
+            status=progress.COMPLETED,
+            run_id=self.run_id,
+            checksum=migration.checksum,
         )
         # Keep state checks cheap: the log gets one small file per event; compact it now and then.
         from metaxy_core.store.maintenance import compact_fragmented_system_tables
@@ -289,9 +321,17 @@ class MigrationExecutor:
             else migration.get_affected_features(self.store, self.project)
         )
         return OperationContext(
-            store=self.store, project=self.project, migration=migration, op_index=op_index, to_graph=to_graph,
-            from_graph=from_graph, affected=list(affected), run_id=self.run_id, dry_run=dry_run,
-            batch_rows=self.batch_rows, log=self.log,
+            store=self.store,
+            project=self.project,
+            migration=migration,
+            op_index=op_index,
+            to_graph=to_graph,
+            from_graph=from_graph,
+            affected=list(affected),
+            run_id=self.run_id,
+            dry_run=dry_run,
+            batch_rows=self.batch_rows,
+            log=self.log,
         )
 
     @_in_graph
@@ -331,7 +371,13 @@ class MigrationExecutor:
         return results
 
     def _run_steps(
-        self, migration: Migration, op_index: int, op: BaseOperation | None, state: progress.MigrationState, *, dry_run: bool
+        self,
+        migration: Migration,
+        op_index: int,
+        op: BaseOperation | None,
+        state: progress.MigrationState,
+        *,
+        dry_run: bool,
     ) -> list[StepResult]:
         if op is None:
             features = [CUSTOM_FEATURE]
@@ -348,21 +394,43 @@ class MigrationExecutor:
         for feature in features:
             if not dry_run and state.step_done(op_index, feature):
                 done = state.steps[(op_index, feature)]
-                results.append(StepResult(op_index=op_index, op_id=op_id, op_type=op_type, feature_key=feature,
-                                          status="already_done", rows=done.rows, note=done.note))
+                results.append(
+                    StepResult(
+                        op_index=op_index,
+                        op_id=op_id,
+                        op_type=op_type,
+                        feature_key=feature,
+                        status="already_done",
+                        rows=done.rows,
+                        note=done.note,
+                    )
+                )
                 continue
             results.append(
-                self._run_step(migration, op_index, op, ctx, feature, op_id, op_type, dry_run=dry_run, epoch=state.epoch)
+                self._run_step(
+                    migration, op_index, op, ctx, feature, op_id, op_type, dry_run=dry_run, epoch=state.epoch
+                )
             )
         return results
 
     def _run_step(
-        self, migration: Migration, op_index: int, op: BaseOperation | None, ctx: OperationContext | None,
-        feature: str, op_id: str, op_type: str, *, dry_run: bool, epoch: int = 0,
+        self,
+        migration: Migration,
+        op_index: int,
+        op: BaseOperation | None,
+        ctx: OperationContext | None,
+        feature: str,
+        op_id: str,
+        op_type: str,
+        *,
+        dry_run: bool,
+        epoch: int = 0,
     ) -> StepResult:
         write_id = step_write_id(migration.migration_id, op_index, feature, epoch)
         start = time.perf_counter()
-        self.log.info("%s %s: %s on %s", "planning" if dry_run else "applying", migration.migration_id, op_id, feature)
+        self.log.info(
+            "%s %s: %s on %s", "planning" if dry_run else "applying", migration.migration_id, op_id, feature
+        )
         with self.store.write_scope(write_id, dry_run=dry_run) as scope:
             try:
                 if op is None:
@@ -375,29 +443,61 @@ class MigrationExecutor:
             except Exception as exc:
                 duration = time.perf_counter() - start
                 message = redact(f"{type(exc).__name__}: {exc}", self.store.secrets)
-                result = StepResult(op_index=op_index, op_id=op_id, op_type=op_type, feature_key=feature,
-                                    status="failed", duration_s=duration, error=message)
+                result = StepResult(
+                    op_index=op_index,
+                    op_id=op_id,
+                    op_type=op_type,
+                    feature_key=feature,
+                    status="failed",
+                    duration_s=duration,
+                    error=message,
+                )
                 if not dry_run and not _store_unreachable(exc, self.store):
                     try:
                         self._record_step(migration, result, write_id, scope.rows_by_feature)
-                        progress.record(self.store, project=self.project, migration_id=migration.migration_id,
-                                        status=progress.FAILED, run_id=self.run_id, checksum=migration.checksum,
-                                        error=message)
+                        progress.record(
+                            self.store,
+                            project=self.project,
+                            migration_id=migration.migration_id,
+                            status=progress.FAILED,
+                            run_id=self.run_id,
+                            checksum=migration.checksum,
+                            error=message,
+                        )
                     except MetaxyError as record_error:  # the step's own error is the one to report
-                        self.log.warning("could not record the failure in the migration log: %s", record_error)
+                        self.log.warning(
+                            "could not record the failure in the migration log: %s", record_error
+                        )
                 self._notify(result)
                 self.log.debug("step failed:\n%s", redact(traceback.format_exc(), self.store.secrets))
-                failed = MigrationResult(migration_id=migration.migration_id, kind=migration.kind, status="failed",
-                                         dry_run=dry_run, steps=[result], error=message)
+                failed = MigrationResult(
+                    migration_id=migration.migration_id,
+                    kind=migration.kind,
+                    status="failed",
+                    dry_run=dry_run,
+                    steps=[result],
+                    error=message,
+                )
                 raise MigrationFailed(
                     f"migration {migration.migration_id}, operation {op_id} on {feature} failed: {message}. "
-                    + ("Fix the cause and run the dry run again." if dry_run else
-                       "Completed steps are kept; fix the cause and re-run `metaxy migrations apply` to resume here."),
+                    + (
+                        "Fix the cause and run the dry run again."
+                        if dry_run
+                        else "Completed steps are kept; fix the cause and re-run `metaxy migrations apply` to resume here."
+                    ),
                     failed,
                 ) from exc
         status = "planned" if dry_run and outcome.status == "completed" else outcome.status
-        result = StepResult(op_index=op_index, op_id=op_id, op_type=op_type, feature_key=feature, status=status,
-                            rows=outcome.rows, duration_s=time.perf_counter() - start, note=outcome.note)
+        result = StepResult(
+            op_index=op_index,
+            op_id=op_id,
+            op_type=op_type,
+            feature_key=feature,
+            status=status,
+            rows=outcome.rows,
+            duration_s=time.perf_counter() - start,
+            note=outcome.note,
+        )
         if not dry_run:
             writes = dict(scope.rows_by_feature)
             self.lock.renew()  # first: a run whose expired lease was taken over must not record its step
@@ -405,12 +505,26 @@ class MigrationExecutor:
         self._notify(result)
         return result
 
-    def _record_step(self, migration: Migration, result: StepResult, write_id: str, writes: dict[str, int]) -> None:
+    def _record_step(
+        self, migration: Migration, result: StepResult, write_id: str, writes: dict[str, int]
+    ) -> None:
         progress.record(
-            self.store, project=self.project, migration_id=migration.migration_id, status=result.status,
-            run_id=self.run_id, op_index=result.op_index, op_id=result.op_id, op_type=result.op_type,
-            feature_key=result.feature_key, rows=result.rows, duration_s=result.duration_s, note=result.note,
-            error=result.error, checksum=migration.checksum, write_id=write_id, writes=writes,
+            self.store,
+            project=self.project,
+            migration_id=migration.migration_id,
+            status=result.status,
+            run_id=self.run_id,
+            op_index=result.op_index,
+            op_id=result.op_id,
+            op_type=result.op_type,
+            feature_key=result.feature_key,
+            rows=result.rows,
+            duration_s=result.duration_s,
+            note=result.note,
+            error=result.error,
+            checksum=migration.checksum,
+            write_id=write_id,
+            writes=writes,
         )
 
     def _notify(self, result: StepResult) -> None:

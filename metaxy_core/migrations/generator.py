@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,7 +76,7 @@ def generate(
             f"({current}); nothing to migrate"
         )
     recompute = [k for k in affected if not graph.spec(k).deps]
-    stamp = now or datetime.now(timezone.utc)
+    stamp = now or datetime.now(UTC)
     migration_id = f"{stamp:%Y%m%d_%H%M%S}_{_slug(name or 'reconcile')}"
     head = chain.head
     lines = [

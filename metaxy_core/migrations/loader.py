@@ -28,7 +28,9 @@ from metaxy_core.migrations.models import (
 )
 from metaxy_core.migrations.ops import OperationError, format_validation_error
 
-FILENAME = re.compile(r"^(?P<ts>\d{8}_\d{6})(?:_(?P<desc>[A-Za-z0-9][A-Za-z0-9_\-]*))?\.(?P<ext>yaml|yml|py)$")
+FILENAME = re.compile(
+    r"^(?P<ts>\d{8}_\d{6})(?:_(?P<desc>[A-Za-z0-9][A-Za-z0-9_\-]*))?\.(?P<ext>yaml|yml|py)$"
+)
 EXTENSIONS = (".yaml", ".yml", ".py")
 _BASES = (Migration, DiffMigration, PythonMigration, CustomMigration, FullGraphMigration)
 _KINDS: dict[str, type[Migration]] = {
@@ -118,9 +120,50 @@ def load_migration_file(path: Path, *, context: dict[str, Any] | None = None) ->
 _CSafeLoader = getattr(yaml, "CSafeLoader", None)
 
 
+#: deeper than any real migration file nests; refused by us, whatever depth the installed PyYAML tolerates
+MAX_DEPTH = 64
+_OPENS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSES = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+_QUOTED = re.compile(r"'[^'\n]*'|\"(?:[^\"\\\n]|\\.)*\"")
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting beyond ``MAX_DEPTH`` before anything is built.
+
+    PyYAML's own limits changed between releases (6.0.4 caps flow nesting, older ones recurse until Python's
+    limit), so the message a user sees must not depend on which one is installed: the event stream is counted
+    here, and when the parser itself gives up, the flow brackets open at the point it stopped decide.
+    """
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_CSafeLoader or yaml.SafeLoader):
+            if isinstance(event, _OPENS):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _TooDeep
+            elif isinstance(event, _CLOSES):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None and _flow_depth(text, mark.index) > MAX_DEPTH:
+            raise _TooDeep from None
+        raise
+
+
+def _flow_depth(text: str, index: int) -> int:
+    """Flow brackets (``[``/``{``) still open at ``index``, ignoring quoted strings."""
+    head = _QUOTED.sub("", text[:index])
+    return head.count("[") + head.count("{") - head.count("]") - head.count("}")
+
+
 def _safe_load(text: str) -> Any:
     """``yaml.safe_load`` with libyaml's parser when it is installed (about 10x faster: a Dagster code location
     loads every migration file). On an error the pure-Python parser runs again, so messages never depend on it."""
+    _check_depth(text)
     if _CSafeLoader is not None:
         try:
             return yaml.load(text, Loader=_CSafeLoader)  # noqa: S506 - CSafeLoader is the safe loader
@@ -138,15 +181,18 @@ def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migrat
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise MigrationLoadError(
-            path, f"YAML tag not allowed{where} ({exc.problem}); migration files hold plain values only, remove the tag"
+            path,
+            f"YAML tag not allowed{where} ({exc.problem}); migration files hold plain values only, remove the tag",
         ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
         raise MigrationLoadError(path, f"malformed YAML{where}: {problem}; fix the syntax") from None
-    except RecursionError:
-        raise MigrationLoadError(path, "is nested too deeply to be a migration; fix the file") from None
+    except (_TooDeep, RecursionError):
+        raise MigrationLoadError(
+            path, f"is nested more than {MAX_DEPTH} levels deep, which no migration needs; flatten the file"
+        ) from None
     if not isinstance(data, dict):
         raise MigrationLoadError(path, "must contain a YAML mapping (keys like migration_id, parent, ops)")
     _check_size(path, data)
@@ -158,15 +204,18 @@ def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migrat
         data.pop(key, None)
     if data.get("parent") is None and "parent" in data:
         data["parent"] = "initial"
-    kind_name = data.pop("kind", None) or data.pop("migration_type", None) or (
-        "full_graph" if "snapshot_version" in data else "diff"
+    kind_name = (
+        data.pop("kind", None)
+        or data.pop("migration_type", None)
+        or ("full_graph" if "snapshot_version" in data else "diff")
     )
     if not isinstance(kind_name, str):
         raise MigrationLoadError(path, "`kind` must be a string: `kind: diff` or `kind: full_graph`")
     cls = _KINDS.get(str(kind_name).rsplit(".", 1)[-1])
     if cls is None:
         raise MigrationLoadError(
-            path, f"unknown migration kind {kind_name!r}; YAML migrations are `kind: diff` or `kind: full_graph`"
+            path,
+            f"unknown migration kind {kind_name!r}; YAML migrations are `kind: diff` or `kind: full_graph`",
         )
     stem = path.name.rsplit(".", 1)[0]
     data.setdefault("migration_id", stem)
@@ -189,8 +238,9 @@ def _check_size(path: Path, data: Any) -> None:
         count += 1
         if count > MAX_VALUES:
             raise MigrationLoadError(
-                path, f"expands to more than {MAX_VALUES} values (YAML anchors/aliases repeating large blocks?); "
-                "write the migration out plainly"
+                path,
+                f"expands to more than {MAX_VALUES} values (YAML anchors/aliases repeating large blocks?); "
+                "write the migration out plainly",
             )
         if isinstance(item, dict):
             stack.extend(item.keys())
@@ -205,7 +255,9 @@ def _timestamp_id(value: int) -> str:
     return f"{digits[:8]}_{digits[8:]}" if len(digits) == 14 else digits
 
 
-def _validate(path: Path, cls: type[Migration], data: dict[str, Any] | None, context: dict[str, Any] | None) -> Migration:
+def _validate(
+    path: Path, cls: type[Migration], data: dict[str, Any] | None, context: dict[str, Any] | None
+) -> Migration:
     try:
         if data is None:
             return cls.model_validate({}, context=context)
@@ -216,9 +268,12 @@ def _validate(path: Path, cls: type[Migration], data: dict[str, Any] | None, con
         raise MigrationLoadError(path, str(exc)) from None
     except MetaxyError as exc:
         raise MigrationLoadError(path, str(exc)) from None
-    except Exception as exc:  # a user validator raised something pydantic does not wrap (TypeError, KeyError...)
+    except (
+        Exception
+    ) as exc:  # a user validator raised something pydantic does not wrap (TypeError, KeyError...)
         raise MigrationLoadError(
-            path, f"a validator of {cls.__name__} raised {type(exc).__name__}: {exc}; fix the validator or the value"
+            path,
+            f"a validator of {cls.__name__} raised {type(exc).__name__}: {exc}; fix the validator or the value",
         ) from exc
 
 
@@ -233,7 +288,9 @@ def _load_python(path: Path, context: dict[str, Any] | None) -> Migration:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
         sys.modules.pop(module_name, None)
-        raise MigrationLoadError(path, f"syntax error at line {exc.lineno}: {exc.msg}; fix the code") from None
+        raise MigrationLoadError(
+            path, f"syntax error at line {exc.lineno}: {exc.msg}; fix the code"
+        ) from None
     except ImportError as exc:
         sys.modules.pop(module_name, None)
         raise MigrationLoadError(
@@ -241,7 +298,9 @@ def _load_python(path: Path, context: dict[str, Any] | None) -> Migration:
         ) from None
     except (Exception, SystemExit) as exc:  # the user's module-level code failed (or called sys.exit)
         sys.modules.pop(module_name, None)
-        raise MigrationLoadError(path, f"raised {type(exc).__name__} while importing: {exc}; fix the module") from None
+        raise MigrationLoadError(
+            path, f"raised {type(exc).__name__} while importing: {exc}; fix the module"
+        ) from None
     classes = [
         obj
         for _, obj in inspect.getmembers(module, inspect.isclass)

@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -107,7 +107,11 @@ class StoreLock:
         if table is None:
             return None, None
         with _io.guard("read", self.uri, self.store.storage_options):
-            df = _io.scan_table(table, self.store.storage_options).filter(pl.col("project") == self.store.project).collect()
+            df = (
+                _io.scan_table(table, self.store.storage_options)
+                .filter(pl.col("project") == self.store.project)
+                .collect()
+            )
         return table, self._holder(df)
 
     @staticmethod
@@ -131,13 +135,13 @@ class StoreLock:
         return lease if lease is not None and not self._is_stale(lease) else None
 
     def _is_stale(self, lease: LeaseInfo) -> bool:
-        if lease.expires_at <= datetime.now(timezone.utc):
+        if lease.expires_at <= datetime.now(UTC):
             return True
         return lease.host == socket.gethostname() and lease.owner != self.owner and not _pid_alive(lease.pid)
 
     # ---------------------------------------------------------------- writing
     def _event(self, event: str, owner: str | None = None) -> pl.DataFrame:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         return pl.DataFrame(
             [
                 {
@@ -169,7 +173,9 @@ class StoreLock:
                         # Create the table with a neutral event first; racing creators are harmless.
                         _io.append(self.uri, self._event("init"), self.store.storage_options)
                         continue
-                    write_deltalake(table, row, mode="append", commit_properties=CommitProperties(max_commit_retries=0))
+                    write_deltalake(
+                        table, row, mode="append", commit_properties=CommitProperties(max_commit_retries=0)
+                    )
             except CommitFailedError:
                 continue  # someone committed first: re-read and decide again
             except MetaxyError as exc:
@@ -179,7 +185,9 @@ class StoreLock:
             self._depth = 1
             self._acquired_at = row["at"][0]
             return
-        raise MetaxyError(f"could not take the migration lock at {self.uri} after 20 attempts (heavy contention)")
+        raise MetaxyError(
+            f"could not take the migration lock at {self.uri} after 20 attempts (heavy contention)"
+        )
 
     def renew(self) -> None:
         """Extend the lease, after checking it is still ours.
@@ -201,9 +209,15 @@ class StoreLock:
         if table is None:
             return None
         with _io.guard("read", self.uri, self.store.storage_options):
-            df = _io.scan_table(table, self.store.storage_options).filter(
-                (pl.col("project") == self.store.project) & (pl.col("event") == "acquire") & (pl.col("owner") != self.owner)
-            ).collect()
+            df = (
+                _io.scan_table(table, self.store.storage_options)
+                .filter(
+                    (pl.col("project") == self.store.project)
+                    & (pl.col("event") == "acquire")
+                    & (pl.col("owner") != self.owner)
+                )
+                .collect()
+            )
         if self._acquired_at is not None:
             df = df.filter(pl.col("at") >= self._acquired_at)
         if df.height == 0:
@@ -239,5 +253,6 @@ class StoreLock:
         except MetaxyError as release_error:  # never hide the error that ended the run behind this one
             logging.getLogger("metaxy.migrations").warning(
                 "could not release the migration lock (%s); it expires after lock_ttl_seconds, a re-run on this "
-                "host takes it over at once, or run `metaxy migrations unlock`", release_error
+                "host takes it over at once, or run `metaxy migrations unlock`",
+                release_error,
             )

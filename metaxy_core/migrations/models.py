@@ -70,7 +70,9 @@ class Migration(BaseModel, ABC):
     @field_validator("created_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        if not isinstance(value, datetime):  # a .py migration re-annotated the field (`created_at: str = ...`)
+        if not isinstance(
+            value, datetime
+        ):  # a .py migration re-annotated the field (`created_at: str = ...`)
             try:
                 value = datetime.fromisoformat(str(value))
             except ValueError:
@@ -99,7 +101,9 @@ class Migration(BaseModel, ABC):
         return self.description or (type(self).__doc__ or "").strip().split("\n")[0]
 
     # ---------------------------------------------------------------- behaviour
-    def resolve_graphs(self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None) -> tuple[FeatureGraph | None, FeatureGraph]:
+    def resolve_graphs(
+        self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
+    ) -> tuple[FeatureGraph | None, FeatureGraph]:
         """(from graph, to graph) this migration runs with; ``graph`` is the code's graph."""
         current = graph if graph is not None else FeatureGraph.get_active()
         return None, current
@@ -172,9 +176,13 @@ class DiffMigration(Migration):
 def diff_affected(from_graph: FeatureGraph, to_graph: FeatureGraph) -> list[FeatureKey]:
     """Features whose version differs between the graphs, plus their downstream, upstream first."""
     changed = [
-        k for k in to_graph.keys if k in from_graph and from_graph.feature_version(k) != to_graph.feature_version(k)
+        k
+        for k in to_graph.keys
+        if k in from_graph and from_graph.feature_version(k) != to_graph.feature_version(k)
     ]
-    wanted = (set(changed) | set(to_graph.downstream(changed))) & {k for k in to_graph.keys if k in from_graph}
+    wanted = (set(changed) | set(to_graph.downstream(changed))) & {
+        k for k in to_graph.keys if k in from_graph
+    }
     return to_graph.topological_order(wanted)
 
 

@@ -101,7 +101,12 @@ class MetadataBackfill(BaseOperation, ABC):
 
     @abstractmethod
     def execute(
-        self, store: Any, *, from_snapshot_version: str | None, to_snapshot_version: str, dry_run: bool = False
+        self,
+        store: Any,
+        *,
+        from_snapshot_version: str | None,
+        to_snapshot_version: str,
+        dry_run: bool = False,
     ) -> int:
         """Backfill and return the rows written (or, in a dry run, the rows that would be written)."""
 
@@ -137,7 +142,9 @@ class DataVersionReconciliation(BaseOperation):
         if value is None:
             return None
         if not value:
-            raise ValueError("`features` is empty; list the features to reconcile, or omit it for all affected ones")
+            raise ValueError(
+                "`features` is empty; list the features to reconcile, or omit it for all affected ones"
+            )
         return [FeatureKey(v) for v in ([value] if isinstance(value, str) else value)]
 
     def features_for(self, ctx: OperationContext) -> list[FeatureKey]:
@@ -245,7 +252,9 @@ class DeltaMaintenance(BaseOperation):
         )
         by_action = {r.action: r for r in reports}
         opt = by_action["optimize"]
-        note = f"compacted {opt.files_before} -> {opt.files_after} file(s); checkpoint at v{opt.version_after}"
+        note = (
+            f"compacted {opt.files_before} -> {opt.files_after} file(s); checkpoint at v{opt.version_after}"
+        )
         if "vacuum" in by_action:
             note += f"; vacuumed {by_action['vacuum'].files_removed} file(s)"
         return StepOutcome(0, note=note)
@@ -281,7 +290,9 @@ def _estimate_after_upstreams(ctx: OperationContext, feature: FeatureKey) -> Ste
     def stored_ids(key: FeatureKey, graph: FeatureGraph) -> pl.LazyFrame:
         return store.read_metadata(key, graph=graph, allow_missing=True).select(ids)
 
-    todo = stored_ids(feature, old_graph).join(stored_ids(feature, new_graph), on=ids, how="anti", nulls_equal=True)
+    todo = stored_ids(feature, old_graph).join(
+        stored_ids(feature, new_graph), on=ids, how="anti", nulls_equal=True
+    )
     carried = todo
     for dep in spec.deps:
         available = stored_ids(dep.feature, new_graph)
@@ -363,7 +374,9 @@ def build_operation(spec: BaseOperation | dict[str, Any]) -> BaseOperation:
     if not isinstance(spec, dict):
         raise OperationError(f"an operation must be a mapping with a `type`, got {type(spec).__name__}")
     if "type" not in spec:
-        raise OperationError(f"operation {reprlib.repr(spec)} has no `type`; give the import path of its class")
+        raise OperationError(
+            f"operation {reprlib.repr(spec)} has no `type`; give the import path of its class"
+        )
     if not isinstance(spec["type"], str):
         raise OperationError(
             f"operation {reprlib.repr(spec)}: `type` must be an import path string such as "
@@ -376,7 +389,9 @@ def build_operation(spec: BaseOperation | dict[str, Any]) -> BaseOperation:
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise OperationError(f"operation {spec.get('id') or spec['type']}: {format_validation_error(exc)}") from None
+        raise OperationError(
+            f"operation {spec.get('id') or spec['type']}: {format_validation_error(exc)}"
+        ) from None
 
 
 def _accepts_literal(annotation: Any) -> bool:

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -268,6 +268,6 @@ def record(
         "writes": json.dumps(writes or {}, sort_keys=True),
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "at": datetime.now(timezone.utc),
+        "at": datetime.now(UTC),
     }
     append_system(store, EVENTS, pl.DataFrame([row], schema=_SCHEMA))

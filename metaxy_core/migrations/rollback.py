@@ -75,7 +75,11 @@ def rollback(
     with _maybe_lock(executor, dry_run):
         for migration_id in todo:
             result = rollback_migration(
-                executor, chain, migration_id, dry_run=dry_run, assume_rolled_back=[r.migration_id for r in results],
+                executor,
+                chain,
+                migration_id,
+                dry_run=dry_run,
+                assume_rolled_back=[r.migration_id for r in results],
                 extra_hidden=planned_hidden,
             )
             for f in result.features:
@@ -149,20 +153,29 @@ def rollback_migration(
         hidden, restored = pl.collect_all(
             [
                 before.filter(pl.col(WRITE_ID).is_in(write_ids)).select(pl.len()),
-                after.join(before.filter(pl.col(WRITE_ID).is_in(write_ids)).select(ids), on=ids, how="semi").select(
-                    pl.len()
-                ),
+                after.join(
+                    before.filter(pl.col(WRITE_ID).is_in(write_ids)).select(ids), on=ids, how="semi"
+                ).select(pl.len()),
             ]
         )
         planned.append(FeatureRollback(str(key), hidden.item(), restored.item(), sorted(write_ids)))
     if dry_run:
         return RollbackResult(migration_id, "planned", True, planned)
     for f in planned:
-        retract_writes(store, FeatureKey(f.feature_key), f.write_ids, retracted=True,
-                       reason=f"rollback of {migration_id} by run {executor.run_id}")
+        retract_writes(
+            store,
+            FeatureKey(f.feature_key),
+            f.write_ids,
+            retracted=True,
+            reason=f"rollback of {migration_id} by run {executor.run_id}",
+        )
     progress.record(
-        store, project=executor.project, migration_id=migration_id, status=progress.ROLLED_BACK,
-        run_id=executor.run_id, note="; ".join(f"{f.feature_key}: {f.hidden} hidden, {f.restored} restored" for f in planned),
+        store,
+        project=executor.project,
+        migration_id=migration_id,
+        status=progress.ROLLED_BACK,
+        run_id=executor.run_id,
+        note="; ".join(f"{f.feature_key}: {f.hidden} hidden, {f.restored} restored" for f in planned),
     )
     return RollbackResult(migration_id, "rolled_back", False, planned)
 

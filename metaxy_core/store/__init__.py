@@ -7,4 +7,11 @@ from metaxy_core.store.delta import MetadataNotFoundError as MetadataNotFoundErr
 from metaxy_core.store.system import PushResult as PushResult
 from metaxy_core.store.system import SnapshotRecord as SnapshotRecord
 
-__all__ = ["DeltaMetadataStore", "Increment", "MetadataNotFoundError", "MetadataStore", "PushResult", "SnapshotRecord"]
+__all__ = [
+    "DeltaMetadataStore",
+    "Increment",
+    "MetadataNotFoundError",
+    "MetadataStore",
+    "PushResult",
+    "SnapshotRecord",
+]

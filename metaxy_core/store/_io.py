@@ -71,7 +71,9 @@ def guard(action: str, uri: str, options: Mapping[str, str] | None) -> Iterator[
                 "up, and the credentials (AWS_ACCESS_KEY_ID / profile / role) may access it."
             ) from None
         if isinstance(exc, PermissionError):
-            raise StoreUnreachableError(f"cannot {action} {uri}: permission denied; check the folder's rights") from None
+            raise StoreUnreachableError(
+                f"cannot {action} {uri}: permission denied; check the folder's rights"
+            ) from None
         raise StoreError(f"cannot {action} {uri}: {_first_line(message)}") from None
 
 
@@ -122,7 +124,9 @@ def _polars_options(options: Mapping[str, str]) -> dict[str, object] | None:
     return {"max_retries": int(value)} if value is not None and str(value).isdigit() else None
 
 
-def append(uri: str, frame: pl.DataFrame, options: Mapping[str, str], *, partition_by: list[str] | None = None) -> None:
+def append(
+    uri: str, frame: pl.DataFrame, options: Mapping[str, str], *, partition_by: list[str] | None = None
+) -> None:
     """Atomically append one frame (one Delta commit); a new table is created by the same commit.
 
     delta-rs retries an append that loses a race with another append, but not one that races a commit changing

@@ -59,7 +59,6 @@ def resolve_storage_options(root: str, explicit: Mapping[str, str] | None) -> di
     given = {_normalize_key(k): str(v) for k, v in (explicit or {}).items() if v is not None}
     if not is_remote(root):
         return given
-    import boto3  # deferred: local stores never pay for botocore's import
 
     options: dict[str, str] = {}
     if "AWS_ACCESS_KEY_ID" not in given:
@@ -72,14 +71,18 @@ def resolve_storage_options(root: str, explicit: Mapping[str, str] | None) -> di
         if session.region_name:
             options["AWS_REGION"] = session.region_name
     given.pop("AWS_PROFILE", None)
-    endpoint = given.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL"
+    endpoint = (
+        given.get("AWS_ENDPOINT_URL")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
     )
     if endpoint:
         options["AWS_ENDPOINT_URL"] = endpoint
         if endpoint.startswith("http://"):
             options["AWS_ALLOW_HTTP"] = "true"
-    options.setdefault("AWS_REGION", os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    options.setdefault(
+        "AWS_REGION", os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    )
     options.update(S3_DEFAULT_OPTIONS)
     options.update(given)
     return options

@@ -29,7 +29,9 @@ class Increment:
     removed: pl.LazyFrame | pl.DataFrame
 
     def collect(self) -> Increment:
-        frames = [f.lazy() if isinstance(f, pl.DataFrame) else f for f in (self.added, self.changed, self.removed)]
+        frames = [
+            f.lazy() if isinstance(f, pl.DataFrame) else f for f in (self.added, self.changed, self.removed)
+        ]
         added, changed, removed = pl.collect_all(frames)
         return Increment(added=added, changed=changed, removed=removed)
 

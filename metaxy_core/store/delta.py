@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import reduce
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,12 @@ class DeltaMetadataStore(MetadataStore):
         return lf.join(newest, on=[*id_columns, CREATED_AT], how="semi", nulls_equal=True)
 
     def _current(
-        self, spec: FeatureSpec, graph: FeatureGraph, *, feature_version: str | None = None, any_version: bool = False
+        self,
+        spec: FeatureSpec,
+        graph: FeatureGraph,
+        *,
+        feature_version: str | None = None,
+        any_version: bool = False,
     ) -> pl.LazyFrame | None:
         lf = self._scan_feature(spec.key)
         if lf is None:
@@ -262,7 +267,11 @@ class DeltaMetadataStore(MetadataStore):
         scope = self._guard_write(spec)
         frame = self.prepare_rows(spec, df, graph)
         frame = self.stamp(
-            frame, spec, graph, write_id=write_id or (scope.write_id if scope else None), snapshot_version=snapshot_version
+            frame,
+            spec,
+            graph,
+            write_id=write_id or (scope.write_id if scope else None),
+            snapshot_version=snapshot_version,
         )
         rows = _io.collect(frame, self.table_uri(spec.key), self.storage_options)
         self._check_unique_ids(spec, rows)
@@ -352,20 +361,22 @@ class DeltaMetadataStore(MetadataStore):
         if DATA_VERSION_BY_FIELD in schema:
             dv = pl.col(DATA_VERSION_BY_FIELD)
             lf = lf.with_columns(
-                pl.struct([pl.coalesce(dv.struct.field(f), struct.struct.field(f)).alias(f) for f in fields]).alias(
-                    DATA_VERSION_BY_FIELD
-                )
+                pl.struct(
+                    [pl.coalesce(dv.struct.field(f), struct.struct.field(f)).alias(f) for f in fields]
+                ).alias(DATA_VERSION_BY_FIELD)
             )
         else:
             lf = lf.with_columns(pl.col(PROVENANCE_BY_FIELD).alias(DATA_VERSION_BY_FIELD))
         derived = combined_provenance(DATA_VERSION_BY_FIELD, fields)
         lf = lf.with_columns(
-            (pl.coalesce(pl.col(DATA_VERSION), derived) if DATA_VERSION in schema else derived).alias(DATA_VERSION)
+            (pl.coalesce(pl.col(DATA_VERSION), derived) if DATA_VERSION in schema else derived).alias(
+                DATA_VERSION
+            )
         )
         lf = lf.with_columns(
             pl.lit(graph.feature_version(spec.key)).alias(FEATURE_VERSION),
             pl.lit(snapshot_version or graph.snapshot_version).alias(SNAPSHOT_VERSION),
-            pl.lit(created_at or datetime.now(timezone.utc), dtype=TIMESTAMP).alias(CREATED_AT),
+            pl.lit(created_at or datetime.now(UTC), dtype=TIMESTAMP).alias(CREATED_AT),
             pl.lit(write_id or uuid.uuid4().hex).alias(WRITE_ID),
         )
         user = [c for c in lf.collect_schema() if c not in ids and c not in SYSTEM_COLUMNS]
@@ -390,7 +401,9 @@ class DeltaMetadataStore(MetadataStore):
                 f"rows for feature {spec.key} repeat {dupes} sample id(s); write one row per sample ({ids})"
             )
         prov_nulls = rows.select(
-            pl.any_horizontal([pl.col(PROVENANCE_BY_FIELD).struct.field(f).is_null() for f in spec.field_names]).sum()
+            pl.any_horizontal(
+                [pl.col(PROVENANCE_BY_FIELD).struct.field(f).is_null() for f in spec.field_names]
+            ).sum()
         ).item()
         if prov_nulls:
             raise MetadataSchemaError(
@@ -434,7 +447,9 @@ class DeltaMetadataStore(MetadataStore):
                 for uk, uf in graph.resolved_field_deps(spec.key, field.key)
             ]
             field_exprs.append(
-                field_provenance(graph.field_version(spec.key, field.key), parts).alias(field.key.to_table_name())
+                field_provenance(graph.field_version(spec.key, field.key), parts).alias(
+                    field.key.to_table_name()
+                )
             )
         return joined.select([*ids, pl.struct(field_exprs).alias(PROVENANCE_BY_FIELD)]).with_columns(
             combined_provenance(PROVENANCE_BY_FIELD, spec.field_names).alias(PROVENANCE)

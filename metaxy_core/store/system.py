@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -80,19 +80,23 @@ def push_snapshot(store: DeltaMetadataStore, graph: FeatureGraph, *, project: st
     latest = latest_snapshot(store, project=project)
     version = graph.snapshot_version
     if latest is not None and latest.snapshot_version == version:
-        return PushResult(version, already_pushed=True, previous_version=_previous_version(store, project, version))
+        return PushResult(
+            version, already_pushed=True, previous_version=_previous_version(store, project, version)
+        )
     row = pl.DataFrame(
         {
             "project": [project],
             "snapshot_version": [version],
-            "pushed_at": [datetime.now(timezone.utc)],
+            "pushed_at": [datetime.now(UTC)],
             "feature_count": [len(graph)],
             "snapshot": [json.dumps(graph.to_snapshot(), sort_keys=True)],
         },
         schema_overrides={"pushed_at": pl.Datetime("us", "UTC"), "feature_count": pl.Int64},
     )
     append_system(store, SNAPSHOTS, row)
-    return PushResult(version, already_pushed=False, previous_version=latest.snapshot_version if latest else None)
+    return PushResult(
+        version, already_pushed=False, previous_version=latest.snapshot_version if latest else None
+    )
 
 
 def _previous_version(store: DeltaMetadataStore, project: str, version: str) -> str | None:
@@ -149,7 +153,7 @@ def retract_writes(
     """Hide (``retracted=True``) or show again the rows written under ``write_ids``."""
     if not write_ids:
         return
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = pl.DataFrame(
         {
             "feature_key": [key.to_string()] * len(write_ids),

@@ -14,7 +14,7 @@ import pytest
 from metaxy_core import FeatureGraph, MetaxyConfig
 from metaxy_core.cli.app import main
 
-FEATURES = '''
+FEATURES = """
 import os
 from metaxy_core import Feature, FeatureDep, FeatureSpec, FieldDep, FieldSpec
 
@@ -25,11 +25,13 @@ class Emb(Feature, spec=FeatureSpec(key="video/embeddings", deps=[FeatureDep(fea
         fields=[FieldSpec(key="clip", code_version=os.environ.get("EMB_VERSION", "1"),
                           deps=[FieldDep(feature=Raw, fields=["frames"])])])):
     pass
-'''
+"""
 
 
 class Project:
-    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def __init__(
+        self, root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         self.root, self.monkeypatch, self.capsys = root, monkeypatch, capsys
 
     def run(self, *args: str, emb: str = "1") -> tuple[int, str, str]:
@@ -48,15 +50,21 @@ class Project:
             graph = config.load_features()
             store = config.get_store()
             raw = pl.DataFrame({"sample_uid": [f"s{i}" for i in range(50)]}).with_columns(
-                metaxy_provenance_by_field=pl.struct(frames=pl.col("sample_uid") + "f", audio=pl.col("sample_uid") + "a")
+                metaxy_provenance_by_field=pl.struct(
+                    frames=pl.col("sample_uid") + "f", audio=pl.col("sample_uid") + "a"
+                )
             )
             store.write_metadata("video/raw", raw)
-            store.write_metadata("video/embeddings", store.resolve_update("video/embeddings").added.with_columns(dim=pl.lit(3)))
+            store.write_metadata(
+                "video/embeddings", store.resolve_update("video/embeddings").added.with_columns(dim=pl.lit(3))
+            )
             assert graph.snapshot_version
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Project]:
+def project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Project]:
     (tmp_path / "metaxy.toml").write_text('project = "cli"\nentrypoints = ["cli_features"]\n')
     (tmp_path / "cli_features.py").write_text(FEATURES)
     (tmp_path / "sub").mkdir()
@@ -72,7 +80,9 @@ def test_push_is_idempotent_and_snapshot_reports_it(project: Project) -> None:
     assert code == 0 and "already the latest pushed one" in out
     code, out, _ = project.run("snapshot", "--format", "json")
     info = json.loads(out)
-    assert info["pushed"] is True and info["current_snapshot_version"] == info["latest_pushed_snapshot_version"]
+    assert (
+        info["pushed"] is True and info["current_snapshot_version"] == info["latest_pushed_snapshot_version"]
+    )
 
 
 def test_graph_lists_fields_with_versions_as_json(project: Project) -> None:

@@ -8,7 +8,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from metaxy_core import DeltaMetadataStore, Feature, FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+from metaxy_core import (
+    DeltaMetadataStore,
+    Feature,
+    FeatureDep,
+    FeatureGraph,
+    FeatureSpec,
+    FieldDep,
+    FieldSpec,
+)
 from metaxy_core.migrations import MigrationExecutor, load_chain
 from metaxy_core.migrations.rollback import RollbackRefused, rollback, rollback_migration
 from metaxy_core.store.provenance import CREATED_AT, WRITE_ID
@@ -20,7 +28,10 @@ def build_graph(emb: str, tags: str = "1") -> FeatureGraph:
     graph = FeatureGraph()
     with graph.use():
 
-        class Raw(Feature, spec=FeatureSpec(key="video/raw", fields=[FieldSpec(key="frames"), FieldSpec(key="audio")])):
+        class Raw(
+            Feature,
+            spec=FeatureSpec(key="video/raw", fields=[FieldSpec(key="frames"), FieldSpec(key="audio")]),
+        ):
             pass
 
         class Emb(
@@ -28,21 +39,29 @@ def build_graph(emb: str, tags: str = "1") -> FeatureGraph:
             spec=FeatureSpec(
                 key="video/embeddings",
                 deps=[FeatureDep(feature=Raw)],
-                fields=[FieldSpec(key="clip", code_version=emb, deps=[FieldDep(feature=Raw, fields=["frames"])])],
+                fields=[
+                    FieldSpec(key="clip", code_version=emb, deps=[FieldDep(feature=Raw, fields=["frames"])])
+                ],
             ),
         ):
             pass
 
         class Tags(
             Feature,
-            spec=FeatureSpec(key="video/tags", deps=[FeatureDep(feature=Emb)], fields=[FieldSpec(key="tags", code_version=tags)]),
+            spec=FeatureSpec(
+                key="video/tags",
+                deps=[FeatureDep(feature=Emb)],
+                fields=[FieldSpec(key="tags", code_version=tags)],
+            ),
         ):
             pass
 
     return graph
 
 
-def _write_migration(directory: Path, migration_id: str, parent: str, g_from: FeatureGraph, g_to: FeatureGraph) -> None:
+def _write_migration(
+    directory: Path, migration_id: str, parent: str, g_from: FeatureGraph, g_to: FeatureGraph
+) -> None:
     (directory / f"{migration_id}.yaml").write_text(
         textwrap.dedent(
             f"""\
@@ -61,12 +80,20 @@ def _write_migration(directory: Path, migration_id: str, parent: str, g_from: Fe
 def setup(tmp_path: Path):
     g1, g2, g3 = build_graph("1"), build_graph("2"), build_graph("2", tags="2")
     store = DeltaMetadataStore(tmp_path / "store")
-    raw = pl.DataFrame({"sample_uid": [f"s{i:04d}" for i in range(N)], "path": [f"/v/{i}.mp4" for i in range(N)]})
-    raw = raw.with_columns(metaxy_provenance_by_field=pl.struct(frames=pl.col("path") + "#f", audio=pl.col("path") + "#a"))
+    raw = pl.DataFrame(
+        {"sample_uid": [f"s{i:04d}" for i in range(N)], "path": [f"/v/{i}.mp4" for i in range(N)]}
+    )
+    raw = raw.with_columns(
+        metaxy_provenance_by_field=pl.struct(frames=pl.col("path") + "#f", audio=pl.col("path") + "#a")
+    )
     with g1.use():
         store.write_metadata("video/raw", raw)
-        store.write_metadata("video/embeddings", store.resolve_update("video/embeddings").added.with_columns(dim=pl.lit(512)))
-        store.write_metadata("video/tags", store.resolve_update("video/tags").added.with_columns(label=pl.lit("cat")))
+        store.write_metadata(
+            "video/embeddings", store.resolve_update("video/embeddings").added.with_columns(dim=pl.lit(512))
+        )
+        store.write_metadata(
+            "video/tags", store.resolve_update("video/tags").added.with_columns(label=pl.lit("cat"))
+        )
         store.push_snapshot(g1)
     store.push_snapshot(g2)
     migrations = tmp_path / "migrations"
@@ -86,7 +113,12 @@ def latest_view(store: DeltaMetadataStore, graph: FeatureGraph, key: str) -> pl.
 def table_versions(store: DeltaMetadataStore) -> dict[str, int | None]:
     keys = ["video/raw", "video/embeddings", "video/tags"]
     out = {k: store.table_version(k) for k in keys}
-    out.update({s: store.table_version(system=s) for s in ("snapshots", "migration_events", "lock", "retracted_writes")})
+    out.update(
+        {
+            s: store.table_version(system=s)
+            for s in ("snapshots", "migration_events", "lock", "retracted_writes")
+        }
+    )
     return out
 
 
@@ -138,7 +170,9 @@ def test_single_rollback_is_refused_while_a_later_migration_is_applied(setup) ->
     executor = MigrationExecutor(store, graph=g3)
     executor.apply(chain)
     versions = table_versions(store)
-    with pytest.raises(RollbackRefused, match=r"later migration\(s\) 20250102_000000_tags were applied on top of it"):
+    with pytest.raises(
+        RollbackRefused, match=r"later migration\(s\) 20250102_000000_tags were applied on top of it"
+    ):
         rollback_migration(executor, chain, "20250101_000000_emb")
     assert table_versions(store) == versions
 
@@ -152,7 +186,9 @@ def test_rollback_keeps_rows_other_writers_appended_after_the_migration(setup) -
         assert fresh.changed.height == 0
         # Another writer recomputes five samples at the new version, with a different user value.
         redo = store.read_metadata("video/embeddings").head(5).collect().with_columns(dim=pl.lit(1024))
-        store.write_metadata("video/embeddings", redo.select("sample_uid", "dim", "metaxy_provenance_by_field"))
+        store.write_metadata(
+            "video/embeddings", redo.select("sample_uid", "dim", "metaxy_provenance_by_field")
+        )
     rollback(executor, chain)
     view = latest_view(store, g2, "video/embeddings")
     assert view.filter(pl.col("dim") == 1024).height == 5

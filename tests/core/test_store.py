@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -131,7 +131,7 @@ def test_written_rows_read_back_with_user_and_system_columns(
     assert set(df[FEATURE_VERSION]) == {v.graph.feature_version(v.Raw)}
     assert set(df[SNAPSHOT_VERSION]) == {v.graph.snapshot_version}
     assert df[CREATED_AT].dtype == pl.Datetime("us", "UTC")
-    assert df[CREATED_AT][0].tzinfo is not None and df[CREATED_AT][0].utcoffset() == timezone.utc.utcoffset(
+    assert df[CREATED_AT][0].tzinfo is not None and df[CREATED_AT][0].utcoffset() == UTC.utcoffset(
         None
     )
     assert df[DATA_VERSION_BY_FIELD].to_list() == df[PROVENANCE_BY_FIELD].to_list()  # defaults to provenance

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from metaxy_dg_testkit import Project, make_project
 
 HERE = Path(__file__).resolve().parent

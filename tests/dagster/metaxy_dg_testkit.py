@@ -31,18 +31,42 @@ SAMPLES = ["s1", "s2", "s3", "s4", "s5"]
 def declare_features(version: int) -> None:
     """Declare raw -> embeddings -> clip scores in the active graph; ``version`` is the embeddings' code version."""
 
-    class Raw(Feature, spec=FeatureSpec(key=RAW, id_columns=["sample_uid"],
-                                        fields=[FieldSpec(key="frames", code_version="1"),
-                                                FieldSpec(key="audio", code_version="1")])):
+    class Raw(
+        Feature,
+        spec=FeatureSpec(
+            key=RAW,
+            id_columns=["sample_uid"],
+            fields=[FieldSpec(key="frames", code_version="1"), FieldSpec(key="audio", code_version="1")],
+        ),
+    ):
         path: str
 
-    class Emb(Feature, spec=FeatureSpec(key=EMB, id_columns=["sample_uid"], deps=[FeatureDep(feature=Raw)],
-                                        fields=[FieldSpec(key="embedding", code_version=str(version),
-                                                          deps=[FieldDep(feature=Raw, fields=["frames"])])])):
+    class Emb(
+        Feature,
+        spec=FeatureSpec(
+            key=EMB,
+            id_columns=["sample_uid"],
+            deps=[FeatureDep(feature=Raw)],
+            fields=[
+                FieldSpec(
+                    key="embedding",
+                    code_version=str(version),
+                    deps=[FieldDep(feature=Raw, fields=["frames"])],
+                )
+            ],
+        ),
+    ):
         dim: int
 
-    class Clip(Feature, spec=FeatureSpec(key=CLIP, id_columns=["sample_uid"], deps=[FeatureDep(feature=Emb)],
-                                         fields=[FieldSpec(key="score", code_version="1")])):
+    class Clip(
+        Feature,
+        spec=FeatureSpec(
+            key=CLIP,
+            id_columns=["sample_uid"],
+            deps=[FeatureDep(feature=Emb)],
+            fields=[FieldSpec(key="score", code_version="1")],
+        ),
+    ):
         score: float
 
 
@@ -86,7 +110,9 @@ class LeakyOperation(BaseOperation):
 
 
 # --------------------------------------------------------------------------- projects
-def _migration_yaml(migration_id: str, parent: str, from_v: str, to_v: str, ops: list[dict], description: str) -> str:
+def _migration_yaml(
+    migration_id: str, parent: str, from_v: str, to_v: str, ops: list[dict], description: str
+) -> str:
     import yaml
 
     return yaml.safe_dump(
@@ -166,18 +192,31 @@ class Project:
             }
         )
         store.write_metadata(RAW, raw, graph=graph)
-        store.write_metadata(EMB, pl.DataFrame({"sample_uid": samples, "dim": [512] * len(samples)}), graph=graph)
-        store.write_metadata(CLIP, pl.DataFrame({"sample_uid": samples, "score": [0.5] * len(samples)}), graph=graph)
+        store.write_metadata(
+            EMB, pl.DataFrame({"sample_uid": samples, "dim": [512] * len(samples)}), graph=graph
+        )
+        store.write_metadata(
+            CLIP, pl.DataFrame({"sample_uid": samples, "score": [0.5] * len(samples)}), graph=graph
+        )
 
     def write_migration(
-        self, migration_id: str, *, parent: str, from_version: int, to_version: int,
-        ops: list[dict] | None = None, description: str | None = None,
+        self,
+        migration_id: str,
+        *,
+        parent: str,
+        from_version: int,
+        to_version: int,
+        ops: list[dict] | None = None,
+        description: str | None = None,
     ) -> Path:
         path = self.migrations_dir / f"{migration_id}.yaml"
         path.write_text(
             _migration_yaml(
-                migration_id, parent, self.graph(from_version).snapshot_version,
-                self.graph(to_version).snapshot_version, ops if ops is not None else [RECONCILE],
+                migration_id,
+                parent,
+                self.graph(from_version).snapshot_version,
+                self.graph(to_version).snapshot_version,
+                ops if ops is not None else [RECONCILE],
                 description or f"Carry embeddings from code version {from_version} to {to_version}",
             )
         )
@@ -234,8 +273,11 @@ def make_project(
             root = "{store_root}"
             """
         )
-        + ("[store.storage_options]\n" + "".join(f'{k} = "{v}"\n' for k, v in storage_options.items())
-           if storage_options else "")
+        + (
+            "[store.storage_options]\n" + "".join(f'{k} = "{v}"\n' for k, v in storage_options.items())
+            if storage_options
+            else ""
+        )
     )
     project = Project(root=root, module=module, code_version=code_version)
     project.migrations_dir.mkdir()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from metaxy_dg_testkit import CLIP, EMB, RECONCILE, Project, make_project
 
 from metaxy_core.migrations import MigrationExecutor, load_chain
 from metaxy_core.migrations.lock import StoreLock
@@ -18,7 +19,6 @@ from metaxy_dagster import (
     build_migration_definitions,
     run_config_for,
 )
-from metaxy_dg_testkit import CLIP, EMB, RECONCILE, Project, make_project
 
 HERE = Path(__file__).resolve().parent
 M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
@@ -77,7 +77,9 @@ def test_applied_parent_does_not_block_its_child(project: Project, instance) -> 
         MigrationExecutor(project.store(), graph=project.code_graph).apply(chain, M1)  # e.g. from the CLI
     result = apply(project, instance)
     assert result.success
-    statuses = [e.materialization.metadata["metaxy/status"].value for e in result.get_asset_materialization_events()]
+    statuses = [
+        e.materialization.metadata["metaxy/status"].value for e in result.get_asset_materialization_events()
+    ]
     assert statuses == ["already_applied", "completed"]
     assert project.rows_at(EMB, 3) == 5
 
@@ -97,7 +99,9 @@ def test_file_edited_after_load_is_refused(project: Project, instance) -> None:
     path = project.migrations_dir / f"{M1}.yaml"
     path.write_text(path.read_text().replace("Carry embeddings", "Carry the embeddings"))
     with project.active():
-        result = defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(instance=instance, raise_on_error=False)
+        result = defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(
+            instance=instance, raise_on_error=False
+        )
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data
     assert failure.error.cls_name == MetaxyMigrationChangedError.__name__
@@ -123,19 +127,26 @@ def test_reexecution_from_failure_resumes_at_the_failed_operation(tmp_path: Path
             failed = [e.step_key for e in first.get_step_failure_events()]
             assert failed == [f"metaxy__migrations__{M1}.{M1}__2_flaky"]
             assert started_steps(instance, first.run_id) == [
-                f"metaxy__migrations__{M1}.{M1}__1_reconcile", f"metaxy__migrations__{M1}.{M1}__2_flaky",
+                f"metaxy__migrations__{M1}.{M1}__1_reconcile",
+                f"metaxy__migrations__{M1}.{M1}__2_flaky",
             ]
             description = first.get_step_failure_events()[0].step_failure_data.user_failure_data.description
-            assert "flaky operation failing once" in description and "re-execute the run from failure" in description
+            assert (
+                "flaky operation failing once" in description
+                and "re-execute the run from failure" in description
+            )
         state = MigrationExecutor(project.store(), graph=project.code_graph).state(M1)
         assert state.status == "failed" and state.step_done(0, EMB)
         assert project.rows_at(EMB, 2) == 5  # the first operation's work is kept
 
         options = dg.ReexecutionOptions.from_failure(run_id=first.run_id, instance=instance)
-        with dg.execute_job(recon, instance=instance, run_config=in_process, reexecution_options=options) as second:
+        with dg.execute_job(
+            recon, instance=instance, run_config=in_process, reexecution_options=options
+        ) as second:
             assert second.success
             assert started_steps(instance, second.run_id) == [
-                f"metaxy__migrations__{M1}.{M1}__2_flaky", f"metaxy__migrations__{M1}_metaxy_migration_verified",
+                f"metaxy__migrations__{M1}.{M1}__2_flaky",
+                f"metaxy__migrations__{M1}_metaxy_migration_verified",
             ]
             assert [e.asset_key for e in second.get_asset_materialization_events()] == [KEY1]
     state = MigrationExecutor(project.store(), graph=project.code_graph).state(M1)
@@ -191,7 +202,9 @@ def test_custom_python_and_empty_migrations(project: Project, instance) -> None:
         assert plan.success
         result = defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(instance=instance)
     assert result.success
-    metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    metadata = {
+        e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
     assert metadata["20250103_000000_custom"]["metaxy/rows"].value == 3
     assert metadata["20250104_000000_nothing"]["metaxy/status"].value == "completed"
     states = MigrationExecutor(project.store(), graph=project.code_graph).states()

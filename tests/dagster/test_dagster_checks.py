@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 import polars as pl
-
-from metaxy_dagster import APPLY_JOB_NAME, build_migration_definitions, verify_migration
-from metaxy_core.migrations import load_chain
 from metaxy_dg_testkit import EMB, RAW, Project
+
+from metaxy_core.migrations import load_chain
+from metaxy_dagster import APPLY_JOB_NAME, build_migration_definitions, verify_migration
 
 M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
 KEY1, KEY2 = dg.AssetKey(["metaxy", "migrations", M1]), dg.AssetKey(["metaxy", "migrations", M2])
@@ -16,17 +16,25 @@ KEY1, KEY2 = dg.AssetKey(["metaxy", "migrations", M1]), dg.AssetKey(["metaxy", "
 def apply(project: Project, instance, **kwargs) -> dg.ExecuteInProcessResult:
     defs = build_migration_definitions(config_path=project.config_path)
     with project.active():
-        return defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(instance=instance, raise_on_error=False,
-                                                                       **kwargs)
+        return defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(
+            instance=instance, raise_on_error=False, **kwargs
+        )
 
 
 def tamper(project: Project, old_version: int, sample: str = "s9") -> None:
     """A new sample whose embeddings were written by old code after the migration ran."""
     store = project.store()
-    raw = pl.DataFrame({"sample_uid": [sample], "path": ["s3://videos/late.mp4"],
-                        "metaxy_provenance_by_field": [{"frames": "f-late", "audio": "a-late"}]})
+    raw = pl.DataFrame(
+        {
+            "sample_uid": [sample],
+            "path": ["s3://videos/late.mp4"],
+            "metaxy_provenance_by_field": [{"frames": "f-late", "audio": "a-late"}],
+        }
+    )
     store.write_metadata(RAW, raw, graph=project.graph(project.code_version))
-    store.write_metadata(EMB, pl.DataFrame({"sample_uid": [sample], "dim": [512]}), graph=project.graph(old_version))
+    store.write_metadata(
+        EMB, pl.DataFrame({"sample_uid": [sample], "dim": [512]}), graph=project.graph(old_version)
+    )
 
 
 def checks(result: dg.ExecuteInProcessResult) -> dict[dg.AssetKey, dg.AssetCheckEvaluation]:

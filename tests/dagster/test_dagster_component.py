@@ -8,9 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
-from metaxy_dagster import APPLY_JOB_NAME, PLAN_JOB_NAME, MetaxyMigrationsComponent, build_migration_definitions
 from metaxy_dg_testkit import EMB, Project
+
+from metaxy_dagster import (
+    APPLY_JOB_NAME,
+    PLAN_JOB_NAME,
+    MetaxyMigrationsComponent,
+    build_migration_definitions,
+)
 
 M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
 
@@ -41,7 +46,9 @@ def make_dg_project(root: Path, defs_yaml: str) -> tuple[Path, str]:
     return root, package
 
 
-def test_defs_yaml_yields_the_factory_definitions(project: Project, tmp_path: Path, monkeypatch, instance) -> None:
+def test_defs_yaml_yields_the_factory_definitions(
+    project: Project, tmp_path: Path, monkeypatch, instance
+) -> None:
     location = tmp_path / "location"
     folder_depth = 4  # location/src/<package>/defs/metaxy_migrations -> location
     relative = Path(*[".."] * folder_depth) / ".." / "project" / "metaxy.toml"
@@ -107,7 +114,10 @@ def test_component_overrides_resolve_relative_to_its_folder(project: Project, tm
     context = ComponentTree.for_test().load_context.for_path(tmp_path)
     defs = dg.component_defs(component=component, context=context)
     graph = defs.resolve_asset_graph()
-    assert set(graph.get_all_asset_keys()) == {dg.AssetKey(["ml", "migrations", M1]), dg.AssetKey(["ml", "migrations", M2])}
+    assert set(graph.get_all_asset_keys()) == {
+        dg.AssetKey(["ml", "migrations", M1]),
+        dg.AssetKey(["ml", "migrations", M2]),
+    }
     assert graph.get(dg.AssetKey(["ml", "migrations", M1])).group_name == "data_migrations"
     assert not list(graph.asset_check_keys) and not defs.sensors
     assert defs.resources["metaxy_store"].get_store().root_uri == str((tmp_path / "other-store").resolve())

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from metaxy_dg_testkit import Project, make_project, migration_ids
 
 from metaxy_core.migrations import load_chain
 from metaxy_dagster import (
@@ -22,7 +23,6 @@ from metaxy_dagster import (
     build_migration_assets,
     build_migration_definitions,
 )
-from metaxy_dg_testkit import Project, make_project, migration_ids
 
 M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
 KEY1, KEY2 = dg.AssetKey(["metaxy", "migrations", M1]), dg.AssetKey(["metaxy", "migrations", M2])
@@ -111,9 +111,12 @@ def test_custom_translator_changes_keys_and_dependencies_follow(project: Project
 
 
 def test_translator_settings_prefix_group_and_no_checks(project: Project) -> None:
-    settings = MetaxyMigrationTranslatorSettings(key_prefix=("ml",), group_name="migrations", enable_asset_checks=False)
-    defs = build_migration_definitions(config_path=project.config_path,
-                                       translator=MetaxyMigrationTranslator(settings))
+    settings = MetaxyMigrationTranslatorSettings(
+        key_prefix=("ml",), group_name="migrations", enable_asset_checks=False
+    )
+    defs = build_migration_definitions(
+        config_path=project.config_path, translator=MetaxyMigrationTranslator(settings)
+    )
     graph = defs.resolve_asset_graph()
     assert set(graph.get_all_asset_keys()) == {dg.AssetKey(["ml", M1]), dg.AssetKey(["ml", M2])}
     assert graph.get(dg.AssetKey(["ml", M1])).group_name == "migrations"
@@ -165,8 +168,9 @@ def test_200_migrations_load_in_under_a_second(tmp_path: Path, project: Project)
 
 
 def test_broken_chain_fails_with_the_cli_message(project: Project) -> None:
-    path = project.write_migration("20250103_000000_fork", parent=migration_ids(project)[0], from_version=2,
-                                   to_version=3)
+    path = project.write_migration(
+        "20250103_000000_fork", parent=migration_ids(project)[0], from_version=2, to_version=3
+    )
     with pytest.raises(MetaxyDefinitionsError) as info:
         build_migration_definitions(config_path=project.config_path)
     expected = str(pytest.raises(Exception, load_chain, project.migrations_dir).value)
@@ -203,8 +207,11 @@ def test_store_resource_from_config_and_overrides(project: Project, monkeypatch:
     assert resource.get_store().root_uri == str(project.store_root)
     assert resource.get_config().migrations_path == project.migrations_dir
     monkeypatch.setenv("MXDG_KEY", "s3cr3t-value-123")
-    other = MetaxyStoreResource(root_uri=str(project.root / "elsewhere"), project="other",
-                                storage_options={"AWS_SECRET_ACCESS_KEY": "${MXDG_KEY}"})
+    other = MetaxyStoreResource(
+        root_uri=str(project.root / "elsewhere"),
+        project="other",
+        storage_options={"AWS_SECRET_ACCESS_KEY": "${MXDG_KEY}"},
+    )
     store = other.get_store()
     assert (store.root_uri, store.project) == (str(project.root / "elsewhere"), "other")
     assert store.storage_options["AWS_SECRET_ACCESS_KEY"] == "s3cr3t-value-123"
@@ -233,5 +240,7 @@ class Broken(PythonMigration):
 def test_failing_build_operations_names_the_file(project: Project) -> None:
     path = project.migrations_dir / "20250103_000000_broken.py"
     path.write_text(PY_MIGRATION)
-    with pytest.raises(MetaxyDefinitionsError, match=r"20250103_000000_broken\.py: RuntimeError while building"):
+    with pytest.raises(
+        MetaxyDefinitionsError, match=r"20250103_000000_broken\.py: RuntimeError while building"
+    ):
         build_migration_definitions(config_path=project.config_path)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
+from metaxy_dg_testkit import CLIP, EMB, Project, make_project
 
 from metaxy_core.migrations import MigrationExecutor
-from metaxy_dagster import APPLY_JOB_NAME, PLAN_JOB_NAME, MetaxyPlanOnlyError, build_migration_definitions, run_config_for
-from metaxy_dg_testkit import CLIP, EMB, Project, make_project
+from metaxy_dagster import (
+    APPLY_JOB_NAME,
+    PLAN_JOB_NAME,
+    MetaxyPlanOnlyError,
+    build_migration_definitions,
+    run_config_for,
+)
 
 M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
 KEY1, KEY2 = dg.AssetKey(["metaxy", "migrations", M1]), dg.AssetKey(["metaxy", "migrations", M2])
@@ -59,10 +65,17 @@ def test_plan_reports_roots_that_need_a_recompute(tmp_path, instance) -> None:
 
     changed = FeatureGraph()
     with changed.use():
-        class Raw(Feature, spec=FeatureSpec(key="video/raw", id_columns=["sample_uid"],
-                                            fields=[FieldSpec(key="frames", code_version="9"),
-                                                    FieldSpec(key="audio", code_version="1")])):
+
+        class Raw(
+            Feature,
+            spec=FeatureSpec(
+                key="video/raw",
+                id_columns=["sample_uid"],
+                fields=[FieldSpec(key="frames", code_version="9"), FieldSpec(key="audio", code_version="1")],
+            ),
+        ):
             pass
+
     project.graphs[9] = changed
     store = project.store()
     store.push_snapshot(changed)
@@ -88,7 +101,9 @@ def test_apply_job_with_dry_run_records_observation_not_materialization(project:
 
 def test_plan_job_refuses_to_apply(project: Project, instance) -> None:
     before = project.table_versions()
-    result = run(project, instance, PLAN_JOB_NAME, run_config=run_config_for(dry_run=False), raise_on_error=False)
+    result = run(
+        project, instance, PLAN_JOB_NAME, run_config=run_config_for(dry_run=False), raise_on_error=False
+    )
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data
     assert failure.error.cls_name == MetaxyPlanOnlyError.__name__
@@ -99,7 +114,9 @@ def test_plan_job_refuses_to_apply(project: Project, instance) -> None:
 def test_plan_after_apply_reports_already_applied(project: Project, instance) -> None:
     assert run(project, instance, APPLY_JOB_NAME).success
     before = project.table_versions()
-    assert {"_metaxy_system/migration_events", "_metaxy_system/lock", "_metaxy_system/snapshots"} <= set(before)
+    assert {"_metaxy_system/migration_events", "_metaxy_system/lock", "_metaxy_system/snapshots"} <= set(
+        before
+    )
     result = run(project, instance, PLAN_JOB_NAME)
     assert result.success
     assert project.table_versions() == before

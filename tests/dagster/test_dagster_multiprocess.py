@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from metaxy_dg_testkit import CLIP, EMB, Project
 
 from metaxy_core.migrations.progress import read_events
-from metaxy_dg_testkit import CLIP, EMB, Project
 
 HERE = Path(__file__).resolve().parent
 M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
@@ -27,7 +27,9 @@ def test_apply_under_the_multiprocess_executor_with_spawn(project: Project) -> N
         reconstructable_args=(str(project.config_path),),
         reconstructor_working_directory=str(HERE),
     )
-    run_config = {"execution": {"config": {"multiprocess": {"max_concurrent": 2, "start_method": {"spawn": {}}}}}}
+    run_config = {
+        "execution": {"config": {"multiprocess": {"max_concurrent": 2, "start_method": {"spawn": {}}}}}
+    }
     with dg.instance_for_test() as instance:
         with dg.execute_job(recon, instance=instance, run_config=run_config) as result:
             assert result.success

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
+from metaxy_dg_testkit import CLIP, EMB, Project
 
 from metaxy_core.migrations import MigrationExecutor
-from metaxy_dagster import APPLY_JOB_NAME, ROLLBACK_JOB_NAME, MetaxyRunError, build_migration_definitions, run_config_for
-from metaxy_dg_testkit import CLIP, EMB, Project
+from metaxy_dagster import (
+    APPLY_JOB_NAME,
+    ROLLBACK_JOB_NAME,
+    MetaxyRunError,
+    build_migration_definitions,
+    run_config_for,
+)
 
 M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
 
@@ -35,8 +41,11 @@ def test_rollback_job_dry_run_plans_and_writes_nothing(project: Project, instanc
     result = _run(project, instance, ROLLBACK_JOB_NAME, run_config=_rollback_config(M2, dry_run=True))
     assert result.success
     assert project.table_versions() == versions
-    [observation] = [e.asset_observation_data.asset_observation for e in result.all_events
-                     if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION]
+    [observation] = [
+        e.asset_observation_data.asset_observation
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
+    ]
     assert observation.asset_key == dg.AssetKey(["metaxy", "migrations", M2])
     assert observation.metadata["metaxy/rollback"].value == "planned"
     assert observation.metadata["metaxy/rows_hidden_by_feature"].value == {EMB: 5, CLIP: 5}
@@ -58,13 +67,17 @@ def test_rollback_job_undoes_the_head_and_the_asset_history_records_it(project: 
     assert project.rows_at(EMB, 3) == 5 and _statuses(project) == {M1: "completed", M2: "completed"}
 
 
-def test_rollback_job_refuses_a_migration_with_an_applied_child_unless_cascading(project: Project, instance) -> None:
+def test_rollback_job_refuses_a_migration_with_an_applied_child_unless_cascading(
+    project: Project, instance
+) -> None:
     assert _run(project, instance, APPLY_JOB_NAME).success
     versions = project.table_versions()
     with pytest.raises(MetaxyRunError, match=rf"later migration\(s\) {M2} were applied on top of it"):
         _run(project, instance, ROLLBACK_JOB_NAME, run_config=_rollback_config(M1, dry_run=False))
     assert project.table_versions() == versions
-    result = _run(project, instance, ROLLBACK_JOB_NAME, run_config=_rollback_config(M1, dry_run=False, cascade=True))
+    result = _run(
+        project, instance, ROLLBACK_JOB_NAME, run_config=_rollback_config(M1, dry_run=False, cascade=True)
+    )
     assert result.success
     assert _statuses(project) == {M1: "not_started", M2: "not_started"}
     assert project.rows_at(EMB, 1) == 5 and project.rows_at(EMB, 3) == 0

@@ -7,6 +7,7 @@ import logging
 
 import dagster as dg
 import pytest
+from metaxy_dg_testkit import Project, make_project
 
 from metaxy_core.migrations import MigrationExecutor, load_chain
 from metaxy_dagster import (
@@ -18,7 +19,6 @@ from metaxy_dagster import (
     build_migration_schedule,
     run_config_for,
 )
-from metaxy_dg_testkit import Project, make_project
 
 M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
 M3 = "20250103_000000_emb_v3_to_v4"
@@ -30,7 +30,9 @@ def tick(project: Project, instance, cursor: str | None, *, dry_run: bool = Fals
     defs = build_migration_definitions(config_path=project.config_path, sensor_dry_run=dry_run)
     sensor = defs.resolve_sensor_def("metaxy_snapshot_sensor")
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=defs,
+        instance=instance,
+        cursor=cursor,
+        definitions=defs,
         resources={"metaxy_store": MetaxyStoreResource(config_path=str(project.config_path))},
     )
     return sensor.evaluate_tick(context)
@@ -78,7 +80,9 @@ def test_changed_snapshot_requests_only_the_new_pending_migration(tmp_path, inst
     defs = build_migration_definitions(config_path=project.config_path)
     with project.active():
         result = defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(
-            instance=instance, run_config=request.run_config, asset_selection=request.asset_selection,
+            instance=instance,
+            run_config=request.run_config,
+            asset_selection=request.asset_selection,
             tags=request.tags,
         )
     assert result.success
@@ -134,10 +138,18 @@ def test_dry_run_sensor_requests_the_plan_job(project: Project, instance) -> Non
 
 
 def test_sensor_targets(project: Project) -> None:
-    assert build_migration_definitions(config_path=project.config_path).resolve_sensor_def(
-        "metaxy_snapshot_sensor").job_name == APPLY_JOB_NAME
-    assert build_migration_definitions(config_path=project.config_path, sensor_dry_run=True).resolve_sensor_def(
-        "metaxy_snapshot_sensor").job_name == PLAN_JOB_NAME
+    assert (
+        build_migration_definitions(config_path=project.config_path)
+        .resolve_sensor_def("metaxy_snapshot_sensor")
+        .job_name
+        == APPLY_JOB_NAME
+    )
+    assert (
+        build_migration_definitions(config_path=project.config_path, sensor_dry_run=True)
+        .resolve_sensor_def("metaxy_snapshot_sensor")
+        .job_name
+        == PLAN_JOB_NAME
+    )
     assert not build_migration_definitions(config_path=project.config_path, include_sensor=False).sensors
 
 
@@ -147,18 +159,21 @@ def test_schedule_run_config(project: Project, instance, dry_run: bool) -> None:
     job = defs.resolve_job_def(APPLY_JOB_NAME)
     schedule = build_migration_schedule(cron_schedule="0 3 * * *", job=job, dry_run=dry_run)
     context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=dt.datetime(2025, 1, 2, 3, tzinfo=dt.timezone.utc)
+        instance=instance, scheduled_execution_time=dt.datetime(2025, 1, 2, 3, tzinfo=dt.UTC)
     )
     (request,) = schedule.evaluate_tick(context).run_requests
-    assert request.run_config == {"resources": {"metaxy_run": {"config": {"dry_run": dry_run, "force": False}}}}
+    assert request.run_config == {
+        "resources": {"metaxy_run": {"config": {"dry_run": dry_run, "force": False}}}
+    }
     assert request.tags["metaxy/migrations"] == ("plan" if dry_run else "apply")
     assert schedule.cron_schedule == "0 3 * * *"
     dg.validate_run_config(job, request.run_config)
 
 
 def test_definitions_schedule_targets_the_plan_job_for_dry_runs(project: Project, instance) -> None:
-    defs = build_migration_definitions(config_path=project.config_path, schedule_cron="*/30 * * * *",
-                                       schedule_dry_run=True)
+    defs = build_migration_definitions(
+        config_path=project.config_path, schedule_cron="*/30 * * * *", schedule_dry_run=True
+    )
     (schedule,) = defs.schedules
     assert schedule.job_name == PLAN_JOB_NAME
     (request,) = schedule.evaluate_tick(dg.build_schedule_context(instance=instance)).run_requests

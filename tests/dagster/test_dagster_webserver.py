@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from metaxy_dg_testkit import Project
 
 HERE = Path(__file__).resolve().parent
@@ -71,7 +70,9 @@ def wait_until_loaded(port: int, process: subprocess.Popen, log: Path, timeout: 
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"dagster-webserver exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"dagster-webserver exited ({process.returncode}):\n{log.read_text()[-3000:]}"
+            )
         try:
             data = graphql(port, REPOSITORIES)["repositoriesOrError"]
             if data["__typename"] == "RepositoryConnection" and data["nodes"]:
@@ -81,7 +82,9 @@ def wait_until_loaded(port: int, process: subprocess.Popen, log: Path, timeout: 
         except OSError:
             pass
         time.sleep(0.5)
-    raise AssertionError(f"dagster-webserver did not load the definitions in {timeout}s:\n{log.read_text()[-3000:]}")
+    raise AssertionError(
+        f"dagster-webserver did not load the definitions in {timeout}s:\n{log.read_text()[-3000:]}"
+    )
 
 
 @pytest.mark.slow
@@ -105,15 +108,30 @@ def test_webserver_serves_the_migrations_and_runs_the_plan_job(project: Project,
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "DAGSTER_HOME": str(home),
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     log = tmp_path / "webserver.log"
     before = project.table_versions()
     with log.open("w") as out:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-             "-f", str(module), "-d", str(project.root)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(Path(sys.executable).parent / "dagster-webserver"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-f",
+                str(module),
+                "-d",
+                str(project.root),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             repo = wait_until_loaded(port, process, log)
@@ -130,10 +148,15 @@ def test_webserver_serves_the_migrations_and_runs_the_plan_job(project: Project,
             assert {"metaxy", "deltalake"} <= set(nodes[first]["kinds"])
 
             params = {
-                "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
-                             "jobName": "metaxy_migrations_plan"},
-                "runConfigData": {"resources": {"metaxy_run": {"config": {"dry_run": True}}},
-                                  "execution": {"config": {"in_process": {}}}},
+                "selector": {
+                    "repositoryLocationName": repo["location"]["name"],
+                    "repositoryName": repo["name"],
+                    "jobName": "metaxy_migrations_plan",
+                },
+                "runConfigData": {
+                    "resources": {"metaxy_run": {"config": {"dry_run": True}}},
+                    "execution": {"config": {"in_process": {}}},
+                },
             }
             launched = graphql(port, LAUNCH, {"params": params})["launchRun"]
             assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -143,9 +166,13 @@ def test_webserver_serves_the_migrations_and_runs_the_plan_job(project: Project,
                 time.sleep(1)
                 status = graphql(port, STATUS, {"id": run_id})["runOrError"]["status"]
             assert status == "SUCCESS", log.read_text()[-3000:]
-            events = graphql(port, ASSET_EVENTS, {"key": {"path": ["metaxy", "migrations", M1]}})["assetOrError"]
+            events = graphql(port, ASSET_EVENTS, {"key": {"path": ["metaxy", "migrations", M1]}})[
+                "assetOrError"
+            ]
             observed = [o for o in events["assetObservations"] if o["runId"] == run_id]
-            assert observed and "metaxy/rows_by_feature" in {m["label"] for m in observed[0]["metadataEntries"]}
+            assert observed and "metaxy/rows_by_feature" in {
+                m["label"] for m in observed[0]["metadataEntries"]
+            }
             assert not events["assetMaterializations"]
         finally:
             os.killpg(process.pid, signal.SIGTERM)  # the server and the code server it started
@@ -165,17 +192,36 @@ def test_dagster_job_execute_with_dry_run_config_file(project: Project, tmp_path
         f"defs = build_migration_definitions(config_path={str(project.config_path)!r})\n"
     )
     config = tmp_path / "plan.yaml"
-    config.write_text("resources:\n  metaxy_run:\n    config:\n      dry_run: true\n"
-                      "execution:\n  config:\n    in_process: {}\n")
+    config.write_text(
+        "resources:\n  metaxy_run:\n    config:\n      dry_run: true\n"
+        "execution:\n  config:\n    in_process: {}\n"
+    )
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(home),
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     before = project.table_versions()
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-f", str(module), "-d", str(project.root),
-         "-j", "metaxy_migrations_apply", "-c", str(config)],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "job",
+            "execute",
+            "-f",
+            str(module),
+            "-d",
+            str(project.root),
+            "-j",
+            "metaxy_migrations_apply",
+            "-c",
+            str(config),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]

@@ -16,10 +16,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "example_project"))
 
 import pytest  # noqa: E402
-
-from example_project import CONFIG_FILE, generate  # noqa: E402
 from example_project.servers import LocalServers, local_servers  # noqa: E402
 from example_testkit import EXAMPLE_GRAPH, N_TEST  # noqa: E402
+
+from example_project import CONFIG_FILE, generate  # noqa: E402
 from metaxy_core import DeltaMetadataStore, FeatureGraph, MetaxyConfig  # noqa: E402
 from metaxy_core.migrations import MigrationChain, load_chain  # noqa: E402
 

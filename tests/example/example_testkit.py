@@ -11,6 +11,7 @@ if str(EXAMPLE_DIR) not in sys.path:
     sys.path.insert(0, str(EXAMPLE_DIR))
 
 import example_project.features as features  # noqa: E402
+
 from metaxy_core import FeatureGraph  # noqa: E402
 
 #: samples in the tests' data set (the main job uses 2,000; the code paths are the same)

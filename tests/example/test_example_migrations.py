@@ -18,11 +18,11 @@ from typing import Any
 import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance
-
-from example_project import features, generate
 from example_project.definitions import build_definitions
 from example_project.run import feature_changes, run_job, table_versions
 from example_testkit import CHAIN, EXAMPLE_DIR, EXAMPLE_GRAPH, N_TEST, WRITES
+
+from example_project import features, generate
 from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.migrations import progress
 from metaxy_core.store.delta import SYSTEM_DIR

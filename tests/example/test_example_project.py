@@ -7,16 +7,16 @@ work on a machine without S3, PostgreSQL or ``DATABASE_URL``.
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from dagster import AssetKey
+from example_project.ops import S3ObjectBackfill
+from example_testkit import CHAIN, EXAMPLE_DIR, EXAMPLE_GRAPH, MIGRATIONS
 from pydantic import SecretStr, ValidationError
 
 from example_project import CONFIG_FILE, features
-from example_project.ops import S3ObjectBackfill
-from example_testkit import CHAIN, EXAMPLE_DIR, EXAMPLE_GRAPH, MIGRATIONS
 from metaxy_core import MetaxyConfig, MetaxyError
 from metaxy_core.migrations import (
     APPLY_PHASE,
@@ -144,8 +144,8 @@ def test_postgres_backfill_loads_without_a_database(monkeypatch: pytest.MonkeyPa
         ({"table": "video_annotations; DROP TABLE x"}, "must be a plain identifier"),
         ({"batch_size": 10}, "greater than or equal to 100"),
         ({"batch_size": 1_000_000}, "less than or equal to 50000"),
-        ({"annotated_since": datetime(2025, 5, 1, tzinfo=timezone.utc)}, "must be before annotated_until"),
-        ({"annotated_until": datetime(2999, 1, 1, tzinfo=timezone.utc)}, "is in the future"),
+        ({"annotated_since": datetime(2025, 5, 1, tzinfo=UTC)}, "must be before annotated_until"),
+        ({"annotated_until": datetime(2999, 1, 1, tzinfo=UTC)}, "is in the future"),
     ],
 )
 def test_postgres_backfill_validators(monkeypatch: pytest.MonkeyPatch, change: dict, message: str) -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from example_project.run import table_versions
 from example_project.servers import free_port
 from example_testkit import EXAMPLE_DIR, EXAMPLE_GRAPH
+
 from metaxy_core import DeltaMetadataStore
 
 LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename

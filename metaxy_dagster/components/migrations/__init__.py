@@ -1,1 +1,3 @@
-from metaxy_dagster.components.migrations.component import MetaxyMigrationsComponent as MetaxyMigrationsComponent
+from metaxy_dagster.components.migrations.component import (
+    MetaxyMigrationsComponent as MetaxyMigrationsComponent,
+)

@@ -41,17 +41,28 @@ class MetaxyMigrationsComponent(Component, Resolvable, Model):
     and the snapshot sensor (the same definitions as :func:`~metaxy_dagster.build_migration_definitions`)."""
 
     config_path: str | None = Field(
-        default=None, description="metaxy.toml / pyproject.toml, relative to this folder (default: found by walking up)."
+        default=None,
+        description="metaxy.toml / pyproject.toml, relative to this folder (default: found by walking up).",
     )
-    migrations_dir: str | None = Field(default=None, description="Overrides `migrations_dir` (relative to this folder).")
-    store_root: str | None = Field(default=None, description="Overrides the store root: folder (relative to this folder) or s3://bucket/prefix.")
+    migrations_dir: str | None = Field(
+        default=None, description="Overrides `migrations_dir` (relative to this folder)."
+    )
+    store_root: str | None = Field(
+        default=None,
+        description="Overrides the store root: folder (relative to this folder) or s3://bucket/prefix.",
+    )
     project: str | None = Field(default=None, description="Overrides the project name.")
     storage_options: dict[str, str] | None = Field(
-        default=None, description="delta-rs storage options merged over the config file's; secrets as '${VAR}'."
+        default=None,
+        description="delta-rs storage options merged over the config file's; secrets as '${VAR}'.",
     )
-    key_prefix: list[str] = Field(default_factory=lambda: list(DEFAULT_KEY_PREFIX), description="Asset key prefix.")
+    key_prefix: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_KEY_PREFIX), description="Asset key prefix."
+    )
     group_name: str = Field(default=DEFAULT_GROUP_NAME, description="Asset group of the migrations.")
-    enable_asset_checks: bool = Field(default=True, description="One blocking verification check per migration.")
+    enable_asset_checks: bool = Field(
+        default=True, description="One blocking verification check per migration."
+    )
     schedule_cron: str | None = Field(default=None, description="Cron schedule of the apply (or plan) job.")
     schedule_dry_run: bool = Field(default=False, description="The schedule plans instead of applying.")
     include_sensor: bool = Field(default=True, description="Add the snapshot sensor.")
@@ -63,7 +74,8 @@ class MetaxyMigrationsComponent(Component, Resolvable, Model):
         """Override to customise keys, groups, tags and metadata."""
         return MetaxyMigrationTranslator(
             MetaxyMigrationTranslatorSettings(
-                key_prefix=tuple(self.key_prefix), group_name=self.group_name,
+                key_prefix=tuple(self.key_prefix),
+                group_name=self.group_name,
                 enable_asset_checks=self.enable_asset_checks,
             )
         )
@@ -84,7 +96,10 @@ class MetaxyMigrationsComponent(Component, Resolvable, Model):
             if self.store_root is not None and "://" not in root and not Path(root).is_absolute():
                 root = str((base / root).resolve())
             update["store"] = config.store.model_copy(
-                update={"root": root, "storage_options": {**config.store.storage_options, **(self.storage_options or {})}}
+                update={
+                    "root": root,
+                    "storage_options": {**config.store.storage_options, **(self.storage_options or {})},
+                }
             )
         return config.model_copy(update=update)
 
@@ -93,9 +108,12 @@ class MetaxyMigrationsComponent(Component, Resolvable, Model):
         if not self.storage_options:
             return resource
         return MetaxyStoreResource(
-            config_path=resource.config_path, root_uri=resource.root_uri, project=resource.project,
+            config_path=resource.config_path,
+            root_uri=resource.root_uri,
+            project=resource.project,
             storage_options={**resource.storage_options, **self.storage_options},
-            migrations_dir=resource.migrations_dir, entrypoints=resource.entrypoints,
+            migrations_dir=resource.migrations_dir,
+            entrypoints=resource.entrypoints,
             lock_ttl_seconds=resource.lock_ttl_seconds,
         )
 

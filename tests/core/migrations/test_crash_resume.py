@@ -7,13 +7,12 @@ import os
 import signal
 import time
 
-import polars as pl
-
 import mxtest_support as s
 import mxtest_workers
+import polars as pl
+
 from metaxy_core import DeltaMetadataStore
-from metaxy_core.migrations import MigrationExecutor, load_chain
-from metaxy_core.migrations import progress
+from metaxy_core.migrations import MigrationExecutor, load_chain, progress
 from metaxy_core.migrations.lock import StoreLock
 from metaxy_core.store.provenance import FEATURE_VERSION
 
@@ -63,11 +62,15 @@ def test_sigkill_between_batches_then_rerun_gives_the_uninterrupted_result(tmp_p
 
     [result] = executor.apply(load_chain(tmp_path / "victim-migrations"))  # no unlock needed
     assert result.status == "completed"
-    assert [(st.feature_key, st.status, st.rows) for st in result.steps] == [(s.EMB, "completed", ROWS - partial)]
+    assert [(st.feature_key, st.status, st.rows) for st in result.steps] == [
+        (s.EMB, "completed", ROWS - partial)
+    ]
     assert at_new_version(store, g2) == ROWS  # the first run's batches were not written twice
 
     reference, _ = prepare(tmp_path / "reference", tmp_path / "reference-migrations")
-    MigrationExecutor(reference, graph=g2, run_id="reference").apply(load_chain(tmp_path / "reference-migrations"))
+    MigrationExecutor(reference, graph=g2, run_id="reference").apply(
+        load_chain(tmp_path / "reference-migrations")
+    )
     resumed, uninterrupted = s.latest(store, g2, s.EMB), s.latest(reference, g2, s.EMB)
     assert resumed.height == ROWS
     assert resumed.equals(uninterrupted)

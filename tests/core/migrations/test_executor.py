@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import mxtest_support as s
 import polars as pl
 import pytest
 
-import mxtest_support as s
-from metaxy_core.migrations import MigrationExecutor, MigrationFailed, load_chain
-from metaxy_core.migrations import progress
+from metaxy_core.migrations import MigrationExecutor, MigrationFailed, load_chain, progress
 from metaxy_core.migrations.executor import MigrationEditedError, ParentNotAppliedError
 from metaxy_core.store.provenance import FEATURE_VERSION
 
@@ -25,9 +24,15 @@ def two_step(store, mig_dir):
         store.push_snapshot(g, project=s.PROJECT)
     s.write_migration(mig_dir, M1, from_=g1.snapshot_version, to=g2.snapshot_version)
     s.write_migration(
-        mig_dir, M2, parent=M1, from_=g2.snapshot_version, to=g3.snapshot_version,
-        ops=[{"type": "mxtest_ops.BackfillRaw", "feature_key": s.RAW, "start": 900, "count": 4},
-             {"type": s.RECONCILE}],
+        mig_dir,
+        M2,
+        parent=M1,
+        from_=g2.snapshot_version,
+        to=g3.snapshot_version,
+        ops=[
+            {"type": "mxtest_ops.BackfillRaw", "feature_key": s.RAW, "start": 900, "count": 4},
+            {"type": s.RECONCILE},
+        ],
     )
     return g1, g2, g3
 
@@ -38,8 +43,14 @@ def test_dry_run_changes_no_delta_table_and_returns_rows_per_operation_and_featu
     chain = load_chain(mig_dir)
     MigrationExecutor(store, graph=g3).apply(chain, target=M1)
     before = s.delta_versions(store.root_uri)
-    assert {"_metaxy_system/snapshots", "_metaxy_system/migration_events", "_metaxy_system/lock",
-            "video__raw", "video__emb", "video__caption"} <= set(before)
+    assert {
+        "_metaxy_system/snapshots",
+        "_metaxy_system/migration_events",
+        "_metaxy_system/lock",
+        "video__raw",
+        "video__emb",
+        "video__caption",
+    } <= set(before)
 
     executor = MigrationExecutor(store, graph=g3)
     [plan] = executor.apply(chain, dry_run=True)
@@ -53,7 +64,9 @@ def test_dry_run_changes_no_delta_table_and_returns_rows_per_operation_and_featu
     assert [m.migration_id for m in executor.pending(chain)] == [M2]
 
     [result] = executor.apply(chain)  # the real run does what the plan said
-    assert [(st.feature_key, st.rows) for st in result.steps] == [(st.feature_key, st.rows) for st in plan.steps]
+    assert [(st.feature_key, st.rows) for st in result.steps] == [
+        (st.feature_key, st.rows) for st in plan.steps
+    ]
 
 
 def test_dry_run_on_a_fresh_store_creates_no_system_table(store, mig_dir, two_step):
@@ -91,10 +104,19 @@ def test_status_moves_from_not_started_to_in_progress_to_completed_with_step_det
 
     executor.run_operation(m2, 0)  # the first of two operations: in progress
     state = executor.state(M2)
-    assert state.status == progress.IN_PROGRESS and state.run_id == "run-status" and state.checksum == m2.checksum
+    assert (
+        state.status == progress.IN_PROGRESS
+        and state.run_id == "run-status"
+        and state.checksum == m2.checksum
+    )
     assert list(state.steps) == [(0, s.RAW)]
     step = state.steps[(0, s.RAW)]
-    assert (step.op_id, step.status, step.rows, step.write_id) == ("backfill_raw", "completed", 4, f"{M2}/0/video__raw")
+    assert (step.op_id, step.status, step.rows, step.write_id) == (
+        "backfill_raw",
+        "completed",
+        4,
+        f"{M2}/0/video__raw",
+    )
     assert step.writes == {s.RAW: 4} and step.run_id == "run-status" and step.duration_s > 0
 
     executor.run_operation(m2, 1)  # the last one records completion
@@ -134,8 +156,13 @@ def flaky(store, mig_dir, tmp_path):
     s.seed(store, g1, n_raw=30, n_emb=25, n_caption=20)
     store.push_snapshot(g2, project=s.PROJECT)
     log, marker = tmp_path / "calls.log", tmp_path / "failed-once"
-    s.write_migration(mig_dir, M1, from_=g1.snapshot_version, to=g2.snapshot_version,
-                      ops=[{"type": "mxtest_ops.FlakyReconciliation", "log_file": str(log), "marker": str(marker)}])
+    s.write_migration(
+        mig_dir,
+        M1,
+        from_=g1.snapshot_version,
+        to=g2.snapshot_version,
+        ops=[{"type": "mxtest_ops.FlakyReconciliation", "log_file": str(log), "marker": str(marker)}],
+    )
     return g2, log
 
 
@@ -160,13 +187,18 @@ def test_failure_mid_migration_is_recorded_and_a_rerun_resumes_without_redoing_s
     second = MigrationExecutor(store, graph=g2, run_id="second")
     [result] = second.apply(load_chain(mig_dir))
     assert result.status == "completed"
-    assert [(st.feature_key, st.status) for st in result.steps] == [(s.CAPTION, "already_done"), (s.EMB, "completed")]
+    assert [(st.feature_key, st.status) for st in result.steps] == [
+        (s.CAPTION, "already_done"),
+        (s.EMB, "completed"),
+    ]
     assert log.read_text().split() == [s.CAPTION, s.EMB, s.EMB]  # caption was not run again
     assert second.state(M1).status == progress.COMPLETED
     for feature, n in ((s.CAPTION, 20), (s.EMB, 25)):
         latest = s.latest(store, g2, feature)
         assert latest.height == n and latest.select(s.IDS).n_unique() == n
-        at_new_version = s.stored_rows(store, g2, feature).filter(pl.col(FEATURE_VERSION) == g2.feature_version(feature))
+        at_new_version = s.stored_rows(store, g2, feature).filter(
+            pl.col(FEATURE_VERSION) == g2.feature_version(feature)
+        )
         assert at_new_version.height == n  # not even the history holds duplicates
         assert store.resolve_update(feature, graph=g2).collect().changed.height == 0
 
@@ -207,6 +239,9 @@ def test_migration_edited_after_a_partial_apply_is_refused_unless_forced(store, 
 
     [result] = MigrationExecutor(store, graph=g3, force=True).apply(edited)
     assert result.status == "completed"
-    assert [(st.feature_key, st.status) for st in result.steps] == [(s.RAW, "already_done"), (s.CAPTION, "completed")]
+    assert [(st.feature_key, st.status) for st in result.steps] == [
+        (s.RAW, "already_done"),
+        (s.CAPTION, "completed"),
+    ]
     state = executor.state(M2)
     assert state.status == progress.COMPLETED and state.checksum == edited.get(M2).checksum

@@ -7,12 +7,11 @@ import os
 import socket
 import time
 
-import pytest
-
 import mxtest_support as s
 import mxtest_workers
-from metaxy_core.migrations import LockedError, MigrationExecutor, load_chain
-from metaxy_core.migrations import progress
+import pytest
+
+from metaxy_core.migrations import LockedError, MigrationExecutor, load_chain, progress
 from metaxy_core.migrations.lock import StoreLock
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -36,7 +35,9 @@ def test_a_second_executor_is_refused_while_the_first_holds_the_lock(store, migr
     with pytest.raises(LockedError) as info:
         second.apply(chain)
     message = str(info.value)
-    assert message.startswith(f"the store is locked by run run-first ({socket.gethostname()}, pid {os.getpid()}) since ")
+    assert message.startswith(
+        f"the store is locked by run run-first ({socket.gethostname()}, pid {os.getpid()}) since "
+    )
     assert " UTC (lease expires " in message
     assert message.endswith("wait for it to finish, or if it is dead run `metaxy migrations unlock`")
     assert info.value.holder.owner == "run-first"
@@ -48,7 +49,9 @@ def test_a_second_executor_is_refused_while_the_first_holds_the_lock(store, migr
 
 
 def test_an_expired_lease_is_taken_over(store):
-    StoreLock(store, "short-lived", ttl_seconds=1.5).acquire()  # this process stays alive: only expiry frees it
+    StoreLock(
+        store, "short-lived", ttl_seconds=1.5
+    ).acquire()  # this process stays alive: only expiry frees it
     lease = StoreLock(store, "observer").holder()
     assert lease.owner == "short-lived"
     with pytest.raises(LockedError, match="locked by run short-lived"):
@@ -104,7 +107,9 @@ def test_processes_racing_for_the_lock_have_exactly_one_winner(store, lock_table
     start, done = SPAWN.Barrier(contenders), SPAWN.Barrier(contenders)
     results = SPAWN.Queue()
     procs = [
-        SPAWN.Process(target=mxtest_workers.race_for_lock, args=(store.root_uri, f"racer-{i}", start, done, results))
+        SPAWN.Process(
+            target=mxtest_workers.race_for_lock, args=(store.root_uri, f"racer-{i}", start, done, results)
+        )
         for i in range(contenders)
     ]
     for p in procs:
@@ -114,4 +119,6 @@ def test_processes_racing_for_the_lock_have_exactly_one_winner(store, lock_table
         p.join(30)
     winners = [owner for owner, outcome in outcomes.items() if outcome == "won"]
     assert len(winners) == 1, outcomes
-    assert all(outcome == f"locked by {winners[0]}" for owner, outcome in outcomes.items() if owner != winners[0]), outcomes
+    assert all(
+        outcome == f"locked by {winners[0]}" for owner, outcome in outcomes.items() if owner != winners[0]
+    ), outcomes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,11 @@ A, B, C, D = (f"20250101_00000{i}_{n}" for i, n in enumerate("abcd", start=1))
 
 def mig(migration_id: str, parent: str = "initial", *, file: str | None = None) -> DiffMigration:
     m = DiffMigration(
-        migration_id=migration_id, created_at=datetime(2025, 1, 1, tzinfo=timezone.utc), parent=parent,
-        from_snapshot_version="aaaa", to_snapshot_version="bbbb",
+        migration_id=migration_id,
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+        parent=parent,
+        from_snapshot_version="aaaa",
+        to_snapshot_version="bbbb",
     )
     m._source_path = Path(file or f"migrations/{migration_id}.yaml")
     return m
@@ -86,8 +89,9 @@ def test_several_roots_are_refused_with_both_files_named():
     with pytest.raises(MultipleRootsError) as info:
         MigrationChain([mig(A), mig(B)])
     assert info.value.ids == [A, B]
-    assert f"several migrations start the chain (parent: initial): migrations/{A}.yaml, migrations/{B}.yaml" in str(
-        info.value
+    assert (
+        f"several migrations start the chain (parent: initial): migrations/{A}.yaml, migrations/{B}.yaml"
+        in str(info.value)
     )
 
 
@@ -101,11 +105,19 @@ def test_cycle_behind_a_valid_root_names_the_migrations_in_it():
 
 
 def test_chain_without_a_root_is_refused():
-    with pytest.raises(NoRootError, match=r"no migration has `parent: initial` \(migrations/.*, migrations/.*\)"):
+    with pytest.raises(
+        NoRootError, match=r"no migration has `parent: initial` \(migrations/.*, migrations/.*\)"
+    ):
         MigrationChain([mig(A, B), mig(B, A)])
 
 
 def test_every_chain_error_is_a_chain_error():
-    for cls in (DuplicateMigrationError, ForkError, MigrationCycleError, MissingParentError, MultipleRootsError,
-                NoRootError):
+    for cls in (
+        DuplicateMigrationError,
+        ForkError,
+        MigrationCycleError,
+        MissingParentError,
+        MultipleRootsError,
+        NoRootError,
+    ):
         assert issubclass(cls, ChainError)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
+import mxtest_support as s
 import polars as pl
 import pytest
 
-import mxtest_support as s
 from metaxy_core.migrations import (
     CustomMigration,
     DiffMigration,
@@ -99,7 +99,9 @@ class OnlyEmbeddings(PythonMigration):
 def test_python_migration_builds_its_operations_at_run_time(store, mig_dir, graphs, monkeypatch):
     g1, g2 = graphs
     monkeypatch.delenv("MXTEST_SUFFIX", raising=False)
-    write_py(mig_dir, MID, PYTHON_MIGRATION.format(mid=MID, from_=g1.snapshot_version, to=g2.snapshot_version))
+    write_py(
+        mig_dir, MID, PYTHON_MIGRATION.format(mid=MID, from_=g1.snapshot_version, to=g2.snapshot_version)
+    )
     chain = load_chain(mig_dir)  # build_operations is not called while loading (the variable is unset)
     m = chain.get(MID)
     module = sys.modules[type(m).__module__]
@@ -118,7 +120,7 @@ def test_python_migration_can_filter_affected_features(store, graphs):
 
     class OnlyCaption(PythonMigration):
         migration_id: str = MID
-        created_at: datetime = datetime(2025, 3, 1, tzinfo=timezone.utc)
+        created_at: datetime = datetime(2025, 3, 1, tzinfo=UTC)
         from_snapshot_version: str = g1.snapshot_version
         to_snapshot_version: str = g2.snapshot_version
 
@@ -198,7 +200,10 @@ def test_custom_migration_runs_its_execute_with_dry_run_respected(store, mig_dir
 
 @pytest.mark.parametrize(
     ("label", "limit", "problem"),
-    [("wrong", 5, "new_label: new_label must start with 'label-'"), ("label-ok", 0, "limit must be positive")],
+    [
+        ("wrong", 5, "new_label: new_label must start with 'label-'"),
+        ("label-ok", 0, "limit must be positive"),
+    ],
 )
 def test_custom_migration_validators_fail_at_load_naming_the_file_and_nothing_is_written(
     store, mig_dir, graphs, label, limit, problem
@@ -217,7 +222,7 @@ def test_custom_migration_that_writes_during_a_dry_run_is_stopped(store, graphs)
 
     class Careless(CustomMigration):
         migration_id: str = MID
-        created_at: datetime = datetime(2025, 3, 1, tzinfo=timezone.utc)
+        created_at: datetime = datetime(2025, 3, 1, tzinfo=UTC)
 
         def execute(self, store, project, *, dry_run=False):
             return store.write_metadata(s.RAW, s.raw_rows(2, 5000))
@@ -233,7 +238,8 @@ def test_full_graph_migration_runs_a_backfill_naming_its_feature(store, mig_dir)
     g = s.make_graph()
     s.seed(store, g, n_raw=10, n_emb=10)
     path = mig_dir / f"{MID}.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         migration_id: {MID}
         created_at: 2025-03-01T12:00:00+00:00
         parent: initial
@@ -246,7 +252,8 @@ def test_full_graph_migration_runs_a_backfill_naming_its_feature(store, mig_dir)
             count: 7
             source: s3://prod-videos
             reason: Initial backfill
-    """))
+    """)
+    )
     m = load_migration_file(path)
     assert isinstance(m, FullGraphMigration) and m.kind == "full_graph"
     assert [str(k) for k in m.get_affected_features(store, s.PROJECT, g)] == [s.RAW]

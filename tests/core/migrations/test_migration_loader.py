@@ -5,10 +5,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import mxtest_support as s
 import pytest
 import yaml
 
-import mxtest_support as s
 from metaxy_core.migrations import (
     DataVersionReconciliation,
     DiffMigration,
@@ -48,7 +48,12 @@ def test_yaml_migration_loads_with_its_operations_and_a_content_checksum(mig_dir
     path = write(mig_dir, f"{MID}.yaml", yaml_text())
     m = load_migration_file(path)
     assert type(m) is DiffMigration
-    assert (m.migration_id, m.parent, m.from_snapshot_version, m.to_snapshot_version) == (MID, "initial", "aaaa", "bbbb")
+    assert (m.migration_id, m.parent, m.from_snapshot_version, m.to_snapshot_version) == (
+        MID,
+        "initial",
+        "aaaa",
+        "bbbb",
+    )
     assert m.created_at.utcoffset() is not None
     [op] = m.operations()
     assert isinstance(op, DataVersionReconciliation) and op.op_id == "reconcile"
@@ -69,20 +74,31 @@ def test_yaml_operation_fields_feature_key_as_list_or_string_and_literal_type(mi
     )
     m = load_migration_file(write(mig_dir, f"{MID}.yaml", yaml_text(ops=ops)))
     fill, relabel = m.operations()
-    assert fill.op_id == "fill" and str(fill.feature_key) == "video/raw" and fill.type == "mxtest_ops.BackfillRaw"
+    assert (
+        fill.op_id == "fill"
+        and str(fill.feature_key) == "video/raw"
+        and fill.type == "mxtest_ops.BackfillRaw"
+    )
     assert str(relabel.feature_key) == "video/emb" and relabel.reason == "relabel all"
     assert relabel.op_id == "relabel" and relabel.type == "mxtest_ops.Relabel"
 
 
 @pytest.mark.parametrize(
     "name",
-    ["refresh.yaml", "2025_01_02_refresh.yaml", "20250102-030405_refresh.yaml", "20250102_030405_bad name.yaml"],
+    [
+        "refresh.yaml",
+        "2025_01_02_refresh.yaml",
+        "20250102-030405_refresh.yaml",
+        "20250102_030405_bad name.yaml",
+    ],
 )
 def test_badly_named_file_is_an_error_naming_it_and_the_pattern(mig_dir, name):
     write(mig_dir, name, yaml_text())
     with pytest.raises(MigrationLoadError) as info:
         load_chain(mig_dir)
-    assert str(info.value).startswith(str(mig_dir / name) + ": file name must be YYYYMMDD_HHMMSS_description.yaml")
+    assert str(info.value).startswith(
+        str(mig_dir / name) + ": file name must be YYYYMMDD_HHMMSS_description.yaml"
+    )
 
 
 def test_files_that_are_not_migrations_are_ignored(mig_dir):
@@ -105,7 +121,9 @@ def test_id_that_does_not_match_the_file_name_is_refused_with_the_fix(mig_dir):
 
 
 def test_malformed_yaml_reports_line_and_column(mig_dir):
-    path = write(mig_dir, f"{MID}.yaml", "migration_id: x\nparent: initial\nops: [unclosed\ncreated_at: 2025\n")
+    path = write(
+        mig_dir, f"{MID}.yaml", "migration_id: x\nparent: initial\nops: [unclosed\ncreated_at: 2025\n"
+    )
     with pytest.raises(MigrationLoadError) as info:
         load_migration_file(path)
     message = str(info.value)
@@ -126,7 +144,10 @@ def test_unknown_top_level_key_is_named(mig_dir):
     path = write(mig_dir, f"{MID}.yaml", yaml_text(extra="colour: red\n"))
     with pytest.raises(MigrationLoadError) as info:
         load_migration_file(path)
-    assert str(info.value) == f"{path}: invalid DiffMigration: colour: unknown key; remove it or check its spelling"
+    assert (
+        str(info.value)
+        == f"{path}: invalid DiffMigration: colour: unknown key; remove it or check its spelling"
+    )
 
 
 def test_unknown_operation_key_is_named(mig_dir):
@@ -158,7 +179,9 @@ def test_unknown_operation_module_is_refused_with_the_path(mig_dir):
     with pytest.raises(MigrationLoadError) as info:
         load_migration_file(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: operation type 'no_such_pkg.ops.Fill': module 'no_such_pkg.ops' cannot")
+    assert message.startswith(
+        f"{path}: operation type 'no_such_pkg.ops.Fill': module 'no_such_pkg.ops' cannot"
+    )
     assert "check the spelling" in message
 
 
@@ -168,8 +191,10 @@ def test_unknown_operation_class_in_a_real_module_is_refused(mig_dir):
         load_migration_file(path)
 
 
-@pytest.mark.parametrize("type_path", ["os.system", "builtins.dict", "mxtest_ops.not_an_operation",
-                                       "subprocess.Popen", "pathlib.Path"])
+@pytest.mark.parametrize(
+    "type_path",
+    ["os.system", "builtins.dict", "mxtest_ops.not_an_operation", "subprocess.Popen", "pathlib.Path"],
+)
 def test_operation_type_that_is_not_an_operation_class_is_refused(mig_dir, type_path):
     path = write(mig_dir, f"{MID}.yaml", yaml_text(ops=f"  - type: {type_path}\n    args: rm -rf /\n"))
     with pytest.raises(MigrationLoadError) as info:
@@ -205,7 +230,9 @@ def test_full_graph_yaml_requires_operations_to_name_their_features(mig_dir):
         f"ops:\n  - type: {s.RECONCILE}\n"
     )
     path = write(mig_dir, f"{MID}.yaml", text)
-    with pytest.raises(MigrationLoadError, match="a full-graph migration's operations must name their features"):
+    with pytest.raises(
+        MigrationLoadError, match="a full-graph migration's operations must name their features"
+    ):
         load_migration_file(path)
     path.write_text(text + "    features: [video/emb]\n")
     assert type(load_migration_file(path)) is FullGraphMigration
@@ -232,7 +259,11 @@ from metaxy_core.migrations import PythonMigration, CustomMigration, DataVersion
 
 
 def test_python_migration_file_loads_its_single_class(mig_dir):
-    path = write(mig_dir, f"{MID}.py", PY_HEADER + f"""
+    path = write(
+        mig_dir,
+        f"{MID}.py",
+        PY_HEADER
+        + f"""
 class Refresh(PythonMigration):
     migration_id: str = "{MID}"
     created_at: datetime = datetime(2025, 1, 2, tzinfo=timezone.utc)
@@ -241,7 +272,8 @@ class Refresh(PythonMigration):
 
     def build_operations(self):
         return [DataVersionReconciliation(id="only")]
-""")
+""",
+    )
     m = load_migration_file(path)
     assert isinstance(m, PythonMigration) and type(m).__name__ == "Refresh" and m.kind == "python"
     assert [op.op_id for op in m.operations()] == ["only"]
@@ -293,41 +325,58 @@ class {name}(CustomMigration):
     path = write(mig_dir, f"{MID}.py", PY_HEADER + body)
     with pytest.raises(MigrationLoadError) as info:
         load_migration_file(path)
-    assert str(info.value).startswith(f"{path}: a migration file must define exactly one Migration subclass "
-                                      "(found 2: First, Second)")
+    assert str(info.value).startswith(
+        f"{path}: a migration file must define exactly one Migration subclass (found 2: First, Second)"
+    )
 
 
 def test_python_file_importing_base_classes_is_not_counted_as_defining_them(mig_dir):
-    path = write(mig_dir, f"{MID}.py", PY_HEADER + "from metaxy_core.migrations import DiffMigration\n" + f"""
+    path = write(
+        mig_dir,
+        f"{MID}.py",
+        PY_HEADER
+        + "from metaxy_core.migrations import DiffMigration\n"
+        + f"""
 class Only(CustomMigration):
     migration_id: str = "{MID}"
     created_at: datetime = datetime(2025, 1, 2, tzinfo=timezone.utc)
     def execute(self, store, project, *, dry_run=False):
         return 0
-""")
+""",
+    )
     assert type(load_migration_file(path)).__name__ == "Only"
 
 
 def test_python_migration_with_naive_created_at_default_is_refused(mig_dir):
-    path = write(mig_dir, f"{MID}.py", PY_HEADER + f"""
+    path = write(
+        mig_dir,
+        f"{MID}.py",
+        PY_HEADER
+        + f"""
 class Naive(CustomMigration):
     migration_id: str = "{MID}"
     created_at: datetime = datetime(2025, 1, 2)
     def execute(self, store, project, *, dry_run=False):
         return 0
-""")
+""",
+    )
     with pytest.raises(MigrationLoadError, match="created_at must be timezone-aware"):
         load_migration_file(path)
 
 
 def test_python_migration_with_malformed_id_default_is_refused(mig_dir):
-    path = write(mig_dir, f"{MID}.py", PY_HEADER + """
+    path = write(
+        mig_dir,
+        f"{MID}.py",
+        PY_HEADER
+        + """
 class BadId(CustomMigration):
     migration_id: str = "my migration"
     created_at: datetime = datetime(2025, 1, 2, tzinfo=timezone.utc)
     def execute(self, store, project, *, dry_run=False):
         return 0
-""")
+""",
+    )
     with pytest.raises(MigrationLoadError, match="must look like YYYYMMDD_HHMMSS_description"):
         load_migration_file(path)
 
@@ -345,7 +394,9 @@ def test_one_bad_file_among_good_ones_is_named(mig_dir):
 
 def test_two_bad_files_are_both_named(mig_dir):
     s.write_migration(mig_dir, "20250101_000001_first", from_="a", to="b")
-    bad_yaml = write(mig_dir, "20250101_000002_second.yaml", yaml_text("20250101_000002_second", extra="oops: 1\n"))
+    bad_yaml = write(
+        mig_dir, "20250101_000002_second.yaml", yaml_text("20250101_000002_second", extra="oops: 1\n")
+    )
     bad_py = write(mig_dir, "20250101_000003_third.py", "import no_such_package_xyz\n")
     misnamed = write(mig_dir, "third.yaml", yaml_text())
     with pytest.raises(MigrationLoadErrors) as info:
@@ -384,8 +435,11 @@ def test_metaxy_01x_yaml_is_loaded_and_applied_unchanged(store, mig_dir):
     s.seed(store, g1, n_raw=20, n_emb=15)
     store.push_snapshot(g2, project=s.PROJECT)
     old = s.latest(store, g1, s.EMB)
-    path = write(mig_dir, "20251118_193558_legacy.yaml",
-                 LEGACY.format(mid="20251118_193558", from_=g1.snapshot_version, to=g2.snapshot_version))
+    path = write(
+        mig_dir,
+        "20251118_193558_legacy.yaml",
+        LEGACY.format(mid="20251118_193558", from_=g1.snapshot_version, to=g2.snapshot_version),
+    )
     m = load_migration_file(path)
     assert type(m) is DiffMigration and m.from_snapshot_version == g1.snapshot_version
     [op] = m.operations()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import mxtest_support as s
 import polars as pl
 import pytest
 
-import mxtest_support as s
 from metaxy_core.migrations import MigrationExecutor, load_chain
 from metaxy_core.store.provenance import (
     DATA_VERSION,
@@ -47,7 +47,10 @@ def test_every_user_column_survives_with_its_values(store, mig_dir):
     todo = store.resolve_update(s.EMB, graph=g1).collect().added.sort(s.IDS)
     rows = s.user_columns(todo).with_columns(
         pl.struct(pl.col("score").alias("x"), pl.col("label").alias("y")).alias("nested"),
-        pl.when(pl.col("frame_idx") % 3 == 0).then(None).otherwise(pl.col("frame_idx")).alias("sometimes_null"),
+        pl.when(pl.col("frame_idx") % 3 == 0)
+        .then(None)
+        .otherwise(pl.col("frame_idx"))
+        .alias("sometimes_null"),
         pl.col("score").cast(pl.Float32).alias("small_float"),
     )
     store.write_metadata(s.EMB, rows, graph=g1)
@@ -75,7 +78,9 @@ def test_joins_on_the_features_composite_id_columns_and_provenance_is_fresh(stor
     assert new.height == 60 and new.select(s.IDS).n_unique() == 60
     assert new["video_id"].n_unique() == 6 and new["frame_idx"].n_unique() == 10  # neither id alone is unique
     # the user columns still belong to the right (video_id, frame_idx)
-    assert new.select(s.IDS, *s.USER_COLUMNS).equals(s.user_columns(new.select(s.IDS)).select(s.IDS, *s.USER_COLUMNS))
+    assert new.select(s.IDS, *s.USER_COLUMNS).equals(
+        s.user_columns(new.select(s.IDS)).select(s.IDS, *s.USER_COLUMNS)
+    )
     assert_provenance_is_fresh(store, g2, s.EMB)
     # default data versions follow the new provenance
     assert new[DATA_VERSION].to_list() == new[PROVENANCE].to_list()
@@ -98,7 +103,9 @@ def test_samples_already_recomputed_at_the_new_version_are_left_alone(store, mig
     g1, g2 = s.make_graph(emb="1"), s.make_graph(emb="2")
     s.seed(store, g1, n_raw=30, n_emb=30)
     early = store.resolve_update(s.EMB, graph=g2).collect().changed.sort(s.IDS).head(4)
-    store.write_metadata(s.EMB, s.user_columns(early).with_columns(pl.lit("recomputed").alias("label")), graph=g2)
+    store.write_metadata(
+        s.EMB, s.user_columns(early).with_columns(pl.lit("recomputed").alias("label")), graph=g2
+    )
     result, _ = apply(store, mig_dir, g1, g2)
     assert result.rows_by_feature() == {s.EMB: 26}
     new = s.latest(store, g2, s.EMB)
@@ -110,7 +117,9 @@ def test_custom_data_versions_are_kept_while_provenance_is_recomputed(store, mig
     g1, g2 = s.make_graph(emb="1"), s.make_graph(emb="2")
     store.write_metadata(s.RAW, s.raw_rows(10), graph=g1)
     todo = store.resolve_update(s.EMB, graph=g1).collect().added
-    content = pl.struct(pl.lit("sha-e").alias("embedding"), pl.lit("sha-s").alias("sync")).alias(DATA_VERSION_BY_FIELD)
+    content = pl.struct(pl.lit("sha-e").alias("embedding"), pl.lit("sha-s").alias("sync")).alias(
+        DATA_VERSION_BY_FIELD
+    )
     store.write_metadata(s.EMB, s.user_columns(todo).with_columns(content), graph=g1)
     store.push_snapshot(g1, project=s.PROJECT)
     old = s.latest(store, g1, s.EMB)
