@@ -18,6 +18,11 @@ from metaxy_core.errors import InvalidKeyError
 
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 
+#: Longest key, counted as its table name (parts joined by ``__``). A feature key becomes a folder name in the
+#: store (255 bytes on common file systems, with room for suffixes) and part of every object key on S3 (1024
+#: bytes in all); a field key becomes a struct field and a column-name suffix. 200 leaves room for both.
+MAX_KEY_LENGTH = 200
+
 
 def _validate_part(part: object, kind: str, whole: object) -> str:
     if not isinstance(part, str):
@@ -61,7 +66,16 @@ class _Key:
             )
         if not parts:
             raise InvalidKeyError(f"{self._kind} key may not be empty")
-        object.__setattr__(self, "parts", tuple(_validate_part(p, self._kind, key) for p in parts))
+        checked = tuple(_validate_part(p, self._kind, key) for p in parts)
+        length = sum(map(len, checked)) + 2 * (len(checked) - 1)
+        if length > MAX_KEY_LENGTH:
+            shown = "/".join(checked)
+            raise InvalidKeyError(
+                f"{self._kind} key {shown[:60]!r}... is {length} characters long as a table name (parts joined "
+                f"by '__'); the limit is {MAX_KEY_LENGTH} (keys become folder and object names in the store); "
+                "shorten it"
+            )
+        object.__setattr__(self, "parts", checked)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")

@@ -140,3 +140,22 @@ def test_specs_report_an_invalid_key_as_a_validation_error_naming_it() -> None:
         ValidationError, match=r"feature key 'video/\.\.': '\.\.' is not allowed in a key part"
     ):
         FieldDep(feature="video/..")
+
+
+def test_a_key_longer_than_the_documented_limit_is_refused_at_declaration() -> None:
+    from metaxy_core import Feature, FeatureGraph, FeatureSpec, FieldSpec
+    from metaxy_core.graph.keys import MAX_KEY_LENGTH
+
+    longest = "a/" + "b" * (MAX_KEY_LENGTH - 3)  # "a__bbb…" is exactly the limit as a table name
+    assert len(FeatureKey(longest).to_table_name()) == MAX_KEY_LENGTH
+    too_long = longest + "b"
+    with pytest.raises(
+        InvalidKeyError, match=rf"is {MAX_KEY_LENGTH + 1} characters long.*limit is {MAX_KEY_LENGTH}"
+    ):
+        FeatureKey(too_long)
+    with FeatureGraph().use(), pytest.raises(ValueError, match="shorten it"):
+
+        class TooLong(
+            Feature, spec=FeatureSpec(key=too_long, id_columns=["id"], fields=[FieldSpec(key="f")])
+        ):
+            pass
