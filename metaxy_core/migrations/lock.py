@@ -13,8 +13,6 @@ this host whose process is gone is recognised at once, so re-running after ``kil
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -23,22 +21,13 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
+from metaxy_core._process import current_pid, dead_local_process, hostname
 from metaxy_core.errors import MetaxyError
 from metaxy_core.store import _io
+from metaxy_core.store.system import LOCK, LOCK_SCHEMA
 
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
-
-LOCK_TABLE = "lock"
-_SCHEMA = {
-    "project": pl.String,
-    "event": pl.String,
-    "owner": pl.String,
-    "host": pl.String,
-    "pid": pl.Int64,
-    "at": pl.Datetime("us", "UTC"),
-    "expires_at": pl.Datetime("us", "UTC"),
-}
 
 
 class LockedError(MetaxyError):
@@ -66,8 +55,8 @@ class LockLostError(MetaxyError):
         )
         super().__init__(
             f"run {owner} lost the migration lock: {why}; this run stopped after its current step, whose "
-            "completion it did not record. Check `metaxy migrations status`; if steps outlast the lease, raise "
-            "lock_ttl_seconds (METAXY_LOCK_TTL_SECONDS)"
+            "completion it did not record. Check `metaxy migrations status`; if steps outlast the lease, "
+            "raise lock_ttl_seconds (METAXY_LOCK_TTL_SECONDS)"
         )
 
 
@@ -80,16 +69,6 @@ class LeaseInfo:
     expires_at: datetime
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class StoreLock:
     """Lease on a store's migrations for ``owner`` (a run id). Re-entrant for the same owner."""
 
@@ -97,7 +76,7 @@ class StoreLock:
         self.store = store
         self.owner = owner
         self.ttl = timedelta(seconds=ttl_seconds if ttl_seconds is not None else store.lock_ttl_seconds)
-        self.uri = store.system_table_uri(LOCK_TABLE)
+        self.uri = store.system_table_uri(LOCK)
         self._depth = 0
         self._acquired_at: datetime | None = None
 
@@ -137,7 +116,7 @@ class StoreLock:
     def _is_stale(self, lease: LeaseInfo) -> bool:
         if lease.expires_at <= datetime.now(UTC):
             return True
-        return lease.host == socket.gethostname() and lease.owner != self.owner and not _pid_alive(lease.pid)
+        return lease.owner != self.owner and dead_local_process(lease.host, lease.pid)
 
     # ---------------------------------------------------------------- writing
     def _event(self, event: str, owner: str | None = None) -> pl.DataFrame:
@@ -148,13 +127,13 @@ class StoreLock:
                     "project": self.store.project,
                     "event": event,
                     "owner": owner or self.owner,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
+                    "host": hostname(),
+                    "pid": current_pid(),
                     "at": now,
                     "expires_at": now + self.ttl,
                 }
             ],
-            schema=_SCHEMA,
+            schema=LOCK_SCHEMA,
         )
 
     def acquire(self) -> None:
@@ -252,7 +231,7 @@ class StoreLock:
             self.release()
         except MetaxyError as release_error:  # never hide the error that ended the run behind this one
             logging.getLogger("metaxy.migrations").warning(
-                "could not release the migration lock (%s); it expires after lock_ttl_seconds, a re-run on this "
-                "host takes it over at once, or run `metaxy migrations unlock`",
+                "could not release the migration lock (%s); it expires after lock_ttl_seconds, a re-run on "
+                "this host takes it over at once, or run `metaxy migrations unlock`",
                 release_error,
             )

@@ -19,12 +19,17 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from metaxy_core.store import _io
-from metaxy_core.store.system import append_system
+from metaxy_core.store.system import (
+    MIGRATION_EVENTS,
+    MIGRATION_EVENTS_SCHEMA,
+    append_system,
+    latest_local_commit,
+)
 
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
 
-EVENTS = "migration_events"
+EVENTS = MIGRATION_EVENTS
 MIGRATION_LEVEL = -1
 
 NOT_STARTED = "not_started"
@@ -34,27 +39,6 @@ FAILED = "failed"
 ROLLED_BACK = "rolled_back"
 STARTED = "started"
 STEP_DONE = ("completed", "recompute_required")
-
-_SCHEMA = {
-    "project": pl.String,
-    "migration_id": pl.String,
-    "op_index": pl.Int64,
-    "op_id": pl.String,
-    "op_type": pl.String,
-    "feature_key": pl.String,
-    "status": pl.String,
-    "rows": pl.Int64,
-    "duration_s": pl.Float64,
-    "note": pl.String,
-    "error": pl.String,
-    "run_id": pl.String,
-    "checksum": pl.String,
-    "write_id": pl.String,
-    "writes": pl.String,
-    "host": pl.String,
-    "pid": pl.Int64,
-    "at": pl.Datetime("us", "UTC"),
-}
 
 
 @dataclass(frozen=True)
@@ -122,7 +106,7 @@ def read_events(store: DeltaMetadataStore, project: str) -> pl.DataFrame:
     uri = store.system_table_uri(EVENTS)
     table = _io.open_table(uri, store.storage_options)
     if table is None:
-        return pl.DataFrame(schema=_SCHEMA)
+        return pl.DataFrame(schema=MIGRATION_EVENTS_SCHEMA)
     version = table.version()
     with _LOG_CACHE_LOCK:
         cached = _LOG_CACHE.get(uri)
@@ -130,7 +114,7 @@ def read_events(store: DeltaMetadataStore, project: str) -> pl.DataFrame:
         df = cached[1]
     else:
         with _io.guard("read", uri, store.storage_options):
-            df = pl.scan_delta(table, storage_options=_io._polars_options(store.storage_options)).collect()
+            df = _io.scan_table(table, store.storage_options).collect()
         with _LOG_CACHE_LOCK:
             if len(_LOG_CACHE) > 16:
                 _LOG_CACHE.clear()
@@ -141,22 +125,6 @@ def read_events(store: DeltaMetadataStore, project: str) -> pl.DataFrame:
 _STATES_CACHE: dict[tuple[str, str], tuple[tuple[int, int], dict[str, MigrationState]]] = {}
 
 
-def _local_log_key(store: DeltaMetadataStore) -> tuple[int, int] | None:
-    """(latest commit version, its file's mtime) of a local log table, from one directory listing; None when
-    unknown (remote store, no table). Identifies the log's content without opening the table."""
-    if store.is_remote:
-        return None
-    log = os.path.join(store.system_table_uri(EVENTS), "_delta_log")
-    try:
-        versions = [int(n[:-5]) for n in os.listdir(log) if n.endswith(".json") and n[:-5].isdigit()]
-        if not versions:
-            return None
-        latest = max(versions)
-        return latest, os.stat(os.path.join(log, f"{latest:020d}.json")).st_mtime_ns
-    except OSError:
-        return None
-
-
 def read_states(store: DeltaMetadataStore, project: str) -> dict[str, MigrationState]:
     """Current state of every migration that has events, from a single read of the log.
 
@@ -164,7 +132,7 @@ def read_states(store: DeltaMetadataStore, project: str) -> dict[str, MigrationS
     per Dagster op, cost a directory listing. States are read-only.
     """
     uri = store.system_table_uri(EVENTS)
-    key = _local_log_key(store)
+    key = latest_local_commit(store, EVENTS)
     if key is not None:
         with _LOG_CACHE_LOCK:
             cached = _STATES_CACHE.get((uri, project))
@@ -270,4 +238,4 @@ def record(
         "pid": os.getpid(),
         "at": datetime.now(UTC),
     }
-    append_system(store, EVENTS, pl.DataFrame([row], schema=_SCHEMA))
+    append_system(store, EVENTS, pl.DataFrame([row], schema=MIGRATION_EVENTS_SCHEMA))

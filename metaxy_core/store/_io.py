@@ -115,10 +115,10 @@ def scan(uri: str, options: Mapping[str, str], version: int | None = None) -> pl
 
 def scan_table(table: DeltaTable, options: Mapping[str, str]) -> pl.LazyFrame:
     """``pl.scan_delta`` of an opened table, with the options polars' own parquet reader needs."""
-    return pl.scan_delta(table, storage_options=_polars_options(options))
+    return pl.scan_delta(table, storage_options=polars_options(options))
 
 
-def _polars_options(options: Mapping[str, str]) -> dict[str, object] | None:
+def polars_options(options: Mapping[str, str]) -> dict[str, object] | None:
     """polars re-reads the table's options for its parquet reader and wants ``max_retries`` as an int."""
     value = options.get("max_retries")
     return {"max_retries": int(value)} if value is not None and str(value).isdigit() else None

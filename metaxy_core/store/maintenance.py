@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from metaxy_core.errors import InvalidKeyError
+from metaxy_core.graph.graph import FeatureGraph, resolve_key
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.store import _io
+from metaxy_core.store.system import EVENT_TABLES, SYSTEM_DIR, SYSTEM_TABLES
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-    from metaxy_core.graph.graph import FeatureGraph
     from metaxy_core.store.base import FeatureRef
     from metaxy_core.store.delta import DeltaMetadataStore
 
@@ -65,17 +67,11 @@ def tables(
     Local stores are listed from disk; for remote stores the feature tables are those of ``graph`` (default:
     the active graph) that exist, plus the system tables.
     """
-    from metaxy_core.graph.graph import FeatureGraph, resolve_key
-    from metaxy_core.migrations.lock import LOCK_TABLE
-    from metaxy_core.migrations.progress import EVENTS
-    from metaxy_core.store.delta import SYSTEM_DIR
-    from metaxy_core.store.system import RETRACTED, SNAPSHOTS
-
     if feature is not None:
         key = resolve_key(feature)
         return [(key.to_string(), store.table_uri(key), key)]
     found: dict[str, tuple[str, str, FeatureKey | None]] = {}
-    system = {SNAPSHOTS, RETRACTED, EVENTS, LOCK_TABLE}
+    system = set(SYSTEM_TABLES)
     if not store.is_remote and os.path.isdir(store.root_uri):
         for name in sorted(os.listdir(store.root_uri)):
             path = os.path.join(store.root_uri, name)
@@ -110,10 +106,44 @@ def _files(table: DeltaTable) -> int:
 def _id_columns(key: FeatureKey | None, graph: FeatureGraph | None) -> list[str]:
     if key is None:
         return []
-    from metaxy_core.graph.graph import FeatureGraph
-
     g = graph or FeatureGraph.get_active()
     return list(g.spec(key).id_columns) if key in g else []
+
+
+#: what an action does to one open table, filling in the report; returns the table as it is afterwards
+TableWork = Callable[["DeltaTable", str, FeatureKey | None, TableMaintenance], "DeltaTable"]
+
+
+def _each_table(
+    store: DeltaMetadataStore,
+    targets: Sequence[tuple[str, str, FeatureKey | None]],
+    action: str,
+    work: TableWork,
+    *,
+    dry_run: bool = False,
+    skip: Callable[[DeltaTable], bool] | None = None,
+) -> list[TableMaintenance]:
+    """The one per-table loop: open each table, report its state before and after ``work``, time it.
+
+    ``work`` runs inside the store's error translation (a failure names the table); tables that do not
+    exist (or that ``skip`` rejects) get no report.
+    """
+    reports = []
+    for label, uri, key in targets:
+        table = _io.open_table(uri, store.storage_options)
+        if table is None or (skip is not None and skip(table)):
+            continue
+        start = time.perf_counter()
+        report = TableMaintenance(
+            label, action, files_before=_files(table), version_before=table.version(), dry_run=dry_run
+        )
+        with _io.guard(action, uri, store.storage_options):
+            table = work(table, uri, key, report)
+        report.files_after = _files(table)
+        report.version_after = table.version()
+        report.seconds = time.perf_counter() - start
+        reports.append(report)
+    return reports
 
 
 def optimize(
@@ -129,31 +159,21 @@ def optimize(
 
     A dry run only reports the current file counts.
     """
-    reports = []
-    for label, uri, key in tables(store, feature, graph=graph):
-        table = _io.open_table(uri, store.storage_options)
-        if table is None:
-            continue
-        start = time.perf_counter()
-        report = TableMaintenance(
-            label, "optimize", files_before=_files(table), version_before=table.version(), dry_run=dry_run
-        )
+
+    def work(table: DeltaTable, uri: str, key: FeatureKey | None, report: TableMaintenance) -> DeltaTable:
+        if dry_run:
+            return table
         ids = _id_columns(key, graph) if z_order else []
-        if not dry_run:
-            with _io.guard("optimize", uri, store.storage_options):
-                if ids:
-                    metrics = table.optimize.z_order(ids, target_size=target_size)
-                else:
-                    metrics = table.optimize.compact(target_size=target_size)
-            report.files_added = int(metrics.get("numFilesAdded", 0))
-            report.files_removed = int(metrics.get("numFilesRemoved", 0))
-            report.detail = {"z_order": ids} if ids else {}
-            table = _io.open_table(uri, store.storage_options) or table
-        report.files_after = _files(table)
-        report.version_after = table.version()
-        report.seconds = time.perf_counter() - start
-        reports.append(report)
-    return reports
+        if ids:
+            metrics = table.optimize.z_order(ids, target_size=target_size)
+        else:
+            metrics = table.optimize.compact(target_size=target_size)
+        report.files_added = int(metrics.get("numFilesAdded", 0))
+        report.files_removed = int(metrics.get("numFilesRemoved", 0))
+        report.detail = {"z_order": ids} if ids else {}
+        return _io.open_table(uri, store.storage_options) or table
+
+    return _each_table(store, tables(store, feature, graph=graph), "optimize", work, dry_run=dry_run)
 
 
 def checkpoint(
@@ -164,22 +184,14 @@ def checkpoint(
     dry_run: bool = False,
 ) -> list[TableMaintenance]:
     """Write a checkpoint at each table's current version and remove log files past their retention."""
-    reports = []
-    for label, uri, _ in tables(store, feature, graph=graph):
-        table = _io.open_table(uri, store.storage_options)
-        if table is None:
-            continue
-        start = time.perf_counter()
-        report = TableMaintenance(label, "checkpoint", version_before=table.version(), dry_run=dry_run)
-        report.files_before = report.files_after = _files(table)
+
+    def work(table: DeltaTable, uri: str, key: FeatureKey | None, report: TableMaintenance) -> DeltaTable:
         if not dry_run:
-            with _io.guard("checkpoint", uri, store.storage_options):
-                table.create_checkpoint()
-                table.cleanup_metadata()
-        report.version_after = table.version()
-        report.seconds = time.perf_counter() - start
-        reports.append(report)
-    return reports
+            table.create_checkpoint()
+            table.cleanup_metadata()
+        return table
+
+    return _each_table(store, tables(store, feature, graph=graph), "checkpoint", work, dry_run=dry_run)
 
 
 def vacuum(
@@ -196,36 +208,23 @@ def vacuum(
     the table before) until vacuumed; keep the retention longer than any read or write that may still use
     them. Below delta-rs' one-week default the retention check is lifted explicitly.
     """
-    reports = []
-    for label, uri, _ in tables(store, feature, graph=graph):
-        table = _io.open_table(uri, store.storage_options)
-        if table is None:
-            continue
-        start = time.perf_counter()
-        report = TableMaintenance(
-            label, "vacuum", files_before=_files(table), version_before=table.version(), dry_run=dry_run
-        )
-        options = {
-            "retention_hours": int(retention_hours),
-            "enforce_retention_duration": retention_hours >= DEFAULT_RETENTION_HOURS,
-            "full": True,
-        }
-        with _io.guard("vacuum", uri, store.storage_options):
-            removed = table.vacuum(dry_run=True, **options)
-            if not store.is_remote:  # the log still lists files an earlier vacuum deleted: count real ones
-                removed = [
-                    f for f in removed if os.path.exists(f if os.path.isabs(f) else os.path.join(uri, f))
-                ]
-            if removed and not dry_run:
-                table.vacuum(dry_run=False, **options)
+    options = {
+        "retention_hours": int(retention_hours),
+        "enforce_retention_duration": retention_hours >= DEFAULT_RETENTION_HOURS,
+        "full": True,
+    }
+
+    def work(table: DeltaTable, uri: str, key: FeatureKey | None, report: TableMaintenance) -> DeltaTable:
+        removed = table.vacuum(dry_run=True, **options)
+        if not store.is_remote:  # the log still lists files an earlier vacuum deleted: count real ones
+            removed = [f for f in removed if os.path.exists(f if os.path.isabs(f) else os.path.join(uri, f))]
+        if removed and not dry_run:
+            table.vacuum(dry_run=False, **options)
         report.files_removed = len(removed)
         report.detail = {"retention_hours": retention_hours, "files": sorted(removed)[:20]}
-        table = _io.open_table(uri, store.storage_options) or table
-        report.files_after = _files(table)
-        report.version_after = table.version()
-        report.seconds = time.perf_counter() - start
-        reports.append(report)
-    return reports
+        return _io.open_table(uri, store.storage_options) or table
+
+    return _each_table(store, tables(store, feature, graph=graph), "vacuum", work, dry_run=dry_run)
 
 
 def maintain(
@@ -245,10 +244,6 @@ def maintain(
     return reports
 
 
-#: system tables written one small event per commit (the migration log, the lock)
-_EVENT_TABLES = ("migration_events", "lock")
-
-
 def compact_fragmented_system_tables(
     store: DeltaMetadataStore, *, min_files: int = 64
 ) -> list[TableMaintenance]:
@@ -258,24 +253,12 @@ def compact_fragmented_system_tables(
     migrations costs ~100 ms per read, compacted ~5 ms. Called by the executor when a migration completes;
     errors are left to the caller to ignore (maintenance must never fail a migration).
     """
-    reports = []
-    for name in _EVENT_TABLES:
-        uri = store.system_table_uri(name)
-        table = _io.open_table(uri, store.storage_options)
-        if table is None or len(table.file_uris()) < min_files:
-            continue
-        start = time.perf_counter()
-        report = TableMaintenance(
-            f"_metaxy_system/{name}",
-            "optimize",
-            files_before=len(table.file_uris()),
-            version_before=table.version(),
-        )
-        with _io.guard("optimize", uri, store.storage_options):
-            table.optimize.compact()
-            table = _io.open_table(uri, store.storage_options) or table
-            table.create_checkpoint()
-        report.files_after, report.version_after = len(table.file_uris()), table.version()
-        report.seconds = time.perf_counter() - start
-        reports.append(report)
-    return reports
+
+    def work(table: DeltaTable, uri: str, key: FeatureKey | None, report: TableMaintenance) -> DeltaTable:
+        table.optimize.compact()
+        table = _io.open_table(uri, store.storage_options) or table
+        table.create_checkpoint()
+        return table
+
+    targets = [(f"{SYSTEM_DIR}/{name}", store.system_table_uri(name), None) for name in EVENT_TABLES]
+    return _each_table(store, targets, "optimize", work, skip=lambda table: _files(table) < min_files)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Self
 import polars as pl
 from polars.io.plugins import register_io_source
 
+from metaxy_core._process import current_pid, hostname, pid_alive
 from metaxy_core.store import _io
 from metaxy_core.store._storage import is_remote
 from metaxy_core.store.provenance import (
@@ -283,21 +284,17 @@ def spill_root() -> str:
 
 
 def _spill_prefix(pid: int | None = None) -> str:
-    import socket
-
-    return f"metaxy-buckets-{os.getpid() if pid is None else pid}@{socket.gethostname()}-"
+    return f"metaxy-buckets-{current_pid() if pid is None else pid}@{hostname()}-"
 
 
 def remove_stale_spills(root: str) -> list[str]:
     """Delete spill folders left by processes of this host that died without cleaning up (SIGKILL, OOM kill):
     a crashed reconciliation must not leave gigabytes behind in the temporary folder on every attempt."""
-    from metaxy_core.migrations.lock import _pid_alive
-
     removed = []
     for name in os.listdir(root) if os.path.isdir(root) else []:
         pid = name.removeprefix("metaxy-buckets-").split("@", 1)[0]
         if name.startswith("metaxy-buckets-") and pid.isdigit() and name.startswith(_spill_prefix(int(pid))):
-            if int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if int(pid) != current_pid() and not pid_alive(int(pid)):
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
                 removed.append(name)
     return removed

@@ -1,16 +1,21 @@
 """System tables kept next to the feature tables, under ``<root>/_metaxy_system/``.
 
+The store owns its layout, so every system table's name and schema is declared here, whoever writes it:
+
 * ``snapshots``: every pushed graph snapshot (project, version, time, the snapshot as JSON) so an old graph
   can be rebuilt without the code that declared it;
-* ``retracted_writes``: write ids hidden from reads (rollback), append-only so nothing is ever lost.
+* ``retracted_writes``: write ids hidden from reads (rollback), append-only so nothing is ever lost;
+* ``migration_events``: the migration log, written by :mod:`metaxy_core.migrations.progress`;
+* ``lock``: the apply lease, written by :mod:`metaxy_core.migrations.lock`.
 
-The migration log and the apply lock live in :mod:`metaxy_core.migrations.progress` and
-:mod:`metaxy_core.migrations.lock`; they use the same helpers.
+Maintenance walks :data:`SYSTEM_TABLES`; the migrations layer imports the names and schemas from here rather
+than the store importing them from the migrations layer.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,8 +30,52 @@ from metaxy_core.store import _io
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
 
+#: folder of the system tables under the store's root
+SYSTEM_DIR = "_metaxy_system"
+
 SNAPSHOTS = "snapshots"
 RETRACTED = "retracted_writes"
+MIGRATION_EVENTS = "migration_events"
+LOCK = "lock"
+#: every system table the store knows (maintenance covers these, and any other folder found locally)
+SYSTEM_TABLES = (SNAPSHOTS, RETRACTED, MIGRATION_EVENTS, LOCK)
+#: system tables written one small event per commit, hence fragmented quickly
+EVENT_TABLES = (MIGRATION_EVENTS, LOCK)
+
+_TIMESTAMP = pl.Datetime("us", "UTC")
+
+#: the migration log: one row per event, keyed by (migration, operation index, feature)
+MIGRATION_EVENTS_SCHEMA: dict[str, type[pl.DataType] | pl.DataType] = {
+    "project": pl.String,
+    "migration_id": pl.String,
+    "op_index": pl.Int64,
+    "op_id": pl.String,
+    "op_type": pl.String,
+    "feature_key": pl.String,
+    "status": pl.String,
+    "rows": pl.Int64,
+    "duration_s": pl.Float64,
+    "note": pl.String,
+    "error": pl.String,
+    "run_id": pl.String,
+    "checksum": pl.String,
+    "write_id": pl.String,
+    "writes": pl.String,
+    "host": pl.String,
+    "pid": pl.Int64,
+    "at": _TIMESTAMP,
+}
+
+#: the apply lease: acquire/renew/release events of one owner (a run id) per project
+LOCK_SCHEMA: dict[str, type[pl.DataType] | pl.DataType] = {
+    "project": pl.String,
+    "event": pl.String,
+    "owner": pl.String,
+    "host": pl.String,
+    "pid": pl.Int64,
+    "at": _TIMESTAMP,
+    "expires_at": _TIMESTAMP,
+}
 
 
 @dataclass(frozen=True)
@@ -48,13 +97,35 @@ class PushResult:
 
 
 def read_system(store: DeltaMetadataStore, name: str) -> pl.DataFrame | None:
+    """Every row of system table ``name``; None when it was never written."""
     uri = store.system_table_uri(name)
     lf = _io.scan(uri, store.storage_options)
     return None if lf is None else _io.collect(lf, uri, store.storage_options)
 
 
 def append_system(store: DeltaMetadataStore, name: str, rows: pl.DataFrame) -> None:
+    """Append ``rows`` to system table ``name`` in one commit (the table is created by the first one)."""
     _io.append(store.system_table_uri(name), rows, store.storage_options)
+
+
+def latest_local_commit(store: DeltaMetadataStore, name: str) -> tuple[int, int] | None:
+    """(latest commit version, its log file's mtime in ns) of a local system table, from one listing.
+
+    Identifies the table's content without opening it (a few microseconds instead of milliseconds), which is
+    what a per-process cache of a small, often re-read table needs. None when unknown: a remote store, or no
+    table yet.
+    """
+    if store.is_remote:
+        return None
+    log = os.path.join(store.system_table_uri(name), "_delta_log")
+    try:
+        versions = [int(n[:-5]) for n in os.listdir(log) if n.endswith(".json") and n[:-5].isdigit()]
+        if not versions:
+            return None
+        latest = max(versions)
+        return latest, os.stat(os.path.join(log, f"{latest:020d}.json")).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _snapshot_rows(store: DeltaMetadataStore, project: str) -> pl.DataFrame | None:
