@@ -29,22 +29,3 @@ def instance():
     with dg.instance_for_test() as inst:
         yield inst
 
-
-@pytest.fixture(scope="session")
-def moto_s3_endpoint():
-    """A real S3 API (moto's threaded server) on 127.0.0.1 for the session."""
-    import logging
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()

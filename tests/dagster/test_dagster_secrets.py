@@ -60,12 +60,12 @@ def test_leaked_secret_in_an_operation_error_is_redacted(
 
 
 def test_s3_store_with_envvar_credentials(
-    tmp_path: Path, monkeypatch, moto_s3_endpoint: str, instance, caplog
+    tmp_path: Path, monkeypatch, moto_endpoint: str, instance, caplog
 ) -> None:
     bucket = f"mxdg-{uuid.uuid4().hex[:10]}"
     boto3.client(
         "s3",
-        endpoint_url=moto_s3_endpoint,
+        endpoint_url=moto_endpoint,
         aws_access_key_id=KEY_ID,
         aws_secret_access_key=SECRET,
         region_name="us-east-1",
@@ -77,7 +77,7 @@ def test_s3_store_with_envvar_credentials(
         migrations=((1, 2),),
         store_root=f"s3://{bucket}/metadata",
         storage_options={
-            "AWS_ENDPOINT_URL": moto_s3_endpoint,
+            "AWS_ENDPOINT_URL": moto_endpoint,
             "AWS_ACCESS_KEY_ID": "${MXDG_S3_KEY_ID}",
             "AWS_SECRET_ACCESS_KEY": "${MXDG_S3_SECRET}",
             "AWS_REGION": "us-east-1",
@@ -90,7 +90,7 @@ def test_s3_store_with_envvar_credentials(
         entrypoints=[project.module],
         migrations_dir=str(project.migrations_dir),
         storage_options={
-            "AWS_ENDPOINT_URL": moto_s3_endpoint,
+            "AWS_ENDPOINT_URL": moto_endpoint,
             "AWS_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": dg.EnvVar("MXDG_S3_KEY_ID"),
             "AWS_SECRET_ACCESS_KEY": dg.EnvVar("MXDG_S3_SECRET"),
@@ -109,7 +109,7 @@ def test_s3_store_with_envvar_credentials(
 
 
 def test_missing_bucket_fails_with_a_clear_message_and_no_secret(
-    tmp_path, monkeypatch, moto_s3_endpoint, instance
+    tmp_path, monkeypatch, moto_endpoint, instance
 ) -> None:
     project = make_project(tmp_path, migrations=((1, 2),))
     monkeypatch.setenv("MXDG_S3_SECRET", SECRET)
@@ -117,7 +117,7 @@ def test_missing_bucket_fails_with_a_clear_message_and_no_secret(
         config_path=str(project.config_path),
         root_uri="s3://mxdg-no-such-bucket/metadata",
         storage_options={
-            "AWS_ENDPOINT_URL": moto_s3_endpoint,
+            "AWS_ENDPOINT_URL": moto_endpoint,
             "AWS_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": KEY_ID,
             "AWS_SECRET_ACCESS_KEY": dg.EnvVar("MXDG_S3_SECRET"),

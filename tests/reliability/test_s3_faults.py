@@ -17,9 +17,9 @@ import pytest
 from deltalake import DeltaTable
 
 from metaxy_core import DeltaMetadataStore
+from metaxy_core.testing import S3Server, free_port
 
 from . import _support as s
-from ._moto import MotoProcess, StoppableMoto, free_port
 
 KEY_ID = "AKIARELIABILITY00001"
 SECRET = "rel-S3cr3t-k3y-do-not-print-4f9a"
@@ -58,9 +58,8 @@ def _assert_one_clear_failure(proc: object, *, mentions: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[StoppableMoto]:
-    server = StoppableMoto()
-    server.start()
+def moto() -> Iterator[S3Server]:
+    server = S3Server()
     boto3.client(
         "s3",
         endpoint_url=server.endpoint,
@@ -69,7 +68,7 @@ def moto() -> Iterator[StoppableMoto]:
         region_name=REGION,
     ).create_bucket(Bucket=BUCKET)
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +81,7 @@ def local_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, objec
 
 
 def test_server_stopped_mid_apply_fails_clearly_then_the_rerun_completes(
-    moto: StoppableMoto, local_reference: dict[str, object], tmp_path: Path
+    moto: S3Server, local_reference: dict[str, object], tmp_path: Path
 ) -> None:
     root = f"s3://{BUCKET}/mid-apply"
     store = DeltaMetadataStore(root, _options(moto.endpoint), project=s.PROJECT)
@@ -149,7 +148,7 @@ def test_dead_endpoint_fails_within_bounded_time(tmp_path: Path) -> None:
     assert max(timings.values()) < FAIL_WITHIN_S, timings
 
 
-def test_missing_bucket_is_named(moto: StoppableMoto, tmp_path: Path) -> None:
+def test_missing_bucket_is_named(moto: S3Server, tmp_path: Path) -> None:
     project = s.write_project(tmp_path / "p", root="s3://no-such-bucket/rel", migration=s.migration_yaml())
     for verb in (["push"], ["migrations", "apply"]):
         proc = s.run_cli(verb, project, _env(moto.endpoint))
@@ -161,7 +160,7 @@ def auth_moto() -> Iterator[tuple[str, str, str]]:
     """A moto server enforcing IAM authentication (INITIAL_NO_AUTH_ACTION_COUNT), with one user allowed to use
     one bucket; yields (endpoint, key id, secret)."""
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    server = MotoProcess(env)
+    server = S3Server(env=env)
     try:
         iam = boto3.client(
             "iam",

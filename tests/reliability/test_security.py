@@ -26,9 +26,9 @@ from metaxy_core.errors import InvalidKeyError, MetaxyError
 from metaxy_core.migrations import progress
 from metaxy_core.migrations.loader import load_migration_file
 from metaxy_core.migrations.ops import OperationError, resolve_operation_class
+from metaxy_core.testing import S3Server, free_port
 
 from . import _support as s
-from ._moto import MotoProcess, StoppableMoto, free_port
 
 KEY_ID = "AKIASECURITYTEST0001"
 SECRET = "sEcReT-AWS-KEY-3c9f1b7e5a"
@@ -110,9 +110,8 @@ def test_operation_types_must_be_concrete_base_operation_subclasses(path: str) -
 
 # --------------------------------------------------------------------------------------- credentials: S3
 @pytest.fixture(scope="module")
-def moto() -> Iterator[StoppableMoto]:
-    server = StoppableMoto()
-    server.start()
+def moto() -> Iterator[S3Server]:
+    server = S3Server()
     boto3.client(
         "s3",
         endpoint_url=server.endpoint,
@@ -121,7 +120,7 @@ def moto() -> Iterator[StoppableMoto]:
         region_name="us-east-1",
     ).create_bucket(Bucket=BUCKET)
     yield server
-    server.stop()
+    server.close()
 
 
 WAYS = {
@@ -206,7 +205,7 @@ def _main(
 @pytest.mark.parametrize("way", list(WAYS))
 def test_s3_credentials_never_appear_in_cli_output_or_logs_on_success_or_failure(
     way: str,
-    moto: StoppableMoto,
+    moto: S3Server,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -263,7 +262,7 @@ def test_s3_credentials_never_appear_in_cli_output_or_logs_on_success_or_failure
 
 @pytest.fixture(scope="module")
 def auth_moto() -> Iterator[str]:
-    server = MotoProcess({**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    server = S3Server(env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     yield server.endpoint
     server.close()
 

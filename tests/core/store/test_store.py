@@ -6,7 +6,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from pathlib import Path
-from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -38,65 +37,15 @@ from metaxy_core.store.provenance import (
     PROVENANCE_BY_FIELD,
     SNAPSHOT_VERSION,
 )
+from metaxy_core.testing import VideoFeatures, video_features
+from metaxy_core.testing import video_raw_rows as raw_rows
 
 RAW, EMB = "video/raw", "video/embeddings"
 
 
-def declare(
-    *, frames: str = "1", audio: str = "1", embedding: str = "1", transcript: str = "1"
-) -> SimpleNamespace:
+def declare(**versions: str) -> VideoFeatures:
     """video/raw (frames, audio) -> video/embeddings (embedding <- frames, transcript <- audio); not activated."""
-    graph = FeatureGraph()
-    with graph.use():
-
-        class VideoRaw(
-            Feature,
-            spec=FeatureSpec(
-                key=RAW,
-                id_columns=["sample_uid"],
-                fields=[
-                    FieldSpec(key="frames", code_version=frames),
-                    FieldSpec(key="audio", code_version=audio),
-                ],
-            ),
-        ):
-            path: str
-
-        class VideoEmbeddings(
-            Feature,
-            spec=FeatureSpec(
-                key=EMB,
-                id_columns=["sample_uid"],
-                deps=[FeatureDep(feature=VideoRaw)],
-                fields=[
-                    FieldSpec(
-                        key="embedding",
-                        code_version=embedding,
-                        deps=[FieldDep(feature=VideoRaw, fields=["frames"])],
-                    ),
-                    FieldSpec(
-                        key="transcript",
-                        code_version=transcript,
-                        deps=[FieldDep(feature=VideoRaw, fields=["audio"])],
-                    ),
-                ],
-            ),
-        ):
-            dim: int
-
-    return SimpleNamespace(graph=graph, Raw=VideoRaw, Emb=VideoEmbeddings)
-
-
-def raw_rows(uids: list[int], *, frames: str = "f", audio: str = "a", **user: list) -> pl.DataFrame:
-    """Root rows whose provenance is a fake content hash per field, e.g. ``f1`` / ``a1``."""
-    return pl.DataFrame(
-        {
-            "sample_uid": uids,
-            "path": user.pop("path", [f"s3://videos/{u}.mp4" for u in uids]),
-            **user,
-            PROVENANCE_BY_FIELD: [{"frames": f"{frames}{u}", "audio": f"{audio}{u}"} for u in uids],
-        }
-    )
+    return video_features(transcript="1", **versions)
 
 
 def ids(frame: pl.DataFrame | pl.LazyFrame) -> list[int]:
@@ -105,12 +54,12 @@ def ids(frame: pl.DataFrame | pl.LazyFrame) -> list[int]:
 
 
 @pytest.fixture
-def v() -> SimpleNamespace:
+def v() -> VideoFeatures:
     return declare()
 
 
 @pytest.fixture
-def seeded(store: DeltaMetadataStore, v: SimpleNamespace) -> DeltaMetadataStore:
+def seeded(store: DeltaMetadataStore, v: VideoFeatures) -> DeltaMetadataStore:
     """Raw rows 1..3 and their embeddings, all up to date."""
     store.write_metadata(v.Raw, raw_rows([1, 2, 3]), graph=v.graph)
     added = store.resolve_update(v.Emb, graph=v.graph).collect().added
@@ -120,7 +69,7 @@ def seeded(store: DeltaMetadataStore, v: SimpleNamespace) -> DeltaMetadataStore:
 
 # -------------------------------------------------------------------------------------- write and read
 def test_written_rows_read_back_with_user_and_system_columns(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     assert store.write_metadata(v.Raw, raw_rows([1, 2, 3]), graph=v.graph) == 3
     df = store.read_metadata(v.Raw, graph=v.graph).collect().sort("sample_uid")
@@ -131,14 +80,12 @@ def test_written_rows_read_back_with_user_and_system_columns(
     assert set(df[FEATURE_VERSION]) == {v.graph.feature_version(v.Raw)}
     assert set(df[SNAPSHOT_VERSION]) == {v.graph.snapshot_version}
     assert df[CREATED_AT].dtype == pl.Datetime("us", "UTC")
-    assert df[CREATED_AT][0].tzinfo is not None and df[CREATED_AT][0].utcoffset() == UTC.utcoffset(
-        None
-    )
+    assert df[CREATED_AT][0].tzinfo is not None and df[CREATED_AT][0].utcoffset() == UTC.utcoffset(None)
     assert df[DATA_VERSION_BY_FIELD].to_list() == df[PROVENANCE_BY_FIELD].to_list()  # defaults to provenance
     assert df[DATA_VERSION].to_list() == df[PROVENANCE].to_list()
 
 
-def test_feature_can_be_given_as_class_key_or_string(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_feature_can_be_given_as_class_key_or_string(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     store.write_metadata(RAW, raw_rows([1]), graph=v.graph)
     store.write_metadata(v.Raw.spec.key, raw_rows([2]), graph=v.graph)
     with v.graph.use():  # the active graph is the default
@@ -146,7 +93,7 @@ def test_feature_can_be_given_as_class_key_or_string(store: DeltaMetadataStore, 
         assert ids(store.read_metadata(["video", "raw"])) == [1, 2, 3]
 
 
-def test_read_returns_the_latest_row_per_sample(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_read_returns_the_latest_row_per_sample(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     store.write_metadata(v.Raw, raw_rows([1, 2, 3]), graph=v.graph)
     store.write_metadata(v.Raw, raw_rows([2], frames="g", path=["s3://videos/2-fixed.mp4"]), graph=v.graph)
 
@@ -157,7 +104,7 @@ def test_read_returns_the_latest_row_per_sample(store: DeltaMetadataStore, v: Si
 
 
 def test_filters_apply_to_the_latest_rows_and_never_resurrect_an_old_one(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     store.write_metadata(v.Raw, raw_rows([1, 2], path=["old", "old"]), graph=v.graph)
     store.write_metadata(v.Raw, raw_rows([1], path=["new"]), graph=v.graph)
@@ -171,7 +118,7 @@ def test_filters_apply_to_the_latest_rows_and_never_resurrect_an_old_one(
 
 
 def test_columns_projects_and_always_keeps_the_id_columns(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     store.write_metadata(v.Raw, raw_rows([1, 2]), graph=v.graph)
     df = store.read_metadata(v.Raw, graph=v.graph, columns=["path", PROVENANCE]).collect()
@@ -192,7 +139,7 @@ def test_read_sees_only_the_current_feature_version_unless_asked(store: DeltaMet
     assert set(history[FEATURE_VERSION]) == {v1.graph.feature_version(RAW), v2.graph.feature_version(RAW)}
 
 
-def test_store_is_a_context_manager_and_does_no_io_until_used(tmp_path: Path, v: SimpleNamespace) -> None:
+def test_store_is_a_context_manager_and_does_no_io_until_used(tmp_path: Path, v: VideoFeatures) -> None:
     root = tmp_path / "lazy" / "store"
     with DeltaMetadataStore(root, {"some_option": "secret-value"}) as store:
         assert not root.exists()
@@ -205,13 +152,13 @@ def test_store_is_a_context_manager_and_does_no_io_until_used(tmp_path: Path, v:
         assert store.table_version(v.Raw) == 0
 
 
-def test_writing_no_rows_writes_nothing(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_writing_no_rows_writes_nothing(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     assert store.write_metadata(v.Raw, raw_rows([1]).head(0), graph=v.graph) == 0
     assert store.has_metadata(v.Raw) is False
 
 
 def test_a_writer_supplied_data_version_stops_propagation(
-    seeded: DeltaMetadataStore, v: SimpleNamespace
+    seeded: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     # sample 1 recomputed: new provenance (say the decoder changed) but identical data
     rows = raw_rows([1], frames="recomputed-f", audio="recomputed-a").with_columns(
@@ -225,7 +172,7 @@ def test_a_writer_supplied_data_version_stops_propagation(
 
 
 # ----------------------------------------------------------------------------------------- resolve_update
-def test_downstream_samples_are_added_then_up_to_date(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_downstream_samples_are_added_then_up_to_date(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     store.write_metadata(v.Raw, raw_rows([1, 2, 3]), graph=v.graph)
     increment = store.resolve_update(v.Emb, graph=v.graph).collect()
     assert ids(increment.added) == [1, 2, 3]
@@ -241,7 +188,7 @@ def test_downstream_samples_are_added_then_up_to_date(store: DeltaMetadataStore,
 
 
 def test_downstream_write_without_provenance_computes_the_same_provenance(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     store.write_metadata(v.Raw, raw_rows([1, 2]), graph=v.graph)
     expected = store.resolve_update(v.Emb, graph=v.graph).collect().added.sort("sample_uid")
@@ -252,7 +199,7 @@ def test_downstream_write_without_provenance_computes_the_same_provenance(
 
 
 def test_changing_an_upstream_field_changes_only_the_downstream_fields_that_use_it(
-    seeded: DeltaMetadataStore, v: SimpleNamespace
+    seeded: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     before = seeded.read_metadata(v.Emb, graph=v.graph).collect().sort("sample_uid")
     seeded.write_metadata(v.Raw, raw_rows([2], audio="new-audio-"), graph=v.graph)  # only audio changed
@@ -299,7 +246,7 @@ def test_an_upstream_change_to_an_unused_field_leaves_the_downstream_up_to_date(
     assert store.resolve_update(Visual, graph=graph).counts() == {"added": 0, "changed": 0, "removed": 0}
 
 
-def test_root_samples_are_added_changed_and_removed(seeded: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_root_samples_are_added_changed_and_removed(seeded: DeltaMetadataStore, v: VideoFeatures) -> None:
     samples = pl.concat(
         [
             raw_rows([2], frames="edited-"),  # changed content
@@ -323,7 +270,7 @@ def test_downstream_samples_whose_upstream_rows_are_gone_are_removed(seeded: Del
 
 
 def test_a_downstream_code_version_bump_shows_as_changed_not_added(
-    seeded: DeltaMetadataStore, v: SimpleNamespace
+    seeded: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     before = seeded.read_metadata(EMB, graph=v.graph).collect().sort("sample_uid")
     bumped = declare(embedding="2")
@@ -354,7 +301,7 @@ def test_a_root_code_version_bump_shows_as_changed(seeded: DeltaMetadataStore) -
 
 
 def test_samples_restrict_a_downstream_comparison_and_carry_their_columns(
-    seeded: DeltaMetadataStore, v: SimpleNamespace
+    seeded: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     seeded.write_metadata(v.Raw, raw_rows([2, 3], frames="new-"), graph=v.graph)
     seeded.write_metadata(v.Raw, raw_rows([4]), graph=v.graph)
@@ -367,7 +314,7 @@ def test_samples_restrict_a_downstream_comparison_and_carry_their_columns(
 
 
 def test_a_downstream_before_its_upstream_has_rows_says_what_to_write_first(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     with pytest.raises(MetadataNotFoundError) as exc:
         store.resolve_update(v.Emb, graph=v.graph)
@@ -377,9 +324,7 @@ def test_a_downstream_before_its_upstream_has_rows_says_what_to_write_first(
     )
 
 
-def test_a_root_without_samples_says_samples_are_needed(
-    store: DeltaMetadataStore, v: SimpleNamespace
-) -> None:
+def test_a_root_without_samples_says_samples_are_needed(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     with pytest.raises(MetaxyError) as exc:
         store.resolve_update(v.Raw, graph=v.graph)
     assert str(exc.value) == (
@@ -389,7 +334,7 @@ def test_a_root_without_samples_says_samples_are_needed(
 
 
 def test_resolve_update_on_an_empty_store_adds_every_sample(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     increment = store.resolve_update(v.Raw, samples=raw_rows([1, 2]), graph=v.graph).collect()
     assert (ids(increment.added), increment.changed.height, increment.removed.height) == ([1, 2], 0, 0)
@@ -398,7 +343,7 @@ def test_resolve_update_on_an_empty_store_adds_every_sample(
 
 # --------------------------------------------------------------------------------------------- errors
 def test_an_unknown_feature_is_reported_with_the_known_ones(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     with pytest.raises(FeatureNotFoundError) as exc:
         store.write_metadata("video/unknown", raw_rows([1]), graph=v.graph)
@@ -411,7 +356,7 @@ def test_an_unknown_feature_is_reported_with_the_known_ones(
 
 
 def test_reading_a_feature_never_written_raises_metadata_not_found(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     with pytest.raises(MetadataNotFoundError) as exc:
         store.read_metadata(v.Raw, graph=v.graph)
@@ -423,7 +368,7 @@ def test_reading_a_feature_never_written_raises_metadata_not_found(
     assert empty.height == 0 and PROVENANCE_BY_FIELD in empty.columns
 
 
-def test_rows_without_the_id_columns_are_rejected(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_rows_without_the_id_columns_are_rejected(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     with pytest.raises(MetadataSchemaError) as exc:
         store.write_metadata(v.Raw, raw_rows([1]).rename({"sample_uid": "uid"}), graph=v.graph)
     assert (
@@ -432,7 +377,7 @@ def test_rows_without_the_id_columns_are_rejected(store: DeltaMetadataStore, v: 
     )
 
 
-def test_root_rows_without_provenance_are_rejected(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_root_rows_without_provenance_are_rejected(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     with pytest.raises(MetadataSchemaError) as exc:
         store.write_metadata(v.Raw, raw_rows([1]).drop(PROVENANCE_BY_FIELD), graph=v.graph)
     assert str(exc.value) == (
@@ -453,7 +398,7 @@ def test_root_rows_without_provenance_are_rejected(store: DeltaMetadataStore, v:
     ],
 )
 def test_a_provenance_struct_with_other_fields_or_types_is_rejected(
-    store: DeltaMetadataStore, v: SimpleNamespace, provenance: pl.Expr, got: str
+    store: DeltaMetadataStore, v: VideoFeatures, provenance: pl.Expr, got: str
 ) -> None:
     rows = raw_rows([1]).with_columns(provenance.alias(PROVENANCE_BY_FIELD))
     with pytest.raises(MetadataSchemaError) as exc:
@@ -465,7 +410,7 @@ def test_a_provenance_struct_with_other_fields_or_types_is_rejected(
 
 
 def test_a_provenance_column_that_is_not_a_struct_is_rejected(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     rows = raw_rows([1]).with_columns(pl.lit("hash").alias(PROVENANCE_BY_FIELD))
     with pytest.raises(MetadataSchemaError) as exc:
@@ -476,7 +421,7 @@ def test_a_provenance_column_that_is_not_a_struct_is_rejected(
     )
 
 
-def test_duplicate_ids_in_one_write_are_rejected(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_duplicate_ids_in_one_write_are_rejected(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     with pytest.raises(MetadataSchemaError) as exc:
         store.write_metadata(v.Raw, raw_rows([1, 2, 2, 3, 3]), graph=v.graph)
     assert str(exc.value) == (
@@ -484,14 +429,14 @@ def test_duplicate_ids_in_one_write_are_rejected(store: DeltaMetadataStore, v: S
     )
 
 
-def test_null_ids_are_rejected(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_null_ids_are_rejected(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     rows = raw_rows([1, 2]).with_columns(pl.Series("sample_uid", [1, None]))
     with pytest.raises(MetadataSchemaError) as exc:
         store.write_metadata(v.Raw, rows, graph=v.graph)
     assert str(exc.value) == "1 row(s) for feature video/raw have a null id column (['sample_uid'])"
 
 
-def test_a_null_field_provenance_is_rejected(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_a_null_field_provenance_is_rejected(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     rows = raw_rows([1]).with_columns(
         pl.struct(frames=pl.lit("f"), audio=pl.lit(None, pl.String)).alias(PROVENANCE_BY_FIELD)
     )
@@ -504,7 +449,7 @@ def test_a_null_field_provenance_is_rejected(store: DeltaMetadataStore, v: Simpl
 
 
 def test_downstream_rows_without_upstream_rows_are_rejected(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     store.write_metadata(v.Raw, raw_rows([1]), graph=v.graph)
     with pytest.raises(MetadataSchemaError) as exc:
@@ -515,7 +460,7 @@ def test_downstream_rows_without_upstream_rows_are_rejected(
     )
 
 
-def test_a_rejected_first_write_creates_no_table(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_a_rejected_first_write_creates_no_table(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     with pytest.raises(MetadataSchemaError):
         store.write_metadata(v.Raw, raw_rows([1, 1]), graph=v.graph)
     assert store.has_metadata(v.Raw) is False
@@ -533,7 +478,7 @@ def test_a_rejected_first_write_creates_no_table(store: DeltaMetadataStore, v: S
     ],
 )
 def test_a_failed_write_leaves_the_table_version_unchanged(
-    store: DeltaMetadataStore, v: SimpleNamespace, bad
+    store: DeltaMetadataStore, v: VideoFeatures, bad
 ) -> None:
     store.write_metadata(v.Raw, raw_rows([1, 2]), graph=v.graph)
     version = store.table_version(v.Raw)
@@ -544,7 +489,7 @@ def test_a_failed_write_leaves_the_table_version_unchanged(
 
 
 def test_a_type_conflict_with_the_stored_table_is_a_store_error_naming_the_table(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     store.write_metadata(v.Raw, raw_rows([1]), graph=v.graph)
     rows = raw_rows([2]).with_columns(pl.lit("two").alias("sample_uid"))
@@ -554,7 +499,7 @@ def test_a_type_conflict_with_the_stored_table_is_a_store_error_naming_the_table
     assert "Cannot cast string 'two'" in str(exc.value)
 
 
-def test_concurrent_first_writes_to_one_feature_all_land(tmp_path: Path, v: SimpleNamespace) -> None:
+def test_concurrent_first_writes_to_one_feature_all_land(tmp_path: Path, v: VideoFeatures) -> None:
     """Writers racing to create a table conflict in delta-rs ("Protocol/Metadata changed"); the store retries."""
     for trial in range(3):
         store = DeltaMetadataStore(tmp_path / f"trial-{trial}")
@@ -573,7 +518,7 @@ def test_concurrent_first_writes_to_one_feature_all_land(tmp_path: Path, v: Simp
 
 
 # ------------------------------------------------------------------------------------------- snapshots
-def test_push_snapshot_is_idempotent(store: DeltaMetadataStore, v: SimpleNamespace) -> None:
+def test_push_snapshot_is_idempotent(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     first = store.push_snapshot(v.graph)
     assert (first.snapshot_version, first.already_pushed, first.previous_version) == (
         v.graph.snapshot_version,
@@ -588,9 +533,7 @@ def test_push_snapshot_is_idempotent(store: DeltaMetadataStore, v: SimpleNamespa
     assert [s.snapshot_version for s in store.list_snapshots()] == [v.graph.snapshot_version]
 
 
-def test_pushing_a_new_snapshot_records_the_previous_one(
-    store: DeltaMetadataStore, v: SimpleNamespace
-) -> None:
+def test_pushing_a_new_snapshot_records_the_previous_one(store: DeltaMetadataStore, v: VideoFeatures) -> None:
     bumped = declare(embedding="2")
     store.push_snapshot(v.graph)
     result = store.push_snapshot(bumped.graph)
@@ -603,7 +546,7 @@ def test_pushing_a_new_snapshot_records_the_previous_one(
 
 
 def test_load_snapshot_graph_rebuilds_the_graph_without_the_classes(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     store.push_snapshot(v.graph)
     store.write_metadata(v.Raw, raw_rows([1, 2]), graph=v.graph)
@@ -619,7 +562,7 @@ def test_load_snapshot_graph_rebuilds_the_graph_without_the_classes(
 
 
 def test_loading_a_snapshot_never_pushed_lists_the_pushed_ones(
-    store: DeltaMetadataStore, v: SimpleNamespace
+    store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     store.push_snapshot(v.graph)
     with pytest.raises(SnapshotNotFoundError) as exc:

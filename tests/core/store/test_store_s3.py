@@ -6,61 +6,22 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 import pytest
 
-from metaxy_core import (
-    DeltaMetadataStore,
-    Feature,
-    FeatureDep,
-    FeatureGraph,
-    FeatureSpec,
-    FieldDep,
-    FieldSpec,
-)
+from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.errors import StoreUnreachableError
 from metaxy_core.store._storage import S3_DEFAULT_OPTIONS, resolve_storage_options
-from metaxy_core.store.provenance import PROVENANCE_BY_FIELD
-
-if TYPE_CHECKING:
-    from conftest import S3Location
+from metaxy_core.testing import S3Location, video_graph
+from metaxy_core.testing import video_raw_rows as raw_rows
 
 RAW, EMB = "video/raw", "video/embeddings"
 
 
 @pytest.fixture
 def video() -> FeatureGraph:
-    graph = FeatureGraph()
-    with graph.use():
-
-        class VideoRaw(
-            Feature, spec=FeatureSpec(key=RAW, fields=[FieldSpec(key="frames"), FieldSpec(key="audio")])
-        ):
-            path: str
-
-        class VideoEmbeddings(
-            Feature,
-            spec=FeatureSpec(
-                key=EMB,
-                deps=[FeatureDep(feature=VideoRaw)],
-                fields=[FieldSpec(key="embedding", deps=[FieldDep(feature=VideoRaw, fields=["frames"])])],
-            ),
-        ):
-            dim: int
-
-    return graph
-
-
-def raw_rows(uids: list[int], frames: str = "f") -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "sample_uid": uids,
-            "path": [f"s3://videos/{u}.mp4" for u in uids],
-            PROVENANCE_BY_FIELD: [{"frames": f"{frames}{u}", "audio": f"a{u}"} for u in uids],
-        }
-    )
+    return video_graph()
 
 
 def round_trip(store: DeltaMetadataStore, graph: FeatureGraph) -> None:
