@@ -1,13 +1,14 @@
-"""One function per CLI verb, each returning a result object; the CLI only parses and renders.
+"""One function per CLI verb, each returning one typed result; the CLI only parses and renders.
 
-Usable from Python as well (``commands.migrations_apply(open_project(), dry_run=True)``). Every function raises
-:class:`~metaxy_core.errors.MetaxyError` subclasses with messages ready for users.
+Usable from Python as well (``commands.migrations_apply(open_project(), dry_run=True)``). Every function
+raises :class:`~metaxy_core.errors.MetaxyError` subclasses with messages ready for users. Every result has
+``as_dict()``: the data ``--format json`` prints.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -19,17 +20,20 @@ from metaxy_core.migrations import progress
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.executor import MigrationExecutor
 from metaxy_core.migrations.generator import GeneratedMigration, generate
-from metaxy_core.migrations.loader import load_chain
 from metaxy_core.migrations.lock import LeaseInfo, StoreLock
-from metaxy_core.migrations.models import (
-    DiffMigration,
-    Migration,
+from metaxy_core.migrations.models import DiffMigration, Migration, affected_features
+from metaxy_core.migrations.results import (
     MigrationFailed,
     MigrationResult,
+    MigrationStatus,
     StepResult,
+    StepStatus,
 )
 from metaxy_core.migrations.rollback import RollbackResult, rollback
+from metaxy_core.migrations.state import MigrationState, state_of
+from metaxy_core.migrations.verify import MigrationVerification, verify_migration
 from metaxy_core.store.delta import DeltaMetadataStore
+from metaxy_core.store.maintenance import TableMaintenance, maintain
 from metaxy_core.store.system import PushResult
 
 
@@ -49,14 +53,14 @@ class Project:
 
     @cached_property
     def chain(self) -> MigrationChain:
-        # Operation `type:` paths and .py migrations may import the project's own modules (next to metaxy.toml).
-        self.config.add_import_path()
-        # A PythonMigration's build_operations() may read the feature graph while the chain loads.
-        with self.graph.use():
-            return load_chain(self.config.migrations_path)
+        return self.config.load_chain(self.graph)
 
     def executor(self, **kwargs: Any) -> MigrationExecutor:
         return MigrationExecutor(self.store, project=self.config.project, graph=self.graph, **kwargs)
+
+    def states(self) -> dict[str, MigrationState]:
+        """Where every migration stands, from one read of the store's migration log."""
+        return progress.read_states(self.store, self.config.project)
 
 
 def open_project(config_path: str | Path | None = None) -> Project:
@@ -65,45 +69,117 @@ def open_project(config_path: str | Path | None = None) -> Project:
 
 # ------------------------------------------------------------------------ graph
 def push(project: Project) -> PushResult:
-    """Record the code's graph snapshot in the store (idempotent)."""
+    """Record the code's feature graph snapshot in the store (idempotent)."""
     return project.store.push_snapshot(project.graph, project=project.config.project)
 
 
-def graph_info(project: Project) -> list[dict[str, Any]]:
+@dataclass
+class FieldInfo:
+    field: str
+    code_version: str
+    version: str
+    #: upstream fields as ``feature:field``
+    deps: list[str]
+
+
+@dataclass
+class FeatureInfo:
+    feature: str
+    feature_version: str
+    id_columns: list[str]
+    deps: list[str]
+    fields: list[FieldInfo]
+
+
+@dataclass
+class GraphInfo:
+    """The code's feature graph: features upstream first, with their fields and versions."""
+
+    snapshot_version: str
+    features: list[FeatureInfo]
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        return [asdict(f) for f in self.features]
+
+
+def graph_info(project: Project) -> GraphInfo:
+    """List features, fields and their versions."""
     graph = project.graph
-    rows = []
+    features = []
     for key in graph.topological_order():
         spec = graph.spec(key)
-        rows.append(
-            {
-                "feature": str(key),
-                "feature_version": graph.feature_version(key),
-                "id_columns": list(spec.id_columns),
-                "deps": [str(d.feature) for d in spec.deps],
-                "fields": [
-                    {
-                        "field": str(f.key),
-                        "code_version": f.code_version,
-                        "version": graph.field_version(key, f.key),
-                        "deps": [f"{k}:{fk}" for k, fk in graph.resolved_field_deps(key, f.key)],
-                    }
-                    for f in spec.fields
-                ],
-            }
+        fields = [
+            FieldInfo(
+                field=str(f.key),
+                code_version=f.code_version,
+                version=graph.field_version(key, f.key),
+                deps=[f"{k}:{fk}" for k, fk in graph.resolved_field_deps(key, f.key)],
+            )
+            for f in spec.fields
+        ]
+        features.append(
+            FeatureInfo(
+                feature=str(key),
+                feature_version=graph.feature_version(key),
+                id_columns=list(spec.id_columns),
+                deps=[str(d.feature) for d in spec.deps],
+                fields=fields,
+            )
         )
-    return rows
+    return GraphInfo(graph.snapshot_version, features)
 
 
-def snapshot_info(project: Project) -> dict[str, Any]:
+@dataclass
+class SnapshotInfo:
+    """The code's snapshot version next to the latest one pushed to the store."""
+
+    project: str
+    current_snapshot_version: str
+    latest_pushed_snapshot_version: str | None
+    latest_pushed_at: str | None
+    pushed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def snapshot_info(project: Project) -> SnapshotInfo:
+    """Show the code's snapshot version and the latest pushed one."""
     latest = project.store.latest_snapshot(project=project.config.project)
     current = project.graph.snapshot_version
-    return {
-        "project": project.config.project,
-        "current_snapshot_version": current,
-        "latest_pushed_snapshot_version": latest.snapshot_version if latest else None,
-        "latest_pushed_at": latest.pushed_at.isoformat() if latest else None,
-        "pushed": latest is not None and latest.snapshot_version == current,
-    }
+    return SnapshotInfo(
+        project=project.config.project,
+        current_snapshot_version=current,
+        latest_pushed_snapshot_version=latest.snapshot_version if latest else None,
+        latest_pushed_at=latest.pushed_at.isoformat() if latest else None,
+        pushed=latest is not None and latest.snapshot_version == current,
+    )
+
+
+@dataclass
+class MaintenanceReport:
+    """What ``metaxy store maintain`` did (or, in a dry run, would do), per table and action."""
+
+    tables: list[TableMaintenance]
+    dry_run: bool = False
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.tables]
+
+
+def store_maintain(
+    project: Project, *, vacuum_hours: float | None = None, dry_run: bool = False, z_order: bool = False
+) -> MaintenanceReport:
+    """Compact and checkpoint every table; with vacuum hours, vacuum too.
+
+    Covers feature and system tables; with ``vacuum_hours``, files unreferenced for that long are vacuumed. A
+    dry run changes nothing and reports file counts (and the files vacuum would delete).
+    """
+    graph = project.graph if z_order or project.store.is_remote else None  # local stores are listed from disk
+    reports = maintain(
+        project.store, vacuum_hours=vacuum_hours, dry_run=dry_run, z_order=z_order, graph=graph
+    )
+    return MaintenanceReport(reports, dry_run)
 
 
 # ------------------------------------------------------------------- migrations
@@ -112,7 +188,7 @@ class MigrationStatusRow:
     migration_id: str
     kind: str
     parent: str
-    status: str
+    status: MigrationStatus
     path: str
     rows: int = 0
     steps_done: int = 0
@@ -122,64 +198,112 @@ class MigrationStatusRow:
     steps: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
-def _status_rows(project: Project, states: dict[str, progress.MigrationState]) -> list[MigrationStatusRow]:
-    rows = []
-    for m in project.chain:
-        state = states.get(m.migration_id) or progress.MigrationState(m.migration_id)
-        rows.append(
-            MigrationStatusRow(
+def _status_row(migration: Migration, state: MigrationState) -> MigrationStatusRow:
+    return MigrationStatusRow(
+        migration_id=migration.migration_id,
+        kind=migration.kind,
+        parent=migration.parent,
+        status=state.status,
+        path=str(migration.source_path or ""),
+        rows=state.rows,
+        steps_done=sum(1 for s in state.steps.values() if s.done),
+        steps_failed=sum(1 for s in state.steps.values() if s.status == StepStatus.FAILED),
+        edited=bool(state.checksum and state.checksum != migration.checksum),
+        error=state.error,
+        steps=[
+            {
+                "op_index": s.op_index,
+                "op_id": s.op_id,
+                "feature": s.feature_key,
+                "status": s.status,
+                "rows": s.rows,
+                "note": s.note,
+                "error": s.error,
+            }
+            for s in sorted(state.steps.values(), key=lambda s: (s.op_index, s.feature_key))
+        ],
+    )
+
+
+@dataclass
+class StatusReport:
+    """Where every migration of the chain stands, in chain order."""
+
+    migrations_dir: Path
+    migrations: list[MigrationStatusRow]
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.migrations]
+
+
+def migrations_status(project: Project) -> StatusReport:
+    """Status of every migration in the chain.
+
+    Raises:
+        ChainError: the chain is broken (the message names the file).
+    """
+    chain = project.chain
+    states = project.states() if len(chain) else {}
+    rows = [_status_row(m, state_of(states, m.migration_id)) for m in chain]
+    return StatusReport(project.config.migrations_path, rows)
+
+
+@dataclass
+class MigrationFile:
+    migration_id: str
+    kind: str
+    parent: str
+    path: str
+    description: str
+    from_snapshot_version: str | None
+    to_snapshot_version: str | None
+
+
+@dataclass
+class ChainListing:
+    """The migration chain as files, first to head."""
+
+    migrations: list[MigrationFile]
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        return [asdict(m) for m in self.migrations]
+
+
+def migrations_list(project: Project) -> ChainListing:
+    """The migration chain as files (no store access)."""
+    return ChainListing(
+        [
+            MigrationFile(
                 migration_id=m.migration_id,
                 kind=m.kind,
                 parent=m.parent,
-                status=state.status,
                 path=str(m.source_path or ""),
-                rows=state.rows,
-                steps_done=sum(1 for s in state.steps.values() if s.done),
-                steps_failed=sum(1 for s in state.steps.values() if s.status == "failed"),
-                edited=bool(state.checksum and state.checksum != m.checksum),
-                error=state.error,
-                steps=[
-                    {
-                        "op_index": s.op_index,
-                        "op_id": s.op_id,
-                        "feature": s.feature_key,
-                        "status": s.status,
-                        "rows": s.rows,
-                        "note": s.note,
-                        "error": s.error,
-                    }
-                    for s in sorted(state.steps.values(), key=lambda s: (s.op_index, s.feature_key))
-                ],
+                description=m.summary(),
+                from_snapshot_version=getattr(m, "from_snapshot_version", None),
+                to_snapshot_version=getattr(m, "to_snapshot_version", None),
             )
-        )
-    return rows
+            for m in project.chain
+        ]
+    )
 
 
-def migrations_status(project: Project) -> list[MigrationStatusRow]:
-    """Status per migration in chain order (raises on a broken chain)."""
-    chain = project.chain
-    if not len(chain):
-        return []
-    return _status_rows(project, progress.read_states(project.store, project.config.project))
+@dataclass
+class ApplyReport:
+    """What applying (or planning) the pending migrations did, one result per migration."""
 
+    results: list[MigrationResult]
+    dry_run: bool = False
 
-def migrations_list(project: Project) -> list[dict[str, Any]]:
-    """The chain as files, without touching the store."""
-    return [
-        {
-            "migration_id": m.migration_id,
-            "kind": m.kind,
-            "parent": m.parent,
-            "path": str(m.source_path or ""),
-            "description": m.summary(),
-            "from_snapshot_version": getattr(m, "from_snapshot_version", None),
-            "to_snapshot_version": getattr(m, "to_snapshot_version", None),
-        }
-        for m in project.chain
-    ]
+    def as_dict(self) -> list[dict[str, Any]]:
+        return [r.model_dump(mode="json") for r in self.results]
+
+    @property
+    def recompute_required(self) -> list[str]:
+        """Features the pipeline must recompute (changed root features), sorted."""
+        return sorted({f for r in self.results for f in r.recompute_required})
 
 
 def migrations_apply(
@@ -189,18 +313,21 @@ def migrations_apply(
     dry_run: bool = False,
     force: bool = False,
     on_step: Callable[[StepResult], None] | None = None,
-) -> list[MigrationResult]:
-    """Apply (or plan) pending migrations up to ``target``.
+) -> ApplyReport:
+    """Apply pending migrations up to MIGRATION_ID (default: all).
+
+    A dry run plans instead: it writes nothing and reports the rows each step would write.
 
     Raises:
         MigrationFailed: a step failed; progress so far is kept and a re-run resumes.
     """
     chain = project.chain
     executor = project.executor(force=force, on_step=on_step)
-    return executor.apply(chain, target, dry_run=dry_run)
+    return ApplyReport(executor.apply(chain, target, dry_run=dry_run), dry_run)
 
 
 def migrations_generate(project: Project, name: str | None = None) -> GeneratedMigration:
+    """Write a reconciliation migration for the code's graph changes."""
     return generate(
         project.store,
         project.graph,
@@ -211,84 +338,190 @@ def migrations_generate(project: Project, name: str | None = None) -> GeneratedM
     )
 
 
-def migrations_explain(project: Project, migration_id: str) -> dict[str, Any]:
-    """Everything about one migration: file, operations, affected features, progress."""
+@dataclass
+class MigrationExplanation:
+    """Everything about one migration: its file, operations, affected features and progress."""
+
+    migration_id: str
+    kind: str
+    path: str
+    parent: str
+    description: str
+    checksum: str
+    operations: list[dict[str, str]]
+    affected_features: list[str]
+    status: MigrationStatusRow
+    from_snapshot_version: str | None = None
+    to_snapshot_version: str | None = None
+    #: why the affected features could not be computed (e.g. a snapshot that was never pushed)
+    affected_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "migration_id": self.migration_id,
+            "kind": self.kind,
+            "path": self.path,
+            "parent": self.parent,
+            "description": self.description,
+            "checksum": self.checksum,
+            "operations": self.operations,
+        }
+        if self.from_snapshot_version is not None or self.to_snapshot_version is not None:
+            out["from_snapshot_version"] = self.from_snapshot_version
+            out["to_snapshot_version"] = self.to_snapshot_version
+        if self.affected_error is not None:
+            out["affected_error"] = self.affected_error
+        out["affected_features"] = self.affected_features
+        out["status"] = self.status.as_dict()
+        return out
+
+
+def migrations_explain(project: Project, migration_id: str) -> MigrationExplanation:
+    """Details of one migration.
+
+    Its file, operations, affected features (or why they cannot be computed) and progress.
+    """
     m: Migration = project.chain.get(migration_id)
-    info: dict[str, Any] = {
-        "migration_id": m.migration_id,
-        "kind": m.kind,
-        "path": str(m.source_path or ""),
-        "parent": m.parent,
-        "description": m.summary(),
-        "checksum": m.checksum,
-        "operations": [{"id": i, "type": t} for i, t in m.operation_labels()],
-    }
-    if isinstance(m, DiffMigration):
-        info["from_snapshot_version"] = m.from_snapshot_version
-        info["to_snapshot_version"] = m.to_snapshot_version
     try:
-        affected = m.get_affected_features(project.store, project.config.project, project.graph)  # type: ignore[call-arg]
-    except TypeError:
-        affected = m.get_affected_features(project.store, project.config.project)
+        affected, error = affected_features(m, project.store, project.config.project, project.graph), None
     except MetaxyError as exc:
-        affected = []
-        info["affected_error"] = str(exc)
-    info["affected_features"] = [str(k) for k in affected]
-    state = progress.read_states(project.store, project.config.project).get(m.migration_id)
-    row = _status_rows(project, {m.migration_id: state} if state else {})
-    info["status"] = next(r for r in row if r.migration_id == m.migration_id).as_dict()
-    return info
+        affected, error = [], str(exc)
+    return MigrationExplanation(
+        migration_id=m.migration_id,
+        kind=m.kind,
+        path=str(m.source_path or ""),
+        parent=m.parent,
+        description=m.summary(),
+        checksum=m.checksum,
+        operations=[{"id": i, "type": t} for i, t in m.operation_labels()],
+        affected_features=[str(k) for k in affected],
+        status=_status_row(m, state_of(project.states(), m.migration_id)),
+        from_snapshot_version=m.from_snapshot_version if isinstance(m, DiffMigration) else None,
+        to_snapshot_version=m.to_snapshot_version if isinstance(m, DiffMigration) else None,
+        affected_error=error,
+    )
 
 
-def migrations_history(project: Project, migration_id: str | None = None) -> list[dict[str, Any]]:
+@dataclass
+class LogEvent:
+    """One event of the migration log."""
+
+    at: str
+    migration_id: str
+    op_index: int
+    op_id: str
+    feature_key: str
+    status: str
+    rows: int
+    duration_s: float
+    run_id: str
+    error: str
+
+
+@dataclass
+class MigrationHistory:
+    """The migration log, event by event, oldest first."""
+
+    events: list[LogEvent]
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        return [asdict(e) for e in self.events]
+
+
+def migrations_history(project: Project, migration_id: str | None = None) -> MigrationHistory:
+    """The migration log, event by event."""
     events = progress.read_events(project.store, project.config.project)
     if migration_id:
         events = events.filter(events["migration_id"] == migration_id)
-    cols = [
-        "at",
-        "migration_id",
-        "op_index",
-        "op_id",
-        "feature_key",
-        "status",
-        "rows",
-        "duration_s",
-        "run_id",
-        "error",
-    ]
-    return [
-        {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
-        for r in events.select(cols).to_dicts()
-    ]
+    names = [f.name for f in fields(LogEvent)]
+    return MigrationHistory(
+        [
+            LogEvent(**{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()})
+            for row in events.select(names).to_dicts()
+        ]
+    )
+
+
+@dataclass
+class VerificationReport:
+    """The verdict of ``metaxy migrations verify``: one verification per migration, in chain order."""
+
+    migrations: list[MigrationVerification]
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.migrations)
+
+    @property
+    def failed(self) -> list[MigrationVerification]:
+        return [v for v in self.migrations if not v.passed]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "migrations": [v.as_dict() for v in self.migrations]}
+
+
+def migrations_verify(project: Project, migration_id: str | None = None) -> VerificationReport:
+    """Check that MIGRATION_ID (default: every migration) is applied and left nothing at the old version.
+
+    The verdict of the Dagster "verified" asset checks
+    (:func:`~metaxy_core.migrations.verify.verify_migration`).
+    """
+    chain = project.chain
+    migrations = [chain.get(migration_id)] if migration_id is not None else list(chain)
+    states = project.states() if migrations else {}
+    return VerificationReport(
+        [verify_migration(project.store, m, graph=project.graph, states=states) for m in migrations]
+    )
+
+
+@dataclass
+class RollbackReport:
+    """What rolling back did (or, in a dry run, would do), newest migration first."""
+
+    results: list[RollbackResult]
+    dry_run: bool = False
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.results]
 
 
 def migrations_rollback(
     project: Project, target: str | None = None, *, dry_run: bool = False
-) -> list[RollbackResult]:
-    """Undo the newest applied migration, or every applied one down to ``target`` (newest first)."""
-    return rollback(project.executor(), project.chain, target, dry_run=dry_run)
+) -> RollbackReport:
+    """Undo the newest applied migration, or all down to MIGRATION_ID."""
+    return RollbackReport(rollback(project.executor(), project.chain, target, dry_run=dry_run), dry_run)
 
 
-def migrations_unlock(project: Project) -> LeaseInfo | None:
-    return StoreLock(project.store, owner="metaxy-unlock").force_release()
+@dataclass
+class UnlockResult:
+    """The lease ``metaxy migrations unlock`` released (None: the store was not locked)."""
+
+    released: LeaseInfo | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"released": self.released.owner if self.released else None}
 
 
-def store_maintain(
-    project: Project, *, vacuum_hours: float | None = None, dry_run: bool = False, z_order: bool = False
-) -> list[Any]:
-    """``metaxy store maintain``: compact and checkpoint every table of the store (feature and system tables),
-    then with ``vacuum_hours`` vacuum files unreferenced for that long. A dry run changes nothing and reports
-    file counts (and the files vacuum would delete). Returns one ``TableMaintenance`` per table and action."""
-    from metaxy_core.store.maintenance import maintain
-
-    graph = project.graph if z_order or project.store.is_remote else None  # local stores are listed from disk
-    return maintain(project.store, vacuum_hours=vacuum_hours, dry_run=dry_run, z_order=z_order, graph=graph)
+def migrations_unlock(project: Project) -> UnlockResult:
+    """Release the store's migration lock held by a dead run."""
+    return UnlockResult(StoreLock(project.store, owner="metaxy-unlock").force_release())
 
 
 __all__ = [
+    "ApplyReport",
+    "ChainListing",
+    "GraphInfo",
+    "MaintenanceReport",
+    "MigrationExplanation",
     "MigrationFailed",
+    "MigrationHistory",
     "MigrationStatusRow",
     "Project",
+    "RollbackReport",
+    "SnapshotInfo",
+    "StatusReport",
+    "UnlockResult",
+    "VerificationReport",
     "graph_info",
     "migrations_apply",
     "migrations_explain",
@@ -298,7 +531,9 @@ __all__ = [
     "migrations_rollback",
     "migrations_status",
     "migrations_unlock",
+    "migrations_verify",
     "open_project",
     "push",
     "snapshot_info",
+    "store_maintain",
 ]

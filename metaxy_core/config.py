@@ -17,11 +17,16 @@ import re
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from metaxy_core.errors import ConfigError, MetaxyError
+from metaxy_core.errors import ConfigError, MetaxyError, format_validation_error
+
+if TYPE_CHECKING:
+    from metaxy_core.graph.graph import FeatureGraph
+    from metaxy_core.migrations.chain import MigrationChain
+    from metaxy_core.store.delta import DeltaMetadataStore
 
 CONFIG_FILE = "metaxy.toml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -53,7 +58,8 @@ class StoreConfig(BaseModel):
     @field_validator("storage_options", mode="before")
     @classmethod
     def _option_scalars(cls, value: Any) -> Any:
-        """TOML/JSON scalars (``AWS_ALLOW_HTTP = true``, ``max_retries = 3``) become the strings delta-rs takes."""
+        """TOML/JSON scalars (``AWS_ALLOW_HTTP = true``, ``max_retries = 3``) become the strings delta-rs
+        takes."""
         if not isinstance(value, dict):
             return value
         return {
@@ -89,11 +95,11 @@ class MetaxyConfig(BaseModel):
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path | None = None, *, start_dir: str | Path | None = None) -> MetaxyConfig:
-        """Find and read the configuration, then apply ``METAXY_*`` overrides.
+        """Find and read the configuration, then apply ``METAXY_*`` overrides (see :meth:`with_overrides`).
 
         Raises:
             ConfigError: the file is not valid TOML, has unknown keys or wrong types (the message names the
-                file and the key).
+                file and the key; ``METAXY_* environment`` for a bad environment value).
         """
         file = (
             Path(path)
@@ -108,22 +114,54 @@ class MetaxyConfig(BaseModel):
             if not file.is_file():
                 raise ConfigError(f"{file}: configuration file not found")
             data = _read_toml(file)
-        data = _apply_env(data)
         root_dir = file.parent if file is not None else Path(start_dir or Path.cwd()).resolve()
-        try:
-            return cls.model_validate({**data, "config_file": file, "root_dir": root_dir})
-        except ValidationError as exc:
-            where = str(file) if file else "METAXY_* environment"
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
-                + (
-                    "unknown key, remove it or check its spelling"
-                    if e["type"] == "extra_forbidden"
-                    else e["msg"]
-                )
-                for e in exc.errors()
-            )
-            raise ConfigError(f"{where}: invalid metaxy configuration: {problems}") from None
+        where = str(file) if file else "configuration"
+        config = _validated(cls, {**data, "config_file": file, "root_dir": root_dir}, where=where)
+        return config.with_overrides(**_env_overrides(), source="METAXY_* environment")
+
+    def with_overrides(
+        self,
+        *,
+        project: str | None = None,
+        entrypoints: list[str] | None = None,
+        migrations_dir: str | None = None,
+        store_root: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        lock_ttl_seconds: float | str | None = None,
+        source: str | None = None,
+    ) -> MetaxyConfig:
+        """A copy with the given values in place of the configured ones: the one way settings are overridden
+        (``METAXY_*`` variables, Dagster resources and components all come through here).
+
+        ``None`` keeps the configured value; ``storage_options`` are merged over the configured ones. Relative
+        paths stay relative to the config file's folder. The result is validated like a file.
+
+        Args:
+            source: what the overrides come from, named by the error when one is invalid (default: the file).
+
+        Raises:
+            ConfigError: an override is invalid.
+
+        Example:
+            >>> MetaxyConfig.load().with_overrides(store_root="s3://ml-metadata/staging", project="video")
+        """
+        updates: dict[str, Any] = {
+            "project": project,
+            "entrypoints": entrypoints,
+            "migrations_dir": migrations_dir,
+            "lock_ttl_seconds": lock_ttl_seconds,
+        }
+        data = {**self.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+        if store_root is not None:
+            data["store"]["root"] = store_root
+        if storage_options:
+            data["store"]["storage_options"] = {**data["store"]["storage_options"], **storage_options}
+        if data == self.model_dump():
+            return self
+        where = source or str(self.config_file or "configuration")
+        return _validated(
+            type(self), {**data, "config_file": self.config_file, "root_dir": self.root_dir}, where=where
+        )
 
     # ---------------------------------------------------------------- resolution
     @property
@@ -155,7 +193,7 @@ class MetaxyConfig(BaseModel):
 
         return {k: expand(k, v) for k, v in self.store.storage_options.items()}
 
-    def get_store(self) -> Any:
+    def get_store(self) -> DeltaMetadataStore:
         """The configured :class:`~metaxy_core.DeltaMetadataStore` (no I/O until it is used)."""
         from metaxy_core.store.delta import DeltaMetadataStore
 
@@ -171,7 +209,7 @@ class MetaxyConfig(BaseModel):
                 raise
             raise ConfigError(f"{self.config_file}: [store]: {exc}") from None
 
-    def load_features(self) -> Any:
+    def load_features(self) -> FeatureGraph:
         """Import the entrypoint modules (the config folder on ``sys.path``); returns the active graph."""
         from metaxy_core.graph.graph import FeatureGraph
 
@@ -191,19 +229,38 @@ class MetaxyConfig(BaseModel):
                     f"{where} has a syntax error ({exc.filename}, line {exc.lineno}: {exc.msg}); fix the code"
                 ) from exc
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
-                    for e in exc.errors()
-                )
                 raise ConfigError(
-                    f"{where} declares an invalid feature{_user_line(exc, root)}: {problems}; fix the declaration"
+                    f"{where} declares an invalid feature{_user_line(exc, root)}: "
+                    f"{format_validation_error(exc)}; fix the declaration"
                 ) from exc
             except Exception as exc:  # the module's own code failed at import time
                 raise ConfigError(
-                    f"{where} raised {type(exc).__name__} while importing{_user_line(exc, root)}: {exc}; fix the "
-                    "module (run with --raiseerr for the traceback)"
+                    f"{where} raised {type(exc).__name__} while importing{_user_line(exc, root)}: {exc}; fix "
+                    "the module (run with --raiseerr for the traceback)"
                 ) from exc
         return FeatureGraph.get_active()
+
+    def load_chain(self, graph: FeatureGraph | None = None) -> MigrationChain:
+        """The project's migration chain, from its files only (never the store): the one chain loader.
+
+        The config folder is importable first (operation ``type:`` paths and ``.py`` migrations may import
+        the project's own modules), and a PythonMigration's ``build_operations()`` may read the feature graph
+        while the chain loads, so ``graph`` is active meanwhile. Default: the active graph, with the
+        entrypoints imported first when nothing registered features yet.
+
+        Raises:
+            MetaxyError: a file cannot be loaded or the chain is broken (the message names the file).
+        """
+        from metaxy_core.graph.graph import FeatureGraph
+        from metaxy_core.migrations.loader import load_chain
+
+        self.add_import_path()
+        if graph is None:
+            graph = FeatureGraph.get_active()
+            if not len(graph):
+                graph = self.load_features()
+        with graph.use():
+            return load_chain(self.migrations_path)
 
     def add_import_path(self) -> str:
         """Put the config file's folder on ``sys.path`` (once) so the project's own modules import as-is:
@@ -248,22 +305,25 @@ def _read_toml(file: Path) -> dict[str, Any]:
     return data
 
 
-def _apply_env(data: dict[str, Any]) -> dict[str, Any]:
+def _validated(cls: type[MetaxyConfig], data: dict[str, Any], *, where: str) -> MetaxyConfig:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems = format_validation_error(exc, verbatim=True)
+        raise ConfigError(f"{where}: invalid metaxy configuration: {problems}") from None
+
+
+def _env_overrides() -> dict[str, Any]:
+    """The ``METAXY_*`` variables that are set, as :meth:`MetaxyConfig.with_overrides` arguments."""
     env = os.environ
-    store = data.get("store", {})
-    if not isinstance(store, dict):  # left to validation, whose error names the file and the key
-        return data
-    data = {**data, "store": dict(store)}
-    if "METAXY_PROJECT" in env:
-        data["project"] = env["METAXY_PROJECT"]
+    overrides: dict[str, Any] = {
+        "project": env.get("METAXY_PROJECT"),
+        "migrations_dir": env.get("METAXY_MIGRATIONS_DIR"),
+        "store_root": env.get("METAXY_STORE_ROOT"),
+        "lock_ttl_seconds": env.get("METAXY_LOCK_TTL_SECONDS"),
+    }
     if "METAXY_ENTRYPOINTS" in env:
-        data["entrypoints"] = [m.strip() for m in env["METAXY_ENTRYPOINTS"].split(",") if m.strip()]
-    if "METAXY_MIGRATIONS_DIR" in env:
-        data["migrations_dir"] = env["METAXY_MIGRATIONS_DIR"]
-    if "METAXY_STORE_ROOT" in env:
-        data["store"]["root"] = env["METAXY_STORE_ROOT"]
-    if "METAXY_LOCK_TTL_SECONDS" in env:
-        data["lock_ttl_seconds"] = env["METAXY_LOCK_TTL_SECONDS"]
+        overrides["entrypoints"] = [m.strip() for m in env["METAXY_ENTRYPOINTS"].split(",") if m.strip()]
     if "METAXY_STORE_STORAGE_OPTIONS" in env:
         try:
             options = json.loads(env["METAXY_STORE_STORAGE_OPTIONS"])
@@ -271,5 +331,5 @@ def _apply_env(data: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"METAXY_STORE_STORAGE_OPTIONS is not a JSON object ({exc.msg})") from None
         if not isinstance(options, dict):
             raise ConfigError("METAXY_STORE_STORAGE_OPTIONS must be a JSON object")
-        data["store"]["storage_options"] = {**data["store"].get("storage_options", {}), **options}
-    return data
+        overrides["storage_options"] = options
+    return overrides

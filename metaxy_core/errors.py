@@ -7,7 +7,13 @@ Dagster can surface them as the failure description.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class MetaxyError(Exception):
@@ -61,6 +67,14 @@ class SnapshotNotFoundError(StoreError):
     """A snapshot version was asked for that was never pushed to the store."""
 
 
+class MetadataNotFoundError(StoreError):
+    """A feature has no metadata in the store yet."""
+
+
+class DryRunWriteError(MetaxyError):
+    """Something tried to write to the store inside a dry run."""
+
+
 class FileError(MetaxyError):
     """An error tied to one file; the message always starts with the file's path."""
 
@@ -68,3 +82,50 @@ class FileError(MetaxyError):
         self.path = Path(path)
         self.detail = message
         super().__init__(f"{path}: {message}")
+
+
+def format_validation_error(exc: ValidationError, *, verbatim: bool = False) -> str:
+    """A pydantic error as one ``location: problem`` per error, joined by ``"; "`` (the one formatter).
+
+    Unknown keys get a hint (``unknown key; remove it or check its spelling``), missing fields say so plainly
+    and pydantic's ``Value error, `` prefix is dropped, so a message reads as the validator wrote it.
+
+    Args:
+        exc: the validation error.
+        verbatim: keep pydantic's own messages (``Field required``, ``Value error, ...``) and write the hint
+            as ``unknown key, remove it or check its spelling``: the wording of configuration errors.
+
+    Example:
+        >>> format_validation_error(exc)  # doctest: +SKIP
+        'colour: unknown key; remove it or check its spelling; count: required field is missing'
+    """
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            hint = "unknown key, remove it" if verbatim else "unknown key; remove it"
+            parts.append(f"{loc}: {hint} or check its spelling")
+        elif err["type"] == "missing" and not verbatim:
+            parts.append(f"{loc}: required field is missing")
+        else:
+            msg = err["msg"] if verbatim else err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove secret values (and passwords embedded in URLs) from ``text`` (the one secret scrubber).
+
+    Every message built from a delta-rs/boto3/operation exception passes through here before it is shown,
+    logged or stored, whichever layer shows it (store errors, the executor, the CLI, Dagster events).
+
+    Args:
+        text: a message or traceback.
+        secrets: values to replace by ``***`` (a store's ``secrets``: keys, tokens, passwords).
+    """
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)

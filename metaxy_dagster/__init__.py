@@ -10,10 +10,10 @@ Example (``definitions.py`` of a code location)::
     defs = build_migration_definitions(config_path="metaxy.toml", schedule_cron="0 3 * * *")
 """
 
+from metaxy_core.migrations.verify import MigrationVerification as MigrationVerification
+from metaxy_core.migrations.verify import verify_migration as verify_migration
 from metaxy_dagster.assets import build_migration_assets as build_migration_assets
-from metaxy_dagster.checks import MigrationVerification as MigrationVerification
 from metaxy_dagster.checks import build_migration_checks as build_migration_checks
-from metaxy_dagster.checks import verify_migration as verify_migration
 from metaxy_dagster.components import MetaxyMigrationsComponent as MetaxyMigrationsComponent
 from metaxy_dagster.definitions import build_migration_definitions as build_migration_definitions
 from metaxy_dagster.definitions import load_migration_chain as load_migration_chain

@@ -39,9 +39,10 @@ def build_migration_assets(
     """One graph-backed asset per migration of ``chain``, in chain order.
 
     Args:
-        chain: the project's migrations (``metaxy_core.migrations.load_chain``); nothing is read from the store.
-        translator: customises keys, groups, tags, kinds, metadata (default :class:`MetaxyMigrationTranslator`).
-        pool: Dagster concurrency pool of every op; limit it to 1 (``dagster instance concurrency set
+        chain: the project's migrations (``metaxy_core.migrations.load_chain``); nothing is read from the
+        store. translator: customises keys, groups, tags, kinds, metadata (default
+        :class:`MetaxyMigrationTranslator`). pool: Dagster concurrency pool of every op; limit it to 1
+        (``dagster instance concurrency set
             metaxy_migrations 1``) so migration ops never overlap across runs. ``None`` for no pool.
         store_resource_key: resource key of the :class:`~metaxy_dagster.MetaxyStoreResource`.
         run_resource_key: resource key of the :class:`~metaxy_dagster.MetaxyRunResource` (``dry_run``).
@@ -100,7 +101,7 @@ def _build_asset(
         node_defs=ops,
         dependencies={
             current.name: {"after": DependencyDefinition(previous.name, RESULT_OUTPUT)}
-            for previous, current in zip(ops, ops[1:])
+            for previous, current in zip(ops, ops[1:], strict=False)
         },
         input_mappings=(
             [

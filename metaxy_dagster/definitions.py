@@ -2,8 +2,8 @@
 
 Loading reads files only (the configuration and the migration files; never the store), so a code location
 loads quickly (200 migrations well under a second) and without credentials. A broken chain or a bad file fails
-the load with :class:`MetaxyDefinitionsError`, whose message is exactly the one ``metaxy`` prints on the command
-line (the engine error is kept as ``__cause__``).
+the load with :class:`MetaxyDefinitionsError`, whose message is exactly the one ``metaxy`` prints on the
+command line (the engine error is kept as ``__cause__``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from metaxy_dagster.resources import (
     STORE_RESOURCE_KEY,
     MetaxyRunResource,
     MetaxyStoreResource,
-    load_project_chain,
 )
 from metaxy_dagster.rollback import build_rollback_job
 from metaxy_dagster.schedules import build_migration_schedule
@@ -41,7 +40,7 @@ def load_migration_chain(config: MetaxyConfig) -> MigrationChain:
         MetaxyDefinitionsError: with the engine's message (file, problem, fix).
     """
     try:
-        return load_project_chain(config)
+        return config.load_chain()
     except MetaxyError as exc:
         raise MetaxyDefinitionsError(str(exc), error=exc) from exc
 
@@ -80,8 +79,9 @@ def build_migration_definitions(
 
     Returns:
         ``Definitions`` with one asset and one blocking check per migration, the jobs
-        ``metaxy_migrations_apply``, ``metaxy_migrations_plan`` and ``metaxy_migrations_rollback``, the optional schedule and sensor, and the
-        resources ``metaxy_store`` and ``metaxy_run``. A project without migrations gets the resources only.
+        ``metaxy_migrations_apply``, ``metaxy_migrations_plan`` and ``metaxy_migrations_rollback``, the
+        optional schedule and sensor, and the resources ``metaxy_store`` and ``metaxy_run``. A project without
+        migrations gets the resources only.
 
     Raises:
         MetaxyDefinitionsError: the configuration, a migration file or the chain is invalid (same message as

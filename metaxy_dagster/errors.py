@@ -42,7 +42,8 @@ class MetaxyDagsterError(Failure):
 
 
 class MetaxyDefinitionsError(MetaxyDagsterError, MetaxyError):
-    """Definitions cannot be built: a migration file is invalid, the chain is broken or the configuration is bad.
+    """Definitions cannot be built: a migration file is invalid, the chain is broken or the configuration is
+    bad.
 
     The message is the engine's message, unchanged (it names the file and the fix), so the code location
     error in Dagster reads exactly like ``metaxy migrations status`` on the command line.

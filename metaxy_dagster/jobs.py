@@ -1,7 +1,8 @@
 """The two migration jobs, both launchable from the UI.
 
 * **apply** (``metaxy_migrations_apply``): an asset job over every migration asset and its blocking check.
-  Applied migrations are no-ops, pending ones are applied in chain order; a sensor or a user may select a subset.
+  Applied migrations are no-ops, pending ones are applied in chain order; a sensor or a user may select a
+  subset.
 * **plan** (``metaxy_migrations_plan``): an op job over the *same* graphs, wired in chain order, with
   ``dry_run: true`` by default. Its outputs are not assets, so it never records a materialization and plans
   every pending migration of the chain in one run; each plan is attached to its asset as an observation.
@@ -25,8 +26,8 @@ from dagster import (
     JobDefinition,
     define_asset_job,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from metaxy_dagster._compat import UnresolvedAssetJobDefinition
 from metaxy_dagster.resources import RUN_RESOURCE_KEY
 
 APPLY_JOB_NAME = "metaxy_migrations_apply"
@@ -60,8 +61,8 @@ def build_apply_job(
         selection=AssetSelection.assets(*assets),
         config=run_config_for(dry_run=False, run_resource_key=run_resource_key),
         description=(
-            "Apply pending metaxy migrations in chain order (applied ones are no-ops) and verify each with its "
-            "blocking check. Set resources.metaxy_run.config.dry_run: true to plan the selection instead."
+            "Apply pending metaxy migrations in chain order (applied ones are no-ops) and verify each with "
+            "its blocking check. Set resources.metaxy_run.config.dry_run: true to plan the selection instead."
         ),
         run_tags={RUN_KIND_TAG: "apply", **(tags or {})},
         executor_def=executor_def,
@@ -91,8 +92,8 @@ def build_plan_job(
     graph = GraphDefinition(
         name=name,
         description=(
-            "Plan (dry run) the pending metaxy migrations in chain order: writes nothing to the store and records "
-            "no materialization; each migration's plan is attached to its asset as an observation."
+            "Plan (dry run) the pending metaxy migrations in chain order: writes nothing to the store and "
+            "records no materialization; each migration's plan is attached to its asset as an observation."
         ),
         node_defs=[a.node_def for a in assets],
         dependencies=dependencies,

@@ -1,10 +1,10 @@
 """One Dagster op per migration operation.
 
 An op runs ``MigrationExecutor.run_operation(migration, index, dry_run=...)`` with the Dagster run id as the
-executor's run id. It rebuilds everything it needs (configuration, feature graph, migration file, store) in the
-process that runs it, so ops are process-separable; the engine's progress log in the store is the only state
-that passes from one op to the next. A failed op keeps the steps it completed, so re-executing the run from
-failure resumes at the failed operation.
+executor's run id. It rebuilds everything it needs (configuration, feature graph, migration file, store) in
+the process that runs it, so ops are process-separable; the engine's progress log in the store is the only
+state that passes from one op to the next. A failed op keeps the steps it completed, so re-executing the run
+from failure resumes at the failed operation.
 
 In an asset job the last op's output is the migration asset: it is yielded (a materialization) after an apply
 and also for an already applied migration (a no-op that must not block its children); in a dry run it is not
@@ -20,16 +20,10 @@ from typing import Any
 
 from dagster import AssetKey, In, Nothing, OpDefinition, OpExecutionContext, Out, Output
 
-from metaxy_core.migrations import MigrationExecutor
-from metaxy_core.migrations.models import INITIAL
-from metaxy_core.migrations.progress import COMPLETED
+from metaxy_core.migrations.results import RunStatus
 from metaxy_dagster import events
-from metaxy_dagster._runtime import MigrationRef, metaxy_errors
-from metaxy_dagster.errors import (
-    MetaxyMigrationChangedError,
-    MetaxyParentNotAppliedError,
-    MetaxyPlanOnlyError,
-)
+from metaxy_dagster._runtime import MigrationRef, open_run
+from metaxy_dagster.errors import MetaxyMigrationChangedError, MetaxyPlanOnlyError
 from metaxy_dagster.resources import (
     RUN_RESOURCE_KEY,
     STORE_RESOURCE_KEY,
@@ -63,7 +57,8 @@ def build_operation_ops(
     run_resource_key: str = RUN_RESOURCE_KEY,
     op_tags: Mapping[str, str] | None = None,
 ) -> list[OpDefinition]:
-    """The ops of one migration, in order; each has a Nothing input ``after`` and a Nothing output ``result``."""
+    """The ops of one migration, in order; each has a Nothing input ``after`` and a Nothing output
+    ``result``."""
     labels = list(ref.op_labels) or [EMPTY_OPERATION]
     return [
         _build_op(
@@ -147,40 +142,31 @@ def run_operation_op(
             f"this job only plans migrations and was launched with dry_run: false; launch the apply job "
             f"(or materialize the asset {asset_key.to_user_string()}) to apply {mid}"
         )
-    with metaxy_errors():
-        store = store_resource.get_store()
-    secrets = store.secrets
-    with metaxy_errors(secrets):
-        graph = store_resource.load_graph()
-        migration = ref.load()
-        if ref.op_labels and tuple(migration.operation_labels()) != ref.op_labels:
-            raise MetaxyMigrationChangedError(
-                f"the operations of migration {mid} are now {migration.operation_labels()}, but the code location "
-                f"was loaded with {list(ref.op_labels)}; reload the code location, then launch the run again"
-            )
-        executor = MigrationExecutor(
-            store,
-            project=store.project,
-            graph=graph,
+    setup = open_run(store_resource)
+    store, secrets = setup.store, setup.secrets
+    with setup.errors():
+        # The executor imports the entrypoints first: a .py migration may import the project's modules.
+        executor = setup.executor(
             run_id=context.run_id,
             force=run.force,
             on_step=lambda step: context.log.info(events.describe_step(mid, step, secrets)),
             log=context.log,
         )
+        migration = ref.load()
+        if ref.op_labels and tuple(migration.operation_labels()) != ref.op_labels:
+            raise MetaxyMigrationChangedError(
+                f"the operations of migration {mid} are now {migration.operation_labels()}, but the code "
+                "location "
+                f"was loaded with {list(ref.op_labels)}; reload the code location, then launch the run again"
+            )
         state = executor.state(mid)
-        already = state.status == COMPLETED
+        already = state.completed
         steps = []
         if already:
             context.log.info(f"migration {mid} is already applied in {store.root_uri}; nothing to do")
         else:
-            if index == 0 and not dry_run and ref.parent != INITIAL:
-                parent_state = executor.state(ref.parent)
-                if parent_state.status != COMPLETED:
-                    raise MetaxyParentNotAppliedError(
-                        f"migration {mid} follows {ref.parent}, which is {parent_state.status.replace('_', ' ')} "
-                        f"in {store.root_uri}; apply {ref.parent} first (materialize its asset, or select it in "
-                        "the same run)"
-                    )
+            if index == 0 and not dry_run:
+                executor.check_parent(migration)
             context.log.info(
                 f"{'planning' if dry_run else 'applying'} {mid}, operation {index + 1}/{count} ({op_id})"
             )
@@ -199,20 +185,20 @@ def run_operation_op(
                     op_count=len(ref.op_labels),
                     op_id=op_id,
                     steps=steps,
-                    status="already_applied" if already else "planned",
+                    status=RunStatus.ALREADY_APPLIED if already else RunStatus.PLANNED,
                     secrets=secrets,
                 )
             )
         if is_last and in_asset_job:
             context.log.info(
-                f"dry run: {asset_key.to_user_string()} is not materialized, so Dagster skips the migrations after "
-                "it in this run; launch the plan job to plan the whole chain"
+                f"dry run: {asset_key.to_user_string()} is not materialized, so Dagster skips the migrations "
+                "after it in this run; launch the plan job to plan the whole chain"
             )
             return
         yield Output(None)
         return
     if is_last:
-        with metaxy_errors(secrets):
+        with setup.errors():
             final = executor.state(mid)
         yield Output(
             None,

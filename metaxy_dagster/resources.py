@@ -1,16 +1,14 @@
 """Dagster resources: where the metadata store is (:class:`MetaxyStoreResource`) and how a run behaves
 (:class:`MetaxyRunResource`, whose ``dry_run`` is the run configuration users set).
 
-Secrets never travel as plain values: give storage options as :class:`dagster.EnvVar` (Dagster resolves them in
-the process that runs the op and shows only the variable's name) or as metaxy's ``"${VAR}"`` references
+Secrets never travel as plain values: give storage options as :class:`dagster.EnvVar` (Dagster resolves them
+in the process that runs the op and shows only the variable's name) or as metaxy's ``"${VAR}"`` references
 (expanded by :meth:`metaxy_core.MetaxyConfig.resolved_storage_options` when the store is built). On S3,
 credentials not given explicitly come from boto3's standard chain.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource
@@ -18,7 +16,7 @@ from pydantic import Field
 
 from metaxy_core.config import MetaxyConfig
 from metaxy_core.graph.graph import FeatureGraph
-from metaxy_core.migrations import MigrationChain, load_chain
+from metaxy_core.migrations import MigrationChain
 from metaxy_core.store.delta import DeltaMetadataStore
 
 STORE_RESOURCE_KEY = "metaxy_store"
@@ -28,8 +26,8 @@ RUN_RESOURCE_KEY = "metaxy_run"
 class MetaxyStoreResource(ConfigurableResource):
     """The project's metaxy configuration and Delta Lake store, rebuilt in every process that uses it.
 
-    Every field is optional: with ``config_path`` the project's ``metaxy.toml`` (or ``pyproject.toml``) is read
-    and the other fields override it; without it the fields alone describe the store.
+    Every field is optional: with ``config_path`` the project's ``metaxy.toml`` (or ``pyproject.toml``) is
+    read and the other fields override it; without it the fields alone describe the store.
 
     Example:
         >>> MetaxyStoreResource(
@@ -47,15 +45,16 @@ class MetaxyStoreResource(ConfigurableResource):
     )
     root_uri: str | None = Field(
         default=None,
-        description="Store root: a local folder or s3://bucket/prefix. Overrides [store].root of the config file.",
+        description="Store root: a local folder or s3://bucket/prefix. Overrides [store].root of the config "
+        "file.",
     )
     project: str | None = Field(
         default=None, description="Project name; overrides `project` of the config file."
     )
     storage_options: dict[str, str] = Field(
         default_factory=dict,
-        description="delta-rs storage options merged over the config file's (AWS_ENDPOINT_URL, AWS_REGION, ...). "
-        "Give secrets as EnvVar('NAME') or '${NAME}', never as plain values.",
+        description="delta-rs storage options merged over the config file's (AWS_ENDPOINT_URL, AWS_REGION, "
+        "...). Give secrets as EnvVar('NAME') or '${NAME}', never as plain values.",
     )
     migrations_dir: str | None = Field(
         default=None, description="Folder of migration files; overrides `migrations_dir` of the config file."
@@ -77,18 +76,22 @@ class MetaxyStoreResource(ConfigurableResource):
 
     # ------------------------------------------------------------------ builders
     @classmethod
-    def from_config(cls, config: MetaxyConfig) -> MetaxyStoreResource:
+    def from_config(
+        cls, config: MetaxyConfig, *, storage_options: dict[str, str] | None = None
+    ) -> MetaxyStoreResource:
         """A resource describing ``config``.
 
         With a config file, storage options are re-read from it (and ``METAXY_*``) in each process, so their
         values never enter Dagster's resource configuration; without one they are copied as written (use
-        ``"${VAR}"`` references for secrets).
+        ``"${VAR}"`` references for secrets). ``storage_options`` are added to the resource's own (options an
+        override gave on top of the file).
         """
+        own = {} if config.config_file else dict(config.store.storage_options)
         return cls(
             config_path=str(config.config_file) if config.config_file else None,
             root_uri=config.store_root,
             project=config.project,
-            storage_options={} if config.config_file else dict(config.store.storage_options),
+            storage_options={**own, **(storage_options or {})},
             migrations_dir=str(config.migrations_path),
             entrypoints=list(config.entrypoints),
             lock_ttl_seconds=config.lock_ttl_seconds,
@@ -102,23 +105,16 @@ class MetaxyStoreResource(ConfigurableResource):
             metaxy_core.errors.ConfigError: the file is missing or invalid (the message names it).
         """
         config = MetaxyConfig.load(self.config_path) if self.config_path else MetaxyConfig()
-        store = config.store.model_copy(
-            update={
-                "root": self.root_uri if self.root_uri is not None else config.store.root,
-                "storage_options": {**config.store.storage_options, **self.storage_options},
-            }
+        config = config.with_overrides(
+            project=self.project,
+            entrypoints=list(self.entrypoints) if self.entrypoints is not None else None,
+            migrations_dir=self.migrations_dir,
+            store_root=self.root_uri,
+            storage_options=self.storage_options,
+            lock_ttl_seconds=self.lock_ttl_seconds,
+            source=f"{type(self).__name__}",
         )
-        update: dict[str, Any] = {"store": store}
-        if self.project is not None:
-            update["project"] = self.project
-        if self.migrations_dir is not None:
-            update["migrations_dir"] = self.migrations_dir
-        if self.entrypoints is not None:
-            update["entrypoints"] = list(self.entrypoints)
-        if self.lock_ttl_seconds is not None:
-            update["lock_ttl_seconds"] = self.lock_ttl_seconds
-        config = config.model_copy(update=update)
-        ensure_importable(config)
+        config.add_import_path()
         return config
 
     def get_store(self) -> DeltaMetadataStore:
@@ -131,7 +127,7 @@ class MetaxyStoreResource(ConfigurableResource):
 
     def load_chain(self) -> MigrationChain:
         """Read the migration files (never the store)."""
-        return load_project_chain(self.get_config())
+        return self.get_config().load_chain()
 
 
 class MetaxyRunResource(ConfigurableResource):
@@ -147,28 +143,11 @@ class MetaxyRunResource(ConfigurableResource):
 
     dry_run: bool = Field(
         default=False,
-        description="Plan only: write nothing, record nothing as applied; the plan (features, rows per operation "
-        "and feature, roots to recompute) is attached to the migration assets as observations.",
+        description="Plan only: write nothing, record nothing as applied; the plan (features, rows per "
+        "operation and feature, roots to recompute) is attached to the migration assets as observations.",
     )
     force: bool = Field(
         default=False,
         description="Continue a migration whose file was edited after it was partly applied "
         "(like `metaxy migrations apply --force`).",
     )
-
-
-def ensure_importable(config: MetaxyConfig) -> None:
-    """Put the config file's folder on ``sys.path`` (entrypoints and operation types import from it)."""
-    root = str(config.root_dir)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-
-
-def load_project_chain(config: MetaxyConfig) -> MigrationChain:
-    """Load the project's migration chain from files, with the project folder importable."""
-    ensure_importable(config)
-    # A PythonMigration's build_operations() may read the active graph while the chain loads: import the
-    # entrypoints unless the code location registered its features already.
-    if not len(FeatureGraph.get_active()):
-        config.load_features()
-    return load_chain(Path(config.migrations_path))

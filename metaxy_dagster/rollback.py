@@ -11,12 +11,12 @@ selected migration, as ``metaxy migrations rollback ID`` does.
 from dagster import AssetObservation, Config, GraphDefinition, JobDefinition, OpExecutionContext, op
 from pydantic import Field
 
-from metaxy_core.migrations import MigrationChain, MigrationExecutor
+from metaxy_core.migrations import MigrationChain
 from metaxy_core.migrations.rollback import rollback, rollback_migration
 from metaxy_dagster import events
-from metaxy_dagster._runtime import metaxy_errors
+from metaxy_dagster._runtime import open_run
 from metaxy_dagster.jobs import RUN_KIND_TAG
-from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY, load_project_chain
+from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY
 from metaxy_dagster.translator import MetaxyMigrationTranslator
 
 ROLLBACK_JOB_NAME = "metaxy_migrations_rollback"
@@ -28,7 +28,8 @@ class RollbackConfig(Config):
     )
     cascade: bool = Field(
         default=False,
-        description="Also roll back every later applied migration, newest first (otherwise refused while one is).",
+        description="Also roll back every later applied migration, newest first (otherwise refused while "
+        "one is).",
     )
 
 
@@ -41,33 +42,32 @@ def build_rollback_job(
     run_resource_key: str = RUN_RESOURCE_KEY,
     pool: str | None = None,
 ) -> JobDefinition:
-    """Op job rolling back ``ops.metaxy_rollback.config.migration_id`` (see :mod:`metaxy_core.migrations.rollback`)."""
+    """Op job rolling back ``ops.metaxy_rollback.config.migration_id`` (see
+    :mod:`metaxy_core.migrations.rollback`)."""
     translator = translator or MetaxyMigrationTranslator()
     keys = {m.migration_id: translator.get_asset_key(m) for m in chain}
 
     @op(name="metaxy_rollback", required_resource_keys={store_resource_key, run_resource_key}, pool=pool)
     def metaxy_rollback(context: OpExecutionContext, config: RollbackConfig) -> None:
-        store_resource = getattr(context.resources, store_resource_key)
         dry_run = bool(getattr(context.resources, run_resource_key).dry_run)
-        project = store_resource.get_config()
-        store = project.get_store()
-        with metaxy_errors(store.secrets):
-            graph = project.load_features()
-            current_chain = load_project_chain(project)
-            executor = MigrationExecutor(store, project=project.project, graph=graph, run_id=context.run_id)
+        run = open_run(getattr(context.resources, store_resource_key))
+        with run.errors():
+            executor = run.executor(run_id=context.run_id)
+            current_chain = run.load_chain()
             if config.cascade:
                 results = rollback(executor, current_chain, config.migration_id, dry_run=dry_run)
             else:
                 results = [rollback_migration(executor, current_chain, config.migration_id, dry_run=dry_run)]
         for result in results:
-            context.log.info(events.describe_rollback(result, store.secrets))
+            context.log.info(events.describe_rollback(result, run.secrets))
             key = keys.get(result.migration_id)
             if key is not None:
                 context.log_event(AssetObservation(asset_key=key, metadata=events.rollback_metadata(result)))
 
     return GraphDefinition(
         name=name,
-        description="Roll back a metaxy migration: hide the rows it wrote (nothing is deleted) and mark it pending. "
-        "Set resources.metaxy_run.config.dry_run: true to see rows hidden/restored per feature first.",
+        description="Roll back a metaxy migration: hide the rows it wrote (nothing is deleted) and mark it "
+        "pending. Set resources.metaxy_run.config.dry_run: true to see rows hidden/restored per feature "
+        "first.",
         node_defs=[metaxy_rollback],
     ).to_job(tags={RUN_KIND_TAG: "rollback"})

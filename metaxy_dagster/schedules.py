@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dagster import DefaultScheduleStatus, JobDefinition, ScheduleDefinition
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster import DefaultScheduleStatus, ScheduleDefinition
 
+from metaxy_dagster._compat import AnyJob
 from metaxy_dagster.jobs import RUN_KIND_TAG, run_config_for
 from metaxy_dagster.resources import RUN_RESOURCE_KEY
 
@@ -12,7 +12,7 @@ from metaxy_dagster.resources import RUN_RESOURCE_KEY
 def build_migration_schedule(
     *,
     cron_schedule: str,
-    job: JobDefinition | UnresolvedAssetJobDefinition,
+    job: AnyJob,
     dry_run: bool = False,
     name: str | None = None,
     execution_timezone: str | None = None,

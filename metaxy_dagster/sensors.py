@@ -2,9 +2,9 @@
 
 Its cursor is a typed, JSON-serialised :class:`SnapshotCursor` (latest snapshot version + chain head). When
 either changes it requests a run of the pending migrations, with a run key derived from both (so a tick never
-launches the same run twice); otherwise it says why it skipped: nothing changed, nothing is pending, or the new
-snapshot has no migration leading to it yet (run ``metaxy migrations generate``). A cursor it cannot read is
-logged and reset.
+launches the same run twice); otherwise it says why it skipped: nothing changed, nothing is pending, or the
+new snapshot has no migration leading to it yet (run ``metaxy migrations generate``). A cursor it cannot read
+is logged and reset.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from dagster import (
     DefaultSensorStatus,
-    JobDefinition,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
@@ -22,13 +21,14 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from metaxy_core.migrations import Migration, MigrationChain
-from metaxy_core.migrations.progress import COMPLETED, read_states
+from metaxy_core.migrations.progress import read_states
+from metaxy_core.migrations.state import pending
 from metaxy_core.store.delta import DeltaMetadataStore
-from metaxy_dagster._runtime import metaxy_errors
+from metaxy_dagster._compat import AnyJob, is_asset_job
+from metaxy_dagster._runtime import open_run
 from metaxy_dagster.jobs import RUN_KIND_TAG, run_config_for
 from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY, MetaxyStoreResource
 from metaxy_dagster.translator import MetaxyMigrationTranslator
@@ -57,8 +57,8 @@ class SnapshotCursor(BaseModel):
         except ValidationError as exc:
             if log is not None:
                 log.warning(
-                    f"ignoring unreadable sensor cursor {raw[:200]!r} ({exc.error_count()} problem(s)); it is reset "
-                    "and the store's latest snapshot is handled as new"
+                    f"ignoring unreadable sensor cursor {raw[:200]!r} ({exc.error_count()} problem(s)); it "
+                    "is reset and the store's latest snapshot is handled as new"
                 )
             return None
 
@@ -98,13 +98,13 @@ def evaluate_snapshot_tick(
         return SnapshotTick(
             cursor=current,
             skip_reason=(
-                f"unchanged: the store's latest snapshot is still {current.snapshot_version} and the migration "
+                f"unchanged: the store's latest snapshot is still {current.snapshot_version} and the "
+                "migration "
                 f"chain head is still {head or '(no migrations)'}; both were handled by an earlier tick"
             ),
         )
     tick = SnapshotTick(cursor=current)
-    states = read_states(store, store.project)
-    tick.pending = [m for m in chain if (s := states.get(m.migration_id)) is None or s.status != COMPLETED]
+    tick.pending = pending(chain, read_states(store, store.project))
     leads_to_latest = any(getattr(m, "to_snapshot_version", None) == current.snapshot_version for m in chain)
     missing = not leads_to_latest and len(store.list_snapshots()) > 1
     missing_text = (
@@ -128,7 +128,7 @@ def evaluate_snapshot_tick(
 
 def build_snapshot_sensor(
     *,
-    job: JobDefinition | UnresolvedAssetJobDefinition,
+    job: AnyJob,
     chain: MigrationChain,
     translator: MetaxyMigrationTranslator | None = None,
     name: str = DEFAULT_SENSOR_NAME,
@@ -151,7 +151,7 @@ def build_snapshot_sensor(
         >>> build_snapshot_sensor(job=apply_job, chain=chain)
     """
     translator = translator or MetaxyMigrationTranslator()
-    select_assets = isinstance(job, UnresolvedAssetJobDefinition)
+    select_assets = is_asset_job(job)
 
     @sensor(
         name=name,
@@ -166,10 +166,9 @@ def build_snapshot_sensor(
     def _snapshot_sensor(context: SensorEvaluationContext) -> SensorResult:
         resource: MetaxyStoreResource = getattr(context.resources, store_resource_key)
         previous = SnapshotCursor.parse(context.cursor, context.log)
-        with metaxy_errors():
-            store = resource.get_store()
-        with metaxy_errors(store.secrets):
-            tick = evaluate_snapshot_tick(store, chain, previous)
+        run = open_run(resource)
+        with run.errors():
+            tick = evaluate_snapshot_tick(run.store, chain, previous)
         for warning in tick.warnings:
             context.log.warning(warning)
         cursor = tick.cursor.serialize() if tick.cursor is not None else context.cursor

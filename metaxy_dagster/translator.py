@@ -1,8 +1,8 @@
 """The one place to change how migrations look in Dagster: keys, groups, tags, kinds, metadata, checks.
 
 Modelled on ``DagsterDbtTranslator``: :meth:`MetaxyMigrationTranslator.get_asset_spec` is assembled from small
-getters; subclass and override the ones you need. Dependencies are built with :meth:`get_asset_key`, so a custom
-key propagates to the children of a migration.
+getters; subclass and override the ones you need. Dependencies are built with :meth:`get_asset_key`, so a
+custom key propagates to the children of a migration.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ class MetaxyMigrationTranslator:
             asset=self.get_asset_key(migration),
             blocking=True,
             description=(
-                "Verifies the applied migration: its progress is complete and no affected feature is left with "
-                "samples at the old feature version that could be carried over to the new one."
+                "Verifies the applied migration: its progress is complete and no affected feature is left "
+                "with samples at the old feature version that could be carried over to the new one."
             ),
         )

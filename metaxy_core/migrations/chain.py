@@ -20,8 +20,8 @@ class DuplicateMigrationError(ChainError):
     def __init__(self, migration_id: str, paths: list[str]) -> None:
         self.migration_id, self.paths = migration_id, paths
         super().__init__(
-            f"migration id {migration_id} is defined more than once ({', '.join(paths)}); every migration needs "
-            "a unique id: rename one file (and its id) with a new timestamp"
+            f"migration id {migration_id} is defined more than once ({', '.join(paths)}); every migration "
+            "needs a unique id: rename one file (and its id) with a new timestamp"
         )
 
 
@@ -29,15 +29,16 @@ class MultipleRootsError(ChainError):
     def __init__(self, ids: list[str], paths: list[str]) -> None:
         self.ids = ids
         super().__init__(
-            f"several migrations start the chain (parent: initial): {', '.join(paths)}; only the first may; set "
-            f"the parent of the others to the migration they follow"
+            f"several migrations start the chain (parent: initial): {', '.join(paths)}; only the first may; "
+            "set the parent of the others to the migration they follow"
         )
 
 
 class NoRootError(ChainError):
     def __init__(self, paths: list[str]) -> None:
         super().__init__(
-            f"no migration has `parent: initial` ({', '.join(paths)}); set the first migration's parent to initial"
+            f"no migration has `parent: initial` ({', '.join(paths)}); set the first migration's parent to "
+            "initial"
         )
 
 
@@ -56,8 +57,8 @@ class ForkError(ChainError):
     def __init__(self, parent: str, children: list[str], paths: list[str]) -> None:
         self.parent, self.heads = parent, children
         super().__init__(
-            f"the chain forks: {', '.join(paths)} all have parent {parent}; migrations must form one line, so "
-            f"set the parent of the later one to {children[0]}"
+            f"the chain forks: {', '.join(paths)} all have parent {parent}; migrations must form one line, "
+            f"so set the parent of the later one to {children[0]}"
         )
 
 
@@ -65,8 +66,8 @@ class MigrationCycleError(ChainError):
     def __init__(self, ids: list[str], paths: list[str]) -> None:
         self.ids = ids
         super().__init__(
-            f"migrations form a cycle through their parents: {', '.join(paths)}; break it by giving the oldest one "
-            "`parent: initial` or the migration it really follows"
+            f"migrations form a cycle through their parents: {', '.join(paths)}; break it by giving the "
+            "oldest one `parent: initial` or the migration it really follows"
         )
 
 

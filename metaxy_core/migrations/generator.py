@@ -1,4 +1,5 @@
-"""``metaxy migrations generate``: diff the code's graph against the pushed snapshots and write a YAML file."""
+"""``metaxy migrations generate``: diff the code's graph against the pushed snapshots and write a YAML
+file."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metaxy_core.errors import MetaxyError
 from metaxy_core.graph.graph import FeatureGraph
@@ -20,12 +21,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class GeneratedMigration:
+    """The migration file ``generate`` wrote."""
+
     path: Path
     migration_id: str
     from_snapshot_version: str
     to_snapshot_version: str
     affected: list[FeatureKey]
+    #: affected root features: they cannot be reconciled and must be recomputed by the pipeline
     recompute: list[FeatureKey]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "migration_id": self.migration_id,
+            "affected": [str(k) for k in self.affected],
+            "recompute": [str(k) for k in self.recompute],
+        }
 
 
 class NothingToGenerate(MetaxyError):

@@ -17,22 +17,23 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from metaxy_core.errors import FileError, MetaxyError
+from metaxy_core.errors import FileError, MetaxyError, format_validation_error
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.models import (
     CustomMigration,
     DiffMigration,
     FullGraphMigration,
     Migration,
+    OperationsMigration,
     PythonMigration,
 )
-from metaxy_core.migrations.ops import OperationError, format_validation_error
+from metaxy_core.migrations.ops import OperationError
 
 FILENAME = re.compile(
     r"^(?P<ts>\d{8}_\d{6})(?:_(?P<desc>[A-Za-z0-9][A-Za-z0-9_\-]*))?\.(?P<ext>yaml|yml|py)$"
 )
 EXTENSIONS = (".yaml", ".yml", ".py")
-_BASES = (Migration, DiffMigration, PythonMigration, CustomMigration, FullGraphMigration)
+_BASES = (Migration, OperationsMigration, DiffMigration, PythonMigration, CustomMigration, FullGraphMigration)
 _KINDS: dict[str, type[Migration]] = {
     "diff": DiffMigration,
     "full_graph": FullGraphMigration,
@@ -48,9 +49,6 @@ _LEGACY_RENAMES = {
     "parent_migration_id": "parent",
 }
 _LEGACY_IGNORED = ("version", "feature_class_overrides")
-
-#: pydantic validation context: validators doing I/O (connectivity checks) should only run in this phase
-APPLY_PHASE = "apply"
 
 
 class MigrationLoadError(FileError):
@@ -161,8 +159,9 @@ def _flow_depth(text: str, index: int) -> int:
 
 
 def _safe_load(text: str) -> Any:
-    """``yaml.safe_load`` with libyaml's parser when it is installed (about 10x faster: a Dagster code location
-    loads every migration file). On an error the pure-Python parser runs again, so messages never depend on it."""
+    """``yaml.safe_load`` with libyaml's parser when it is installed (about 10x faster: a Dagster code
+    location loads every migration file). On an error the pure-Python parser runs again, so messages never
+    depend on it."""
     _check_depth(text)
     if _CSafeLoader is not None:
         try:
@@ -182,7 +181,8 @@ def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migrat
         where = f" at line {mark.line + 1}" if mark else ""
         raise MigrationLoadError(
             path,
-            f"YAML tag not allowed{where} ({exc.problem}); migration files hold plain values only, remove the tag",
+            f"YAML tag not allowed{where} ({exc.problem}); migration files hold plain values only, remove "
+            "the tag",
         ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -230,8 +230,9 @@ MAX_VALUES = 100_000
 
 
 def _check_size(path: Path, data: Any) -> None:
-    """Refuse documents that expand to more than :data:`MAX_VALUES` values (a "billion laughs" alias bomb would
-    otherwise take minutes and gigabytes in validation and error messages). Stops counting at the limit."""
+    """Refuse documents that expand to more than :data:`MAX_VALUES` values (a "billion laughs" alias bomb
+    would otherwise take minutes and gigabytes in validation and error messages). Stops counting at the
+    limit."""
     count, stack = 0, [data]
     while stack:
         item = stack.pop()
@@ -273,7 +274,8 @@ def _validate(
     ) as exc:  # a user validator raised something pydantic does not wrap (TypeError, KeyError...)
         raise MigrationLoadError(
             path,
-            f"a validator of {cls.__name__} raised {type(exc).__name__}: {exc}; fix the validator or the value",
+            f"a validator of {cls.__name__} raised {type(exc).__name__}: {exc}; fix the validator or the "
+            "value",
         ) from exc
 
 

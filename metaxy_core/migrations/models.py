@@ -1,23 +1,34 @@
-"""Migration kinds and their results.
+"""Migration kinds, and the apply-phase validation context.
 
 * :class:`DiffMigration` moves stored metadata from one pushed snapshot to another with a list of operations
   (YAML files are diff migrations);
 * :class:`PythonMigration` is a diff migration whose operations are computed at run time;
 * :class:`CustomMigration` hands full control to the user's ``execute``;
 * :class:`FullGraphMigration` works inside one snapshot; its operations name their features.
+
+Diff and full-graph migrations share :class:`OperationsMigration`, the one place operations are built and
+checked. Results (:class:`~metaxy_core.migrations.results.MigrationResult`) live in ``results.py``.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from abc import ABC, abstractmethod
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from metaxy_core.errors import MetaxyError
 from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations.ops import BaseOperation, build_operation
@@ -27,6 +38,29 @@ if TYPE_CHECKING:
 
 MIGRATION_ID = re.compile(r"^\d{8}_\d{6}(_[A-Za-z0-9][A-Za-z0-9_\-]*)?$")
 INITIAL = "initial"
+
+#: the pydantic validation context's ``metaxy_phase`` just before a migration is applied (not when its file
+#: loads): validators doing I/O, such as connectivity checks, should only run in this phase
+APPLY_PHASE = "apply"
+
+
+def apply_phase_context() -> dict[str, Any]:
+    """The validation context the executor re-validates a migration with just before applying it."""
+    return {"metaxy_phase": APPLY_PHASE}
+
+
+def in_apply_phase(info: ValidationInfo) -> bool:
+    """In a validator: ``True`` when the migration is about to be applied, ``False`` while its file loads.
+
+    Example:
+        >>> @field_validator("dsn")
+        ... @classmethod
+        ... def _reachable(cls, value, info):
+        ...     if in_apply_phase(info):
+        ...         connect(value).close()
+        ...     return value
+    """
+    return bool(info.context) and info.context.get("metaxy_phase") == APPLY_PHASE
 
 
 class Migration(BaseModel, ABC):
@@ -56,7 +90,8 @@ class Migration(BaseModel, ABC):
     def _id(cls, value: str) -> str:
         if not MIGRATION_ID.fullmatch(value):  # fullmatch: `$` would accept a trailing newline
             raise ValueError(
-                f"migration id {value!r} must look like YYYYMMDD_HHMMSS_description (letters, digits, '_', '-')"
+                f"migration id {value!r} must look like YYYYMMDD_HHMMSS_description (letters, digits, '_', "
+                "'-')"
             )
         return value
 
@@ -77,7 +112,8 @@ class Migration(BaseModel, ABC):
                 value = datetime.fromisoformat(str(value))
             except ValueError:
                 raise ValueError(
-                    f"created_at {value!r} is not a datetime; write e.g. datetime(2025, 1, 1, tzinfo=timezone.utc)"
+                    f"created_at {value!r} is not a datetime; write e.g. datetime(2025, 1, 1, "
+                    "tzinfo=timezone.utc)"
                 ) from None
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("created_at must be timezone-aware, e.g. '2025-01-01T00:00:00+00:00'")
@@ -119,14 +155,40 @@ class Migration(BaseModel, ABC):
         """(op id, op type) pairs known without running anything (for Dagster ops and plans)."""
         return [(op.op_id, op.type or op.import_path()) for op in self.operations()]
 
-    def execute(self, store: DeltaMetadataStore, project: str, *, dry_run: bool = False) -> MigrationResult:
-        """Apply (or plan) this migration with progress tracking and the store lock."""
-        from metaxy_core.migrations.executor import MigrationExecutor
 
-        return MigrationExecutor(store, project=project).apply_migration(self, dry_run=dry_run)
+class OperationsMigration(Migration):
+    """Base of the kinds whose work is a list of operations (:class:`DiffMigration`,
+    :class:`FullGraphMigration`).
+
+    The operations written in the file (``ops``, declared by each kind) are built and validated when the
+    migration loads, so a bad operation names its file; :meth:`build_operations` returns them (a
+    :class:`PythonMigration` computes its own at run time) and :meth:`operations` validates whatever it
+    returned.
+    """
+
+    if TYPE_CHECKING:  # declared by each kind, after its own fields (the order of validation messages)
+        ops: list[dict[str, Any]]
+
+    _ops: list[BaseOperation] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _build_ops(self) -> OperationsMigration:
+        self._ops = [build_operation(op) for op in self.ops]
+        for op in self._ops:
+            self.check_operation(op)
+        return self
+
+    def check_operation(self, op: BaseOperation) -> None:
+        """Refuse an operation this kind cannot run (raise ``ValueError`` naming the fix); default: accept."""
+
+    def build_operations(self) -> list[BaseOperation | dict[str, Any]]:
+        return list(self._ops)
+
+    def operations(self) -> list[BaseOperation]:
+        return [build_operation(op) for op in self.build_operations()]
 
 
-class DiffMigration(Migration):
+class DiffMigration(OperationsMigration):
     """Moves metadata from ``from_snapshot_version`` to ``to_snapshot_version`` with ``ops``.
 
     Affected features are those whose feature version differs between the two snapshots, plus their
@@ -138,20 +200,6 @@ class DiffMigration(Migration):
     from_snapshot_version: str
     to_snapshot_version: str
     ops: list[dict[str, Any]] = Field(default_factory=list)
-
-    _ops: list[BaseOperation] | None = PrivateAttr(None)
-
-    @model_validator(mode="after")
-    def _build_ops(self) -> DiffMigration:
-        if self.ops:
-            self._ops = [build_operation(op) for op in self.ops]
-        return self
-
-    def build_operations(self) -> list[BaseOperation | dict[str, Any]]:
-        return list(self._ops or [])
-
-    def operations(self) -> list[BaseOperation]:
-        return [build_operation(op) for op in self.build_operations()]
 
     def resolve_graphs(
         self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
@@ -200,7 +248,7 @@ class PythonMigration(DiffMigration):
     kind: ClassVar[str] = "python"
 
     def build_operations(self) -> list[BaseOperation | dict[str, Any]]:  # pragma: no cover - overridden
-        return list(self._ops or [])
+        return list(self._ops)
 
 
 class CustomMigration(Migration):
@@ -216,17 +264,11 @@ class CustomMigration(Migration):
     def execute(self, store: DeltaMetadataStore, project: str, *, dry_run: bool = False) -> Any:  # type: ignore[override]
         """Do the migration; return the number of rows written (or a dict of rows per feature)."""
 
-    def apply(self, store: DeltaMetadataStore, project: str, *, dry_run: bool = False) -> MigrationResult:
-        """Run through the executor (progress, lock, checksum) rather than calling ``execute`` directly."""
-        from metaxy_core.migrations.executor import MigrationExecutor
-
-        return MigrationExecutor(store, project=project).apply_migration(self, dry_run=dry_run)
-
     def operation_labels(self) -> list[tuple[str, str]]:
         return [("execute", f"{type(self).__module__}.{type(self).__qualname__}")]
 
 
-class FullGraphMigration(Migration):
+class FullGraphMigration(OperationsMigration):
     """Operations inside one snapshot (``snapshot_version``, default: the code's); each names its features."""
 
     kind: ClassVar[str] = "full_graph"
@@ -234,24 +276,12 @@ class FullGraphMigration(Migration):
     snapshot_version: str | None = None
     ops: list[dict[str, Any]] = Field(default_factory=list)
 
-    _ops: list[BaseOperation] | None = PrivateAttr(None)
-
-    @model_validator(mode="after")
-    def _build_ops(self) -> FullGraphMigration:
-        self._ops = [build_operation(op) for op in self.ops]
-        for op in self._ops:
-            if not (getattr(op, "feature_key", None) or getattr(op, "features", None)):
-                raise ValueError(
-                    f"operation {op.op_id}: a full-graph migration's operations must name their features "
-                    "(`feature_key` or `features`)"
-                )
-        return self
-
-    def build_operations(self) -> list[BaseOperation | dict[str, Any]]:
-        return list(self._ops or [])
-
-    def operations(self) -> list[BaseOperation]:
-        return [build_operation(op) for op in self.build_operations()]
+    def check_operation(self, op: BaseOperation) -> None:
+        if not (getattr(op, "feature_key", None) or getattr(op, "features", None)):
+            raise ValueError(
+                f"operation {op.op_id}: a full-graph migration's operations must name their features "
+                "(`feature_key` or `features`)"
+            )
 
     def resolve_graphs(
         self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
@@ -275,57 +305,11 @@ class FullGraphMigration(Migration):
         return to_graph.topological_order(keys)
 
 
-# ----------------------------------------------------------------------- results
-class StepResult(BaseModel):
-    """One (operation, feature) step of a migration run or plan."""
-
-    op_index: int
-    op_id: str
-    op_type: str
-    feature_key: str
-    status: str
-    rows: int = 0
-    duration_s: float = 0.0
-    note: str = ""
-    error: str = ""
-
-
-class MigrationResult(BaseModel):
-    """What applying (or planning) one migration did.
-
-    ``status`` is one of ``completed``, ``planned`` (dry run), ``already_applied``, ``failed``.
-    """
-
-    migration_id: str
-    kind: str
-    status: str
-    dry_run: bool = False
-    steps: list[StepResult] = Field(default_factory=list)
-    duration_s: float = 0.0
-    error: str = ""
-
-    @property
-    def rows_total(self) -> int:
-        return sum(s.rows for s in self.steps)
-
-    @property
-    def recompute_required(self) -> list[str]:
-        return [s.feature_key for s in self.steps if s.status == "recompute_required"]
-
-    def rows_by_feature(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for s in self.steps:
-            out[s.feature_key] = out.get(s.feature_key, 0) + s.rows
-        return out
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status in ("completed", "planned", "already_applied")
-
-
-class MigrationFailed(MetaxyError):
-    """A migration step raised; progress up to the failed step is kept, so a re-run resumes there."""
-
-    def __init__(self, message: str, result: MigrationResult) -> None:
-        super().__init__(message)
-        self.result = result
+def affected_features(
+    migration: Migration, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
+) -> list[FeatureKey]:
+    """``migration.get_affected_features`` with the code's ``graph`` when the method takes one (a user
+    override may keep Metaxy's ``(store, project)`` signature)."""
+    if "graph" in inspect.signature(migration.get_affected_features).parameters:
+        return list(migration.get_affected_features(store, project, graph))  # type: ignore[call-arg]
+    return list(migration.get_affected_features(store, project))

@@ -1,9 +1,13 @@
-"""The migration log: an append-only Delta system table of progress events.
+"""The migration log: an append-only Delta system table of per-step progress events.
 
 One source of truth for the executor, ``metaxy migrations status`` and Dagster. Events are keyed by
 (migration, operation index, feature); migration-level events use operation index -1. A ``rolled_back`` event
 closes a migration's history: only events after the newest one count, so a rolled-back migration is pending
 again while its old events stay readable (``metaxy migrations history``).
+
+This module writes events (:func:`record`) and reads them (:func:`read_events`, :func:`read_states`); what the
+events mean is :mod:`metaxy_core.migrations.state`'s fold, and their vocabulary is
+:mod:`metaxy_core.migrations.results`' status enums.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import json
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from metaxy_core.migrations.results import EventStatus, MigrationStatus, StepStatus
+from metaxy_core.migrations.state import MIGRATION_LEVEL, MigrationState, StepState, fold
 from metaxy_core.store import _io
 from metaxy_core.store.system import (
     MIGRATION_EVENTS,
@@ -30,70 +35,33 @@ if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
 
 EVENTS = MIGRATION_EVENTS
-MIGRATION_LEVEL = -1
 
-NOT_STARTED = "not_started"
-IN_PROGRESS = "in_progress"
-COMPLETED = "completed"
-FAILED = "failed"
-ROLLED_BACK = "rolled_back"
-STARTED = "started"
-STEP_DONE = ("completed", "recompute_required")
+# The log's vocabulary under the names this module has always offered (scripts and tests read them here).
+NOT_STARTED = MigrationStatus.NOT_STARTED
+IN_PROGRESS = MigrationStatus.IN_PROGRESS
+COMPLETED = MigrationStatus.COMPLETED
+FAILED = MigrationStatus.FAILED
+STARTED = EventStatus.STARTED
+ROLLED_BACK = EventStatus.ROLLED_BACK
+#: step statuses of finished steps (a re-run skips them)
+STEP_DONE = tuple(s for s in StepStatus if s.done)
 
-
-@dataclass(frozen=True)
-class StepState:
-    op_index: int
-    op_id: str
-    op_type: str
-    feature_key: str
-    status: str
-    rows: int
-    duration_s: float
-    note: str
-    error: str
-    run_id: str
-    write_id: str
-    writes: dict[str, int]
-    at: datetime
-
-    @property
-    def done(self) -> bool:
-        return self.status in STEP_DONE
-
-
-@dataclass
-class MigrationState:
-    """Where one migration stands according to the log."""
-
-    migration_id: str
-    status: str = NOT_STARTED
-    #: number of rollbacks so far; part of write ids so a re-apply never reuses a retracted one
-    epoch: int = 0
-    checksum: str | None = None
-    run_id: str | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    error: str = ""
-    steps: dict[tuple[int, str], StepState] = field(default_factory=dict)
-
-    def step_done(self, op_index: int, feature_key: str) -> bool:
-        step = self.steps.get((op_index, feature_key))
-        return step is not None and step.done
-
-    @property
-    def rows(self) -> int:
-        return sum(s.rows for s in self.steps.values() if s.done)
-
-    @property
-    def written(self) -> dict[str, list[str]]:
-        """Feature key -> write ids of completed steps that wrote rows (what a rollback must hide)."""
-        out: dict[str, list[str]] = {}
-        for s in self.steps.values():
-            for feature, rows in s.writes.items():
-                if rows:
-                    out.setdefault(feature, []).append(s.write_id)
-        return out
+__all__ = [
+    "COMPLETED",
+    "EVENTS",
+    "FAILED",
+    "IN_PROGRESS",
+    "MIGRATION_LEVEL",
+    "NOT_STARTED",
+    "ROLLED_BACK",
+    "STARTED",
+    "STEP_DONE",
+    "MigrationState",
+    "StepState",
+    "read_events",
+    "read_states",
+    "record",
+]
 
 
 #: the log as last read by this process, per table URI: (Delta version, rows). A state check re-reads the log
@@ -154,48 +122,7 @@ def _read_states(store: DeltaMetadataStore, project: str) -> dict[str, Migration
     rows_by_migration: dict[str, list[dict[str, Any]]] = {}
     for row in events.iter_rows(named=True):
         rows_by_migration.setdefault(str(row["migration_id"]), []).append(row)
-    return {migration_id: _fold_rows(migration_id, rows) for migration_id, rows in rows_by_migration.items()}
-
-
-def _fold(migration_id: str, events: pl.DataFrame) -> MigrationState:
-    return _fold_rows(migration_id, list(events.iter_rows(named=True)))
-
-
-def _fold_rows(migration_id: str, rows: list[dict[str, Any]]) -> MigrationState:
-    cuts = [i for i, r in enumerate(rows) if r["op_index"] == MIGRATION_LEVEL and r["status"] == ROLLED_BACK]
-    if cuts:
-        rows = rows[cuts[-1] + 1 :]
-    state = MigrationState(migration_id, epoch=len(cuts))
-    for row in rows:  # a migration has a handful of events, not rows of data
-        if row["op_index"] == MIGRATION_LEVEL:
-            if row["status"] == STARTED:
-                state.status = IN_PROGRESS
-                state.checksum = row["checksum"]
-                state.run_id = row["run_id"]
-                state.started_at = state.started_at or row["at"]
-            elif row["status"] == COMPLETED:
-                state.status = COMPLETED
-                state.finished_at = row["at"]
-            elif row["status"] == FAILED:
-                state.status = FAILED
-                state.error = row["error"] or ""
-            continue
-        state.steps[(row["op_index"], row["feature_key"])] = StepState(
-            op_index=row["op_index"],
-            op_id=row["op_id"],
-            op_type=row["op_type"],
-            feature_key=row["feature_key"],
-            status=row["status"],
-            rows=row["rows"] or 0,
-            duration_s=row["duration_s"] or 0.0,
-            note=row["note"] or "",
-            error=row["error"] or "",
-            run_id=row["run_id"] or "",
-            write_id=row["write_id"] or "",
-            writes=json.loads(row["writes"] or "{}"),
-            at=row["at"],
-        )
-    return state
+    return {migration_id: fold(migration_id, rows) for migration_id, rows in rows_by_migration.items()}
 
 
 def record(
@@ -203,7 +130,7 @@ def record(
     *,
     project: str,
     migration_id: str,
-    status: str,
+    status: EventStatus | StepStatus,
     run_id: str,
     op_index: int = MIGRATION_LEVEL,
     op_id: str = "",
@@ -225,7 +152,7 @@ def record(
         "op_id": op_id,
         "op_type": op_type,
         "feature_key": feature_key,
-        "status": status,
+        "status": str(status),
         "rows": rows,
         "duration_s": duration_s,
         "note": note,

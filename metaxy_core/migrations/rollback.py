@@ -23,6 +23,8 @@ from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import progress
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.executor import MigrationExecutor
+from metaxy_core.migrations.results import EventStatus, RollbackStatus
+from metaxy_core.migrations.state import MigrationState, applied, state_of
 from metaxy_core.store.provenance import WRITE_ID
 from metaxy_core.store.system import retract_writes
 
@@ -42,7 +44,7 @@ class FeatureRollback:
 @dataclass
 class RollbackResult:
     migration_id: str
-    status: str  # "rolled_back" | "planned" | "not_applied"
+    status: RollbackStatus
     dry_run: bool
     features: list[FeatureRollback] = field(default_factory=list)
 
@@ -51,23 +53,18 @@ class RollbackResult:
         return sum(f.hidden for f in self.features)
 
 
-def _applied(executor: MigrationExecutor, chain: MigrationChain) -> list[str]:
-    states = executor.states()
-    return [m for m in chain.ids if states.get(m, progress.MigrationState(m)).status != progress.NOT_STARTED]
-
-
 def rollback(
     executor: MigrationExecutor, chain: MigrationChain, target: str | None = None, *, dry_run: bool = False
 ) -> list[RollbackResult]:
     """Roll back the newest applied migration, or every applied one from the newest down to ``target``."""
-    applied = _applied(executor, chain)
+    done = [m.migration_id for m in applied(chain, executor.states())]
     if target is not None:
         chain.get(target)
-        if target not in applied:
+        if target not in done:
             raise RollbackRefused(f"migration {target} is not applied; nothing to roll back")
-        todo = [m for m in reversed(applied) if chain.index(m) >= chain.index(target)]
+        todo = [m for m in reversed(done) if chain.index(m) >= chain.index(target)]
     else:
-        todo = applied[-1:]
+        todo = done[-1:]
     if not todo:
         return []
     results: list[RollbackResult] = []
@@ -113,21 +110,18 @@ def rollback_migration(
     """Roll back one migration (refused while a later migration is still applied)."""
     chain.get(migration_id)
     states = executor.states()
-    state = states.get(migration_id, progress.MigrationState(migration_id))
-    if state.status == progress.NOT_STARTED:
-        return RollbackResult(migration_id, "not_applied", dry_run)
+    state = state_of(states, migration_id)
+    if not state.started:
+        return RollbackResult(migration_id, RollbackStatus.NOT_APPLIED, dry_run)
     skip = set(assume_rolled_back or [])
     later = [
-        m.migration_id
-        for m in chain.descendants(migration_id)
-        if m.migration_id not in skip
-        and states.get(m.migration_id, progress.MigrationState(m.migration_id)).status != progress.NOT_STARTED
+        m.migration_id for m in applied(chain.descendants(migration_id), states) if m.migration_id not in skip
     ]
     if later:
         raise RollbackRefused(
-            f"cannot roll back {migration_id} alone: later migration(s) {', '.join(reversed(later))} were applied on "
-            f"top of it; roll them back first (newest first), e.g. `metaxy migrations rollback {migration_id}` rolls "
-            "back everything down to it"
+            f"cannot roll back {migration_id} alone: later migration(s) {', '.join(reversed(later))} were "
+            "applied on top of it; roll them back first (newest first), e.g. `metaxy migrations rollback "
+            f"{migration_id}` rolls back everything down to it"
         )
     store = executor.store
     prefix = f"{migration_id}/"
@@ -160,7 +154,7 @@ def rollback_migration(
         )
         planned.append(FeatureRollback(str(key), hidden.item(), restored.item(), sorted(write_ids)))
     if dry_run:
-        return RollbackResult(migration_id, "planned", True, planned)
+        return RollbackResult(migration_id, RollbackStatus.PLANNED, True, planned)
     for f in planned:
         retract_writes(
             store,
@@ -173,19 +167,20 @@ def rollback_migration(
         store,
         project=executor.project,
         migration_id=migration_id,
-        status=progress.ROLLED_BACK,
+        status=EventStatus.ROLLED_BACK,
         run_id=executor.run_id,
         note="; ".join(f"{f.feature_key}: {f.hidden} hidden, {f.restored} restored" for f in planned),
     )
-    return RollbackResult(migration_id, "rolled_back", False, planned)
+    return RollbackResult(migration_id, RollbackStatus.ROLLED_BACK, False, planned)
 
 
-def _candidate_features(executor: MigrationExecutor, state: progress.MigrationState) -> list[FeatureKey]:
-    """Features of the code's graph: rows are found by write id, so crashes that logged nothing are covered."""
+def _candidate_features(executor: MigrationExecutor, state: MigrationState) -> list[FeatureKey]:
+    """Features of the code's graph: rows are found by write id, so crashes that logged nothing are
+    covered."""
     unknown = sorted(k for k in state.written if FeatureKey(k) not in executor.graph)
     if unknown:
         raise RollbackRefused(
-            f"migration {state.migration_id} wrote feature(s) {', '.join(unknown)}, which are no longer in the "
-            "feature graph; restore their definitions before rolling back"
+            f"migration {state.migration_id} wrote feature(s) {', '.join(unknown)}, which are no longer in "
+            "the feature graph; restore their definitions before rolling back"
         )
     return executor.graph.topological_order()

@@ -82,40 +82,26 @@ class MetaxyMigrationsComponent(Component, Resolvable, Model):
 
     def load_config(self, base: Path) -> MetaxyConfig:
         """The project configuration with this component's overrides (paths relative to ``base``)."""
+        store_root = self.store_root
+        if store_root is not None and "://" not in store_root and not Path(store_root).is_absolute():
+            store_root = str((base / store_root).resolve())
         try:
             config = MetaxyConfig.load(base / self.config_path if self.config_path else None, start_dir=base)
+            return config.with_overrides(
+                project=self.project,
+                migrations_dir=(
+                    str((base / self.migrations_dir).resolve()) if self.migrations_dir is not None else None
+                ),
+                store_root=store_root,
+                storage_options=self.storage_options,
+                source=f"{type(self).__name__} in {base}",
+            )
         except MetaxyError as exc:
             raise MetaxyDefinitionsError(str(exc), error=exc) from exc
-        update: dict[str, object] = {}
-        if self.migrations_dir is not None:
-            update["migrations_dir"] = str((base / self.migrations_dir).resolve())
-        if self.project is not None:
-            update["project"] = self.project
-        if self.store_root is not None or self.storage_options:
-            root = self.store_root if self.store_root is not None else config.store.root
-            if self.store_root is not None and "://" not in root and not Path(root).is_absolute():
-                root = str((base / root).resolve())
-            update["store"] = config.store.model_copy(
-                update={
-                    "root": root,
-                    "storage_options": {**config.store.storage_options, **(self.storage_options or {})},
-                }
-            )
-        return config.model_copy(update=update)
 
     def build_store_resource(self, config: MetaxyConfig) -> MetaxyStoreResource:
-        resource = MetaxyStoreResource.from_config(config)
-        if not self.storage_options:
-            return resource
-        return MetaxyStoreResource(
-            config_path=resource.config_path,
-            root_uri=resource.root_uri,
-            project=resource.project,
-            storage_options={**resource.storage_options, **self.storage_options},
-            migrations_dir=resource.migrations_dir,
-            entrypoints=resource.entrypoints,
-            lock_ttl_seconds=resource.lock_ttl_seconds,
-        )
+        # The resource re-reads the config file in each process: this component's options travel with it.
+        return MetaxyStoreResource.from_config(config, storage_options=self.storage_options)
 
     def build_defs(self, context: ComponentLoadContext) -> Definitions:
         base = Path(context.path)
