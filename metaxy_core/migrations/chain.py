@@ -6,7 +6,6 @@ Pure data: no I/O. Each way a chain can be broken has its own error naming the f
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 from metaxy_core.errors import MetaxyError
 from metaxy_core.migrations.models import INITIAL, Migration
@@ -166,6 +165,3 @@ class MigrationChain:
     def parent_of(self, migration_id: str) -> Migration | None:
         parent = self.get(migration_id).parent
         return None if parent == INITIAL else self._by_id[parent]
-
-    def paths(self) -> dict[str, Path | None]:
-        return {m.migration_id: m.source_path for m in self._ordered}
