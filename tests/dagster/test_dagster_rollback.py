@@ -81,3 +81,13 @@ def test_rollback_job_refuses_a_migration_with_an_applied_child_unless_cascading
     assert result.success
     assert _statuses(project) == {M1: "not_started", M2: "not_started"}
     assert project.rows_at(EMB, 1) == 5 and project.rows_at(EMB, 3) == 0
+
+
+def test_rollback_job_reports_a_broken_config_file_as_a_metaxy_failure(project: Project, instance) -> None:
+    defs = build_migration_definitions(config_path=project.config_path)
+    with project.active():
+        project.config_path.write_text("project = \n")  # broken after the code location loaded
+        with pytest.raises(MetaxyRunError, match=rf"{project.config_path}: not valid TOML"):
+            defs.resolve_job_def(ROLLBACK_JOB_NAME).execute_in_process(
+                instance=instance, run_config=_rollback_config(M2, dry_run=True)
+            )
