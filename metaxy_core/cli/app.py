@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from metaxy_core import commands
 from metaxy_core.cli import render
-from metaxy_core.errors import MetaxyError
+from metaxy_core.errors import MetaxyError, redact
 from metaxy_core.migrations.results import MigrationFailed, StepResult
 
 
@@ -126,8 +126,6 @@ def _traceback(exc: BaseException, project: commands.Project | None) -> int:
     """``--raiseerr``: the whole traceback, chained causes included, with credentials redacted (a cause's
     message may quote a storage option or a database URL)."""
     import traceback
-
-    from metaxy_core.store._storage import redact
 
     secrets: list[str] = []
     try:
