@@ -24,6 +24,8 @@ from metaxy_core.migrations.results import RunStatus as RunStatus
 from metaxy_core.migrations.results import StepOutcome as StepOutcome
 from metaxy_core.migrations.results import StepResult as StepResult
 from metaxy_core.migrations.results import StepStatus as StepStatus
+from metaxy_core.migrations.verify import MigrationVerification as MigrationVerification
+from metaxy_core.migrations.verify import verify_migration as verify_migration
 
 __all__ = [
     "APPLY_PHASE",
@@ -40,9 +42,10 @@ __all__ = [
     "MigrationExecutor",
     "MigrationFailed",
     "MigrationResult",
+    "MigrationStatus",
+    "MigrationVerification",
     "OperationContext",
     "PythonMigration",
-    "MigrationStatus",
     "RunStatus",
     "StepOutcome",
     "StepResult",
@@ -50,4 +53,5 @@ __all__ = [
     "in_apply_phase",
     "load_chain",
     "load_migration_file",
+    "verify_migration",
 ]

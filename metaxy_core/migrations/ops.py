@@ -348,8 +348,8 @@ def resolve_operation_class(type_path: str) -> type[BaseOperation]:
         )
     if getattr(obj, "__abstractmethods__", None):
         raise OperationError(
-            f"operation type {type_path!r} is abstract (missing {', '.join(sorted(obj.__abstractmethods__))}); "
-            "name a concrete subclass"
+            f"operation type {type_path!r} is abstract (missing "
+            f"{', '.join(sorted(obj.__abstractmethods__))}); name a concrete subclass"
         )
     return obj
 
