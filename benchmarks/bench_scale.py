@@ -212,7 +212,7 @@ def _history_graph(i: int) -> Any:
 
 def _history_migrate(root: str, i: int) -> dict[str, Any]:
     from metaxy_core import DeltaMetadataStore
-    from metaxy_core.store.partitioned import carry_over
+    from metaxy_core.migrations.reconcile import carry_over
 
     store = DeltaMetadataStore(root, project="bench")
     before, after = _history_graph(i - 1), _history_graph(i)

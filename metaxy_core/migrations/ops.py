@@ -11,20 +11,32 @@ from __future__ import annotations
 import importlib
 import reprlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from metaxy_core.errors import MetaxyError, format_validation_error
-from metaxy_core.graph.graph import FeatureGraph
+from metaxy_core.errors import MetaxyError
 from metaxy_core.graph.keys import FeatureKey
+from metaxy_core.migrations import reconcile
 from metaxy_core.migrations.context import OperationContext
-from metaxy_core.migrations.results import StepOutcome, StepStatus
 
 
 class OperationError(MetaxyError):
     """An operation is misconfigured or cannot be resolved."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one (operation, feature) step did.
+
+    ``status`` is ``completed`` or ``recompute_required`` (a root feature changed: the data must be
+    recomputed by the pipeline; not a failure). ``rows`` counts rows written, or that would be in a dry run.
+    """
+
+    rows: int
+    status: str = "completed"
+    note: str = ""
 
 
 class BaseOperation(BaseModel, ABC):
@@ -140,7 +152,8 @@ class DataVersionReconciliation(BaseOperation):
         unknown = [f for f in self.features if f not in ctx.to_graph]
         if unknown:
             raise OperationError(
-                f"{self.op_id}: feature(s) {', '.join(map(str, unknown))} are not in the feature graph; fix `features`"
+                f"{self.op_id}: feature(s) {', '.join(map(str, unknown))} are not in the feature graph; "
+                "fix `features`"
             )
         return ctx.to_graph.topological_order(self.features)
 
@@ -157,7 +170,7 @@ class DataVersionReconciliation(BaseOperation):
         if not spec.deps:
             return StepOutcome(
                 0,
-                status=StepStatus.RECOMPUTE_REQUIRED,
+                status="recompute_required",
                 note=(
                     f"root feature {feature} changed ({old_version} -> {new_version}); its provenance comes "
                     "from its data, so reconciliation cannot carry it over: recompute this feature"
@@ -166,25 +179,24 @@ class DataVersionReconciliation(BaseOperation):
         store = ctx.store
         if not store.has_metadata(feature):
             return StepOutcome(0, note=f"{feature} has no stored metadata; nothing to reconcile")
-        if ctx.dry_run and _pending_upstreams(ctx, spec.key):
-            return _estimate_after_upstreams(ctx, spec.key)
-        # Bounded memory at any table size: samples are processed in hash buckets sized by `batch_rows`,
-        # each bucket appended in one commit (see metaxy_core.store.partitioned).
-        from metaxy_core.store.partitioned import carry_over
-
-        scope = None if ctx.dry_run else store._guard_write(spec)
-        result = carry_over(
+        if ctx.dry_run and reconcile.pending_upstreams(ctx, spec.key):
+            rows, note = reconcile.estimate_after_upstreams(ctx, spec.key)
+            return StepOutcome(rows, note=note)
+        # Bounded memory at any table size: samples are processed in buckets sized by `batch_rows`, each
+        # bucket appended in one commit (see metaxy_core.migrations.reconcile).
+        write = None if ctx.dry_run else store.begin_write(spec.key)
+        result = reconcile.carry_over(
             store,
             spec,
             old_graph=old_graph,
             new_graph=new_graph,
-            write_id=_current_write_id(),
+            write_id=write.write_id if write is not None else None,
             snapshot_version=ctx.to_snapshot_version,
             dry_run=ctx.dry_run,
             partition_rows=ctx.batch_rows,
-            on_commit=lambda rows: store._count(scope, spec, rows),
+            on_commit=write.count if write is not None else None,
         )
-        return StepOutcome(result.rows, note=_missing_note(feature, result.missing))
+        return StepOutcome(result.rows, note=reconcile.missing_note(feature, result.missing))
 
 
 class DeltaMaintenance(BaseOperation):
@@ -247,67 +259,6 @@ class DeltaMaintenance(BaseOperation):
         return StepOutcome(0, note=note)
 
 
-def _pending_upstreams(ctx: OperationContext, feature: FeatureKey) -> list[FeatureKey]:
-    """Upstreams this migration carries over too: in a dry run their new-version rows do not exist yet."""
-    old_graph, new_graph = ctx.from_graph, ctx.to_graph
-    assert old_graph is not None
-    return [
-        dep.feature
-        for dep in new_graph.spec(feature).deps
-        if dep.feature in ctx.affected
-        and dep.feature in old_graph
-        and new_graph.spec(dep.feature).deps
-        and old_graph.feature_version(dep.feature) != new_graph.feature_version(dep.feature)
-    ]
-
-
-def _estimate_after_upstreams(ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
-    """Dry-run count for a feature whose upstreams are carried over earlier in the same migration.
-
-    A plan writes nothing, so those upstreams have no rows at their new versions yet; counting against the
-    store as it is would report 0. The estimate treats an upstream sample as available at its new version
-    when it is stored at the old one and will be carried over, which is what the real apply does.
-    """
-    store, old_graph, new_graph = ctx.store, ctx.from_graph, ctx.to_graph
-    assert old_graph is not None
-    spec = new_graph.spec(feature)
-    ids = list(spec.id_columns)
-    pending = set(_pending_upstreams(ctx, feature))
-
-    def stored_ids(key: FeatureKey, graph: FeatureGraph) -> pl.LazyFrame:
-        return store.read_metadata(key, graph=graph, allow_missing=True).select(ids)
-
-    todo = stored_ids(feature, old_graph).join(
-        stored_ids(feature, new_graph), on=ids, how="anti", nulls_equal=True
-    )
-    carried = todo
-    for dep in spec.deps:
-        available = stored_ids(dep.feature, new_graph)
-        if dep.feature in pending:
-            available = pl.concat([available, stored_ids(dep.feature, old_graph)]).unique()
-        carried = carried.join(available, on=ids, how="semi", nulls_equal=True)
-    total, rows = pl.collect_all([todo.select(pl.len()), carried.select(pl.len())])
-    note = f"estimated: {', '.join(map(str, sorted(pending)))} carried over earlier in this migration"
-    missing = total.item() - rows.item()
-    return StepOutcome(rows.item(), note="; ".join(filter(None, [note, _missing_note(feature, missing)])))
-
-
-def _missing_note(feature: FeatureKey, missing: int) -> str:
-    if not missing:
-        return ""
-    return (
-        f"{missing} sample(s) of {feature} have no upstream rows at the new version and were not carried "
-        "over; recompute them"
-    )
-
-
-def _current_write_id() -> str | None:
-    from metaxy_core.store.delta import _SCOPE
-
-    scope = _SCOPE.get()
-    return scope.write_id if scope else None
-
-
 # ---------------------------------------------------------------------- registry
 _ALIASES = {
     # Metaxy 0.1.x import paths, accepted unchanged.
@@ -348,8 +299,8 @@ def resolve_operation_class(type_path: str) -> type[BaseOperation]:
         )
     if getattr(obj, "__abstractmethods__", None):
         raise OperationError(
-            f"operation type {type_path!r} is abstract (missing "
-            f"{', '.join(sorted(obj.__abstractmethods__))}); name a concrete subclass"
+            f"operation type {type_path!r} is abstract (missing {', '.join(sorted(obj.__abstractmethods__))}); "
+            "name a concrete subclass"
         )
     return obj
 
@@ -383,6 +334,21 @@ def build_operation(spec: BaseOperation | dict[str, Any]) -> BaseOperation:
 
 def _accepts_literal(annotation: Any) -> bool:
     return "Literal" in repr(annotation)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field: message`` with a hint for unknown keys."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown key; remove it or check its spelling")
+        elif err["type"] == "missing":
+            parts.append(f"{loc}: required field is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
 
 
 def _snake(name: str) -> str:

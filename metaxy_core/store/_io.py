@@ -16,8 +16,8 @@ import polars as pl
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from metaxy_core.errors import MetaxyError, StoreError, StoreUnreachableError
-from metaxy_core.store._storage import is_remote, redact, secret_values
+from metaxy_core.errors import MetaxyError, StoreError, StoreUnreachableError, redact
+from metaxy_core.store._storage import is_remote, secret_values
 
 _UNREACHABLE_HINTS = (
     "nosuchbucket",

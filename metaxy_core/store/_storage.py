@@ -1,24 +1,26 @@
-"""Storage options for Delta Lake: local paths, ``s3://`` URIs, credentials and redaction.
+"""Storage options for Delta Lake: local paths, ``s3://`` URIs, credentials and which of them are secret.
 
 S3 credentials come from boto3's standard chain (explicit profile, environment, shared config, instance or
 container role) and are turned into delta-rs storage options; options given explicitly always win. Secret
-values never leave this module unredacted: every error message built from a delta-rs/boto3 exception passes
-through :func:`redact`.
+values never leave the store unredacted: every error message built from a delta-rs/boto3 exception passes
+through :func:`metaxy_core.errors.redact` with :func:`secret_values`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from metaxy_core.errors import ConfigError, redact
 
 _REMOTE_SCHEMES = ("s3://", "s3a://")
 _SECRET_HINTS = ("SECRET", "TOKEN", "PASSWORD", "ACCESS_KEY", "CREDENTIAL", "SESSION")
 
 
 def is_remote(uri: str) -> bool:
+    """Whether ``uri`` is an object-store location (S3) rather than a local path."""
     return uri.startswith(_REMOTE_SCHEMES)
 
 
@@ -28,13 +30,9 @@ def normalize_root(root: str | Path) -> str:
     if is_remote(text):
         bucket_and_prefix = text.split("://", 1)[1].strip("/")
         if not bucket_and_prefix:
-            from metaxy_core.errors import ConfigError
-
             raise ConfigError(f"store root {text!r} names no bucket; write it as s3://bucket/prefix")
         return "s3://" + bucket_and_prefix
     if "://" in text and not text.startswith("file://"):
-        from metaxy_core.errors import ConfigError
-
         raise ConfigError(
             f"store root {text!r} uses an unsupported scheme; use a local folder or s3://bucket/prefix"
         )
@@ -94,8 +92,6 @@ def _aws_chain(root: str, profile: str | None) -> tuple[Any, Any]:
     import boto3
     from botocore.exceptions import BotoCoreError
 
-    from metaxy_core.errors import ConfigError
-
     try:
         session = boto3.Session(profile_name=profile)
         credentials = session.get_credentials()
@@ -103,7 +99,8 @@ def _aws_chain(root: str, profile: str | None) -> tuple[Any, Any]:
     except BotoCoreError as exc:
         raise ConfigError(
             f"cannot resolve AWS credentials for store {root}: {redact(str(exc))}; check AWS_PROFILE and "
-            "~/.aws/config, or give AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the store's storage options"
+            "~/.aws/config, or give AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the store's storage "
+            "options"
         ) from None
 
 
@@ -114,13 +111,3 @@ def secret_values(options: Mapping[str, str] | None) -> list[str]:
         for k, v in (options or {}).items()
         if v and len(str(v)) >= 4 and any(h in str(k).upper() for h in _SECRET_HINTS)
     ]
-
-
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove secret values (and passwords embedded in URLs) from ``text``."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)

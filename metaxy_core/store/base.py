@@ -53,7 +53,7 @@ class MetadataStore(ABC):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (an optional hook: most stores hold nothing to release)
         """Release resources; the Delta store holds none between calls, so this is a no-op by default."""
 
     @abstractmethod

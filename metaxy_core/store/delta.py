@@ -1,24 +1,28 @@
-"""Delta Lake metadata store: one append-only Delta table per feature under a root folder or S3 prefix."""
+"""Delta Lake metadata store: one append-only Delta table per feature under a root folder or S3 prefix.
+
+This module is the store's public face: locations, reads, writes and the write scope. The work behind it
+lives in modules of one concept each: :mod:`~metaxy_core.store.provenance` (system columns, hashes,
+stamping), :mod:`~metaxy_core.store.increment` (``resolve_update``), :mod:`~metaxy_core.store._layout`
+(what the Delta log proves), :mod:`~metaxy_core.store.scope` (the write scope),
+:mod:`~metaxy_core.store.system` (system tables) and :mod:`~metaxy_core.store.maintenance`.
+"""
 
 from __future__ import annotations
 
-import contextvars
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import reduce
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from metaxy_core.errors import MetadataSchemaError, MetaxyError, StoreError
+from metaxy_core.errors import DryRunWriteError as DryRunWriteError
+from metaxy_core.errors import MetadataNotFoundError, MetadataSchemaError
 from metaxy_core.graph.graph import FeatureGraph, resolve_key
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.graph.spec import FeatureSpec
-from metaxy_core.store import _io
+from metaxy_core.store import _io, _layout, increment, maintenance, provenance, scope, system
 from metaxy_core.store._storage import is_remote, normalize_root, resolve_storage_options, secret_values
 from metaxy_core.store.base import FeatureRef, FrameLike, Increment, MetadataStore
 from metaxy_core.store.provenance import (
@@ -30,37 +34,11 @@ from metaxy_core.store.provenance import (
     PROVENANCE_BY_FIELD,
     SNAPSHOT_VERSION,
     SYSTEM_COLUMNS,
+    TIMESTAMP,
     WRITE_ID,
-    combined_provenance,
-    field_provenance,
 )
-
-SYSTEM_DIR = "_metaxy_system"
-TIMESTAMP = pl.Datetime("us", "UTC")
-
-
-class MetadataNotFoundError(StoreError):
-    """A feature has no metadata in the store yet."""
-
-
-class DryRunWriteError(MetaxyError):
-    """Something tried to write to the store inside a dry run."""
-
-
-@dataclass
-class WriteScope:
-    """Attributes every write made inside it (a migration step) to one write id, and counts the rows.
-
-    The write id is what rollback uses to hide a migration's rows; a dry-run scope refuses writes, which
-    guarantees that a dry run leaves every table version unchanged even if user code forgets to check.
-    """
-
-    write_id: str
-    dry_run: bool = False
-    rows_by_feature: dict[str, int] = field(default_factory=dict)
-
-
-_SCOPE: contextvars.ContextVar[WriteScope | None] = contextvars.ContextVar("metaxy_write_scope", default=None)
+from metaxy_core.store.scope import FeatureWrite, WriteScope
+from metaxy_core.store.system import SYSTEM_DIR
 
 
 class DeltaMetadataStore(MetadataStore):
@@ -119,15 +97,24 @@ class DeltaMetadataStore(MetadataStore):
         return f"{self.root_uri}/{SYSTEM_DIR}/{name}"
 
     @staticmethod
-    @contextmanager
-    def write_scope(write_id: str, *, dry_run: bool = False) -> Iterator[WriteScope]:
-        """Attribute writes in this block to ``write_id`` (or refuse them in a dry run)."""
-        scope = WriteScope(write_id=write_id, dry_run=dry_run)
-        token = _SCOPE.set(scope)
-        try:
-            yield scope
-        finally:
-            _SCOPE.reset(token)
+    def write_scope(write_id: str, *, dry_run: bool = False) -> AbstractContextManager[WriteScope]:
+        """Attribute writes in this block to ``write_id`` (or refuse them in a dry run).
+
+        The executor opens one per migration step; see :mod:`metaxy_core.store.scope`.
+        """
+        return scope.write_scope(write_id, dry_run=dry_run)
+
+    @staticmethod
+    def begin_write(feature: FeatureRef) -> FeatureWrite:
+        """Start writing rows of ``feature`` in the current write scope, for writers that commit themselves.
+
+        ``write_metadata`` does this on its own; a bulk writer (reconciliation) calls it before its first
+        commit, stamps rows with the returned ``write_id`` and reports each commit with ``count(rows)``.
+
+        Raises:
+            DryRunWriteError: inside a dry-run scope.
+        """
+        return scope.begin_write(resolve_key(feature))
 
     # -------------------------------------------------------------------- helpers
     @staticmethod
@@ -136,14 +123,15 @@ class DeltaMetadataStore(MetadataStore):
 
     #: tables (or ``resolve_update`` inputs) above this many rows are processed in buckets of samples
     partition_rows: int = 2_000_000
-    #: internal: per-bucket stand-ins for feature tables (see :mod:`metaxy_core.store.partitioned`)
-    _scan_overrides: dict[FeatureKey, pl.LazyFrame] | None = None
 
-    def _scan_feature(self, key: FeatureKey) -> pl.LazyFrame | None:
-        if self._scan_overrides is not None and key in self._scan_overrides:
-            return self._scan_overrides[key]
-        uri = self.table_uri(key)
-        lf = _io.scan(uri, self.storage_options)
+    def scan_feature(self, feature: FeatureRef) -> pl.LazyFrame | None:
+        """Every visible stored row of ``feature`` (all versions; rolled-back writes hidden), lazily.
+
+        The engine's raw read, pinned to the table's current version; None when the feature has no table.
+        :meth:`read_metadata` is the user-facing read (newest row per sample, filters, projection).
+        """
+        key = resolve_key(feature)
+        lf = _io.scan(self.table_uri(key), self.storage_options)
         if lf is None:
             return None
         hidden = self.hidden_write_ids(key)
@@ -151,42 +139,49 @@ class DeltaMetadataStore(MetadataStore):
             lf = lf.filter(~pl.col(WRITE_ID).is_in(hidden))
         return lf
 
-    def hidden_write_ids(self, key: FeatureKey) -> list[str]:
+    def hidden_write_ids(self, feature: FeatureRef) -> list[str]:
         """Write ids whose rows are hidden from reads (rolled back); see the rollback docs."""
-        from metaxy_core.store.system import retracted_write_ids
-
-        return retracted_write_ids(self, key)
+        return system.retracted_write_ids(self, resolve_key(feature))
 
     @staticmethod
     def latest_per_sample(lf: pl.LazyFrame, id_columns: list[str]) -> pl.LazyFrame:
-        """Keep the newest row of every sample.
+        """Keep the newest row of every sample (a streaming group-by and semi-join, no sort)."""
+        return _layout.latest_per_sample(lf, id_columns)
 
-        A semi-join against the per-sample maximum timestamp streams (group-by + join) instead of sorting
-        the whole table; write batches never hold duplicate ids, so timestamps only tie within a sample when
-        two writes land in the same microsecond.
-        """
-        newest = lf.group_by(id_columns).agg(pl.col(CREATED_AT).max())
-        return lf.join(newest, on=[*id_columns, CREATED_AT], how="semi", nulls_equal=True)
-
-    def _current(
-        self,
-        spec: FeatureSpec,
-        graph: FeatureGraph,
-        *,
-        feature_version: str | None = None,
-        any_version: bool = False,
+    def current_rows(
+        self, spec: FeatureSpec, graph: FeatureGraph, *, any_version: bool = False
     ) -> pl.LazyFrame | None:
-        lf = self._scan_feature(spec.key)
+        """The newest row of every sample at ``spec``'s current feature version (or at any version).
+
+        What ``resolve_update`` and the expected provenance compare against; None when the feature has no
+        table. The selection is skipped when the Delta log (or one distinct count) proves one row per sample.
+        """
+        lf = self.scan_feature(spec.key)
         if lf is None:
             return None
-        version = None if any_version else (feature_version or graph.feature_version(spec.key))
+        version = None if any_version else graph.feature_version(spec.key)
         if version is not None:
             lf = lf.filter(pl.col(FEATURE_VERSION) == version)
-        from metaxy_core.store.partitioned import may_repeat
-
-        if not may_repeat(self, spec, lf, version):  # one row per sample already: skip the group-by + join
+        if not self._may_repeat(spec, lf, version):  # one row per sample already: skip the group-by + join
             return lf
         return self.latest_per_sample(lf, list(spec.id_columns))
+
+    def _may_repeat(
+        self,
+        spec: FeatureSpec,
+        lf: pl.LazyFrame,
+        feature_version: str | None,
+        *,
+        count_up_to: int | None = None,
+    ) -> bool:
+        """Whether ``lf`` (rows of ``spec``'s table) may hold a sample twice (see ``_layout.may_repeat``)."""
+        ids = list(spec.id_columns)
+        uri = self.table_uri(spec.key)
+        table = _io.open_table(uri, self.storage_options)
+        where = None if table is None else _layout.layout(table, ids, lf.collect_schema(), feature_version)
+        return _layout.may_repeat(
+            lf, ids, where, uri=uri, options=self.storage_options, count_up_to=count_up_to
+        )
 
     # ---------------------------------------------------------------------- reads
     def has_metadata(self, feature: FeatureRef) -> bool:
@@ -219,7 +214,7 @@ class DeltaMetadataStore(MetadataStore):
         graph = self._graph(graph)
         spec = graph.spec(feature)
         ids = list(spec.id_columns)
-        lf = self._scan_feature(spec.key)
+        lf = self.scan_feature(spec.key)
         if lf is None:
             if allow_missing:
                 return _empty_frame(spec)
@@ -230,11 +225,9 @@ class DeltaMetadataStore(MetadataStore):
         if not include_history:
             version = feature_version or graph.feature_version(spec.key)
             lf = lf.filter(pl.col(FEATURE_VERSION) == version)
-            from metaxy_core.store.partitioned import may_repeat
-
-            # One row per sample already (proven by the Delta log's file statistics, or for modest tables by one
-            # distinct count): skip the selection, a group-by and a join over every row.
-            if may_repeat(self, spec, lf, version, count_up_to=self.partition_rows):
+            # One row per sample already (proven by the Delta log's file statistics, or for modest tables by
+            # one distinct count): skip the selection, a group-by and a join over every row.
+            if self._may_repeat(spec, lf, version, count_up_to=self.partition_rows):
                 lf = self.latest_per_sample(lf, ids)
         if filters is not None:
             for expr in filters if isinstance(filters, list) else [filters]:
@@ -264,81 +257,29 @@ class DeltaMetadataStore(MetadataStore):
         """
         graph = self._graph(graph)
         spec = graph.spec(feature)
-        scope = self._guard_write(spec)
+        write = self.begin_write(spec.key)
         frame = self.prepare_rows(spec, df, graph)
         frame = self.stamp(
-            frame,
-            spec,
-            graph,
-            write_id=write_id or (scope.write_id if scope else None),
-            snapshot_version=snapshot_version,
+            frame, spec, graph, write_id=write_id or write.write_id, snapshot_version=snapshot_version
         )
         rows = _io.collect(frame, self.table_uri(spec.key), self.storage_options)
         self._check_unique_ids(spec, rows)
         rows = rows.drop("__no_upstream", strict=False)
         _io.append(self.table_uri(spec.key), rows, self.storage_options)
-        self._count(scope, spec, rows.height)
+        write.count(rows.height)
         return rows.height
-
-    def append_stream(self, feature: FeatureRef, lf: pl.LazyFrame, *, batch_rows: int = 500_000) -> int:
-        """Append already-stamped rows in batches of ``batch_rows``, one Delta commit per batch.
-
-        Memory stays bounded by the batch size, not the table size. A crash between batches leaves whole
-        batches behind; callers make re-runs skip what was written (reconciliation anti-joins on ids).
-        """
-        key = resolve_key(feature)
-        scope = self._guard_write(key)
-        uri = self.table_uri(key)
-        total = 0
-        with _io.guard("write to", uri, self.storage_options):
-            for batch in lf.collect_batches(chunk_size=batch_rows):
-                if batch.height:
-                    _io.append(uri, batch, self.storage_options)
-                    total += batch.height
-        self._count(scope, key, total)
-        return total
-
-    @staticmethod
-    def _guard_write(feature: FeatureSpec | FeatureKey) -> WriteScope | None:
-        scope = _SCOPE.get()
-        if scope is not None and scope.dry_run:
-            key = feature.key if isinstance(feature, FeatureSpec) else feature
-            raise DryRunWriteError(
-                f"a write to feature {key} was attempted during a dry run (step {scope.write_id}); "
-                "operations must check `dry_run` and only count the rows they would write"
-            )
-        return scope
-
-    @staticmethod
-    def _count(scope: WriteScope | None, feature: FeatureSpec | FeatureKey, rows: int) -> None:
-        if scope is not None:
-            key = (feature.key if isinstance(feature, FeatureSpec) else feature).to_string()
-            scope.rows_by_feature[key] = scope.rows_by_feature.get(key, 0) + rows
 
     def prepare_rows(self, spec: FeatureSpec, df: FrameLike, graph: FeatureGraph) -> pl.LazyFrame:
         """Validate ids and the provenance struct; compute provenance for downstream rows lacking it."""
         lf = df.lazy()
         schema = lf.collect_schema()
-        ids = list(spec.id_columns)
-        missing = [c for c in ids if c not in schema]
-        if missing:
-            raise MetadataSchemaError(
-                f"rows for feature {spec.key} lack id column(s) {missing}; every row needs {ids}"
-            )
-        fields = spec.field_names
-        if PROVENANCE_BY_FIELD not in schema:
-            if not spec.deps:
-                raise MetadataSchemaError(
-                    f"rows for root feature {spec.key} must bring {PROVENANCE_BY_FIELD}: a struct with one "
-                    f"string per field ({', '.join(fields)}), e.g. content hashes of the source files"
-                )
+        provenance.check_rows(spec, schema)
+        if PROVENANCE_BY_FIELD not in schema:  # a downstream feature's rows: provenance from upstream
             expected = self.expected_provenance(spec, graph)
-            lf = lf.drop([c for c in SYSTEM_COLUMNS if c in schema]).join(expected, on=ids, how="left")
+            lf = lf.drop([c for c in SYSTEM_COLUMNS if c in schema]).join(
+                expected, on=list(spec.id_columns), how="left"
+            )
             lf = lf.with_columns(pl.col(PROVENANCE_BY_FIELD).is_null().alias("__no_upstream"))
-        else:
-            _check_struct(spec, schema[PROVENANCE_BY_FIELD], PROVENANCE_BY_FIELD)
-            if DATA_VERSION_BY_FIELD in schema:
-                _check_struct(spec, schema[DATA_VERSION_BY_FIELD], DATA_VERSION_BY_FIELD)
         return lf
 
     def stamp(
@@ -352,35 +293,9 @@ class DeltaMetadataStore(MetadataStore):
         created_at: datetime | None = None,
     ) -> pl.LazyFrame:
         """Add the derived system columns and the version/time/write stamps, in a canonical column order."""
-        schema = lf.collect_schema()
-        fields = spec.field_names
-        ids = list(spec.id_columns)
-        struct = pl.col(PROVENANCE_BY_FIELD)
-        lf = lf.with_columns(pl.struct([struct.struct.field(f) for f in fields]).alias(PROVENANCE_BY_FIELD))
-        lf = lf.with_columns(combined_provenance(PROVENANCE_BY_FIELD, fields).alias(PROVENANCE))
-        if DATA_VERSION_BY_FIELD in schema:
-            dv = pl.col(DATA_VERSION_BY_FIELD)
-            lf = lf.with_columns(
-                pl.struct(
-                    [pl.coalesce(dv.struct.field(f), struct.struct.field(f)).alias(f) for f in fields]
-                ).alias(DATA_VERSION_BY_FIELD)
-            )
-        else:
-            lf = lf.with_columns(pl.col(PROVENANCE_BY_FIELD).alias(DATA_VERSION_BY_FIELD))
-        derived = combined_provenance(DATA_VERSION_BY_FIELD, fields)
-        lf = lf.with_columns(
-            (pl.coalesce(pl.col(DATA_VERSION), derived) if DATA_VERSION in schema else derived).alias(
-                DATA_VERSION
-            )
+        return provenance.stamp(
+            lf, spec, graph, write_id=write_id, snapshot_version=snapshot_version, created_at=created_at
         )
-        lf = lf.with_columns(
-            pl.lit(graph.feature_version(spec.key)).alias(FEATURE_VERSION),
-            pl.lit(snapshot_version or graph.snapshot_version).alias(SNAPSHOT_VERSION),
-            pl.lit(created_at or datetime.now(UTC), dtype=TIMESTAMP).alias(CREATED_AT),
-            pl.lit(write_id or uuid.uuid4().hex).alias(WRITE_ID),
-        )
-        user = [c for c in lf.collect_schema() if c not in ids and c not in SYSTEM_COLUMNS]
-        return lf.select([*ids, *user, *SYSTEM_COLUMNS])
 
     def _check_unique_ids(self, spec: FeatureSpec, rows: pl.DataFrame) -> None:
         ids = list(spec.id_columns)
@@ -423,37 +338,21 @@ class DeltaMetadataStore(MetadataStore):
 
         ``upstream`` (internal) supplies the upstream features' current rows (id columns and
         ``metaxy_data_version_by_field``) instead of reading them, e.g. one bucket of them.
+
+        Raises:
+            MetadataNotFoundError: an upstream feature has no metadata yet.
         """
-        ids = list(spec.id_columns)
-        frames = []
-        for i, dep in enumerate(spec.deps):
-            lf = (
-                upstream[dep.feature]
-                if upstream is not None
-                else self._current(graph.spec(dep.feature), graph)
-            )
-            if lf is None:
-                raise MetadataNotFoundError(
-                    f"feature {spec.key} depends on {dep.feature}, which has no metadata in {self.root_uri}; "
-                    f"write {dep.feature} first"
-                )
-            frames.append(lf.select([*ids, pl.col(DATA_VERSION_BY_FIELD).alias(f"__up{i}")]))
-        joined = reduce(lambda a, b: a.join(b, on=ids, how="inner", nulls_equal=True), frames)
-        position = {dep.feature: i for i, dep in enumerate(spec.deps)}
-        field_exprs = []
-        for field in spec.fields:
-            parts = [
-                pl.col(f"__up{position[uk]}").struct.field(uf.to_table_name())
-                for uk, uf in graph.resolved_field_deps(spec.key, field.key)
-            ]
-            field_exprs.append(
-                field_provenance(graph.field_version(spec.key, field.key), parts).alias(
-                    field.key.to_table_name()
-                )
-            )
-        return joined.select([*ids, pl.struct(field_exprs).alias(PROVENANCE_BY_FIELD)]).with_columns(
-            combined_provenance(PROVENANCE_BY_FIELD, spec.field_names).alias(PROVENANCE)
-        )
+        if upstream is None:
+            upstream = {}
+            for dep in spec.deps:
+                lf = self.current_rows(graph.spec(dep.feature), graph)
+                if lf is None:
+                    raise MetadataNotFoundError(
+                        f"feature {spec.key} depends on {dep.feature}, which has no metadata in "
+                        f"{self.root_uri}; write {dep.feature} first"
+                    )
+                upstream[dep.feature] = lf
+        return provenance.provenance_from_upstream(spec, graph, upstream)
 
     def resolve_update(
         self, feature: FeatureRef, *, samples: FrameLike | None = None, graph: FeatureGraph | None = None
@@ -468,86 +367,26 @@ class DeltaMetadataStore(MetadataStore):
         The stored side is the newest row of each sample across feature versions, so a code-version bump
         shows up as ``changed`` rather than as new samples (for a root feature too, whose provenance comes
         from its data: a row stored under another feature version is ``changed``). With ``samples`` on a
-        downstream feature, ``removed`` is restricted to those ids as well.
+        downstream feature, ``removed`` is restricted to those ids as well. Inputs larger than
+        :attr:`partition_rows` are compared one bucket of samples at a time (see
+        :mod:`metaxy_core.store.increment`).
         """
         graph = self._graph(graph)
-        spec = graph.spec(feature)
-        if self._scan_overrides is None:  # large inputs: the same comparison, one bucket of samples at a time
-            from metaxy_core.store.partitioned import bucketed_increment
-
-            bucketed = bucketed_increment(self, spec, graph, samples)
-            if bucketed is not None:
-                return bucketed
-        ids = list(spec.id_columns)
-        requested_ids: pl.LazyFrame | None = None
-        if not spec.deps:
-            if samples is None:
-                raise MetaxyError(
-                    f"feature {spec.key} is a root feature: pass samples= with its id columns and "
-                    f"{PROVENANCE_BY_FIELD} (the root's provenance comes from its data, not from upstream)"
-                )
-            expected = self.prepare_rows(spec, samples, graph)
-            expected = expected.with_columns(
-                pl.struct([pl.col(PROVENANCE_BY_FIELD).struct.field(f) for f in spec.field_names]).alias(
-                    PROVENANCE_BY_FIELD
-                )
-            ).with_columns(combined_provenance(PROVENANCE_BY_FIELD, spec.field_names).alias(PROVENANCE))
-        else:
-            expected = self.expected_provenance(spec, graph)
-            if samples is not None:
-                given = samples.lazy()
-                missing = [c for c in ids if c not in given.collect_schema()]
-                if missing:
-                    raise MetadataSchemaError(f"samples for feature {spec.key} lack id column(s) {missing}")
-                keep = [c for c in given.collect_schema() if c not in SYSTEM_COLUMNS]
-                expected = given.select(keep).join(expected, on=ids, how="inner", nulls_equal=True)
-                requested_ids = given.select(ids)
-        stored = self._current(spec, graph, any_version=True)
-        if stored is None:
-            schema = expected.collect_schema()
-            removed_schema = {c: schema[c] for c in ids}
-            removed_schema.update({PROVENANCE_BY_FIELD: schema[PROVENANCE_BY_FIELD], PROVENANCE: pl.String})
-            empty = pl.LazyFrame(schema=removed_schema)
-            return Increment(added=expected, changed=expected.head(0), removed=empty)
-        stored_prov = stored.select(
-            [*ids, pl.col(PROVENANCE).alias("__stored"), pl.col(FEATURE_VERSION).alias("__stored_version")]
-        )
-        added = expected.join(stored_prov, on=ids, how="anti", nulls_equal=True)
-        changed = (
-            expected.join(stored_prov, on=ids, how="inner", nulls_equal=True)
-            .filter(
-                (pl.col(PROVENANCE) != pl.col("__stored"))
-                | (pl.col("__stored_version") != graph.feature_version(spec.key))
-            )
-            .drop("__stored", "__stored_version")
-        )
-        removed = stored.select([*ids, PROVENANCE_BY_FIELD, PROVENANCE])
-        if requested_ids is not None:
-            removed = removed.join(requested_ids, on=ids, how="semi", nulls_equal=True)
-        removed = removed.join(expected.select(ids), on=ids, how="anti", nulls_equal=True)
-        return Increment(added=added, changed=changed, removed=removed)
+        return increment.resolve_update(self, graph.spec(feature), graph, samples)
 
     # -------------------------------------------------------------- snapshots etc.
     def push_snapshot(self, graph: FeatureGraph | None = None, *, project: str | None = None) -> Any:
-        """Record ``graph``'s snapshot as the deployed one (idempotent); see :mod:`metaxy_core.store.system`."""
-        from metaxy_core.store.system import push_snapshot
-
-        return push_snapshot(self, self._graph(graph), project=project or self.project)
+        """Record ``graph``'s snapshot as the deployed one (idempotent; see ``store.system``)."""
+        return system.push_snapshot(self, self._graph(graph), project=project or self.project)
 
     def latest_snapshot(self, *, project: str | None = None) -> Any:
-        from metaxy_core.store.system import latest_snapshot
-
-        return latest_snapshot(self, project=project or self.project)
+        return system.latest_snapshot(self, project=project or self.project)
 
     def load_snapshot_graph(self, snapshot_version: str, *, project: str | None = None) -> FeatureGraph:
-        from metaxy_core.store.system import load_snapshot_graph
-
-        return load_snapshot_graph(self, snapshot_version, project=project or self.project)
+        return system.load_snapshot_graph(self, snapshot_version, project=project or self.project)
 
     def list_snapshots(self, *, project: str | None = None) -> Any:
-        from metaxy_core.store.system import list_snapshots
-
-        return list_snapshots(self, project=project or self.project)
+        return system.list_snapshots(self, project=project or self.project)
 
     # ---------------------------------------------------------------- maintenance
     def optimize(
@@ -558,22 +397,16 @@ class DeltaMetadataStore(MetadataStore):
         ``z_order`` also clusters feature tables on their id columns. Rows are unchanged; see
         :mod:`metaxy_core.store.maintenance`. Returns one report per table.
         """
-        from metaxy_core.store import maintenance
-
         return maintenance.optimize(self, feature, z_order=z_order, target_size=target_size)
 
     def vacuum(
         self, feature: FeatureRef | None = None, *, retention_hours: float = 168.0, dry_run: bool = False
     ) -> list[Any]:
-        """Delete data files no longer referenced and older than ``retention_hours`` (``dry_run`` lists them)."""
-        from metaxy_core.store import maintenance
-
+        """Delete data files unreferenced and older than ``retention_hours`` (``dry_run`` lists them)."""
         return maintenance.vacuum(self, feature, retention_hours=retention_hours, dry_run=dry_run)
 
     def checkpoint(self, feature: FeatureRef | None = None) -> list[Any]:
         """Write a Delta checkpoint of one feature's table, or of every table, and drop expired log files."""
-        from metaxy_core.store import maintenance
-
         return maintenance.checkpoint(self, feature)
 
     def table_version(self, feature: FeatureRef | None = None, *, system: str | None = None) -> int | None:
@@ -581,20 +414,6 @@ class DeltaMetadataStore(MetadataStore):
         uri = self.system_table_uri(system) if system else self.table_uri(feature)  # type: ignore[arg-type]
         table = _io.open_table(uri, self.storage_options)
         return None if table is None else table.version()
-
-
-def _check_struct(spec: FeatureSpec, dtype: pl.DataType, column: str) -> None:
-    fields = spec.field_names
-    if not isinstance(dtype, pl.Struct):
-        raise MetadataSchemaError(
-            f"{column} for feature {spec.key} must be a struct with one string per field ({fields}), got {dtype}"
-        )
-    got = {f.name: f.dtype for f in dtype.fields}
-    if set(got) != set(fields) or any(d != pl.String for d in got.values()):
-        raise MetadataSchemaError(
-            f"{column} for feature {spec.key} must be a struct with exactly the string fields {fields}; "
-            f"got {{{', '.join(f'{k}: {v}' for k, v in got.items())}}}"
-        )
 
 
 def _empty_frame(spec: FeatureSpec) -> pl.LazyFrame:

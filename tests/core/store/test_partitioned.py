@@ -1,4 +1,4 @@
-"""Bucketed processing of large tables (metaxy_core.store.partitioned) gives exactly the single-query results.
+"""Bucketed reconciliation and resolve_update of large tables give exactly the single-query results.
 
 Tables here are small; tiny bucket sizes force many buckets so that range buckets (files clustered on the id
 column), hash buckets with a spill (unclustered files, composite ids), repeated samples, custom data versions,
@@ -14,7 +14,9 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 
 from metaxy_core import DeltaMetadataStore, FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
-from metaxy_core.store import partitioned as P
+from metaxy_core.migrations.reconcile import CarryOverResult, carry_over
+from metaxy_core.store._buckets import plan
+from metaxy_core.store._layout import Layout, newest_rows
 from metaxy_core.store.provenance import (
     CREATED_AT,
     DATA_VERSION,
@@ -106,9 +108,9 @@ def build(
 
 def carried(
     store: DeltaMetadataStore, ids: list[str], partition_rows: int
-) -> tuple[pl.DataFrame, P.CarryOverResult]:
+) -> tuple[pl.DataFrame, CarryOverResult]:
     old, new = graph(ids, refined=False), graph(ids, refined=True)
-    result = P.carry_over(
+    result = carry_over(
         store,
         new.spec(EMB),
         old_graph=old,
@@ -163,16 +165,16 @@ def test_carry_over_resumes_without_duplicates(tmp_path):
         "partition_rows": 70,
     }
     with pytest.raises(KeyboardInterrupt):
-        P.carry_over(store, new.spec(EMB), on_commit=crash_after_two, **args)
+        carry_over(store, new.spec(EMB), on_commit=crash_after_two, **args)
     version = new.feature_version(EMB)
     carried = store.read_metadata(EMB, graph=new, include_history=True).filter(
         pl.col(FEATURE_VERSION) == version
     )
     partial = carried.collect().height
     assert 0 < sum(commits[:2]) <= partial < 588  # a write already under way when it crashed may also land
-    again = P.carry_over(store, new.spec(EMB), **args)
+    again = carry_over(store, new.spec(EMB), **args)
     assert again.rows == 588 - partial
-    assert P.carry_over(store, new.spec(EMB), **args).rows == 0
+    assert carry_over(store, new.spec(EMB), **args).rows == 0
     history = store.read_metadata(EMB, graph=new, include_history=True).collect()
     at_new = history.filter(pl.col(FEATURE_VERSION) == new.feature_version(EMB))
     assert at_new.height == 588 and at_new["uid"].n_unique() == 588
@@ -183,7 +185,7 @@ def test_dry_run_counts_and_writes_nothing(tmp_path):
     store = build(tmp_path / "s", ids, clustered=False)
     old, new = graph(ids, refined=False), graph(ids, refined=True)
     version = store.table_version(EMB)
-    result = P.carry_over(
+    result = carry_over(
         store,
         new.spec(EMB),
         old_graph=old,
@@ -256,15 +258,15 @@ def test_layout_and_newest_rows():
             "v": [1, 2, 3, 4, 5],
         }
     ).with_columns(pl.col(CREATED_AT).cast(pl.Datetime("us", "UTC")))
-    out = P.newest_rows(frame, ["uid"]).sort("uid")
+    out = newest_rows(frame, ["uid"]).sort("uid")
     assert out["uid"].to_list() == ["a", "b", "c"] and out["v"].to_list()[:2] == [1, 3]
-    no_overlap = P.Layout(
+    no_overlap = Layout(
         4, pl.DataFrame({"lo": ["a", "m"], "hi": ["f", "z"], "n": [2, 2]}), single_writes=True
     )
-    overlap = P.Layout(4, pl.DataFrame({"lo": ["a", "e"], "hi": ["f", "z"], "n": [2, 2]}), single_writes=True)
-    assert not no_overlap.may_repeat and overlap.may_repeat and P.Layout(4, None).may_repeat
-    compacted = P.Layout(4, pl.DataFrame({"lo": ["a"], "hi": ["z"], "n": [4]}), single_writes=False)
+    overlap = Layout(4, pl.DataFrame({"lo": ["a", "e"], "hi": ["f", "z"], "n": [2, 2]}), single_writes=True)
+    assert not no_overlap.may_repeat and overlap.may_repeat and Layout(4, None).may_repeat
+    compacted = Layout(4, pl.DataFrame({"lo": ["a"], "hi": ["z"], "n": [4]}), single_writes=False)
     assert compacted.may_repeat  # a compacted file may hold several writes of one sample
-    part = P.plan(P.Layout(4, pl.DataFrame({"lo": ["a", "m"], "hi": ["f", "z"], "n": [2, 2]})), ["uid"], 2)
+    part = plan(Layout(4, pl.DataFrame({"lo": ["a", "m"], "hi": ["f", "z"], "n": [2, 2]})), ["uid"], 2)
     assert part.mode == "range" and part.boundaries.to_list() == ["m"]
     assert no_overlap.read_rows(part.boundaries) == 4 and overlap.read_rows(part.boundaries) == 6

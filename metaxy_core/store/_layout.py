@@ -1,0 +1,201 @@
+"""What a feature table's Delta log proves about its rows, and the newest-row-per-sample selection it spares.
+
+The log's add actions carry per-file row counts and min/max statistics. From them, without reading data:
+
+* how many rows a feature version holds (to size buckets, see :mod:`metaxy_core.store._buckets`);
+* where each file's ids lie (so range buckets can skip files);
+* whether a sample can have several rows: a write never repeats a sample, so files that each hold one write
+  and whose id ranges do not overlap cannot either, and the newest-row selection (a group-by and a join
+  over every row) can be skipped.
+
+When the log cannot tell, :func:`may_repeat` counts distinct samples (one pass over the id columns), and
+:func:`latest_per_sample` / :func:`newest_rows` do the selection lazily or in memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from metaxy_core.store import _io
+from metaxy_core.store.provenance import CREATED_AT, FEATURE_VERSION, WRITE_ID
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the Delta log's file statistics say about the rows of one feature version in a table.
+
+    ``ranges`` has one row per data file that may hold the version: ``lo``/``hi`` (the first id column's
+    min/max) and ``n`` (rows); it is ``None`` when those statistics are unusable (several id columns, a type
+    without order, missing or possibly truncated statistics). ``single_writes`` says every file holds the
+    rows of one write (its ``metaxy_write_id`` statistics have min == max); compaction merges writes.
+    """
+
+    rows: int
+    ranges: pl.DataFrame | None = None
+    single_writes: bool = False
+
+    @property
+    def may_repeat(self) -> bool:
+        """Whether a sample can have several rows.
+
+        A write never repeats a sample, so files that each hold one write and whose id ranges do not overlap
+        cannot either; anything else (overlaps, compacted files, missing statistics) may.
+        """
+        if self.ranges is None or not self.single_writes:
+            return True
+        if self.ranges.height <= 1:
+            return False
+        r = self.ranges.sort("lo")
+        return bool(r.select((pl.col("lo").slice(1) <= pl.col("hi").slice(0, r.height - 1)).any()).item())
+
+    def read_rows(self, boundaries: pl.Series) -> int:
+        """Rows read when each of the ranges cut at ``boundaries`` is read with file skipping."""
+        if self.ranges is None:
+            return -1
+        edges = [None, *boundaries.to_list(), None]
+        total = 0
+        for lo, hi in itertools.pairwise(edges):
+            keep = pl.lit(True)
+            if lo is not None:
+                keep = keep & (pl.col("hi") >= lo)
+            if hi is not None:
+                keep = keep & (pl.col("lo") < hi)
+            total += int(self.ranges.filter(keep).select(pl.col("n").sum()).item() or 0)
+        return total
+
+
+_RANGE_TYPES = (pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+#: string statistics this long may have been truncated by the writer; do not reason with them
+_MAX_STAT_CHARS = 31
+
+
+def layout(
+    table: DeltaTable | None,
+    ids: Sequence[str],
+    schema: Mapping[str, pl.DataType],
+    feature_version: str | None,
+) -> Layout:
+    """File statistics of the rows of ``feature_version`` (all rows when None) in ``table``; metadata only."""
+    if table is None:
+        return Layout(0, pl.DataFrame(schema={"lo": pl.String, "hi": pl.String, "n": pl.Int64}))
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    if actions.height == 0 or "num_records" not in actions.columns:
+        return Layout(0, None) if actions.height == 0 else Layout(1 << 62, None)
+    if feature_version is not None:
+        lo, hi = f"min.{FEATURE_VERSION}", f"max.{FEATURE_VERSION}"
+        if lo in actions.columns and hi in actions.columns:
+            keep = (
+                pl.col(lo).is_null()
+                | pl.col(hi).is_null()
+                | ((pl.col(lo) <= feature_version) & (pl.col(hi) >= feature_version))
+            )
+            actions = actions.filter(keep)
+    if actions.select(pl.col("num_records").is_null().any()).item():
+        return Layout(1 << 62, None)
+    rows = int(actions.select(pl.col("num_records").sum()).item() or 0)
+    first = ids[0]
+    lo_col, hi_col = f"min.{first}", f"max.{first}"
+    if (
+        len(ids) != 1
+        or schema.get(first) not in _RANGE_TYPES
+        or lo_col not in actions.columns
+        or hi_col not in actions.columns
+    ):
+        return Layout(rows, None)
+    ranges = actions.select(
+        pl.col(lo_col).alias("lo"),
+        pl.col(hi_col).alias("hi"),
+        pl.col("num_records").cast(pl.Int64).alias("n"),
+    ).filter(pl.col("n") > 0)
+    if ranges.select(pl.any_horizontal(pl.col("lo").is_null().any(), pl.col("hi").is_null().any())).item():
+        return Layout(rows, None)
+    if ranges.schema["lo"] == pl.String and ranges.height:
+        longest = ranges.select(
+            pl.max_horizontal(pl.col("lo").str.len_chars().max(), pl.col("hi").str.len_chars().max())
+        )
+        if (longest.item() or 0) >= _MAX_STAT_CHARS:
+            return Layout(rows, None)
+    wlo, whi = f"min.{WRITE_ID}", f"max.{WRITE_ID}"
+    single = (
+        wlo in actions.columns
+        and whi in actions.columns
+        and bool(
+            actions.filter(pl.col("num_records") > 0)
+            .select((pl.col(wlo).is_not_null() & (pl.col(wlo) == pl.col(whi))).all())
+            .item()
+        )
+    )
+    return Layout(rows, ranges, single)
+
+
+def may_repeat(
+    lf: pl.LazyFrame,
+    ids: Sequence[str],
+    where: Layout | None,
+    *,
+    uri: str,
+    options: Mapping[str, str],
+    count_up_to: int | None = None,
+) -> bool:
+    """Whether ``lf`` can hold a sample more than once, i.e. whether the newest-row selection is needed.
+
+    ``where`` (the Delta log's statistics of the rows in ``lf``; None when unknown, e.g. for one bucket of a
+    spill) answers for free when the files do not overlap on the id column; otherwise one pass over the id
+    columns counts distinct samples (much cheaper than the group-by and join of the selection), if the rows
+    are at most ``count_up_to`` (None: always). ``lf`` must be pinned to a table version, so the answer
+    holds for it; ``uri`` and ``options`` name the table in errors.
+    """
+    rows = None
+    if where is not None:
+        if not where.may_repeat:
+            return False
+        rows = where.rows
+    if count_up_to is not None and (rows is None or rows > count_up_to):
+        return True  # too big to count eagerly here: keep the caller's plan lazy and streaming
+    key = pl.col(ids[0]) if len(ids) == 1 else pl.struct(list(ids))
+    with _io.guard("read", uri, options):
+        counts = lf.select(pl.len().alias("rows"), key.n_unique().alias("samples")).collect()
+    return int(counts["rows"][0]) != int(counts["samples"][0])
+
+
+def latest_per_sample(lf: pl.LazyFrame, ids: Sequence[str]) -> pl.LazyFrame:
+    """Keep the newest row of every sample.
+
+    A semi-join against the per-sample maximum timestamp streams (group-by + join) instead of sorting
+    the whole table; write batches never hold duplicate ids, so timestamps only tie within a sample when
+    two writes land in the same microsecond.
+    """
+    newest = lf.group_by(list(ids)).agg(pl.col(CREATED_AT).max())
+    return lf.join(newest, on=[*ids, CREATED_AT], how="semi", nulls_equal=True)
+
+
+def newest_rows(df: pl.DataFrame, ids: Sequence[str]) -> pl.DataFrame:
+    """The newest row (by ``metaxy_created_at``) of every sample of an in-memory frame.
+
+    Write batches never repeat a sample, so most frames hold one row per sample: a single grouping finds the
+    few repeated samples, and only their rows are sorted (ties on the timestamp keep one row).
+    """
+    if df.height == 0:
+        return df
+    ids = list(ids)
+    repeated = (
+        df.lazy().group_by(ids).agg(pl.len().alias("__n")).filter(pl.col("__n") > 1).drop("__n").collect()
+    )
+    if repeated.height == 0:
+        return df
+    single = df.lazy().join(repeated.lazy(), on=ids, how="anti", nulls_equal=True)
+    newest = (
+        df.lazy()
+        .join(repeated.lazy(), on=ids, how="semi", nulls_equal=True)
+        .sort(CREATED_AT, nulls_last=False)
+        .unique(subset=ids, keep="last", maintain_order=False)
+    )
+    return pl.concat([single, newest]).collect()

@@ -1,0 +1,250 @@
+"""``resolve_update``: which samples of a feature are new, changed or gone, compared with what is stored.
+
+The comparison itself (:func:`expected_rows` then :func:`compare`) works on frames it is given: the expected
+provenance of the samples and the newest stored row of each sample. :func:`resolve_update` feeds it the
+store's tables in one query, or, when an input is larger than the store's ``partition_rows``, returns lazy
+frames that run the very same comparison once per bucket of samples (:func:`bucketed_increment`), so memory
+follows the bucket size, never the table size.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+import polars as pl
+from polars.io.plugins import register_io_source
+
+from metaxy_core.errors import MetadataSchemaError, MetaxyError
+from metaxy_core.store import _io
+from metaxy_core.store._buckets import SharedBuckets, plan
+from metaxy_core.store._layout import Layout, latest_per_sample, layout, may_repeat
+from metaxy_core.store.base import FrameLike, Increment
+from metaxy_core.store.provenance import (
+    CREATED_AT,
+    DATA_VERSION_BY_FIELD,
+    FEATURE_VERSION,
+    PROVENANCE,
+    PROVENANCE_BY_FIELD,
+    SYSTEM_COLUMNS,
+    check_rows,
+    combined_provenance,
+)
+
+if TYPE_CHECKING:
+    from metaxy_core.graph.graph import FeatureGraph
+    from metaxy_core.graph.keys import FeatureKey
+    from metaxy_core.graph.spec import FeatureSpec
+    from metaxy_core.store.delta import DeltaMetadataStore
+
+
+def resolve_update(
+    store: DeltaMetadataStore, spec: FeatureSpec, graph: FeatureGraph, samples: FrameLike | None
+) -> Increment:
+    """:meth:`DeltaMetadataStore.resolve_update` for ``spec``: bucketed for large inputs, else one query."""
+    bucketed = bucketed_increment(store, spec, graph, samples)
+    if bucketed is not None:
+        return bucketed
+    expected = store.expected_provenance(spec, graph) if spec.deps else None
+    expected, requested_ids = expected_rows(spec, samples, expected)
+    stored = store.current_rows(spec, graph, any_version=True)
+    return compare(spec, graph, expected, requested_ids, stored)
+
+
+def expected_rows(
+    spec: FeatureSpec, samples: FrameLike | None, upstream_expected: pl.LazyFrame | None
+) -> tuple[pl.LazyFrame, pl.LazyFrame | None]:
+    """The samples to compare with their expected provenance, and the ids ``samples`` asked for (if any).
+
+    A root feature's expected provenance is the one its ``samples`` bring; a downstream feature's is
+    ``upstream_expected`` (from the upstream rows), restricted to ``samples``' ids when given, whose extra
+    columns are carried along.
+
+    Raises:
+        MetaxyError: a root feature without ``samples``.
+        MetadataSchemaError: ``samples`` lack id columns or bring a malformed provenance struct.
+    """
+    ids = list(spec.id_columns)
+    if not spec.deps:
+        if samples is None:
+            raise MetaxyError(
+                f"feature {spec.key} is a root feature: pass samples= with its id columns and "
+                f"{PROVENANCE_BY_FIELD} (the root's provenance comes from its data, not from upstream)"
+            )
+        given = samples.lazy()
+        check_rows(spec, given.collect_schema())
+        expected = given.with_columns(
+            pl.struct([pl.col(PROVENANCE_BY_FIELD).struct.field(f) for f in spec.field_names]).alias(
+                PROVENANCE_BY_FIELD
+            )
+        ).with_columns(combined_provenance(PROVENANCE_BY_FIELD, spec.field_names).alias(PROVENANCE))
+        return expected, None
+    assert upstream_expected is not None
+    if samples is None:
+        return upstream_expected, None
+    given = samples.lazy()
+    missing = [c for c in ids if c not in given.collect_schema()]
+    if missing:
+        raise MetadataSchemaError(f"samples for feature {spec.key} lack id column(s) {missing}")
+    keep = [c for c in given.collect_schema() if c not in SYSTEM_COLUMNS]
+    expected = given.select(keep).join(upstream_expected, on=ids, how="inner", nulls_equal=True)
+    return expected, given.select(ids)
+
+
+def compare(
+    spec: FeatureSpec,
+    graph: FeatureGraph,
+    expected: pl.LazyFrame,
+    requested_ids: pl.LazyFrame | None,
+    stored: pl.LazyFrame | None,
+) -> Increment:
+    """The increment of ``expected`` against ``stored`` (the newest row of each sample, any version).
+
+    ``changed`` also holds samples stored under another feature version, so a code-version bump shows up
+    as changes rather than as new samples; ``removed`` is limited to ``requested_ids`` when given.
+    """
+    ids = list(spec.id_columns)
+    if stored is None:
+        schema = expected.collect_schema()
+        removed_schema = {c: schema[c] for c in ids}
+        removed_schema.update({PROVENANCE_BY_FIELD: schema[PROVENANCE_BY_FIELD], PROVENANCE: pl.String})
+        empty = pl.LazyFrame(schema=removed_schema)
+        return Increment(added=expected, changed=expected.head(0), removed=empty)
+    stored_prov = stored.select(
+        [*ids, pl.col(PROVENANCE).alias("__stored"), pl.col(FEATURE_VERSION).alias("__stored_version")]
+    )
+    added = expected.join(stored_prov, on=ids, how="anti", nulls_equal=True)
+    changed = (
+        expected.join(stored_prov, on=ids, how="inner", nulls_equal=True)
+        .filter(
+            (pl.col(PROVENANCE) != pl.col("__stored"))
+            | (pl.col("__stored_version") != graph.feature_version(spec.key))
+        )
+        .drop("__stored", "__stored_version")
+    )
+    removed = stored.select([*ids, PROVENANCE_BY_FIELD, PROVENANCE])
+    if requested_ids is not None:
+        removed = removed.join(requested_ids, on=ids, how="semi", nulls_equal=True)
+    removed = removed.join(expected.select(ids), on=ids, how="anti", nulls_equal=True)
+    return Increment(added=added, changed=changed, removed=removed)
+
+
+#: one bucket in memory at a time, even when polars pulls several frames at once (``pl.collect_all``)
+_BUCKET_LOCK = threading.Lock()
+
+
+def bucketed_increment(
+    store: DeltaMetadataStore,
+    spec: FeatureSpec,
+    graph: FeatureGraph,
+    samples: FrameLike | None,
+) -> Increment | None:
+    """``resolve_update`` for large inputs, or None when they are small enough for a single query.
+
+    Each of ``added``/``changed``/``removed`` is a lazy frame backed by a Python IO source: collecting (or
+    sinking, counting...) it computes the increment one bucket of samples at a time with the regular
+    single-query code on that bucket's rows, so memory follows the bucket size, never the table size.
+    Projections, filters and ``head`` pushed down by polars are applied per bucket.
+    """
+    ids = list(spec.id_columns)
+    # (input name, its feature: None for samples, the rows, what the Delta log says about them)
+    inputs: list[tuple[str, FeatureKey | None, pl.LazyFrame, Layout | None]] = []
+    table = _io.open_table(store.table_uri(spec.key), store.storage_options)
+    scan = store.scan_feature(spec.key) if table is not None else None
+    if scan is not None:
+        narrow = [*ids, PROVENANCE_BY_FIELD, PROVENANCE, FEATURE_VERSION, CREATED_AT]
+        schema = scan.collect_schema()
+        inputs.append(("stored", spec.key, scan.select(narrow), layout(table, ids, schema, None)))
+    for i, dep in enumerate(spec.deps):
+        up_spec = graph.spec(dep.feature)
+        up_table = _io.open_table(store.table_uri(up_spec.key), store.storage_options)
+        up_scan = store.scan_feature(up_spec.key) if up_table is not None else None
+        if up_scan is None:
+            return None  # the regular path raises the helpful "write the upstream first" error
+        version = graph.feature_version(up_spec.key)
+        up_schema = up_scan.collect_schema()
+        inputs.append(
+            (
+                f"up{i}",
+                up_spec.key,
+                up_scan.select([*ids, DATA_VERSION_BY_FIELD, FEATURE_VERSION, CREATED_AT]),
+                layout(up_table, ids, up_schema, version),
+            )
+        )
+    sample_rows = samples.height if isinstance(samples, pl.DataFrame) else 0
+    sizes = [where.rows for _, _, _, where in inputs if where is not None] + [sample_rows]
+    if max(sizes) <= store.partition_rows:
+        return None
+    if samples is not None:
+        inputs.append(("samples", None, samples.lazy(), None))
+    biggest = max((where for _, _, _, where in inputs if where is not None), key=lambda w: w.rows)
+    partitioning = plan(biggest, ids, max(1, store.partition_rows // 2))
+    if partitioning.k == 1:
+        return None
+
+    def newest(
+        frames: Mapping[str, pl.LazyFrame], name: str, key: FeatureKey, version: str | None
+    ) -> pl.LazyFrame:
+        """One bucket's newest rows of ``key`` at ``version`` (any when None), as the store selects them."""
+        lf = frames[name]
+        if version is not None:
+            lf = lf.filter(pl.col(FEATURE_VERSION) == version)
+        key_ids = list(graph.spec(key).id_columns)
+        if may_repeat(lf, key_ids, None, uri=store.table_uri(key), options=store.storage_options):
+            lf = latest_per_sample(lf, key_ids)
+        return lf
+
+    def increment_of(frames: Mapping[str, pl.LazyFrame]) -> Increment:
+        """The single-query comparison over one bucket's rows (the same code as for whole tables)."""
+        expected = None
+        if spec.deps:
+            upstream = {
+                dep.feature: newest(frames, f"up{i}", dep.feature, graph.feature_version(dep.feature))
+                for i, dep in enumerate(spec.deps)
+            }
+            expected = store.expected_provenance(spec, graph, upstream=upstream)
+        expected, requested_ids = expected_rows(spec, frames.get("samples"), expected)
+        stored = newest(frames, "stored", spec.key, None) if "stored" in frames else None
+        return compare(spec, graph, expected, requested_ids, stored)
+
+    # Output schemas, from the regular plan over empty inputs (nothing is read).
+    template = increment_of({name: lf.head(0) for name, _, lf, _ in inputs})
+    shared = SharedBuckets(partitioning, [(name, lf, where) for name, _, lf, where in inputs])
+
+    def frame(which: str) -> pl.LazyFrame:
+        def source(
+            with_columns: list[str] | None,
+            predicate: pl.Expr | None,
+            n_rows: int | None,
+            batch_size: int | None,
+        ) -> Iterator[pl.DataFrame]:
+            produced = 0
+            with _BUCKET_LOCK:
+                buckets = shared.buckets()
+            for b in range(partitioning.k):
+                with _BUCKET_LOCK:
+                    inc = increment_of({name: buckets.get(name, b) for name, _, _, _ in inputs})
+                    lf = getattr(inc, which).lazy()
+                    if predicate is not None:
+                        lf = lf.filter(predicate)
+                    if with_columns is not None:
+                        lf = lf.select(with_columns)
+                    if n_rows is not None:
+                        lf = lf.head(max(0, n_rows - produced))
+                    df = lf.collect()
+                if df.height:
+                    produced += df.height
+                    yield df
+                if n_rows is not None and produced >= n_rows:
+                    return
+
+        schema = getattr(template, which).lazy().collect_schema()
+        return register_io_source(
+            source,
+            schema=schema,
+            explain_name=f"metaxy resolve_update {which}",
+            explain_detail=f"{spec.key}, {partitioning.k} {partitioning.mode} buckets",
+        )
+
+    return Increment(added=frame("added"), changed=frame("changed"), removed=frame("removed"))
