@@ -10,6 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class MetaxyError(Exception):
@@ -78,6 +82,35 @@ class FileError(MetaxyError):
         self.path = Path(path)
         self.detail = message
         super().__init__(f"{path}: {message}")
+
+
+def format_validation_error(exc: ValidationError, *, verbatim: bool = False) -> str:
+    """A pydantic error as one ``location: problem`` per error, joined by ``"; "`` (the one formatter).
+
+    Unknown keys get a hint (``unknown key; remove it or check its spelling``), missing fields say so plainly
+    and pydantic's ``Value error, `` prefix is dropped, so a message reads as the validator wrote it.
+
+    Args:
+        exc: the validation error.
+        verbatim: keep pydantic's own messages (``Field required``, ``Value error, ...``) and write the hint
+            as ``unknown key, remove it or check its spelling``: the wording of configuration errors.
+
+    Example:
+        >>> format_validation_error(exc)  # doctest: +SKIP
+        'colour: unknown key; remove it or check its spelling; count: required field is missing'
+    """
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            hint = "unknown key, remove it" if verbatim else "unknown key; remove it"
+            parts.append(f"{loc}: {hint} or check its spelling")
+        elif err["type"] == "missing" and not verbatim:
+            parts.append(f"{loc}: required field is missing")
+        else:
+            msg = err["msg"] if verbatim else err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
 
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")

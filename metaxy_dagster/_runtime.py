@@ -7,22 +7,32 @@ its migration file and the store, so Dagster may run it in any process or on any
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from metaxy_core.config import MetaxyConfig
 from metaxy_core.errors import MetaxyError, redact
+from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.migrations import LockedError, Migration, MigrationFailed, load_migration_file
-from metaxy_core.migrations.executor import MigrationEditedError
+from metaxy_core.migrations.chain import MigrationChain
+from metaxy_core.migrations.executor import MigrationEditedError, MigrationExecutor, ParentNotAppliedError
+from metaxy_core.store.delta import DeltaMetadataStore
 from metaxy_dagster import events
 from metaxy_dagster.errors import (
     MetaxyDagsterError,
     MetaxyDefinitionsError,
     MetaxyMigrationChangedError,
     MetaxyMigrationFailedError,
+    MetaxyParentNotAppliedError,
     MetaxyRunError,
     MetaxyStoreLockedError,
 )
+
+if TYPE_CHECKING:
+    from metaxy_dagster.resources import MetaxyStoreResource
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,9 @@ class MigrationRef:
         migration = load_migration_file(self.source_path)
         if migration.checksum != self.checksum:
             raise MetaxyMigrationChangedError(
-                f"{self.source_path} changed since the Dagster code location was loaded (checksum {self.checksum} "
-                f"-> {migration.checksum}); reload the code location so its assets match the file, then launch "
-                "the run again"
+                f"{self.source_path} changed since the Dagster code location was loaded (checksum "
+                f"{self.checksum} -> {migration.checksum}); reload the code location so its assets match the "
+                "file, then launch the run again"
             )
         return migration
 
@@ -107,6 +117,13 @@ def metaxy_errors(secrets: list[str] | None = None) -> Iterator[None]:
         ) from None
     except LockedError as exc:
         raise MetaxyStoreLockedError(redact(str(exc), secrets), error=exc) from None
+    except ParentNotAppliedError as exc:
+        raise MetaxyParentNotAppliedError(
+            f"migration {exc.migration_id} follows {exc.parent}, which is "
+            f"{exc.parent_status.replace('_', ' ')} in {exc.store_uri}; apply {exc.parent} first "
+            "(materialize its asset, or select it in the same run)",
+            error=exc,
+        ) from None
     except MigrationEditedError as exc:
         raise MetaxyMigrationChangedError(
             redact(str(exc), secrets) + ". In Dagster, --force is the run configuration "
@@ -115,3 +132,43 @@ def metaxy_errors(secrets: list[str] | None = None) -> Iterator[None]:
         ) from None
     except MetaxyError as exc:
         raise MetaxyRunError(redact(str(exc), secrets), error=exc) from None
+
+
+@dataclass
+class MetaxyRun:
+    """What an op, a check or a sensor works with: the configuration and store, built in the process that
+    runs it (the one run set-up path; see :func:`open_run`)."""
+
+    config: MetaxyConfig
+    store: DeltaMetadataStore
+
+    @property
+    def secrets(self) -> list[str]:
+        """Values to redact from anything shown to users."""
+        return self.store.secrets
+
+    @cached_property
+    def graph(self) -> FeatureGraph:
+        """The code's feature graph (the entrypoints imported once per run)."""
+        return self.config.load_features()
+
+    def load_chain(self) -> MigrationChain:
+        """The migration chain from the files (never the store)."""
+        return self.config.load_chain(self.graph)
+
+    def executor(self, **kwargs: Any) -> MigrationExecutor:
+        """A :class:`MigrationExecutor` over the store and the code's graph (``run_id``, ``force``, ...)."""
+        return MigrationExecutor(self.store, project=self.store.project, graph=self.graph, **kwargs)
+
+    def errors(self) -> AbstractContextManager[None]:
+        """:func:`metaxy_errors` with this run's secrets: wrap every engine call in it."""
+        return metaxy_errors(self.secrets)
+
+
+def open_run(resource: MetaxyStoreResource) -> MetaxyRun:
+    """Build the configuration and store from ``resource``, with their errors (a missing or invalid config
+    file, bad storage options) raised as :class:`MetaxyDagsterError`, like every later engine error."""
+    with metaxy_errors():
+        config = resource.get_config()
+        store = config.get_store()
+    return MetaxyRun(config, store)

@@ -23,20 +23,19 @@ from dagster import (
 
 from metaxy_core.errors import redact
 from metaxy_core.migrations import Migration, MigrationResult, StepResult
-from metaxy_core.migrations.progress import MigrationState
+from metaxy_core.migrations.results import RollbackStatus, RunStatus, StepStatus
 from metaxy_core.migrations.rollback import RollbackResult
+from metaxy_core.migrations.state import MigrationState
 
 if TYPE_CHECKING:
-    from metaxy_dagster.checks import MigrationVerification
+    from metaxy_core.migrations.verify import MigrationVerification
 
 _STEP_SCHEMA = TableSchema(
     columns=[
         TableColumn("operation", "int", description="1-based position of the operation in the migration"),
         TableColumn("op_id", "string"),
         TableColumn("feature", "string"),
-        TableColumn(
-            "status", "string", description="completed, planned, recompute_required, already_done, failed"
-        ),
+        TableColumn("status", "string", description=", ".join(StepStatus)),
         TableColumn("rows", "int", description="rows written (or that would be written in a dry run)"),
         TableColumn("duration_s", "float"),
         TableColumn("note", "string"),
@@ -66,7 +65,7 @@ def step_table(steps: Sequence[StepResult], secrets: Iterable[str] = ()) -> Meta
                     "operation": s.op_index + 1,
                     "op_id": s.op_id,
                     "feature": s.feature_key,
-                    "status": s.status,
+                    "status": str(s.status),
                     "rows": s.rows,
                     "duration_s": round(s.duration_s, 3),
                     "note": redact(s.note or s.error, secrets),
@@ -84,7 +83,7 @@ def result_metadata(result: MigrationResult, secrets: Iterable[str] = ()) -> dic
     features = list(dict.fromkeys(s.feature_key for s in result.steps))
     metadata: dict[str, Any] = {
         "metaxy/migration_id": result.migration_id,
-        "metaxy/status": result.status,
+        "metaxy/status": str(result.status),
         "metaxy/dry_run": MetadataValue.bool(result.dry_run),
         "metaxy/rows": MetadataValue.int(result.rows_total),
         "metaxy/features": MetadataValue.json(features),
@@ -102,9 +101,7 @@ def result_metadata(result: MigrationResult, secrets: Iterable[str] = ()) -> dic
     return metadata
 
 
-def result_from_state(
-    migration: Migration, state: MigrationState, *, status: str | None = None
-) -> MigrationResult:
+def result_from_state(migration: Migration, state: MigrationState, *, status: RunStatus) -> MigrationResult:
     """A :class:`MigrationResult` rebuilt from the store's progress log (every operation, every process)."""
     steps = [
         StepResult(
@@ -126,7 +123,7 @@ def result_from_state(
     return MigrationResult(
         migration_id=migration.migration_id,
         kind=migration.kind,
-        status=status or state.status,
+        status=status,
         steps=steps,
         duration_s=duration,
         error=state.error,
@@ -136,8 +133,10 @@ def result_from_state(
 def materialization_metadata(
     migration: Migration, state: MigrationState, *, already_applied: bool, secrets: Iterable[str] = ()
 ) -> dict[str, Any]:
-    """Metadata of the migration asset's materialization after an apply (or a no-op on an applied migration)."""
-    result = result_from_state(migration, state, status="already_applied" if already_applied else "completed")
+    """Metadata of the migration asset's materialization after an apply (or a no-op on an applied
+    migration)."""
+    status = RunStatus.ALREADY_APPLIED if already_applied else RunStatus.COMPLETED
+    result = result_from_state(migration, state, status=status)
     metadata = result_metadata(result, secrets)
     metadata["metaxy/checksum"] = migration.checksum
     if state.run_id:
@@ -153,7 +152,7 @@ def plan_observation(
     op_count: int,
     op_id: str,
     steps: Sequence[StepResult],
-    status: str = "planned",
+    status: RunStatus = RunStatus.PLANNED,
     secrets: Iterable[str] = (),
 ) -> AssetObservation:
     """The dry-run plan of one operation of a migration, as an observation of the migration's asset."""
@@ -178,9 +177,11 @@ def plan_observation(
 
 def describe_rollback(result: RollbackResult, secrets: Iterable[str] = ()) -> str:
     """One log line per rolled-back (or planned) migration."""
-    verb = {"planned": "would hide", "rolled_back": "hid", "not_applied": "is not applied;"}.get(
-        result.status, result.status
-    )
+    verb = {
+        RollbackStatus.PLANNED: "would hide",
+        RollbackStatus.ROLLED_BACK: "hid",
+        RollbackStatus.NOT_APPLIED: "is not applied;",
+    }[result.status]
     parts = (
         ", ".join(f"{f.feature_key}: {f.hidden} row(s), {f.restored} restored" for f in result.features)
         or "no rows"
@@ -191,7 +192,7 @@ def describe_rollback(result: RollbackResult, secrets: Iterable[str] = ()) -> st
 def rollback_metadata(result: RollbackResult) -> dict[str, Any]:
     """Observation metadata recording a rollback (or its dry-run plan) on the migration's asset."""
     return {
-        "metaxy/rollback": result.status,
+        "metaxy/rollback": str(result.status),
         "metaxy/dry_run": result.dry_run,
         "metaxy/rows_hidden": result.rows_hidden,
         "metaxy/rows_hidden_by_feature": {f.feature_key: f.hidden for f in result.features},
@@ -208,7 +209,7 @@ def check_result(verification: MigrationVerification, secrets: Iterable[str] = (
     """The result of a migration's "verified after apply" check."""
     metadata: dict[str, Any] = {
         "metaxy/migration_id": verification.migration_id,
-        "metaxy/status": verification.status,
+        "metaxy/status": str(verification.status),
         "metaxy/checked_features": MetadataValue.json(verification.checked_features),
         "metaxy/left_at_old_version": MetadataValue.json(verification.left_at_old_version),
         "metaxy/needs_recompute": MetadataValue.json(verification.needs_recompute),

@@ -19,22 +19,32 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from metaxy_core.errors import MetaxyError, StoreUnreachableError, redact
+from metaxy_core.errors import MetaxyError, StoreUnreachableError, format_validation_error, redact
 from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import progress
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.context import OperationContext
-from metaxy_core.migrations.loader import APPLY_PHASE
 from metaxy_core.migrations.lock import StoreLock
 from metaxy_core.migrations.models import (
+    INITIAL,
     CustomMigration,
     Migration,
+    affected_features,
+    apply_phase_context,
+)
+from metaxy_core.migrations.ops import BaseOperation
+from metaxy_core.migrations.results import (
+    EventStatus,
     MigrationFailed,
     MigrationResult,
+    MigrationStatus,
+    RunStatus,
+    StepOutcome,
     StepResult,
+    StepStatus,
 )
-from metaxy_core.migrations.ops import BaseOperation, StepOutcome, format_validation_error
+from metaxy_core.migrations.state import MigrationState, pending, state_of
 
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
@@ -49,7 +59,19 @@ class MigrationEditedError(MetaxyError):
 
 
 class ParentNotAppliedError(MetaxyError):
-    """A migration was asked to run before its parent completed."""
+    """A migration was asked to run before its parent completed.
+
+    Carries ``migration_id``, ``parent``, the parent's ``parent_status`` and the ``store_uri``, so a caller
+    can word the fix for its own users (Dagster says which asset to materialize).
+    """
+
+    def __init__(self, migration_id: str, parent: str, parent_status: str, store_uri: str) -> None:
+        self.migration_id, self.parent, self.parent_status = migration_id, parent, parent_status
+        self.store_uri = store_uri
+        super().__init__(
+            f"migration {migration_id} follows {parent}, which is not applied yet; run "
+            f"`metaxy migrations apply {migration_id}` to apply the chain up to it"
+        )
 
 
 def _in_graph(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -101,26 +123,21 @@ class MigrationExecutor:
         self.lock = StoreLock(store, self.run_id)
 
     # ------------------------------------------------------------------ status
-    def states(self) -> dict[str, progress.MigrationState]:
+    def states(self) -> dict[str, MigrationState]:
         return progress.read_states(self.store, self.project)
 
-    def state(self, migration_id: str) -> progress.MigrationState:
-        return self.states().get(migration_id) or progress.MigrationState(migration_id)
+    def state(self, migration_id: str) -> MigrationState:
+        return state_of(self.states(), migration_id)
 
     def pending(
         self,
         chain: MigrationChain,
         target: str | None = None,
         *,
-        states: dict[str, progress.MigrationState] | None = None,
+        states: dict[str, MigrationState] | None = None,
     ) -> list[Migration]:
-        states = self.states() if states is None else states
-        return [
-            m
-            for m in chain.upto(target)
-            if states.get(m.migration_id, progress.MigrationState(m.migration_id)).status
-            != progress.COMPLETED
-        ]
+        """Migrations of ``chain`` up to ``target`` that are not completed, in chain order."""
+        return pending(chain.upto(target), self.states() if states is None else states)
 
     # ------------------------------------------------------------------- apply
     def apply(
@@ -152,14 +169,14 @@ class MigrationExecutor:
         migrations: list[Migration],
         todo: list[Migration],
         *,
-        states: dict[str, progress.MigrationState] | None = None,
+        states: dict[str, MigrationState] | None = None,
     ) -> None:
         """Everything that can be checked without writing, before the lock is taken or anything is recorded.
 
         ``migrations`` (the chain up to the target) must match the files they were applied from; for every
-        migration in ``todo``: its validators pass in the apply phase, its operations build, its snapshots were
-        pushed and every feature its operations name is in the graph. A bad file therefore fails the command
-        with nothing written, not after the lock and a ``started`` event.
+        migration in ``todo``: its validators pass in the apply phase, its operations build, its snapshots
+        were pushed and every feature its operations name is in the graph. A bad file therefore fails the
+        command with nothing written, not after the lock and a ``started`` event.
         """
         states = self.states() if states is None else states
         for migration in migrations:
@@ -176,13 +193,13 @@ class MigrationExecutor:
                 except MetaxyError as exc:
                     raise _located(exc, migration) from None
 
-    def _check_checksum(self, migration: Migration, state: progress.MigrationState | None) -> None:
+    def _check_checksum(self, migration: Migration, state: MigrationState | None) -> None:
         if state and state.checksum and state.checksum != migration.checksum and not self.force:
             raise MigrationEditedError(
                 f"{migration.source_path or migration.migration_id} was edited after it was "
-                f"{'applied' if state.status == progress.COMPLETED else 'partly applied'} (recorded checksum "
-                f"{state.checksum}, file now {migration.checksum}); revert the edit and put new work in a new "
-                "migration, or pass --force to continue with the edited file"
+                f"{'applied' if state.completed else 'partly applied'} (recorded checksum {state.checksum}, "
+                f"file now {migration.checksum}); revert the edit and put new work in a new migration, or "
+                "pass --force to continue with the edited file"
             )
 
     @_in_graph
@@ -192,15 +209,15 @@ class MigrationExecutor:
         """Apply (or plan) one migration: every operation in order, skipping completed steps."""
         start = time.perf_counter()
         state = self.state(migration.migration_id)
-        if state.status == progress.COMPLETED:
+        if state.completed:
             return MigrationResult(
                 migration_id=migration.migration_id,
                 kind=migration.kind,
-                status="already_applied",
+                status=RunStatus.ALREADY_APPLIED,
                 dry_run=dry_run,
             )
         if chain is not None and not dry_run:
-            self._check_parent(migration, chain)
+            self.check_parent(migration)
         steps: list[StepResult] = []
         if dry_run:
             for index in range(len(self._operations(migration))):
@@ -208,19 +225,17 @@ class MigrationExecutor:
             return MigrationResult(
                 migration_id=migration.migration_id,
                 kind=migration.kind,
-                status="planned",
+                status=RunStatus.PLANNED,
                 dry_run=True,
                 steps=steps,
                 duration_s=time.perf_counter() - start,
             )
         with self.lock:
-            if (
-                self.state(migration.migration_id).status == progress.COMPLETED
-            ):  # finished by another run meanwhile
+            if self.state(migration.migration_id).completed:  # finished by another run meanwhile
                 return MigrationResult(
                     migration_id=migration.migration_id,
                     kind=migration.kind,
-                    status="already_applied",
+                    status=RunStatus.ALREADY_APPLIED,
                     dry_run=False,
                 )
             operations = self._operations(migration)
@@ -231,17 +246,23 @@ class MigrationExecutor:
         return MigrationResult(
             migration_id=migration.migration_id,
             kind=migration.kind,
-            status="completed",
+            status=RunStatus.COMPLETED,
             steps=steps,
             duration_s=time.perf_counter() - start,
         )
 
-    def _check_parent(self, migration: Migration, chain: MigrationChain) -> None:
-        parent = chain.parent_of(migration.migration_id)
-        if parent is not None and self.state(parent.migration_id).status != progress.COMPLETED:
+    def check_parent(self, migration: Migration) -> None:
+        """The one parent check: refuse to apply ``migration`` before the migration it follows completed.
+
+        Raises:
+            ParentNotAppliedError: with the parent and its status.
+        """
+        if migration.parent == INITIAL:
+            return
+        parent = self.state(migration.parent)
+        if not parent.completed:
             raise ParentNotAppliedError(
-                f"migration {migration.migration_id} follows {parent.migration_id}, which is not applied yet; "
-                f"run `metaxy migrations apply {migration.migration_id}` to apply the chain up to it"
+                migration.migration_id, migration.parent, parent.status, self.store.root_uri
             )
 
     # -------------------------------------------------------------- steps
@@ -269,26 +290,24 @@ class MigrationExecutor:
     def _revalidate(self, migration: Migration) -> None:
         """Run the migration's validators in the apply phase (connectivity checks and the like)."""
         try:
-            type(migration).model_validate(migration.model_dump(), context={"metaxy_phase": APPLY_PHASE})
+            type(migration).model_validate(migration.model_dump(), context=apply_phase_context())
         except ValidationError as exc:
             where = migration.source_path or migration.migration_id
             raise MetaxyError(
                 f"{where}: validation failed before any work: {format_validation_error(exc)}"
             ) from None
 
-    def begin(
-        self, migration: Migration, state: progress.MigrationState | None = None
-    ) -> progress.MigrationState:
+    def begin(self, migration: Migration, state: MigrationState | None = None) -> MigrationState:
         """Check the checksum, run apply-phase validators and record ``started`` once per attempt."""
         state = state or self.state(migration.migration_id)
         self._check_checksum(migration, state)
         self._revalidate(migration)
-        if state.status != progress.IN_PROGRESS or state.checksum != migration.checksum:
+        if state.status != MigrationStatus.IN_PROGRESS or state.checksum != migration.checksum:
             progress.record(
                 self.store,
                 project=self.project,
                 migration_id=migration.migration_id,
-                status=progress.STARTED,
+                status=EventStatus.STARTED,
                 run_id=self.run_id,
                 checksum=migration.checksum,
             )
@@ -300,7 +319,7 @@ class MigrationExecutor:
             self.store,
             project=self.project,
             migration_id=migration.migration_id,
-            status=progress.COMPLETED,
+            status=EventStatus.COMPLETED,
             run_id=self.run_id,
             checksum=migration.checksum,
         )
@@ -314,11 +333,7 @@ class MigrationExecutor:
 
     def context(self, migration: Migration, op_index: int, *, dry_run: bool) -> OperationContext:
         from_graph, to_graph = migration.resolve_graphs(self.store, self.project, self.graph)
-        affected = (
-            migration.get_affected_features(self.store, self.project, self.graph)  # type: ignore[call-arg]
-            if _takes_graph(migration)
-            else migration.get_affected_features(self.store, self.project)
-        )
+        affected = affected_features(migration, self.store, self.project, self.graph)
         return OperationContext(
             store=self.store,
             project=self.project,
@@ -340,19 +355,19 @@ class MigrationExecutor:
         op_index: int,
         *,
         dry_run: bool = False,
-        state: progress.MigrationState | None = None,
+        state: MigrationState | None = None,
         finish: bool | None = None,
     ) -> list[StepResult]:
         """Run (or plan) every unfinished feature step of one operation.
 
-        Self-contained so that Dagster can run each operation in its own op/process: it takes the lock, records
-        ``started`` if needed and, for the last operation (``finish`` default), records completion.
+        Self-contained so that Dagster can run each operation in its own op/process: it takes the lock,
+        records ``started`` if needed and, for the last operation (``finish`` default), records completion.
         """
         operations = self._operations(migration)
         if not 0 <= op_index < len(operations):
             raise MetaxyError(f"migration {migration.migration_id} has no operation #{op_index}")
         state = state or self.state(migration.migration_id)
-        if state.status == progress.COMPLETED:
+        if state.completed:
             return []
         finish = (op_index == len(operations) - 1) if finish is None else finish
         if dry_run:
@@ -361,7 +376,7 @@ class MigrationExecutor:
         with self.lock:
             # Read again under the lock: another run may have progressed since the caller's read.
             state = self.state(migration.migration_id)
-            if state.status == progress.COMPLETED:
+            if state.completed:
                 return []
             state = self.begin(migration, state)
             results = self._run_steps(migration, op_index, operations[op_index], state, dry_run=False)
@@ -374,7 +389,7 @@ class MigrationExecutor:
         migration: Migration,
         op_index: int,
         op: BaseOperation | None,
-        state: progress.MigrationState,
+        state: MigrationState,
         *,
         dry_run: bool,
     ) -> list[StepResult]:
@@ -399,7 +414,7 @@ class MigrationExecutor:
                         op_id=op_id,
                         op_type=op_type,
                         feature_key=feature,
-                        status="already_done",
+                        status=StepStatus.ALREADY_DONE,
                         rows=done.rows,
                         note=done.note,
                     )
@@ -439,6 +454,7 @@ class MigrationExecutor:
                 else:
                     assert ctx is not None
                     outcome = op.run(ctx, FeatureKey(feature))
+                status = _step_status(outcome, op_id)
             except Exception as exc:
                 duration = time.perf_counter() - start
                 message = redact(f"{type(exc).__name__}: {exc}", self.store.secrets)
@@ -447,7 +463,7 @@ class MigrationExecutor:
                     op_id=op_id,
                     op_type=op_type,
                     feature_key=feature,
-                    status="failed",
+                    status=StepStatus.FAILED,
                     duration_s=duration,
                     error=message,
                 )
@@ -458,7 +474,7 @@ class MigrationExecutor:
                             self.store,
                             project=self.project,
                             migration_id=migration.migration_id,
-                            status=progress.FAILED,
+                            status=EventStatus.FAILED,
                             run_id=self.run_id,
                             checksum=migration.checksum,
                             error=message,
@@ -472,7 +488,7 @@ class MigrationExecutor:
                 failed = MigrationResult(
                     migration_id=migration.migration_id,
                     kind=migration.kind,
-                    status="failed",
+                    status=RunStatus.FAILED,
                     dry_run=dry_run,
                     steps=[result],
                     error=message,
@@ -482,11 +498,13 @@ class MigrationExecutor:
                     + (
                         "Fix the cause and run the dry run again."
                         if dry_run
-                        else "Completed steps are kept; fix the cause and re-run `metaxy migrations apply` to resume here."
+                        else "Completed steps are kept; fix the cause and re-run `metaxy migrations apply` "
+                        "to resume here."
                     ),
                     failed,
                 ) from exc
-        status = "planned" if dry_run and outcome.status == "completed" else outcome.status
+        if dry_run and status == StepStatus.COMPLETED:
+            status = StepStatus.PLANNED
         result = StepResult(
             op_index=op_index,
             op_id=op_id,
@@ -561,7 +579,11 @@ def _custom_outcome(value: Any) -> StepOutcome:
     return StepOutcome(int(value or 0))
 
 
-def _takes_graph(migration: Migration) -> bool:
-    import inspect
-
-    return "graph" in inspect.signature(migration.get_affected_features).parameters
+def _step_status(outcome: StepOutcome, op_id: str) -> StepStatus:
+    """The outcome's status as a :class:`StepStatus` (an operation may return the plain string)."""
+    if outcome.status in (StepStatus.COMPLETED, StepStatus.RECOMPUTE_REQUIRED):
+        return StepStatus(outcome.status)
+    raise MetaxyError(
+        f"operation {op_id} returned a StepOutcome with status {outcome.status!r}; an operation reports "
+        f"'{StepStatus.COMPLETED}' or '{StepStatus.RECOMPUTE_REQUIRED}'"
+    )

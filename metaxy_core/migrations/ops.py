@@ -11,32 +11,19 @@ from __future__ import annotations
 import importlib
 import reprlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from metaxy_core.errors import MetaxyError
+from metaxy_core.errors import MetaxyError, format_validation_error
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import reconcile
 from metaxy_core.migrations.context import OperationContext
+from metaxy_core.migrations.results import StepOutcome, StepStatus
 
 
 class OperationError(MetaxyError):
     """An operation is misconfigured or cannot be resolved."""
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """What one (operation, feature) step did.
-
-    ``status`` is ``completed`` or ``recompute_required`` (a root feature changed: the data must be
-    recomputed by the pipeline; not a failure). ``rows`` counts rows written, or that would be in a dry run.
-    """
-
-    rows: int
-    status: str = "completed"
-    note: str = ""
 
 
 class BaseOperation(BaseModel, ABC):
@@ -170,7 +157,7 @@ class DataVersionReconciliation(BaseOperation):
         if not spec.deps:
             return StepOutcome(
                 0,
-                status="recompute_required",
+                status=StepStatus.RECOMPUTE_REQUIRED,
                 note=(
                     f"root feature {feature} changed ({old_version} -> {new_version}); its provenance comes "
                     "from its data, so reconciliation cannot carry it over: recompute this feature"
@@ -299,8 +286,8 @@ def resolve_operation_class(type_path: str) -> type[BaseOperation]:
         )
     if getattr(obj, "__abstractmethods__", None):
         raise OperationError(
-            f"operation type {type_path!r} is abstract (missing {', '.join(sorted(obj.__abstractmethods__))}); "
-            "name a concrete subclass"
+            f"operation type {type_path!r} is abstract (missing "
+            f"{', '.join(sorted(obj.__abstractmethods__))}); name a concrete subclass"
         )
     return obj
 
@@ -334,21 +321,6 @@ def build_operation(spec: BaseOperation | dict[str, Any]) -> BaseOperation:
 
 def _accepts_literal(annotation: Any) -> bool:
     return "Literal" in repr(annotation)
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``field: message`` with a hint for unknown keys."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"{loc}: unknown key; remove it or check its spelling")
-        elif err["type"] == "missing":
-            parts.append(f"{loc}: required field is missing")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
 
 
 def _snake(name: str) -> str:
