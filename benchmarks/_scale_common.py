@@ -3,7 +3,8 @@
 Every measurement runs in a fresh *spawned* subprocess (never forked: delta-rs must not be forked once
 loaded) whose peak RSS (``ru_maxrss``) is reported next to its wall time. Data lives under ``/tmp``.
 
-The graph (the issue's "2-feature graph"):
+The graph (the issue's "2-feature graph"; the video graph of :mod:`metaxy_core.testing.graphs` under the
+``bench/`` prefix):
 
 * ``bench/raw`` (root): id ``sample_uid``; fields ``frames`` and ``audio``; user column ``path``;
 * ``bench/embeddings``: depends on ``bench/raw``; fields ``embedding`` and ``transcript``; user columns
@@ -35,46 +36,12 @@ WRITE_CHUNK = 1_000_000
 # ----------------------------------------------------------------------------- graph
 def graphs() -> tuple[Any, Any]:
     """(old graph, new graph) of the benchmark; built fresh so every process gets identical versions."""
-    from metaxy_core import Feature, FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+    from metaxy_core.testing import video_graph
 
-    def build(refined: bool) -> Any:
-        g = FeatureGraph()
-        with g.use():
-
-            class Raw(
-                Feature,
-                spec=FeatureSpec(
-                    key=RAW,
-                    id_columns=["sample_uid"],
-                    fields=[
-                        FieldSpec(key="frames", code_version="1"),
-                        FieldSpec(key="audio", code_version="1"),
-                    ],
-                ),
-            ):
-                path: str
-
-            deps_e = [FieldDep(feature=RAW, fields=["frames"])] if refined else None
-            deps_t = [FieldDep(feature=RAW, fields=["audio"])] if refined else None
-
-            class Emb(
-                Feature,
-                spec=FeatureSpec(
-                    key=EMB,
-                    id_columns=["sample_uid"],
-                    deps=[FeatureDep(feature=RAW)],
-                    fields=[
-                        FieldSpec(key="embedding", code_version="1", deps=deps_e),
-                        FieldSpec(key="transcript", code_version="1", deps=deps_t),
-                    ],
-                ),
-            ):
-                embedding_path: str
-                dim: int
-
-        return g
-
-    return build(False), build(True)
+    return (
+        video_graph(prefix="bench", transcript="1", refined=False),
+        video_graph(prefix="bench", transcript="1", refined=True),
+    )
 
 
 # ------------------------------------------------------------------------------ data

@@ -13,7 +13,7 @@ same number right before the measured call (interpreter, imports and the input f
 what the call itself cost. Linux carries ``ru_maxrss`` across fork+exec, so this script's own process imports
 nothing heavy and the input data is built in spawned children too.
 
-The graph:
+The graph (the video graph of :mod:`metaxy_core.testing.graphs` under the ``bench/`` prefix):
 
 * ``bench/raw`` (root): id ``sample_uid``; fields ``frames`` and ``audio``; user column ``path``;
 * ``bench/embeddings``: depends on ``bench/raw``; fields ``embedding`` (<- ``frames``) and ``transcript``
@@ -47,41 +47,9 @@ CHANGED_FRACTION = 0.01
 # ------------------------------------------------------------------------------------ graph & data
 def build_graph() -> Any:
     """The benchmark graph, built the same way in every process (so every process gets the same versions)."""
-    from metaxy_core import Feature, FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+    from metaxy_core.testing import video_graph
 
-    graph = FeatureGraph()
-    with graph.use():
-
-        class Raw(
-            Feature,
-            spec=FeatureSpec(
-                key=RAW,
-                id_columns=["sample_uid"],
-                fields=[FieldSpec(key="frames", code_version="1"), FieldSpec(key="audio", code_version="1")],
-            ),
-        ):
-            path: str
-
-        class Embeddings(
-            Feature,
-            spec=FeatureSpec(
-                key=EMB,
-                id_columns=["sample_uid"],
-                deps=[FeatureDep(feature=Raw)],
-                fields=[
-                    FieldSpec(
-                        key="embedding", code_version="1", deps=[FieldDep(feature=Raw, fields=["frames"])]
-                    ),
-                    FieldSpec(
-                        key="transcript", code_version="1", deps=[FieldDep(feature=Raw, fields=["audio"])]
-                    ),
-                ],
-            ),
-        ):
-            embedding_path: str
-            dim: int
-
-    return graph
+    return video_graph(prefix="bench", transcript="1")
 
 
 def root_frame(n: int, *, audio_salt: str = "") -> Any:

@@ -139,27 +139,9 @@ OUR_FEATURES = '''
 """The benchmark graph in this project's API (BENCH_REFINED=1: the refined field-level lineage)."""
 import os
 
-from metaxy_core import Feature, FeatureDep, FeatureSpec, FieldDep, FieldSpec
+from metaxy_core.testing import declare_video_features
 
-REFINED = os.environ.get("BENCH_REFINED", "0") == "1"
-
-
-class Raw(Feature, spec=FeatureSpec(key="bench/raw", id_columns=["sample_uid"],
-                                    fields=[FieldSpec(key="frames", code_version="1"),
-                                            FieldSpec(key="audio", code_version="1")])):
-    path: str
-
-
-def _deps(field):
-    return [FieldDep(feature="bench/raw", fields=[field])] if REFINED else None
-
-
-class Emb(Feature, spec=FeatureSpec(key="bench/embeddings", id_columns=["sample_uid"],
-                                    deps=[FeatureDep(feature=Raw)],
-                                    fields=[FieldSpec(key="embedding", code_version="1", deps=_deps("frames")),
-                                            FieldSpec(key="transcript", code_version="1", deps=_deps("audio"))])):
-    embedding_path: str
-    dim: int
+declare_video_features(prefix="bench", transcript="1", refined=os.environ.get("BENCH_REFINED", "0") == "1")
 '''
 
 

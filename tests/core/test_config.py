@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+from pydantic import Field
 
 from metaxy_core import DeltaMetadataStore, FeatureGraph, FeatureKey, MetaxyConfig
+from metaxy_core.config import StoreConfig
 from metaxy_core.errors import ConfigError
+from metaxy_core.testing.messages import pydantic_message
 
 
 def write(path: Path, text: str) -> Path:
@@ -149,7 +154,8 @@ def test_an_invalid_environment_value_is_reported_against_the_environment(
     with pytest.raises(ConfigError) as exc:
         MetaxyConfig.load(start_dir=tmp_path)
     assert str(exc.value) == (
-        "METAXY_* environment: invalid metaxy configuration: lock_ttl_seconds: Input should be greater than 0"
+        "METAXY_* environment: invalid metaxy configuration: lock_ttl_seconds: "
+        + pydantic_message(Annotated[float, Field(gt=0)], -5)
     )
 
 
@@ -231,16 +237,14 @@ def test_a_store_that_is_not_a_table_is_reported_even_with_env_overrides(
     write(tmp_path / "metaxy.toml", 'store = "s3://b/p"\n')
     monkeypatch.setenv("METAXY_STORE_ROOT", "s3://other/p")
     with pytest.raises(
-        ConfigError, match=r"store: Input should be a valid dictionary or instance of StoreConfig$"
+        ConfigError, match=re.escape(f"store: {pydantic_message(StoreConfig, 's3://b/p')}") + "$"
     ):
         MetaxyConfig.load(start_dir=tmp_path)
 
 
 def test_an_invalid_project_name_is_rejected(tmp_path: Path) -> None:
     write(tmp_path / "metaxy.toml", 'project = "my project/1"\n')
-    with pytest.raises(
-        ConfigError, match=r"project: Value error, project name 'my project/1' must be letters"
-    ):
+    with pytest.raises(ConfigError, match=r"project: (.*, )?project name 'my project/1' must be letters"):
         MetaxyConfig.load(start_dir=tmp_path)
 
 

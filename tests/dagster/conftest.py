@@ -28,4 +28,3 @@ def instance():
     """One persistent (sqlite) Dagster instance for the session; tests tell their runs apart by run id."""
     with dg.instance_for_test() as inst:
         yield inst
-

@@ -18,63 +18,23 @@ from typing import ClassVar
 
 import polars as pl
 
-from metaxy_core import Feature, FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec, MetaxyConfig
+from metaxy_core import FeatureGraph, MetaxyConfig
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import BaseOperation, OperationContext, StepOutcome
 from metaxy_core.store.delta import SYSTEM_DIR, DeltaMetadataStore
+from metaxy_core.testing import seed_video_store, video_features, video_graph, write_migration
 
 RAW, EMB, CLIP = "video/raw", "video/embeddings", "video/clip_scores"
 RECONCILE = {"type": "metaxy_core.migrations.ops.DataVersionReconciliation"}
 SAMPLES = ["s1", "s2", "s3", "s4", "s5"]
 
 
-def declare_features(version: int) -> None:
-    """Declare raw -> embeddings -> clip scores in the active graph; ``version`` is the embeddings' code version."""
-
-    class Raw(
-        Feature,
-        spec=FeatureSpec(
-            key=RAW,
-            id_columns=["sample_uid"],
-            fields=[FieldSpec(key="frames", code_version="1"), FieldSpec(key="audio", code_version="1")],
-        ),
-    ):
-        path: str
-
-    class Emb(
-        Feature,
-        spec=FeatureSpec(
-            key=EMB,
-            id_columns=["sample_uid"],
-            deps=[FeatureDep(feature=Raw)],
-            fields=[
-                FieldSpec(
-                    key="embedding",
-                    code_version=str(version),
-                    deps=[FieldDep(feature=Raw, fields=["frames"])],
-                )
-            ],
-        ),
-    ):
-        dim: int
-
-    class Clip(
-        Feature,
-        spec=FeatureSpec(
-            key=CLIP,
-            id_columns=["sample_uid"],
-            deps=[FeatureDep(feature=Emb)],
-            fields=[FieldSpec(key="score", code_version="1")],
-        ),
-    ):
-        score: float
-
-
 def build_graph(version: int) -> FeatureGraph:
-    graph = FeatureGraph()
-    with graph.use():
-        declare_features(version)
-    return graph
+    """raw -> embeddings -> clip scores (the video graph of metaxy_core.testing).
+
+    ``version`` is the embeddings' code version.
+    """
+    return video_graph(embedding=str(version), downstream=CLIP)
 
 
 # --------------------------------------------------------------------------- custom operations
@@ -110,25 +70,6 @@ class LeakyOperation(BaseOperation):
 
 
 # --------------------------------------------------------------------------- projects
-def _migration_yaml(
-    migration_id: str, parent: str, from_v: str, to_v: str, ops: list[dict], description: str
-) -> str:
-    import yaml
-
-    return yaml.safe_dump(
-        {
-            "migration_id": migration_id,
-            "created_at": f"{migration_id[:4]}-{migration_id[4:6]}-{migration_id[6:8]}T00:00:00+00:00",
-            "parent": parent,
-            "description": description,
-            "from_snapshot_version": from_v,
-            "to_snapshot_version": to_v,
-            "ops": ops,
-        },
-        sort_keys=False,
-    )
-
-
 @dataclass
 class Project:
     """A metaxy project on disk: ``metaxy.toml``, an entrypoint module, migration files and a Delta store."""
@@ -183,21 +124,8 @@ class Project:
         return self.store().push_snapshot(self.graph(version)).snapshot_version
 
     def write_data(self, version: int, samples: list[str] = SAMPLES) -> None:
-        store, graph = self.store(), self.graph(version)
-        raw = pl.DataFrame(
-            {
-                "sample_uid": samples,
-                "path": [f"s3://videos/{s}.mp4" for s in samples],
-                "metaxy_provenance_by_field": [{"frames": f"f-{s}", "audio": f"a-{s}"} for s in samples],
-            }
-        )
-        store.write_metadata(RAW, raw, graph=graph)
-        store.write_metadata(
-            EMB, pl.DataFrame({"sample_uid": samples, "dim": [512] * len(samples)}), graph=graph
-        )
-        store.write_metadata(
-            CLIP, pl.DataFrame({"sample_uid": samples, "score": [0.5] * len(samples)}), graph=graph
-        )
+        features = video_features(embedding=str(version), downstream=CLIP)
+        seed_video_store(self.store(), features, samples, frames="f-", audio="a-")
 
     def write_migration(
         self,
@@ -209,18 +137,16 @@ class Project:
         ops: list[dict] | None = None,
         description: str | None = None,
     ) -> Path:
-        path = self.migrations_dir / f"{migration_id}.yaml"
-        path.write_text(
-            _migration_yaml(
-                migration_id,
-                parent,
-                self.graph(from_version).snapshot_version,
-                self.graph(to_version).snapshot_version,
-                ops if ops is not None else [RECONCILE],
-                description or f"Carry embeddings from code version {from_version} to {to_version}",
-            )
+        return write_migration(
+            self.migrations_dir,
+            migration_id,
+            parent=parent,
+            from_snapshot=self.graph(from_version),
+            to_snapshot=self.graph(to_version),
+            ops=ops if ops is not None else [RECONCILE],
+            created_at=f"{migration_id[:4]}-{migration_id[4:6]}-{migration_id[6:8]}T00:00:00+00:00",
+            description=description or f"Carry embeddings from code version {from_version} to {to_version}",
         )
-        return path
 
     def rows_at(self, feature: str, version: int) -> int:
         graph = self.graph(version)
@@ -256,12 +182,14 @@ def make_project(
     store_root: str = "store",
     storage_options: dict[str, str] | None = None,
 ) -> Project:
-    """A project whose code declares ``code_version``, with snapshots ``pushed`` and a chain of ``migrations``."""
+    """A project whose code declares ``code_version``, with snapshots ``pushed`` and a chain of
+    ``migrations``."""
     root = tmp_path / "project"
     root.mkdir(parents=True)
     module = f"mxdg_features_{uuid.uuid4().hex[:10]}"
     (root / f"{module}.py").write_text(
-        f"from metaxy_dg_testkit import declare_features\n\ndeclare_features({code_version})\n"
+        "from metaxy_core.testing import declare_video_features\n\n"
+        f"declare_video_features(embedding='{code_version}', downstream='{CLIP}')\n"
     )
     (root / "metaxy.toml").write_text(
         textwrap.dedent(
@@ -281,7 +209,7 @@ def make_project(
     )
     project = Project(root=root, module=module, code_version=code_version)
     project.migrations_dir.mkdir()
-    for i, version in enumerate(pushed):
+    for version in pushed:
         project.push(version)
         if data_version == version:
             project.write_data(version)

@@ -16,15 +16,10 @@ from metaxy_core.cli.app import main
 
 FEATURES = """
 import os
-from metaxy_core import Feature, FeatureDep, FeatureSpec, FieldDep, FieldSpec
 
-class Raw(Feature, spec=FeatureSpec(key="video/raw", fields=[FieldSpec(key="frames"), FieldSpec(key="audio")])):
-    pass
+from metaxy_core.testing import declare_video_features
 
-class Emb(Feature, spec=FeatureSpec(key="video/embeddings", deps=[FeatureDep(feature=Raw)],
-        fields=[FieldSpec(key="clip", code_version=os.environ.get("EMB_VERSION", "1"),
-                          deps=[FieldDep(feature=Raw, fields=["frames"])])])):
-    pass
+declare_video_features(embedding=os.environ.get("EMB_VERSION", "1"))
 """
 
 

@@ -2,78 +2,22 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from metaxy_core import (
-    DeltaMetadataStore,
-    Feature,
-    FeatureDep,
-    FeatureGraph,
-    FeatureSpec,
-    FieldDep,
-    FieldSpec,
-)
+from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.migrations import MigrationExecutor, load_chain
 from metaxy_core.migrations.rollback import RollbackRefused, rollback, rollback_migration
 from metaxy_core.store.provenance import CREATED_AT, WRITE_ID
+from metaxy_core.testing import video_graph, write_migration
 
 N = 200
 
 
 def build_graph(emb: str, tags: str = "1") -> FeatureGraph:
-    graph = FeatureGraph()
-    with graph.use():
-
-        class Raw(
-            Feature,
-            spec=FeatureSpec(key="video/raw", fields=[FieldSpec(key="frames"), FieldSpec(key="audio")]),
-        ):
-            pass
-
-        class Emb(
-            Feature,
-            spec=FeatureSpec(
-                key="video/embeddings",
-                deps=[FeatureDep(feature=Raw)],
-                fields=[
-                    FieldSpec(key="clip", code_version=emb, deps=[FieldDep(feature=Raw, fields=["frames"])])
-                ],
-            ),
-        ):
-            pass
-
-        class Tags(
-            Feature,
-            spec=FeatureSpec(
-                key="video/tags",
-                deps=[FeatureDep(feature=Emb)],
-                fields=[FieldSpec(key="tags", code_version=tags)],
-            ),
-        ):
-            pass
-
-    return graph
-
-
-def _write_migration(
-    directory: Path, migration_id: str, parent: str, g_from: FeatureGraph, g_to: FeatureGraph
-) -> None:
-    (directory / f"{migration_id}.yaml").write_text(
-        textwrap.dedent(
-            f"""\
-            parent: {parent}
-            created_at: "2025-01-01T00:00:00+00:00"
-            from_snapshot_version: "{g_from.snapshot_version}"
-            to_snapshot_version: "{g_to.snapshot_version}"
-            ops:
-              - type: metaxy_core.migrations.ops.DataVersionReconciliation
-            """
-        )
-    )
+    return video_graph(embedding=emb, downstream="video/tags", downstream_version=tags)
 
 
 @pytest.fixture
@@ -98,8 +42,10 @@ def setup(tmp_path: Path):
     store.push_snapshot(g2)
     migrations = tmp_path / "migrations"
     migrations.mkdir()
-    _write_migration(migrations, "20250101_000000_emb", "initial", g1, g2)
-    _write_migration(migrations, "20250102_000000_tags", "20250101_000000_emb", g2, g3)
+    write_migration(migrations, "20250101_000000_emb", from_snapshot=g1, to_snapshot=g2)
+    write_migration(
+        migrations, "20250102_000000_tags", parent="20250101_000000_emb", from_snapshot=g2, to_snapshot=g3
+    )
     return store, load_chain(migrations), (g1, g2, g3)
 
 
