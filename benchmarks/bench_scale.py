@@ -185,29 +185,11 @@ def _resolve_bounded(root: str, how: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- history
 def _history_graph(i: int) -> Any:
-    from metaxy_core import FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+    from metaxy_core.testing import video_graph
 
-    old, _ = C.graphs()
     if i == 0:
-        return old
-    g = FeatureGraph()
-    g.add(old.spec(C.RAW))
-    g.add(
-        FeatureSpec(
-            key=C.EMB,
-            id_columns=["sample_uid"],
-            deps=[FeatureDep(feature=C.RAW)],
-            fields=[
-                FieldSpec(
-                    key="embedding", code_version=str(i), deps=[FieldDep(feature=C.RAW, fields=["frames"])]
-                ),
-                FieldSpec(
-                    key="transcript", code_version="1", deps=[FieldDep(feature=C.RAW, fields=["audio"])]
-                ),
-            ],
-        )
-    )
-    return g
+        return C.graphs()[0]
+    return video_graph(prefix="bench", transcript="1", embedding=str(i))
 
 
 def _history_migrate(root: str, i: int) -> dict[str, Any]:
@@ -537,13 +519,9 @@ class Noop(BaseOperation):
 """
 
 GRAPH_MODULE = """
-import sys
-sys.path.insert(0, {bench!r})
-import _scale_common
-from metaxy_core import FeatureGraph
+from metaxy_core.testing import declare_video_features
 
-for spec in _scale_common.graphs()[0]._specs.values():
-    FeatureGraph.get_active().add(spec)
+declare_video_features(prefix="bench", transcript="1", refined=False)
 """
 
 
@@ -557,7 +535,7 @@ def _setup_chain(project: str, count: int) -> dict[str, Any]:
     shutil.rmtree(root, ignore_errors=True)
     (root / "migrations").mkdir(parents=True)
     (root / "bench_noop_ops.py").write_text(NOOP_OPS)
-    (root / "bench_graph.py").write_text(GRAPH_MODULE.format(bench=str(Path(__file__).resolve().parent)))
+    (root / "bench_graph.py").write_text(GRAPH_MODULE)
     (root / "metaxy.toml").write_text(
         'project = "bench"\nentrypoints = ["bench_graph"]\nmigrations_dir = "migrations"\n'
         '[store]\nroot = "store"\n'
