@@ -15,14 +15,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
 from metaxy_core.graph.graph import FeatureGraph
-from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations.executor import MigrationExecutor
+from metaxy_core.migrations.reconcile import left_behind
 from metaxy_core.migrations.results import MigrationStatus
 from metaxy_core.migrations.state import MigrationState, state_of
-from metaxy_core.store.delta import MetadataNotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -125,37 +122,3 @@ def verify_migration(
         detail = ", ".join(f"{k}: {v}" for k, v in result.needs_recompute.items())
         result.description += f". Samples that need a recompute by the pipeline: {detail}"
     return result
-
-
-def left_behind(
-    store: DeltaMetadataStore, feature: FeatureKey, from_graph: FeatureGraph, to_graph: FeatureGraph
-) -> tuple[int, int] | None:
-    """Samples of ``feature`` stored at its old version but not at its new one, as (could be carried over,
-    need a recompute); None when the feature's version did not change between the graphs."""
-    if feature not in from_graph or feature not in to_graph:
-        return None
-    old_version, new_version = from_graph.feature_version(feature), to_graph.feature_version(feature)
-    if old_version == new_version:
-        return None
-    spec = to_graph.spec(feature)
-    ids = list(spec.id_columns)
-    old = store.read_metadata(
-        feature, feature_version=old_version, graph=from_graph, allow_missing=True
-    ).select(ids)
-    new = store.read_metadata(
-        feature, feature_version=new_version, graph=to_graph, allow_missing=True
-    ).select(ids)
-    lacking = old.join(new, on=ids, how="anti", nulls_equal=True)
-    if not spec.deps:
-        return 0, lacking.select(pl.len()).collect().item()
-    try:
-        expected = store.expected_provenance(spec, to_graph).select(ids)
-    except MetadataNotFoundError:
-        return 0, lacking.select(pl.len()).collect().item()
-    carryable, unreachable = pl.collect_all(
-        [
-            lacking.join(expected, on=ids, how="semi", nulls_equal=True).select(pl.len()),
-            lacking.join(expected, on=ids, how="anti", nulls_equal=True).select(pl.len()),
-        ]
-    )
-    return carryable.item(), unreachable.item()
