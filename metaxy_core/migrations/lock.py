@@ -23,8 +23,14 @@ from deltalake.exceptions import CommitFailedError
 
 from metaxy_core._process import current_pid, dead_local_process, hostname
 from metaxy_core.errors import MetaxyError
-from metaxy_core.store import _io
-from metaxy_core.store.system import LOCK, LOCK_SCHEMA
+from metaxy_core.store.system import (
+    LOCK,
+    LOCK_SCHEMA,
+    append_system,
+    open_system_table,
+    read_system,
+    system_errors,
+)
 
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
@@ -82,15 +88,11 @@ class StoreLock:
 
     # ---------------------------------------------------------------- reading
     def _state(self) -> tuple[DeltaTable | None, LeaseInfo | None]:
-        table = _io.open_table(self.uri, self.store.storage_options)
+        table = open_system_table(self.store, LOCK)
         if table is None:
             return None, None
-        with _io.guard("read", self.uri, self.store.storage_options):
-            df = (
-                _io.scan_table(table, self.store.storage_options)
-                .filter(pl.col("project") == self.store.project)
-                .collect()
-            )
+        df = read_system(self.store, LOCK, table=table, where=pl.col("project") == self.store.project)
+        assert df is not None  # a table was given: its rows were read
         return table, self._holder(df)
 
     @staticmethod
@@ -147,10 +149,10 @@ class StoreLock:
                 raise LockedError(lease)
             row = self._event("acquire")
             try:
-                with _io.guard("lock", self.uri, self.store.storage_options):
+                with system_errors(self.store, LOCK, "lock"):
                     if table is None:
                         # Create the table with a neutral event first; racing creators are harmless.
-                        _io.append(self.uri, self._event("init"), self.store.storage_options)
+                        append_system(self.store, LOCK, self._event("init"))
                         continue
                     write_deltalake(
                         table, row, mode="append", commit_properties=CommitProperties(max_commit_retries=0)
@@ -180,23 +182,19 @@ class StoreLock:
             if lease is None or lease.owner != self.owner:
                 self._depth = 0  # nothing left to release
                 raise LockLostError(self.owner, self._taker(), self.ttl.total_seconds())
-            _io.append(self.uri, self._event("renew"), self.store.storage_options)
+            append_system(self.store, LOCK, self._event("renew"))
 
     def _taker(self) -> LeaseInfo | None:
         """The newest lease another run took since this run acquired (who took over its expired lease)."""
-        table = _io.open_table(self.uri, self.store.storage_options)
-        if table is None:
+        df = read_system(
+            self.store,
+            LOCK,
+            where=(pl.col("project") == self.store.project)
+            & (pl.col("event") == "acquire")
+            & (pl.col("owner") != self.owner),
+        )
+        if df is None:
             return None
-        with _io.guard("read", self.uri, self.store.storage_options):
-            df = (
-                _io.scan_table(table, self.store.storage_options)
-                .filter(
-                    (pl.col("project") == self.store.project)
-                    & (pl.col("event") == "acquire")
-                    & (pl.col("owner") != self.owner)
-                )
-                .collect()
-            )
         if self._acquired_at is not None:
             df = df.filter(pl.col("at") >= self._acquired_at)
         if df.height == 0:
@@ -209,14 +207,14 @@ class StoreLock:
             return
         self._depth -= 1
         if self._depth == 0:
-            _io.append(self.uri, self._event("release"), self.store.storage_options)
+            append_system(self.store, LOCK, self._event("release"))
 
     def force_release(self) -> LeaseInfo | None:
         """Release whoever holds the lease (``metaxy migrations unlock``); returns the released lease."""
         _, lease = self._state()
         if lease is None:
             return None
-        _io.append(self.uri, self._event("release", owner=lease.owner), self.store.storage_options)
+        append_system(self.store, LOCK, self._event("release", owner=lease.owner))
         return lease
 
     def __enter__(self) -> StoreLock:

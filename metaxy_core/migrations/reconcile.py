@@ -8,7 +8,7 @@ feature's id columns), is stamped with the new versions and appended. Samples al
 without duplicates.
 
 :func:`carry_over` does this in bounded memory at any table size: samples are split into buckets (see
-:mod:`metaxy_core.store._buckets`), each bucket is computed in memory and appended in one commit while the
+:mod:`metaxy_core.store.buckets`), each bucket is computed in memory and appended in one commit while the
 next one is computed. :func:`left_behind` counts what is still at the old version (what verification
 checks and what a dry run of a later step estimates).
 """
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from metaxy_core.errors import MetadataNotFoundError
-from metaxy_core.store import _bulk, _io
-from metaxy_core.store._buckets import DEFAULT_PARTITION_ROWS, Buckets, plan
-from metaxy_core.store._layout import Layout, layout, newest_rows
+from metaxy_core.store import bulk
+from metaxy_core.store.buckets import DEFAULT_PARTITION_ROWS, Buckets, plan
+from metaxy_core.store.layout import Layout, feature_layout, newest_rows
 from metaxy_core.store.provenance import (
     CREATED_AT,
     DATA_VERSION,
@@ -105,11 +105,14 @@ def carry_over(
     old_version, new_version = old_graph.feature_version(key), new_graph.feature_version(key)
     uri = store.table_uri(key)
     result = CarryOverResult()
-    table = _io.open_table(uri, store.storage_options)
     scan = store.scan_feature(key)
-    if table is None or scan is None:
+    if scan is None:
         return result
     schema = scan.collect_schema()
+    old_where = feature_layout(store, key, ids, schema, old_version)
+    done_where = feature_layout(store, key, ids, schema, new_version)
+    if old_where is None or done_where is None:
+        return result
     keep = [c for c in schema if c not in (PROVENANCE_BY_FIELD, SNAPSHOT_VERSION, WRITE_ID, FEATURE_VERSION)]
     # The stored data-version struct only matters for custom data versions: null it for default ones, so
     # that a spill of the old rows (hash buckets) writes and reads a fraction of it.
@@ -125,30 +128,30 @@ def carry_over(
         )
     )
     inputs: list[tuple[str, pl.LazyFrame, Layout]] = [
-        ("old", old_rows, layout(table, ids, schema, old_version)),
-        (
-            "done",
-            scan.filter(pl.col(FEATURE_VERSION) == new_version).select(ids),
-            layout(table, ids, schema, new_version),
-        ),
+        ("old", old_rows, old_where),
+        ("done", scan.filter(pl.col(FEATURE_VERSION) == new_version).select(ids), done_where),
     ]
     for i, dep in enumerate(spec.deps):
         up_spec = new_graph.spec(dep.feature)
-        up_table = _io.open_table(store.table_uri(up_spec.key), store.storage_options)
+        up_version = new_graph.feature_version(up_spec.key)
         up_scan = store.scan_feature(up_spec.key)
-        if up_table is None or up_scan is None:
+        up_where = (
+            None
+            if up_scan is None
+            else feature_layout(store, up_spec.key, ids, up_scan.collect_schema(), up_version)
+        )
+        if up_scan is None or up_where is None:
             raise MetadataNotFoundError(
                 f"feature {key} depends on {dep.feature}, which has no metadata in {store.root_uri}; "
                 f"write {dep.feature} first"
             )
-        up_version = new_graph.feature_version(up_spec.key)
         inputs.append(
             (
                 f"up{i}",
                 up_scan.filter(pl.col(FEATURE_VERSION) == up_version).select(
                     [*ids, DATA_VERSION_BY_FIELD, CREATED_AT]
                 ),
-                layout(up_table, ids, up_scan.collect_schema(), up_version),
+                up_where,
             )
         )
     partitioning = plan(inputs[0][2], ids, partition_rows)
@@ -162,7 +165,7 @@ def carry_over(
         if on_commit is not None:
             on_commit(rows)
 
-    writer = _bulk.BackgroundWriter(committed)
+    writer = bulk.BackgroundWriter(committed)
     with Buckets(partitioning) as buckets, contextlib.closing(writer):
         with _timed(result, "spill"):
             for name, lf, where in inputs:
@@ -220,7 +223,7 @@ def carry_over(
                 # The previous bucket's write overlaps this bucket's reads and joins (both release the GIL):
                 # at most one bucket being written and one being computed, so memory stays at two buckets.
                 writer.finish()
-                writer.start(_bulk.append_frames, uri, [out], store.storage_options, ids=ids)
+                writer.start(bulk.append_frames, uri, [out], store.storage_options, ids=ids)
             del out
         with _timed(result, "write"):
             writer.finish()

@@ -2,7 +2,7 @@
 
 This module is the store's public face: locations, reads, writes and the write scope. The work behind it
 lives in modules of one concept each: :mod:`~metaxy_core.store.provenance` (system columns, hashes,
-stamping), :mod:`~metaxy_core.store.increment` (``resolve_update``), :mod:`~metaxy_core.store._layout`
+stamping), :mod:`~metaxy_core.store.increment` (``resolve_update``), :mod:`~metaxy_core.store.layout`
 (what the Delta log proves), :mod:`~metaxy_core.store.scope` (the write scope),
 :mod:`~metaxy_core.store.system` (system tables) and :mod:`~metaxy_core.store.maintenance`.
 """
@@ -22,7 +22,7 @@ from metaxy_core.errors import MetadataNotFoundError, MetadataSchemaError
 from metaxy_core.graph.graph import FeatureGraph, resolve_key
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.graph.spec import FeatureSpec
-from metaxy_core.store import _io, _layout, increment, maintenance, provenance, scope, system
+from metaxy_core.store import _io, increment, layout, maintenance, provenance, scope, system
 from metaxy_core.store._storage import is_remote, normalize_root, resolve_storage_options, secret_values
 from metaxy_core.store.base import FeatureRef, FrameLike, Increment, MetadataStore
 from metaxy_core.store.provenance import (
@@ -146,7 +146,7 @@ class DeltaMetadataStore(MetadataStore):
     @staticmethod
     def latest_per_sample(lf: pl.LazyFrame, id_columns: list[str]) -> pl.LazyFrame:
         """Keep the newest row of every sample (a streaming group-by and semi-join, no sort)."""
-        return _layout.latest_per_sample(lf, id_columns)
+        return layout.latest_per_sample(lf, id_columns)
 
     def current_rows(
         self, spec: FeatureSpec, graph: FeatureGraph, *, any_version: bool = False
@@ -174,12 +174,11 @@ class DeltaMetadataStore(MetadataStore):
         *,
         count_up_to: int | None = None,
     ) -> bool:
-        """Whether ``lf`` (rows of ``spec``'s table) may hold a sample twice (see ``_layout.may_repeat``)."""
+        """Whether ``lf`` (rows of ``spec``'s table) may hold a sample twice (see ``layout.may_repeat``)."""
         ids = list(spec.id_columns)
         uri = self.table_uri(spec.key)
-        table = _io.open_table(uri, self.storage_options)
-        where = None if table is None else _layout.layout(table, ids, lf.collect_schema(), feature_version)
-        return _layout.may_repeat(
+        where = layout.feature_layout(self, spec.key, ids, lf.collect_schema(), feature_version)
+        return layout.may_repeat(
             lf, ids, where, uri=uri, options=self.storage_options, count_up_to=count_up_to
         )
 

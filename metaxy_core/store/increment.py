@@ -18,9 +18,9 @@ from polars.io.plugins import register_io_source
 
 from metaxy_core.errors import MetadataSchemaError, MetaxyError
 from metaxy_core.store import _io
-from metaxy_core.store._buckets import SharedBuckets, plan
-from metaxy_core.store._layout import Layout, latest_per_sample, layout, may_repeat
 from metaxy_core.store.base import FrameLike, Increment
+from metaxy_core.store.buckets import SharedBuckets, plan
+from metaxy_core.store.layout import Layout, latest_per_sample, may_repeat, table_layout
 from metaxy_core.store.provenance import (
     CREATED_AT,
     DATA_VERSION_BY_FIELD,
@@ -155,7 +155,7 @@ def bucketed_increment(
     if scan is not None:
         narrow = [*ids, PROVENANCE_BY_FIELD, PROVENANCE, FEATURE_VERSION, CREATED_AT]
         schema = scan.collect_schema()
-        inputs.append(("stored", spec.key, scan.select(narrow), layout(table, ids, schema, None)))
+        inputs.append(("stored", spec.key, scan.select(narrow), table_layout(table, ids, schema, None)))
     for i, dep in enumerate(spec.deps):
         up_spec = graph.spec(dep.feature)
         up_table = _io.open_table(store.table_uri(up_spec.key), store.storage_options)
@@ -169,7 +169,7 @@ def bucketed_increment(
                 f"up{i}",
                 up_spec.key,
                 up_scan.select([*ids, DATA_VERSION_BY_FIELD, FEATURE_VERSION, CREATED_AT]),
-                layout(up_table, ids, up_schema, version),
+                table_layout(up_table, ids, up_schema, version),
             )
         )
     sample_rows = samples.height if isinstance(samples, pl.DataFrame) else 0

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,8 @@ from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.store import _io
 
 if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
     from metaxy_core.store.delta import DeltaMetadataStore
 
 #: folder of the system tables under the store's root
@@ -96,11 +100,44 @@ class PushResult:
     previous_version: str | None
 
 
-def read_system(store: DeltaMetadataStore, name: str) -> pl.DataFrame | None:
-    """Every row of system table ``name``; None when it was never written."""
+def open_system_table(store: DeltaMetadataStore, name: str) -> DeltaTable | None:
+    """System table ``name`` at its latest version; None before its first write.
+
+    For readers that need the version they read (a cache keyed by it, the lock's compare-and-swap append):
+    pass the table to :func:`read_system` to read exactly that version.
+    """
+    return _io.open_table(store.system_table_uri(name), store.storage_options)
+
+
+def read_system(
+    store: DeltaMetadataStore,
+    name: str,
+    *,
+    table: DeltaTable | None = None,
+    where: pl.Expr | None = None,
+) -> pl.DataFrame | None:
+    """The rows of system table ``name`` (those matching ``where``); None when it was never written.
+
+    ``table`` (from :func:`open_system_table`) pins the version read; by default the latest one.
+    """
     uri = store.system_table_uri(name)
-    lf = _io.scan(uri, store.storage_options)
-    return None if lf is None else _io.collect(lf, uri, store.storage_options)
+    if table is None:
+        table = _io.open_table(uri, store.storage_options)
+        if table is None:
+            return None
+    with _io.guard("read", uri, store.storage_options):
+        lf = _io.scan_table(table, store.storage_options)
+        return (lf if where is None else lf.filter(where)).collect()
+
+
+@contextmanager
+def system_errors(store: DeltaMetadataStore, name: str, action: str) -> Iterator[None]:
+    """Turn storage errors raised inside the block into :class:`StoreError` naming system table ``name``.
+
+    For writers that commit to a system table themselves (the lock's compare-and-swap append).
+    """
+    with _io.guard(action, store.system_table_uri(name), store.storage_options):
+        yield
 
 
 def append_system(store: DeltaMetadataStore, name: str, rows: pl.DataFrame) -> None:

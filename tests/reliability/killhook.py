@@ -12,7 +12,7 @@ The plan may contain:
   recognised as a dead local process and must expire.
 
 Only this script reads the variable: the hooks are installed by monkeypatching public module attributes
-(``metaxy_core.store._io.append``, the bulk writer ``metaxy_core.store._bulk.append_frames`` and the
+(``metaxy_core.store._io.append``, the bulk writer ``metaxy_core.store.bulk.append_frames`` and the
 lock's ``write_deltalake``); the engine has no test-only paths.
 """
 
@@ -99,11 +99,11 @@ def main() -> int:
     _io.append = _hooked(_io.append)
     lock.write_deltalake = _hooked(lock.write_deltalake)
     try:  # the bulk writer of bucketed reconciliation commits Parquet files it wrote itself
-        from metaxy_core.store import _bulk
+        from metaxy_core.store import bulk
     except ImportError:
         pass
     else:
-        _bulk.append_frames = _hooked(_bulk.append_frames)
+        bulk.append_frames = _hooked(bulk.append_frames)
     if PLAN.get("timer") is not None:
         threading.Timer(float(PLAN["timer"]) - (time.monotonic() - START), _die).start()
     return cli_main(sys.argv[1:])

@@ -15,8 +15,8 @@ from deltalake import DeltaTable, QueryBuilder
 
 from metaxy_core import DeltaMetadataStore, FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
 from metaxy_core.migrations.reconcile import CarryOverResult, carry_over
-from metaxy_core.store._buckets import plan
-from metaxy_core.store._layout import Layout, newest_rows
+from metaxy_core.store.buckets import plan
+from metaxy_core.store.layout import Layout, newest_rows
 from metaxy_core.store.provenance import (
     CREATED_AT,
     DATA_VERSION,

@@ -3,7 +3,7 @@
 Work that joins whole feature tables on their id columns (reconciliation, ``resolve_update``) needs hash
 tables whose size grows with the number of samples; at tens of millions of rows that no longer fits. Large
 inputs are therefore split into ``K`` *buckets* of samples, with ``K`` chosen from the table size (``rows /
-partition_rows``, read from the Delta log's statistics, see :mod:`metaxy_core.store._layout`, not from the
+partition_rows``, read from the Delta log's statistics, see :mod:`metaxy_core.store.layout`, not from the
 data). When the files are clustered on the id column, buckets are ranges cut between files and each bucket
 reads only its own files; otherwise ``bucket = xxh3_64(id columns) % K`` and every input is spilled once, in
 one streaming pass, into per-bucket Parquet files in a local temporary folder. Each bucket is then processed
@@ -26,7 +26,7 @@ from typing import Any, Self
 import polars as pl
 
 from metaxy_core._process import current_pid, hostname, pid_alive
-from metaxy_core.store._layout import Layout
+from metaxy_core.store.layout import Layout
 
 #: rows per bucket when nothing else is configured (about 0.6 GiB of working memory for a typical table)
 DEFAULT_PARTITION_ROWS = 1_000_000

@@ -2,7 +2,7 @@
 
 The log's add actions carry per-file row counts and min/max statistics. From them, without reading data:
 
-* how many rows a feature version holds (to size buckets, see :mod:`metaxy_core.store._buckets`);
+* how many rows a feature version holds (to size buckets, see :mod:`metaxy_core.store.buckets`);
 * where each file's ids lie (so range buckets can skip files);
 * whether a sample can have several rows: a write never repeats a sample, so files that each hold one write
   and whose id ranges do not overlap cannot either, and the newest-row selection (a group-by and a join
@@ -26,6 +26,9 @@ from metaxy_core.store.provenance import CREATED_AT, FEATURE_VERSION, WRITE_ID
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
+
+    from metaxy_core.graph.keys import FeatureKey
+    from metaxy_core.store.delta import DeltaMetadataStore
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ _RANGE_TYPES = (pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.U
 _MAX_STAT_CHARS = 31
 
 
-def layout(
+def table_layout(
     table: DeltaTable | None,
     ids: Sequence[str],
     schema: Mapping[str, pl.DataType],
@@ -134,6 +137,18 @@ def layout(
         )
     )
     return Layout(rows, ranges, single)
+
+
+def feature_layout(
+    store: DeltaMetadataStore,
+    feature: FeatureKey,
+    ids: Sequence[str],
+    schema: Mapping[str, pl.DataType],
+    feature_version: str | None,
+) -> Layout | None:
+    """:func:`table_layout` of ``feature``'s table in ``store`` (its latest version); None without a table."""
+    table = _io.open_table(store.table_uri(feature), store.storage_options)
+    return None if table is None else table_layout(table, ids, schema, feature_version)
 
 
 def may_repeat(
