@@ -23,12 +23,13 @@ import polars as pl
 
 from metaxy_core.migrations.results import EventStatus, MigrationStatus, StepStatus
 from metaxy_core.migrations.state import MIGRATION_LEVEL, MigrationState, StepState, fold
-from metaxy_core.store import _io
 from metaxy_core.store.system import (
     MIGRATION_EVENTS,
     MIGRATION_EVENTS_SCHEMA,
     append_system,
     latest_local_commit,
+    open_system_table,
+    read_system,
 )
 
 if TYPE_CHECKING:
@@ -71,18 +72,18 @@ _LOG_CACHE_LOCK = threading.Lock()
 
 
 def read_events(store: DeltaMetadataStore, project: str) -> pl.DataFrame:
-    uri = store.system_table_uri(EVENTS)
-    table = _io.open_table(uri, store.storage_options)
+    """Every event of ``project``, oldest first (the whole log is read once per Delta version and kept)."""
+    table = open_system_table(store, EVENTS)
     if table is None:
         return pl.DataFrame(schema=MIGRATION_EVENTS_SCHEMA)
-    version = table.version()
+    uri, version = store.system_table_uri(EVENTS), table.version()
     with _LOG_CACHE_LOCK:
         cached = _LOG_CACHE.get(uri)
     if cached is not None and cached[0] == version:
         df = cached[1]
     else:
-        with _io.guard("read", uri, store.storage_options):
-            df = _io.scan_table(table, store.storage_options).collect()
+        df = read_system(store, EVENTS, table=table)
+        assert df is not None  # the table exists: it was just opened
         with _LOG_CACHE_LOCK:
             if len(_LOG_CACHE) > 16:
                 _LOG_CACHE.clear()
