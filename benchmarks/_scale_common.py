@@ -176,8 +176,13 @@ def fmt_table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     cells = [[str(c) for c in header]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [title, line, "| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |", line]
-    out += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |" for r in cells[1:]]
+    out = [
+        title,
+        line,
+        "| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |",
+        line,
+    ]
+    out += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)) + " |" for r in cells[1:]]
     out.append(line)
     return "\n".join(out)
 
@@ -198,6 +203,7 @@ def machine() -> str:
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
-        f"{platform.machine()} {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
+        f"{platform.machine()} {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
+        f"Python {platform.python_version()}, "
         f"polars {pl.__version__}, deltalake {deltalake.__version__}"
     )

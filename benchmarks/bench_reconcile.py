@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in reports:
         print(
             f"{r['n']:>11,} {r['batch_rows']:>9,} {r['wall']:>8.2f} {r['rows'] / r['wall']:>11,.0f} "
-            f"{r['rss_before']:>8.0f} MiB {r['rss_peak']:>6.0f} MiB {r['rss_peak'] - r['rss_before']:>5.0f} MiB "
+            f"{r['rss_before']:>8.0f} MiB {r['rss_peak']:>6.0f} MiB "
+            f"{r['rss_peak'] - r['rss_before']:>5.0f} MiB "
             f"{r['hwm']:>5.0f} MiB {r['check']:>7}"
         )
     return 0

@@ -332,7 +332,8 @@ def section_recon(args: argparse.Namespace, base: Path) -> None:
     print()
     print(
         C.fmt_table(
-            "Reconciliation (MigrationExecutor, DataVersionReconciliation) vs a bare write_delta of its output",
+            "Reconciliation (MigrationExecutor, DataVersionReconciliation) "
+            "vs a bare write_delta of its output",
             ["rows", "layout", "what", "seconds", "rows/s", "cpu s", "peak RSS MiB", "throughput vs bare"],
             rows,
         )
@@ -484,7 +485,8 @@ def section_maint(args: argparse.Namespace, base: Path) -> None:
     print()
     print(
         C.fmt_table(
-            f"Delta maintenance on a table of {args.appends} small appends (1000 rows each; best of {args.repeat})",
+            f"Delta maintenance on a table of {args.appends} small appends "
+            f"(1000 rows each; best of {args.repeat})",
             ["state", "data files", "rows", "read s", "count s", "peak RSS MiB", "note"],
             rows,
         )

@@ -140,7 +140,10 @@ def step_resolve_downstream(root: str, data: str, n: int) -> dict[str, Any]:
     graph, store = build_graph(), _store(root)
     m = _measure(lambda: store.resolve_update(EMB, graph=graph).collect())
     increment = m.pop("out")
-    counts = f"added {increment.added.height}, changed {increment.changed.height}, removed {increment.removed.height}"
+    counts = (
+        f"added {increment.added.height}, changed {increment.changed.height}, "
+        f"removed {increment.removed.height}"
+    )
     return {"rows": n, "note": counts, **m}
 
 

@@ -111,7 +111,8 @@ with store.open("w"):
         part = new.slice(start, chunk)
         num = part["sample_uid"].str.slice(1).cast(pl.Int64)
         store.write(Emb, part.with_columns(
-            pl.format("s3://videos/emb/{}.npy", num).alias("embedding_path"), (num % 1024 + 256).alias("dim")))
+            pl.format("s3://videos/emb/{}.npy", num).alias("embedding_path"),
+            (num % 1024 + 256).alias("dim")))
 print(f"built {new.height} rows in {time.perf_counter() - t0:.1f} s")
 '''
 
@@ -384,8 +385,8 @@ def main() -> None:
     print()
     print(
         C.fmt_table(
-            f"Reconciliation: `metaxy migrations apply`, this project vs Metaxy {VERSION} (same data, best of "
-            f"{args.repeat}; wall time and peak RSS of the CLI process)",
+            f"Reconciliation: `metaxy migrations apply`, this project vs Metaxy {VERSION} "
+            f"(same data, best of {args.repeat}; wall time and peak RSS of the CLI process)",
             ["rows", "system", "seconds", "rows/s", "peak RSS MiB", "ratio / note"],
             rows,
         )

@@ -142,7 +142,9 @@ def raw_rows(items: list[Video]) -> pl.DataFrame:
             "fps": fps,
             "width": widths,
             "height": heights,
-            PROVENANCE_BY_FIELD: [{"frames": f, "audio": a} for f, a in zip(frames_hash, audio_hash)],
+            PROVENANCE_BY_FIELD: [
+                {"frames": f, "audio": a} for f, a in zip(frames_hash, audio_hash, strict=True)
+            ],
         },
         schema_overrides={"fps": pl.Int64, "width": pl.Int64, "height": pl.Int64},
     )

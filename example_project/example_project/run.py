@@ -245,7 +245,8 @@ def run_example(*, n_samples: int = generate.N_SAMPLES, verbose: bool = False) -
         if before != after:
             raise ExampleFailed(f"the dry run changed Delta tables: {before} -> {after}")
         print(
-            "      each migration is planned against the store as it is now (upstreams carried over by the same"
+            "      each migration is planned against the store as it is now "
+            "(upstreams carried over by the same"
         )
         print("      migration are estimated); a step fed by an earlier, unapplied migration shows 0 rows")
         print(f"      nothing written: every Delta table version unchanged   ({plan.duration_s:.1f}s)")

@@ -72,8 +72,9 @@ class FeatureGraph:
             upstream = self._specs[dep.feature]
             if set(spec.id_columns) != set(upstream.id_columns):
                 raise GraphError(
-                    f"feature {spec.key} joins its upstream {dep.feature} on id columns {list(spec.id_columns)}, "
-                    f"but {dep.feature} has id columns {list(upstream.id_columns)}; give both the same id columns"
+                    f"feature {spec.key} joins its upstream {dep.feature} on id columns "
+                    f"{list(spec.id_columns)}, but {dep.feature} has id columns "
+                    f"{list(upstream.id_columns)}; give both the same id columns"
                 )
         for field in spec.fields:
             for fdep in field.deps or ():
@@ -294,6 +295,8 @@ def resolve_key(value: CoercibleToFeatureKey | type) -> FeatureKey:
     return FeatureKey(value)  # type: ignore[arg-type]
 
 
+#: the process-wide default graph, shared by every context that has not activated another one
+_DEFAULT_GRAPH = FeatureGraph()
 _ACTIVE: contextvars.ContextVar[FeatureGraph] = contextvars.ContextVar(
-    "metaxy_active_graph", default=FeatureGraph()
+    "metaxy_active_graph", default=_DEFAULT_GRAPH
 )

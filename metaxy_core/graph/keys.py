@@ -71,9 +71,9 @@ class _Key:
         if length > MAX_KEY_LENGTH:
             shown = "/".join(checked)
             raise InvalidKeyError(
-                f"{self._kind} key {shown[:60]!r}... is {length} characters long as a table name (parts joined "
-                f"by '__'); the limit is {MAX_KEY_LENGTH} (keys become folder and object names in the store); "
-                "shorten it"
+                f"{self._kind} key {shown[:60]!r}... is {length} characters long as a table name "
+                f"(parts joined by '__'); the limit is {MAX_KEY_LENGTH} "
+                "(keys become folder and object names in the store); shorten it"
             )
         object.__setattr__(self, "parts", checked)
 

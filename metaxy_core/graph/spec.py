@@ -59,7 +59,9 @@ class FieldSpec(_Spec):
     code_version: str = "1"
     deps: tuple[FieldDep, ...] | None = Field(
         default=None,
-        description="Upstream fields this field is computed from; None = all fields of all upstream features.",
+        description=(
+            "Upstream fields this field is computed from; None = all fields of all upstream features."
+        ),
     )
 
     @field_validator("code_version", mode="before")

@@ -191,7 +191,8 @@ def test_custom_python_and_empty_migrations(project: Project, instance) -> None:
     v3 = project.graph(3).snapshot_version
     (project.migrations_dir / "20250104_000000_nothing.yaml").write_text(
         "migration_id: '20250104_000000_nothing'\ncreated_at: '2025-01-04T00:00:00+00:00'\n"
-        f"parent: '20250103_000000_custom'\nfrom_snapshot_version: '{v3}'\nto_snapshot_version: '{v3}'\nops: []\n"
+        f"parent: '20250103_000000_custom'\nfrom_snapshot_version: '{v3}'\n"
+        f"to_snapshot_version: '{v3}'\nops: []\n"
     )
     defs = build_migration_definitions(config_path=project.config_path)
     custom = next(a for a in defs.assets if a.key.path[-1] == "20250103_000000_custom")

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from metaxy_dg_testkit import Project, make_project, migration_ids
 
+from metaxy_core import MetaxyError
 from metaxy_core.migrations import load_chain
 from metaxy_dagster import (
     APPLY_JOB_NAME,
@@ -173,7 +174,7 @@ def test_broken_chain_fails_with_the_cli_message(project: Project) -> None:
     )
     with pytest.raises(MetaxyDefinitionsError) as info:
         build_migration_definitions(config_path=project.config_path)
-    expected = str(pytest.raises(Exception, load_chain, project.migrations_dir).value)
+    expected = str(pytest.raises(MetaxyError, load_chain, project.migrations_dir).value)
     assert str(info.value) == expected
     assert "the chain forks" in str(info.value) and path.name in str(info.value)
     assert isinstance(info.value, dg.Failure)

@@ -95,7 +95,9 @@ def test_webserver_serves_the_migrations_and_runs_the_plan_job(project: Project,
             f"""\
             from metaxy_dagster import build_migration_definitions
 
-            defs = build_migration_definitions(config_path={str(project.config_path)!r}, schedule_cron="0 3 * * *")
+            defs = build_migration_definitions(
+                config_path={str(project.config_path)!r}, schedule_cron="0 3 * * *"
+            )
             """
         )
     )

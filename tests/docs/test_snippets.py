@@ -28,7 +28,9 @@ SNIPPETS = _snippets()
 
 
 def test_the_readme_marks_its_example_runnable() -> None:
-    assert any(name.startswith("README.md:") for name, _ in SNIPPETS), "README's 'What it does' block is unmarked"
+    assert any(name.startswith("README.md:") for name, _ in SNIPPETS), (
+        "README's 'What it does' block is unmarked"
+    )
 
 
 @pytest.mark.parametrize(("name", "code"), SNIPPETS, ids=[name for name, _ in SNIPPETS])

@@ -172,7 +172,7 @@ def test_every_migration_end_to_end_through_dagster(seeded) -> None:
     instance = DagsterInstance.ephemeral()
     v1 = features.graph_at("v1")
     old = {f: current(store, f, v1) for f in USER_COLUMNS}
-    for (migration_id, *_), check in zip(CHAIN, CHECKS):
+    for (migration_id, *_), check in zip(CHAIN, CHECKS, strict=True):
         before = all_table_versions(store, EXAMPLE_GRAPH)
         planned = materialize(defs, migration_id, dry_run=True, instance=instance)
         assert planned.success, migration_id

@@ -195,7 +195,7 @@ def test_dagster_definitions_load_without_servers(monkeypatch: pytest.MonkeyPatc
     assert len(list(defs.sensors)) == 1
     graph = defs.resolve_asset_graph()
     # Each migration depends on its parent; its ops are its operations in order.
-    for (child, *_), (parent, *_) in zip(CHAIN[1:], CHAIN):
+    for (child, *_), (parent, *_) in zip(CHAIN[1:], CHAIN, strict=False):
         assert (
             AssetKey(["metaxy", "migrations", parent])
             in graph.get(AssetKey(["metaxy", "migrations", child])).parent_keys

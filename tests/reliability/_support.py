@@ -91,7 +91,8 @@ def run_cli(
 def spawn_cli(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, *, hook: bool = False
 ) -> subprocess.Popen[str]:
-    """Start ``metaxy <args>`` without waiting; ``hook`` runs it under ``killhook.py`` (kill/host injection)."""
+    """Start ``metaxy <args>`` without waiting; ``hook`` runs it under ``killhook.py`` (kill/host
+    injection)."""
     cmd = [sys.executable, str(HERE / "killhook.py"), *args] if hook else metaxy_cmd() + args
     return subprocess.Popen(
         cmd, cwd=cwd, env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

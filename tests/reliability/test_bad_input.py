@@ -259,7 +259,8 @@ CASES = [
     Case(
         "full-graph operation naming no feature",
         put(
-            "migration_id: 20250101_000000_bump\ncreated_at: '2025-01-01T00:00:00+00:00'\nparent: initial\nkind: full_graph\n"
+            "migration_id: 20250101_000000_bump\ncreated_at: '2025-01-01T00:00:00+00:00'\n"
+            "parent: initial\nkind: full_graph\n"
             "ops:\n  - type: DataVersionReconciliation\n"
         ),
         [MIG, "must name their features", "`feature_key` or `features`"],

@@ -59,11 +59,11 @@ def test_four_applies_at_once_exactly_one_runs_the_others_fail_fast_naming_the_h
         time.sleep(0.02)
     outs = [p.communicate() for p in procs]
     codes = [p.returncode for p in procs]
-    assert sorted(codes) == [0, 1, 1, 1], list(zip(codes, outs))
+    assert sorted(codes) == [0, 1, 1, 1], list(zip(codes, outs, strict=True))
     winner = codes.index(0)
     events = progress.read_events(_store(project), s.PROJECT)
     run_id = events.filter(pl.col("status") == progress.COMPLETED)["run_id"][-1]
-    for i, (out, err) in enumerate(outs):
+    for i, (_out, err) in enumerate(outs):
         if i == winner:
             continue
         match = LOCKED.search(err)
@@ -191,7 +191,8 @@ def test_concurrent_write_metadata_from_four_processes_loses_no_rows(template: P
 def test_a_holder_whose_lease_expired_and_was_taken_over_stops_instead_of_running_twice(
     template: Path, tmp_path: Path
 ) -> None:
-    """A live but stalled holder (a step longer than the lease) must not carry on once another run took over."""
+    """A live but stalled holder (a step longer than the lease) must not carry on once another run took
+    over."""
     project = s.copy_project(template, tmp_path / "p")
     log = tmp_path / "slow.log"
     slow = s.spawn_cli(

@@ -44,7 +44,8 @@ KNOWN_KEYS = [
     "dsn",
     "sleep_s",
 ]
-# Operation types are drawn from a fixed list: importing arbitrary module names could run their top-level code.
+# Operation types are drawn from a fixed list: importing arbitrary module names could run their top-level
+# code.
 TYPES = [
     f"{fixture_ops.__name__}.SmallBatchReconciliation",
     f"{fixture_ops.__name__}.LeakyBackfill",
@@ -212,7 +213,7 @@ def test_random_chains_only_raise_metaxy_errors(
     docs: list[dict[str, Any]], ids: list[str], parents: list[str]
 ) -> None:
     with tempfile.TemporaryDirectory() as d:
-        for doc, mid, parent in zip(docs, ids, parents):
+        for doc, mid, parent in zip(docs, ids, parents, strict=False):
             doc = {**doc, "migration_id": mid, "parent": parent}
             (Path(d) / f"{mid}.yaml").write_text(_dump(doc))
         COUNT["inputs"] += 1

@@ -183,8 +183,8 @@ def _main(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> tuple[int, str]:
-    """``metaxy <argv>`` in-process (a fresh graph, no cached project modules, only ``env``): exit code and all
-    output."""
+    """``metaxy <argv>`` in-process (a fresh graph, no cached project modules, only ``env``): exit code
+    and all output."""
     with monkeypatch.context() as m:
         for name in [n for n in os.environ if n.startswith(("METAXY_", "AWS_"))]:
             m.delenv(name)
@@ -350,7 +350,8 @@ def test_repr_of_store_and_configuration_show_no_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "metaxy.toml").write_text(
-        f'project = "sec"\n[store]\nroot = "s3://b/p"\n[store.storage_options]\nAWS_SECRET_ACCESS_KEY = "{SECRET}"\n'
+        'project = "sec"\n[store]\nroot = "s3://b/p"\n[store.storage_options]\n'
+        f'AWS_SECRET_ACCESS_KEY = "{SECRET}"\n'
         'AWS_SESSION_TOKEN = "${REL_TOKEN}"\n'
     )
     monkeypatch.setenv("REL_TOKEN", TOKEN)

@@ -130,8 +130,8 @@ def test_a_field_dep_on_a_feature_outside_deps_says_how_to_fix_it() -> None:
     with pytest.raises(ValidationError) as exc:
         FeatureSpec(key="emb", fields=[FieldSpec(key="e", deps=[FieldDep(feature="raw")])])
     assert (
-        "feature emb, field e: depends on raw, which is not in the feature's deps; add FeatureDep(feature='raw')"
-        in str(exc.value)
+        "feature emb, field e: depends on raw, which is not in the feature's deps; "
+        "add FeatureDep(feature='raw')" in str(exc.value)
     )
 
 

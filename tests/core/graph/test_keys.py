@@ -58,12 +58,13 @@ def test_keys_sort_by_parts() -> None:
         (["a/b"], "feature key ['a/b']: a part may not contain a path separator"),
         (
             "video__raw",
-            "feature key 'video__raw': '__' is reserved (it joins key parts in table names); use a single '_'",
+            "feature key 'video__raw': '__' is reserved (it joins key parts in table names); "
+            "use a single '_'",
         ),
         (
             "_hidden",
-            "feature key '_hidden': part '_hidden' must start with a letter or digit and contain only letters, "
-            "digits, '_', '-' and '.'",
+            "feature key '_hidden': part '_hidden' must start with a letter or digit "
+            "and contain only letters, digits, '_', '-' and '.'",
         ),
         (
             ".git",

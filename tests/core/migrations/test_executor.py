@@ -173,7 +173,8 @@ def test_failure_mid_migration_is_recorded_and_a_rerun_resumes_without_redoing_s
     with pytest.raises(MigrationFailed) as info:
         first.apply(chain)
     assert str(info.value) == (
-        f"migration {M1}, operation reconcile on video/emb failed: RuntimeError: injected failure on video/emb. "
+        f"migration {M1}, operation reconcile on video/emb failed: "
+        "RuntimeError: injected failure on video/emb. "
         "Completed steps are kept; fix the cause and re-run `metaxy migrations apply` to resume here."
     )
     assert info.value.result.status == "failed" and info.value.result.steps[0].feature_key == s.EMB
@@ -232,7 +233,8 @@ def test_migration_edited_after_a_partial_apply_is_refused_unless_forced(store, 
         MigrationExecutor(store, graph=g3).apply(edited)
     assert str(info.value) == (
         f"{path} was edited after it was partly applied (recorded checksum {recorded}, file now "
-        f"{edited.get(M2).checksum}); revert the edit and put new work in a new migration, or pass --force to "
+        f"{edited.get(M2).checksum}); revert the edit and put new work in a new migration, "
+        "or pass --force to "
         "continue with the edited file"
     )
     assert executor.state(M2).status == progress.IN_PROGRESS

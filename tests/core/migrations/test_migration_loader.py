@@ -69,8 +69,10 @@ def test_yml_extension_and_timestamp_only_id_are_accepted(mig_dir):
 
 def test_yaml_operation_fields_feature_key_as_list_or_string_and_literal_type(mig_dir):
     ops = (
-        "  - type: mxtest_ops.BackfillRaw\n    id: fill\n    feature_key: [video, raw]\n    start: 0\n    count: 1\n"
-        "  - type: mxtest_ops.Relabel\n    feature_key: video/emb\n    new_label: x\n    reason: relabel all\n"
+        "  - type: mxtest_ops.BackfillRaw\n    id: fill\n    feature_key: [video, raw]\n"
+        "    start: 0\n    count: 1\n"
+        "  - type: mxtest_ops.Relabel\n    feature_key: video/emb\n    new_label: x\n"
+        "    reason: relabel all\n"
     )
     m = load_migration_file(write(mig_dir, f"{MID}.yaml", yaml_text(ops=ops)))
     fill, relabel = m.operations()
@@ -200,7 +202,8 @@ def test_operation_type_that_is_not_an_operation_class_is_refused(mig_dir, type_
     with pytest.raises(MigrationLoadError) as info:
         load_migration_file(path)
     assert str(info.value) == (
-        f"{path}: operation type '{type_path}' is not a BaseOperation subclass; an operation type must name a "
+        f"{path}: operation type '{type_path}' is not a BaseOperation subclass; "
+        "an operation type must name a "
         "class deriving from metaxy_core.migrations.BaseOperation"
     )
 

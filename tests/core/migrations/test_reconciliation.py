@@ -1,4 +1,5 @@
-"""DataVersionReconciliation on real Delta stores: what it keeps, what it computes and what it leaves alone."""
+"""DataVersionReconciliation on real Delta stores: what it keeps, what it computes and what it leaves
+alone."""
 
 from __future__ import annotations
 

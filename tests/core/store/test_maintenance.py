@@ -1,4 +1,5 @@
-"""Delta maintenance on real tables: compaction, checkpoints, vacuum, the CLI verb and the migration operation."""
+"""Delta maintenance on real tables: compaction, checkpoints, vacuum, the CLI verb and the migration
+operation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""DeltaMetadataStore on real Delta tables in tmp_path: writes, reads, resolve_update, errors and snapshots."""
+"""DeltaMetadataStore on real Delta tables in tmp_path: writes, reads, resolve_update, errors and
+snapshots."""
 
 from __future__ import annotations
 
@@ -44,7 +45,10 @@ RAW, EMB = "video/raw", "video/embeddings"
 
 
 def declare(**versions: str) -> VideoFeatures:
-    """video/raw (frames, audio) -> video/embeddings (embedding <- frames, transcript <- audio); not activated."""
+    """video/raw (frames, audio) -> video/embeddings (embedding <- frames, transcript <- audio).
+
+    From metaxy_core.testing; the graph is not activated.
+    """
     return video_features(transcript="1", **versions)
 
 
@@ -328,7 +332,8 @@ def test_a_root_without_samples_says_samples_are_needed(store: DeltaMetadataStor
     with pytest.raises(MetaxyError) as exc:
         store.resolve_update(v.Raw, graph=v.graph)
     assert str(exc.value) == (
-        "feature video/raw is a root feature: pass samples= with its id columns and metaxy_provenance_by_field "
+        "feature video/raw is a root feature: pass samples= with its id columns and "
+        "metaxy_provenance_by_field "
         "(the root's provenance comes from its data, not from upstream)"
     )
 
@@ -348,7 +353,8 @@ def test_an_unknown_feature_is_reported_with_the_known_ones(
     with pytest.raises(FeatureNotFoundError) as exc:
         store.write_metadata("video/unknown", raw_rows([1]), graph=v.graph)
     assert str(exc.value) == (
-        "feature video/unknown is not in the feature graph (known features: video/embeddings, video/raw); check "
+        "feature video/unknown is not in the feature graph "
+        "(known features: video/embeddings, video/raw); check "
         "the key or add the module declaring it to `entrypoints` in metaxy.toml"
     )
     with pytest.raises(FeatureNotFoundError):
@@ -361,7 +367,8 @@ def test_reading_a_feature_never_written_raises_metadata_not_found(
     with pytest.raises(MetadataNotFoundError) as exc:
         store.read_metadata(v.Raw, graph=v.graph)
     assert str(exc.value) == (
-        f"feature video/raw has no metadata in {store.root_uri} yet; write some with store.write_metadata (or run "
+        f"feature video/raw has no metadata in {store.root_uri} yet; "
+        "write some with store.write_metadata (or run "
         "the pipeline that computes it) before reading"
     )
     empty = store.read_metadata(v.Raw, graph=v.graph, allow_missing=True).collect()
@@ -455,7 +462,8 @@ def test_downstream_rows_without_upstream_rows_are_rejected(
     with pytest.raises(MetadataSchemaError) as exc:
         store.write_metadata(v.Emb, pl.DataFrame({"sample_uid": [1, 9], "dim": [1, 1]}), graph=v.graph)
     assert str(exc.value) == (
-        "1 row(s) for feature video/embeddings have no matching upstream rows (e.g. [{'sample_uid': 9}]); write the "
+        "1 row(s) for feature video/embeddings have no matching upstream rows "
+        "(e.g. [{'sample_uid': 9}]); write the "
         "upstream features first, or pass rows from resolve_update"
     )
 
@@ -500,7 +508,8 @@ def test_a_type_conflict_with_the_stored_table_is_a_store_error_naming_the_table
 
 
 def test_concurrent_first_writes_to_one_feature_all_land(tmp_path: Path, v: VideoFeatures) -> None:
-    """Writers racing to create a table conflict in delta-rs ("Protocol/Metadata changed"); the store retries."""
+    """Writers racing to create a table conflict in delta-rs ("Protocol/Metadata changed"); the store
+    retries."""
     for trial in range(3):
         store = DeltaMetadataStore(tmp_path / f"trial-{trial}")
         barrier = threading.Barrier(4)

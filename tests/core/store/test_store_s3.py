@@ -1,5 +1,5 @@
-"""DeltaMetadataStore on S3: the core round trip against a real S3 API (moto's server), credentials from boto3's
-chain, and clear, secret-free, bounded failures for a missing bucket or an unreachable endpoint."""
+"""DeltaMetadataStore on S3: the core round trip against a real S3 API (moto's server), credentials from
+boto3's chain, and clear, secret-free, bounded failures for a missing bucket or an unreachable endpoint."""
 
 from __future__ import annotations
 
@@ -188,7 +188,8 @@ def test_store_repr_never_shows_storage_options(s3: S3Location) -> None:
 def test_delta_rs_readers_that_hold_the_gil_work_against_the_test_server(
     s3: S3Location, video: FeatureGraph
 ) -> None:
-    """The fixture's server runs in its own process, so a reader that blocks holding the GIL cannot deadlock it."""
+    """The fixture's server runs in its own process, so a reader that blocks holding the GIL cannot
+    deadlock it."""
     from deltalake import DeltaTable
 
     store = DeltaMetadataStore(s3.root, s3.storage_options)
