@@ -1,188 +1,24 @@
-"""One function per CLI verb, each returning one typed result; the CLI only parses and renders.
-
-Usable from Python as well (``commands.migrations_apply(open_project(), dry_run=True)``). Every function
-raises :class:`~metaxy_core.errors.MetaxyError` subclasses with messages ready for users. Every result has
-``as_dict()``: the data ``--format json`` prints.
-"""
+"""The migration verbs: status, list, apply, generate, explain, history, verify, rollback and unlock."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from metaxy_core.config import MetaxyConfig
+from metaxy_core.commands.project import Project
 from metaxy_core.errors import MetaxyError
-from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.migrations import progress
-from metaxy_core.migrations.chain import MigrationChain
-from metaxy_core.migrations.executor import MigrationExecutor
 from metaxy_core.migrations.generator import GeneratedMigration, generate
 from metaxy_core.migrations.lock import LeaseInfo, StoreLock
 from metaxy_core.migrations.models import DiffMigration, Migration, affected_features
-from metaxy_core.migrations.results import (
-    MigrationFailed,
-    MigrationResult,
-    MigrationStatus,
-    StepResult,
-    StepStatus,
-)
+from metaxy_core.migrations.results import MigrationResult, MigrationStatus, StepResult, StepStatus
 from metaxy_core.migrations.rollback import RollbackResult, rollback
 from metaxy_core.migrations.state import MigrationState, state_of
 from metaxy_core.migrations.verify import MigrationVerification, verify_migration
-from metaxy_core.store.delta import DeltaMetadataStore
-from metaxy_core.store.maintenance import TableMaintenance, maintain
-from metaxy_core.store.system import PushResult
 
 
-@dataclass
-class Project:
-    """A loaded project: configuration, the code's feature graph, the store and the migration chain."""
-
-    config: MetaxyConfig
-
-    @cached_property
-    def graph(self) -> FeatureGraph:
-        return self.config.load_features()
-
-    @cached_property
-    def store(self) -> DeltaMetadataStore:
-        return self.config.get_store()
-
-    @cached_property
-    def chain(self) -> MigrationChain:
-        return self.config.load_chain(self.graph)
-
-    def executor(self, **kwargs: Any) -> MigrationExecutor:
-        return MigrationExecutor(self.store, project=self.config.project, graph=self.graph, **kwargs)
-
-    def states(self) -> dict[str, MigrationState]:
-        """Where every migration stands, from one read of the store's migration log."""
-        return progress.read_states(self.store, self.config.project)
-
-
-def open_project(config_path: str | Path | None = None) -> Project:
-    return Project(MetaxyConfig.load(config_path))
-
-
-# ------------------------------------------------------------------------ graph
-def push(project: Project) -> PushResult:
-    """Record the code's feature graph snapshot in the store (idempotent)."""
-    return project.store.push_snapshot(project.graph, project=project.config.project)
-
-
-@dataclass
-class FieldInfo:
-    field: str
-    code_version: str
-    version: str
-    #: upstream fields as ``feature:field``
-    deps: list[str]
-
-
-@dataclass
-class FeatureInfo:
-    feature: str
-    feature_version: str
-    id_columns: list[str]
-    deps: list[str]
-    fields: list[FieldInfo]
-
-
-@dataclass
-class GraphInfo:
-    """The code's feature graph: features upstream first, with their fields and versions."""
-
-    snapshot_version: str
-    features: list[FeatureInfo]
-
-    def as_dict(self) -> list[dict[str, Any]]:
-        return [asdict(f) for f in self.features]
-
-
-def graph_info(project: Project) -> GraphInfo:
-    """List features, fields and their versions."""
-    graph = project.graph
-    features = []
-    for key in graph.topological_order():
-        spec = graph.spec(key)
-        fields = [
-            FieldInfo(
-                field=str(f.key),
-                code_version=f.code_version,
-                version=graph.field_version(key, f.key),
-                deps=[f"{k}:{fk}" for k, fk in graph.resolved_field_deps(key, f.key)],
-            )
-            for f in spec.fields
-        ]
-        features.append(
-            FeatureInfo(
-                feature=str(key),
-                feature_version=graph.feature_version(key),
-                id_columns=list(spec.id_columns),
-                deps=[str(d.feature) for d in spec.deps],
-                fields=fields,
-            )
-        )
-    return GraphInfo(graph.snapshot_version, features)
-
-
-@dataclass
-class SnapshotInfo:
-    """The code's snapshot version next to the latest one pushed to the store."""
-
-    project: str
-    current_snapshot_version: str
-    latest_pushed_snapshot_version: str | None
-    latest_pushed_at: str | None
-    pushed: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def snapshot_info(project: Project) -> SnapshotInfo:
-    """Show the code's snapshot version and the latest pushed one."""
-    latest = project.store.latest_snapshot(project=project.config.project)
-    current = project.graph.snapshot_version
-    return SnapshotInfo(
-        project=project.config.project,
-        current_snapshot_version=current,
-        latest_pushed_snapshot_version=latest.snapshot_version if latest else None,
-        latest_pushed_at=latest.pushed_at.isoformat() if latest else None,
-        pushed=latest is not None and latest.snapshot_version == current,
-    )
-
-
-@dataclass
-class MaintenanceReport:
-    """What ``metaxy store maintain`` did (or, in a dry run, would do), per table and action."""
-
-    tables: list[TableMaintenance]
-    dry_run: bool = False
-
-    def as_dict(self) -> list[dict[str, Any]]:
-        return [r.as_dict() for r in self.tables]
-
-
-def store_maintain(
-    project: Project, *, vacuum_hours: float | None = None, dry_run: bool = False, z_order: bool = False
-) -> MaintenanceReport:
-    """Compact and checkpoint every table; with vacuum hours, vacuum too.
-
-    Covers feature and system tables; with ``vacuum_hours``, files unreferenced for that long are vacuumed. A
-    dry run changes nothing and reports file counts (and the files vacuum would delete).
-    """
-    graph = project.graph if z_order or project.store.is_remote else None  # local stores are listed from disk
-    reports = maintain(
-        project.store, vacuum_hours=vacuum_hours, dry_run=dry_run, z_order=z_order, graph=graph
-    )
-    return MaintenanceReport(reports, dry_run)
-
-
-# ------------------------------------------------------------------- migrations
 @dataclass
 class MigrationStatusRow:
     migration_id: str
@@ -505,35 +341,3 @@ class UnlockResult:
 def migrations_unlock(project: Project) -> UnlockResult:
     """Release the store's migration lock held by a dead run."""
     return UnlockResult(StoreLock(project.store, owner="metaxy-unlock").force_release())
-
-
-__all__ = [
-    "ApplyReport",
-    "ChainListing",
-    "GraphInfo",
-    "MaintenanceReport",
-    "MigrationExplanation",
-    "MigrationFailed",
-    "MigrationHistory",
-    "MigrationStatusRow",
-    "Project",
-    "RollbackReport",
-    "SnapshotInfo",
-    "StatusReport",
-    "UnlockResult",
-    "VerificationReport",
-    "graph_info",
-    "migrations_apply",
-    "migrations_explain",
-    "migrations_generate",
-    "migrations_history",
-    "migrations_list",
-    "migrations_rollback",
-    "migrations_status",
-    "migrations_unlock",
-    "migrations_verify",
-    "open_project",
-    "push",
-    "snapshot_info",
-    "store_maintain",
-]

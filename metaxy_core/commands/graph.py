@@ -1,0 +1,124 @@
+"""The feature graph and the store: ``push``, ``graph``, ``snapshot`` and ``store maintain``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from metaxy_core.commands.project import Project
+from metaxy_core.store.maintenance import TableMaintenance, maintain
+from metaxy_core.store.system import PushResult
+
+
+def push(project: Project) -> PushResult:
+    """Record the code's feature graph snapshot in the store (idempotent)."""
+    return project.store.push_snapshot(project.graph, project=project.config.project)
+
+
+@dataclass
+class FieldInfo:
+    field: str
+    code_version: str
+    version: str
+    #: upstream fields as ``feature:field``
+    deps: list[str]
+
+
+@dataclass
+class FeatureInfo:
+    feature: str
+    feature_version: str
+    id_columns: list[str]
+    deps: list[str]
+    fields: list[FieldInfo]
+
+
+@dataclass
+class GraphInfo:
+    """The code's feature graph: features upstream first, with their fields and versions."""
+
+    snapshot_version: str
+    features: list[FeatureInfo]
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        return [asdict(f) for f in self.features]
+
+
+def graph_info(project: Project) -> GraphInfo:
+    """List features, fields and their versions."""
+    graph = project.graph
+    features = []
+    for key in graph.topological_order():
+        spec = graph.spec(key)
+        fields = [
+            FieldInfo(
+                field=str(f.key),
+                code_version=f.code_version,
+                version=graph.field_version(key, f.key),
+                deps=[f"{k}:{fk}" for k, fk in graph.resolved_field_deps(key, f.key)],
+            )
+            for f in spec.fields
+        ]
+        features.append(
+            FeatureInfo(
+                feature=str(key),
+                feature_version=graph.feature_version(key),
+                id_columns=list(spec.id_columns),
+                deps=[str(d.feature) for d in spec.deps],
+                fields=fields,
+            )
+        )
+    return GraphInfo(graph.snapshot_version, features)
+
+
+@dataclass
+class SnapshotInfo:
+    """The code's snapshot version next to the latest one pushed to the store."""
+
+    project: str
+    current_snapshot_version: str
+    latest_pushed_snapshot_version: str | None
+    latest_pushed_at: str | None
+    pushed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def snapshot_info(project: Project) -> SnapshotInfo:
+    """Show the code's snapshot version and the latest pushed one."""
+    latest = project.store.latest_snapshot(project=project.config.project)
+    current = project.graph.snapshot_version
+    return SnapshotInfo(
+        project=project.config.project,
+        current_snapshot_version=current,
+        latest_pushed_snapshot_version=latest.snapshot_version if latest else None,
+        latest_pushed_at=latest.pushed_at.isoformat() if latest else None,
+        pushed=latest is not None and latest.snapshot_version == current,
+    )
+
+
+@dataclass
+class MaintenanceReport:
+    """What ``metaxy store maintain`` did (or, in a dry run, would do), per table and action."""
+
+    tables: list[TableMaintenance]
+    dry_run: bool = False
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.tables]
+
+
+def store_maintain(
+    project: Project, *, vacuum_hours: float | None = None, dry_run: bool = False, z_order: bool = False
+) -> MaintenanceReport:
+    """Compact and checkpoint every table; with vacuum hours, vacuum too.
+
+    Covers feature and system tables; with ``vacuum_hours``, files unreferenced for that long are vacuumed. A
+    dry run changes nothing and reports file counts (and the files vacuum would delete).
+    """
+    graph = project.graph if z_order or project.store.is_remote else None  # local stores are listed from disk
+    reports = maintain(
+        project.store, vacuum_hours=vacuum_hours, dry_run=dry_run, z_order=z_order, graph=graph
+    )
+    return MaintenanceReport(reports, dry_run)
