@@ -27,7 +27,6 @@ from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.context import OperationContext
 from metaxy_core.migrations.lock import StoreLock
 from metaxy_core.migrations.models import (
-    INITIAL,
     CustomMigration,
     Migration,
     affected_features,
@@ -252,18 +251,21 @@ class MigrationExecutor:
         )
 
     def check_parent(self, migration: Migration) -> None:
-        """The one parent check: refuse to apply ``migration`` before the migration it follows completed.
+        """The one parent check: refuse to apply ``migration`` before every migration it follows completed
+        (both heads, for a merge migration).
 
         Raises:
-            ParentNotAppliedError: with the parent and its status.
+            ParentNotAppliedError: with the first parent that is not completed and its status.
         """
-        if migration.parent == INITIAL:
+        if not migration.parents:
             return
-        parent = self.state(migration.parent)
-        if not parent.completed:
-            raise ParentNotAppliedError(
-                migration.migration_id, migration.parent, parent.status, self.store.root_uri
-            )
+        states = self.states()
+        for parent_id in migration.parents:
+            parent = state_of(states, parent_id)
+            if not parent.completed:
+                raise ParentNotAppliedError(
+                    migration.migration_id, parent_id, parent.status, self.store.root_uri
+                )
 
     # -------------------------------------------------------------- steps
     @_in_graph

@@ -222,6 +222,10 @@ def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migrat
     for key in ("migration_id", "parent"):
         if isinstance(data.get(key), int) and not isinstance(data[key], bool):
             data[key] = _timestamp_id(data[key])
+    if isinstance(data.get("parent"), list):  # a merge migration: `parent: [a, b]`
+        data["parent"] = [
+            _timestamp_id(p) if isinstance(p, int) and not isinstance(p, bool) else p for p in data["parent"]
+        ]
     return _validate(path, cls, data, context)
 
 

@@ -69,7 +69,8 @@ class Migration(BaseModel, ABC):
     Attributes:
         migration_id: ``YYYYMMDD_HHMMSS_description`` (the file name without extension, or its timestamp).
         created_at: when the migration was written; must carry a timezone.
-        parent: the previous migration's id, or ``"initial"`` for the first one.
+        parent: the previous migration's id, or ``"initial"`` for the first one; a *merge* migration lists
+            the heads it joins (``parent: [a, b]``, like Alembic's tuple ``down_revision``).
     """
 
     # validate_default: a .py migration sets its fields as class defaults, which must pass the validators too
@@ -79,7 +80,7 @@ class Migration(BaseModel, ABC):
 
     migration_id: str
     created_at: datetime
-    parent: str = INITIAL
+    parent: str | list[str] = INITIAL
     description: str | None = None
 
     _source_path: Path | None = PrivateAttr(None)
@@ -97,9 +98,22 @@ class Migration(BaseModel, ABC):
 
     @field_validator("parent")
     @classmethod
-    def _parent(cls, value: str) -> str:
-        if value != INITIAL and not MIGRATION_ID.fullmatch(value):
-            raise ValueError(f"parent {value!r} must be 'initial' or another migration's id")
+    def _parent(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str):
+            if value != INITIAL and not MIGRATION_ID.fullmatch(value):
+                raise ValueError(f"parent {value!r} must be 'initial' or another migration's id")
+            return value
+        if not value:
+            raise ValueError("parent is an empty list; write 'initial' or the id(s) this migration follows")
+        bad = [p for p in value if not MIGRATION_ID.fullmatch(p)]
+        if bad:
+            raise ValueError(
+                f"parent {bad[0]!r}: a merge migration's parents must be migration ids (not 'initial')"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError(f"parent lists a migration twice ({', '.join(value)}); list each head once")
+        if len(value) == 1:
+            return value[0]  # `parent: [a]` is just `parent: a`
         return value
 
     @field_validator("created_at")
@@ -123,6 +137,18 @@ class Migration(BaseModel, ABC):
     @property
     def source_path(self) -> Path | None:
         return self._source_path
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """The ids this migration follows: none for the first, one, or several for a merge migration."""
+        if isinstance(self.parent, str):
+            return () if self.parent == INITIAL else (self.parent,)
+        return tuple(self.parent)
+
+    @property
+    def is_merge(self) -> bool:
+        """Joins several heads of the chain (``parent: [a, b]``)."""
+        return len(self.parents) > 1
 
     @property
     def checksum(self) -> str:

@@ -62,7 +62,8 @@ def rollback(
         chain.get(target)
         if target not in done:
             raise RollbackRefused(f"migration {target} is not applied; nothing to roll back")
-        todo = [m for m in reversed(done) if chain.index(m) >= chain.index(target)]
+        undo = {target, *(m.migration_id for m in chain.descendants(target))}  # not a sibling branch
+        todo = [m for m in reversed(done) if m in undo]
     else:
         todo = done[-1:]
     if not todo:

@@ -20,10 +20,10 @@ from metaxy_core.migrations.chain import (
     UnknownMigrationError,
 )
 
-A, B, C, D = (f"20250101_00000{i}_{n}" for i, n in enumerate("abcd", start=1))
+A, B, C, D, E, F = (f"20250101_00000{i}_{n}" for i, n in enumerate("abcdef", start=1))
 
 
-def mig(migration_id: str, parent: str = "initial", *, file: str | None = None) -> DiffMigration:
+def mig(migration_id: str, parent: str | list[str] = "initial", *, file: str | None = None) -> DiffMigration:
     m = DiffMigration(
         migration_id=migration_id,
         created_at=datetime(2025, 1, 1, tzinfo=UTC),
@@ -44,7 +44,7 @@ def test_chain_orders_migrations_by_parent_links_not_by_input_order_or_id():
     assert chain.head.migration_id == D
     assert [m.migration_id for m in chain.upto(B)] == [A, C, B]
     assert [m.migration_id for m in chain.descendants(C)] == [B, D]
-    assert chain.parent_of(A) is None and chain.parent_of(B).migration_id == C
+    assert chain.parents_of(A) == [] and [m.migration_id for m in chain.parents_of(B)] == [C]
     assert len(chain) == 4 and C in chain and "nope" not in chain
 
 
@@ -83,6 +83,65 @@ def test_fork_with_several_heads_names_both_children():
     message = str(info.value)
     assert f"the chain forks: migrations/{B}.yaml, migrations/{C}.yaml all have parent {A}" in message
     assert f"set the parent of the later one to {B}" in message
+    assert "run `metaxy migrations generate --merge`" in message
+
+
+def test_heads_of_branches_of_different_lengths_name_the_branch_point_and_the_merge_command():
+    with pytest.raises(ForkError) as info:
+        MigrationChain([mig(A), mig(B, A), mig(C, A), mig(D, C)])
+    assert info.value.heads == [B, D] and info.value.parent == A
+    message = str(info.value)
+    assert (
+        f"the chain forks: migrations/{B}.yaml, migrations/{D}.yaml are separate heads after {A}" in message
+    )
+    assert "run `metaxy migrations generate --merge`" in message
+
+
+def test_merge_migration_joins_two_heads_and_comes_after_both_parents():
+    # A -> B -> D and A -> C, joined by E (parent: [D, C]); F follows the merge
+    chain = MigrationChain([mig(F, E), mig(E, [D, C]), mig(D, B), mig(C, A), mig(B, A), mig(A)])
+    assert chain.ids == [A, B, C, D, E, F]
+    assert chain.head.migration_id == F and [m.migration_id for m in chain.heads] == [F]
+    assert [m.migration_id for m in chain.parents_of(E)] == [D, C] and chain.get(E).is_merge
+    # apply up to one branch leaves the other out; up to the merge takes both
+    assert [m.migration_id for m in chain.upto(D)] == [A, B, D]
+    assert [m.migration_id for m in chain.upto(E)] == [A, B, C, D, E]
+    # what must be rolled back before C: the merge and what follows it, not the other branch
+    assert [m.migration_id for m in chain.descendants(C)] == [E, F]
+
+
+def test_forked_chain_loads_with_allow_forks_and_lists_its_heads():
+    chain = MigrationChain([mig(A), mig(B, A), mig(C, A)], allow_forks=True)
+    assert [m.migration_id for m in chain.heads] == [B, C]
+    with pytest.raises(ForkError):
+        _ = chain.head
+
+
+def test_two_first_migrations_joined_by_a_merge_form_a_valid_chain():
+    chain = MigrationChain([mig(A), mig(B), mig(C, [A, B])])
+    assert chain.ids == [A, B, C] and chain.head.migration_id == C
+
+
+def test_merge_parent_that_does_not_exist_names_the_file():
+    with pytest.raises(MissingParentError, match=rf"migrations/{C}.yaml: parent 20240101_000000_gone"):
+        MigrationChain([mig(A), mig(B, A), mig(C, [B, "20240101_000000_gone"])])
+
+
+@pytest.mark.parametrize(
+    ("parent", "expected"),
+    [
+        ([], "parent is an empty list"),
+        ([A, A], "lists a migration twice"),
+        ([A, "initial"], "a merge migration's parents must be migration ids"),
+    ],
+)
+def test_bad_merge_parents_are_refused_at_load(parent: list[str], expected: str):
+    with pytest.raises(ValueError, match=expected):
+        mig(B, parent)
+
+
+def test_one_element_parent_list_is_a_plain_parent():
+    assert mig(B, [A]).parent == A and mig(B, [A]).parents == (A,)
 
 
 def test_several_roots_are_refused_with_both_files_named():
