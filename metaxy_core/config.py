@@ -240,13 +240,14 @@ class MetaxyConfig(BaseModel):
                 ) from exc
         return FeatureGraph.get_active()
 
-    def load_chain(self, graph: FeatureGraph | None = None) -> MigrationChain:
+    def load_chain(self, graph: FeatureGraph | None = None, *, allow_forks: bool = False) -> MigrationChain:
         """The project's migration chain, from its files only (never the store): the one chain loader.
 
         The config folder is importable first (operation ``type:`` paths and ``.py`` migrations may import
         the project's own modules), and a PythonMigration's ``build_operations()`` may read the feature graph
         while the chain loads, so ``graph`` is active meanwhile. Default: the active graph, with the
-        entrypoints imported first when nothing registered features yet.
+        entrypoints imported first when nothing registered features yet. ``allow_forks`` accepts a chain with
+        several heads (``metaxy migrations heads`` and ``generate --merge`` read one to join it).
 
         Raises:
             MetaxyError: a file cannot be loaded or the chain is broken (the message names the file).
@@ -260,7 +261,7 @@ class MetaxyConfig(BaseModel):
             if not len(graph):
                 graph = self.load_features()
         with graph.use():
-            return load_chain(self.migrations_path)
+            return load_chain(self.migrations_path, allow_forks=allow_forks)
 
     def add_import_path(self) -> str:
         """Put the config file's folder on ``sys.path`` (once) so the project's own modules import as-is:

@@ -42,7 +42,7 @@ class MigrationRef:
     migration_id: str
     source_path: Path | None
     checksum: str
-    parent: str
+    parents: tuple[str, ...]
     op_labels: tuple[tuple[str, str], ...]
     _fallback: Migration | None = field(default=None, compare=False, repr=False)
 
@@ -52,7 +52,7 @@ class MigrationRef:
             migration_id=migration.migration_id,
             source_path=migration.source_path,
             checksum=migration.checksum,
-            parent=migration.parent,
+            parents=migration.parents,
             op_labels=tuple(migration.operation_labels()),
             _fallback=None if migration.source_path is not None else migration,
         )

@@ -1,7 +1,8 @@
 """Graph-backed assets: one per migration, whose ops are the migration's operations in order.
 
 The ops are chained with Nothing dependencies (no IO manager is involved) and the parent migration's asset is
-the graph's upstream input, so Dagster runs the chain in order and re-executes from the failed operation.
+the graph's upstream input (both heads' assets for a merge migration, one input each), so Dagster runs the
+chain in order and re-executes from the failed operation.
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ from dagster import (
 from metaxy_core.migrations import Migration, MigrationChain
 from metaxy_dagster._runtime import MigrationRef, definition_errors
 from metaxy_dagster.errors import MetaxyDefinitionsError
-from metaxy_dagster.ops import DEFAULT_POOL, build_operation_ops
+from metaxy_dagster.ops import DEFAULT_POOL, after_input_names, build_operation_ops
 from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY
 from metaxy_dagster.translator import MetaxyMigrationTranslator
 
 PARENT_INPUT = "parent"
 RESULT_OUTPUT = "result"
+
+
+def parent_input_names(count: int) -> list[str]:
+    """Graph inputs for the parent migrations' assets: ``parent``, then ``parent_2``... (a merge)."""
+    return [PARENT_INPUT if i == 0 else f"{PARENT_INPUT}_{i + 1}" for i in range(count)]
 
 
 def build_migration_assets(
@@ -86,7 +92,8 @@ def _build_asset(
             "per migration (include the migration id)"
         )
     seen[spec.key] = migration.migration_id
-    parent_key = translator.get_parent_asset_key(migration, chain)
+    parent_keys = translator.get_parent_asset_keys(migration, chain)
+    parent_inputs = dict(zip(parent_input_names(len(parent_keys)), parent_keys, strict=True))
     ops = build_operation_ops(
         MigrationRef.of(migration),
         asset_key=spec.key,
@@ -103,17 +110,10 @@ def _build_asset(
             current.name: {"after": DependencyDefinition(previous.name, RESULT_OUTPUT)}
             for previous, current in zip(ops, ops[1:], strict=False)
         },
-        input_mappings=(
-            [
-                InputMapping(
-                    graph_input_name=PARENT_INPUT,
-                    mapped_node_name=ops[0].name,
-                    mapped_node_input_name="after",
-                )
-            ]
-            if parent_key is not None
-            else []
-        ),
+        input_mappings=[
+            InputMapping(graph_input_name=name, mapped_node_name=ops[0].name, mapped_node_input_name=op_input)
+            for name, op_input in zip(parent_inputs, after_input_names(len(parent_inputs)), strict=True)
+        ],
         output_mappings=[
             OutputMapping(
                 graph_output_name=RESULT_OUTPUT,
@@ -125,7 +125,7 @@ def _build_asset(
     kind_tags = {f"dagster/kind/{kind}": "" for kind in sorted(spec.kinds)}
     return AssetsDefinition.from_graph(
         graph,
-        keys_by_input_name={PARENT_INPUT: parent_key} if parent_key is not None else {},
+        keys_by_input_name=parent_inputs,
         keys_by_output_name={RESULT_OUTPUT: spec.key},
         group_name=spec.group_name,
         descriptions_by_output_name={RESULT_OUTPUT: spec.description} if spec.description else None,

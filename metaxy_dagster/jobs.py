@@ -86,9 +86,9 @@ def build_plan_job(
             parent = by_key.get(key)
             if parent is not None:
                 output = next(o for o, k in parent.keys_by_output_name.items() if k == key)
-                dependencies[asset.node_def.name] = {
-                    input_name: DependencyDefinition(parent.node_def.name, output)
-                }
+                dependencies.setdefault(asset.node_def.name, {})[input_name] = DependencyDefinition(
+                    parent.node_def.name, output
+                )  # a merge migration has one input per parent
     graph = GraphDefinition(
         name=name,
         description=(

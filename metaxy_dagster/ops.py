@@ -48,6 +48,11 @@ def op_name(migration_id: str, index: int, op_id: str) -> str:
     return f"{sanitize_name(migration_id)}__{index + 1}_{sanitize_name(op_id)}"
 
 
+def after_input_names(count: int) -> list[str]:
+    """The first op's Nothing inputs, one per parent migration: ``after``, then ``after_2``... (merge)."""
+    return ["after" if i == 0 else f"after_{i + 1}" for i in range(count)]
+
+
 def build_operation_ops(
     ref: MigrationRef,
     *,
@@ -58,7 +63,7 @@ def build_operation_ops(
     op_tags: Mapping[str, str] | None = None,
 ) -> list[OpDefinition]:
     """The ops of one migration, in order; each has a Nothing input ``after`` and a Nothing output
-    ``result``."""
+    ``result``; the first op of a merge migration has one ``after`` input per parent."""
     labels = list(ref.op_labels) or [EMPTY_OPERATION]
     return [
         _build_op(
@@ -108,7 +113,10 @@ def _build_op(
         name=op_name(ref.migration_id, index, op_id),
         description=f"Migration {ref.migration_id}, operation {index + 1}/{count}: `{op_id}` ({op_type}).",
         compute_fn=_operation,
-        ins={"after": In(Nothing, description="the previous operation, or the parent migration")},
+        ins={
+            name: In(Nothing, description="the previous operation, or a parent migration")
+            for name in after_input_names(max(len(ref.parents), 1) if index == 0 else 1)
+        },
         outs={"result": Out(Nothing, is_required=index < count - 1)},
         required_resource_keys={store_resource_key, run_resource_key},
         tags={

@@ -127,7 +127,7 @@ class MetaxyMigrationTranslator:
         metadata: dict[str, Any] = {
             "metaxy/migration_id": migration.migration_id,
             "metaxy/migration_kind": migration.kind,
-            "metaxy/parent": migration.parent,
+            "metaxy/parent": ", ".join(migration.parents) or INITIAL,
             "metaxy/operations": MetadataValue.md(
                 "\n".join(f"{i + 1}. `{op_id}` ({op_type})" for i, (op_id, op_type) in enumerate(labels))
                 or "_no operations: applying records the migration as done_"
@@ -155,18 +155,16 @@ class MetaxyMigrationTranslator:
         return metadata
 
     # ------------------------------------------------------------------ specs
-    def get_parent_asset_key(self, migration: Migration, chain: MigrationChain) -> AssetKey | None:
-        """The key of the migration this one follows (None for the first), via :meth:`get_asset_key`."""
-        if migration.parent == INITIAL:
-            return None
-        return self.get_asset_key(chain.get(migration.parent))
+    def get_parent_asset_keys(self, migration: Migration, chain: MigrationChain) -> list[AssetKey]:
+        """The keys of the migrations this one follows, via :meth:`get_asset_key`: none for the first, one,
+        or both heads for a merge migration (so Dagster runs it after both branches)."""
+        return [self.get_asset_key(parent) for parent in chain.parents_of(migration.migration_id)]
 
     def get_asset_spec(self, migration: Migration, chain: MigrationChain) -> AssetSpec:
         """The full spec of a migration's asset, built from the getters above."""
-        parent = self.get_parent_asset_key(migration, chain)
         return AssetSpec(
             key=self.get_asset_key(migration),
-            deps=[parent] if parent is not None else [],
+            deps=self.get_parent_asset_keys(migration, chain),
             description=self.get_description(migration),
             metadata=self.get_metadata(migration),
             group_name=self.get_group_name(migration),

@@ -346,6 +346,10 @@ def load_migrations(directory: Path, *, context: dict[str, Any] | None = None) -
     return migrations
 
 
-def load_chain(directory: Path, *, context: dict[str, Any] | None = None) -> MigrationChain:
-    """Load and validate the migration chain in ``directory`` (an empty/missing folder is an empty chain)."""
-    return MigrationChain(load_migrations(directory, context=context))
+def load_chain(
+    directory: Path, *, context: dict[str, Any] | None = None, allow_forks: bool = False
+) -> MigrationChain:
+    """Load and validate the migration chain in ``directory`` (an empty/missing folder is an empty chain).
+
+    ``allow_forks`` accepts several heads (see :class:`MigrationChain`)."""
+    return MigrationChain(load_migrations(directory, context=context), allow_forks=allow_forks)
