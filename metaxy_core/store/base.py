@@ -10,6 +10,7 @@ import polars as pl
 
 from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import CoercibleToFeatureKey
+from metaxy_core.store.frames import IncrementData, IncrementFrame
 
 FeatureRef = CoercibleToFeatureKey | type
 FrameLike = pl.DataFrame | pl.LazyFrame
@@ -22,11 +23,23 @@ class Increment:
     Frames are lazy; :meth:`collect` materialises all three (they share the scans, so collect them together).
     Each frame carries the id columns, the expected ``metaxy_provenance_by_field`` and ``metaxy_provenance``
     (``removed`` carries the stored ones), plus any user columns of the ``samples`` passed in.
+
+    The frames are polars frames that also answer the narwhals idioms of Metaxy's documented migrations
+    (``len(increment.added)``, ``increment.added.to_native()``; see :mod:`metaxy_core.store.frames`), and
+    Metaxy 0.1.x's names ``new`` / ``stale`` / ``orphaned`` read ``added`` / ``changed`` / ``removed``.
     """
 
     added: pl.LazyFrame | pl.DataFrame
     changed: pl.LazyFrame | pl.DataFrame
     removed: pl.LazyFrame | pl.DataFrame
+
+    def __post_init__(self) -> None:
+        for name in ("added", "changed", "removed"):
+            frame = getattr(self, name)
+            wrapped = (
+                IncrementData.wrap(frame) if isinstance(frame, pl.DataFrame) else IncrementFrame.wrap(frame)
+            )
+            object.__setattr__(self, name, wrapped)  # frozen dataclass: set once, here
 
     def collect(self) -> Increment:
         frames = [
@@ -34,6 +47,21 @@ class Increment:
         ]
         added, changed, removed = pl.collect_all(frames)
         return Increment(added=added, changed=changed, removed=removed)
+
+    @property
+    def new(self) -> pl.LazyFrame | pl.DataFrame:
+        """``added`` under Metaxy 0.1.x's name."""
+        return self.added
+
+    @property
+    def stale(self) -> pl.LazyFrame | pl.DataFrame:
+        """``changed`` under Metaxy 0.1.x's name."""
+        return self.changed
+
+    @property
+    def orphaned(self) -> pl.LazyFrame | pl.DataFrame:
+        """``removed`` under Metaxy 0.1.x's name."""
+        return self.removed
 
     def counts(self) -> dict[str, int]:
         eager = self.collect()

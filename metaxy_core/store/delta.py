@@ -22,7 +22,7 @@ from metaxy_core.errors import MetadataNotFoundError, MetadataSchemaError
 from metaxy_core.graph.graph import FeatureGraph, resolve_key
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.graph.spec import FeatureSpec
-from metaxy_core.store import _io, increment, layout, maintenance, provenance, scope, system
+from metaxy_core.store import _io, frames, increment, layout, maintenance, provenance, scope, system
 from metaxy_core.store._storage import is_remote, normalize_root, resolve_storage_options, secret_values
 from metaxy_core.store.base import FeatureRef, FrameLike, Increment, MetadataStore
 from metaxy_core.store.provenance import (
@@ -230,7 +230,7 @@ class DeltaMetadataStore(MetadataStore):
                 lf = self.latest_per_sample(lf, ids)
         if filters is not None:
             for expr in filters if isinstance(filters, list) else [filters]:
-                lf = lf.filter(expr)
+                lf = frames.apply_filter(lf, expr)
         if columns is not None:
             lf = lf.select([*ids, *[c for c in columns if c not in ids]])
         return lf
@@ -269,8 +269,12 @@ class DeltaMetadataStore(MetadataStore):
         return rows.height
 
     def prepare_rows(self, spec: FeatureSpec, df: FrameLike, graph: FeatureGraph) -> pl.LazyFrame:
-        """Validate ids and the provenance struct; compute provenance for downstream rows lacking it."""
-        lf = df.lazy()
+        """Validate ids and the provenance struct; compute provenance for downstream rows lacking it.
+
+        ``df`` may be any frame :func:`~metaxy_core.store.frames.to_polars_lazy` accepts (polars, narwhals,
+        pyarrow, pandas).
+        """
+        lf = frames.to_polars_lazy(df, what=f"rows for feature {spec.key}")
         schema = lf.collect_schema()
         provenance.check_rows(spec, schema)
         if PROVENANCE_BY_FIELD not in schema:  # a downstream feature's rows: provenance from upstream
@@ -371,7 +375,10 @@ class DeltaMetadataStore(MetadataStore):
         :mod:`metaxy_core.store.increment`).
         """
         graph = self._graph(graph)
-        return increment.resolve_update(self, graph.spec(feature), graph, samples)
+        spec = graph.spec(feature)
+        if samples is not None:
+            samples = frames.to_polars(samples, what=f"samples for feature {spec.key}")
+        return increment.resolve_update(self, spec, graph, samples)
 
     # -------------------------------------------------------------- snapshots etc.
     def push_snapshot(self, graph: FeatureGraph | None = None, *, project: str | None = None) -> Any:
