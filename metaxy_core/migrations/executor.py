@@ -24,7 +24,7 @@ from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import progress
 from metaxy_core.migrations.chain import MigrationChain
-from metaxy_core.migrations.context import OperationContext
+from metaxy_core.migrations.context import OperationContext, running_step, step_label
 from metaxy_core.migrations.lock import StoreLock
 from metaxy_core.migrations.models import (
     CustomMigration,
@@ -44,6 +44,7 @@ from metaxy_core.migrations.results import (
     StepStatus,
 )
 from metaxy_core.migrations.state import MigrationState, pending, state_of
+from metaxy_core.reporting import ProgressCallback
 
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
@@ -97,6 +98,7 @@ class MigrationExecutor:
         batch_rows: samples per bucket (and per Delta commit) of bulk steps such as reconciliation; it bounds
             their memory (about 1 GiB peak at the default, whatever the table size).
         on_step: called with every :class:`StepResult` as it finishes (progress bars, Dagster logs).
+        on_progress: called while long steps run (rows done / total, rate, ETA), e.g. after each bucket.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class MigrationExecutor:
         force: bool = False,
         batch_rows: int = 1_000_000,
         on_step: Callable[[StepResult], None] | None = None,
+        on_progress: ProgressCallback | None = None,
         log: logging.Logger | None = None,
     ) -> None:
         self.store = store
@@ -118,6 +121,7 @@ class MigrationExecutor:
         self.force = force
         self.batch_rows = batch_rows
         self.on_step = on_step
+        self.on_progress = on_progress
         self.log = log or logger
         self.lock = StoreLock(store, self.run_id)
 
@@ -348,6 +352,7 @@ class MigrationExecutor:
             dry_run=dry_run,
             batch_rows=self.batch_rows,
             log=self.log,
+            on_progress=self.on_progress,
         )
 
     @_in_graph
@@ -447,7 +452,8 @@ class MigrationExecutor:
         self.log.info(
             "%s %s: %s on %s", "planning" if dry_run else "applying", migration.migration_id, op_id, feature
         )
-        with self.store.write_scope(write_id, dry_run=dry_run) as scope:
+        step = running_step(step_label(migration.migration_id, op_id, feature), self.on_progress)
+        with self.store.write_scope(write_id, dry_run=dry_run) as scope, step:
             try:
                 if op is None:
                     outcome = _custom_outcome(

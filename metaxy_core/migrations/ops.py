@@ -172,6 +172,7 @@ class DataVersionReconciliation(BaseOperation):
         # Bounded memory at any table size: samples are processed in buckets sized by `batch_rows`, each
         # bucket appended in one commit (see metaxy_core.migrations.reconcile).
         write = None if ctx.dry_run else store.begin_write(spec.key)
+        meter = ctx.progress(feature)  # rows at the old version gone through, after every bucket
         result = reconcile.carry_over(
             store,
             spec,
@@ -182,7 +183,9 @@ class DataVersionReconciliation(BaseOperation):
             dry_run=ctx.dry_run,
             partition_rows=ctx.batch_rows,
             on_commit=write.count if write is not None else None,
+            on_progress=meter.update,
         )
+        meter.finish()
         return StepOutcome(result.rows, note=reconcile.missing_note(feature, result.missing))
 
 

@@ -88,6 +88,7 @@ def carry_over(
     dry_run: bool = False,
     partition_rows: int = DEFAULT_PARTITION_ROWS,
     on_commit: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> CarryOverResult:
     """Reconcile one downstream feature: carry its rows at the old version over to the new version.
 
@@ -95,7 +96,8 @@ def carry_over(
     yet keeps its user columns, gets its provenance recomputed from the upstream features' current data
     versions, is stamped with the new versions and appended (one commit per bucket). Re-running skips samples
     already carried, so an interrupted run resumes without duplicates. In a dry run nothing is written and
-    ``rows`` is what would be. ``on_commit`` is called with the row count of every commit.
+    ``rows`` is what would be. ``on_commit`` is called with the row count of every commit, ``on_progress``
+    after every bucket with (rows at the old version gone through, their total from the Delta log's stats).
 
     Raises:
         MetadataNotFoundError: an upstream feature has no metadata.
@@ -171,12 +173,16 @@ def carry_over(
             for name, lf, where in inputs:
                 buckets.add(name, lf, where)
         result.spilled = list(buckets.spilled)
+        seen, total = 0, old_where.rows
         for b in range(partitioning.k):
+            if on_progress is not None and b:
+                on_progress(seen, total)
             with _timed(result, "read"):
                 # The stored data-version struct is only needed for custom data versions; most rows have the
                 # default one (equal to the provenance), so read it only for buckets that have others.
                 old_rows = buckets.get("old", b)
                 todo = old_rows.drop(DATA_VERSION_BY_FIELD).collect()
+                seen += todo.height
                 dv = todo.get_column(DATA_VERSION)
                 if not lean or dv.has_nulls() or not (dv == todo.get_column(PROVENANCE)).all():
                     todo = old_rows.collect()
@@ -227,6 +233,8 @@ def carry_over(
             del out
         with _timed(result, "write"):
             writer.finish()
+        if on_progress is not None:
+            on_progress(seen, total)
     return result
 
 

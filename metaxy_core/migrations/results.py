@@ -54,12 +54,17 @@ class StepStatus(StrEnum):
 
 
 class EventStatus(StrEnum):
-    """Statuses of the migration-level events of the log (a ``rolled_back`` event restarts the history)."""
+    """Statuses of the migration-level events of the log (a ``rolled_back`` event restarts the history).
+
+    ``stamped`` marks a migration applied without running it (``metaxy migrations stamp`` / ``baseline``):
+    it counts as completed, wrote no rows, and a rollback of it only records ``rolled_back``.
+    """
 
     STARTED = "started"
     COMPLETED = "completed"
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
+    STAMPED = "stamped"
 
 
 class RollbackStatus(StrEnum):

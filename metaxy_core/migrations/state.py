@@ -59,6 +59,8 @@ class MigrationState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str = ""
+    #: marked applied by ``metaxy migrations stamp``/``baseline`` without running (no rows written by it)
+    stamped: bool = False
     steps: dict[tuple[int, str], StepState] = field(default_factory=dict)
 
     @property
@@ -128,6 +130,12 @@ def fold(migration_id: str, rows: list[dict[str, Any]]) -> MigrationState:
             elif row["status"] == EventStatus.FAILED:
                 state.status = MigrationStatus.FAILED
                 state.error = row["error"] or ""
+            elif row["status"] == EventStatus.STAMPED:
+                state.status = MigrationStatus.COMPLETED
+                state.stamped = True
+                state.checksum = row["checksum"] or state.checksum
+                state.run_id = row["run_id"]
+                state.finished_at = row["at"]
             continue
         state.steps[(row["op_index"], row["feature_key"])] = StepState(
             op_index=row["op_index"],
