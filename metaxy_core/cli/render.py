@@ -110,6 +110,8 @@ def _push(result: PushResult, out: Console) -> None:
         out.print(
             f"pushed snapshot {result.snapshot_version} (previous: {result.previous_version or 'none'})"
         )
+    for path in getattr(result, "snapshot_files", ()):  # commit them with the migrations
+        out.print(f"wrote snapshot file {path}")
 
 
 @render.register

@@ -6,13 +6,47 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from metaxy_core.commands.project import Project
+from metaxy_core.errors import MetaxyError, SnapshotNotFoundError
+from metaxy_core.migrations.snapshot_files import SnapshotFiles, snapshots_dir
 from metaxy_core.store.maintenance import TableMaintenance, maintain
 from metaxy_core.store.system import PushResult
 
 
-def push(project: Project) -> PushResult:
-    """Record the code's feature graph snapshot in the store (idempotent)."""
-    return project.store.push_snapshot(project.graph, project=project.config.project)
+@dataclass(frozen=True)
+class PushReport(PushResult):
+    """What ``metaxy push`` did: the snapshot recorded in the store, and the snapshot files it wrote."""
+
+    snapshot_files: tuple[str, ...] = ()
+
+
+def push(project: Project) -> PushReport:
+    """Record the code's feature graph snapshot in the store (idempotent).
+
+    It also writes ``.metaxy/snapshots/<version>.json`` beside the migrations: the code's snapshot, and every
+    snapshot a migration file names that only the store holds. Dagster loads migrations from files, and an
+    applied migration keeps working on its own snapshots after the code moves on, so commit that folder.
+    """
+    result = project.store.push_snapshot(project.graph, project=project.config.project)
+    files = SnapshotFiles(snapshots_dir(project.config.migrations_path))
+    written = [files.write(project.graph)]
+    for version in _named_snapshots(project):
+        if not files.has(version):
+            try:
+                written.append(files.write(project.store.load_snapshot_graph(version)))
+            except SnapshotNotFoundError:
+                continue  # never pushed: the migration's loader says so where it matters
+    return PushReport(**asdict(result), snapshot_files=tuple(str(p) for p in written if p is not None))
+
+
+def _named_snapshots(project: Project) -> list[str]:
+    """Snapshot versions the migration files name (none when they cannot be loaded: push still works)."""
+    try:
+        chain = project.chain
+    except MetaxyError:
+        return []
+    names = [getattr(m, a, None) for m in chain for a in ("from_snapshot_version", "to_snapshot_version")]
+    names += [getattr(m, "snapshot_version", None) for m in chain]
+    return sorted({n for n in names if n})
 
 
 @dataclass

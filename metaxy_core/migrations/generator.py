@@ -14,6 +14,7 @@ from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.models import INITIAL, DiffMigration, diff_affected
+from metaxy_core.migrations.snapshot_files import SnapshotFiles, snapshots_dir
 
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
@@ -167,5 +168,9 @@ def generate(
         "    reason: Definitions changed without changing computed results",
         "",
     ]
+    # Both snapshots travel with the migration (Dagster loads it from files; the code will move on).
+    files = SnapshotFiles(snapshots_dir(migrations_dir))
+    files.write(from_graph)
+    files.write(graph)
     path = _write_new(migrations_dir, migration_id, lines)
     return GeneratedMigration(path, migration_id, baseline.snapshot_version, current, affected, recompute)

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from metaxy_core.graph import FeatureGraph
+from metaxy_core.migrations.snapshot_files import SnapshotFiles, snapshots_dir
 
 RECONCILE = {"type": "metaxy_core.migrations.ops.DataVersionReconciliation"}
 
@@ -34,7 +35,7 @@ def write_migration(
         migration_id: ``YYYYMMDD_HHMMSS_description``; also the file name.
         parent: the previous migration's id, or ``initial``.
         from_snapshot: the graph (or snapshot version) the migration starts from; None for a migration
-            without snapshots.
+            without snapshots. A graph's snapshot file is written beside the folder, as ``generate`` does.
         to_snapshot: the graph (or snapshot version) it ends at.
         ops: operations as they appear in YAML; one data-version reconciliation by default.
         created_at: ISO timestamp recorded in the file.
@@ -48,6 +49,11 @@ def write_migration(
     data["ops"] = ops if ops is not None else [dict(RECONCILE)]
     data.update(extra)
     folder.mkdir(parents=True, exist_ok=True)
+    # Like `generate`: the snapshots given as graphs travel with the file (`snapshots/` beside `folder`).
+    files = SnapshotFiles(snapshots_dir(folder))
+    for graph in (from_snapshot, to_snapshot):
+        if isinstance(graph, FeatureGraph):
+            files.write(graph)
     path = folder / f"{migration_id}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
