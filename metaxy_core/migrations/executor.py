@@ -278,7 +278,7 @@ class MigrationExecutor:
         if isinstance(migration, CustomMigration):
             return [None]
         try:
-            return list(migration.operations())
+            return list(migration.operations(store=self.store))
         except MetaxyError as exc:
             raise _located(exc, migration) from None
         except ValidationError as exc:

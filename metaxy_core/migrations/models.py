@@ -29,9 +29,11 @@ from pydantic import (
     model_validator,
 )
 
+from metaxy_core.errors import MetaxyError
 from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations.ops import BaseOperation, build_operation
+from metaxy_core.migrations.snapshot_files import SnapshotFiles, UnavailableGraph
 
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
@@ -85,6 +87,7 @@ class Migration(BaseModel, ABC):
 
     _source_path: Path | None = PrivateAttr(None)
     _checksum: str | None = PrivateAttr(None)
+    _snapshot_files: SnapshotFiles | None = PrivateAttr(None)
 
     @field_validator("migration_id")
     @classmethod
@@ -162,6 +165,41 @@ class Migration(BaseModel, ABC):
     def summary(self) -> str:
         return self.description or (type(self).__doc__ or "").strip().split("\n")[0]
 
+    @property
+    def snapshot_files(self) -> SnapshotFiles | None:
+        """The snapshot files beside this migration's folder (``None`` when it was not loaded from a file)."""
+        return self._snapshot_files
+
+    # ---------------------------------------------------------------- snapshots
+    def snapshot_graph(
+        self, version: str, *, store: DeltaMetadataStore | None = None, project: str | None = None
+    ) -> FeatureGraph:
+        """The feature graph of snapshot ``version``: from the snapshot files beside the migration (what
+        Dagster, which never reads the store at load, relies on), else from ``store``.
+
+        Raises:
+            SnapshotFileError: the file is damaged, or missing while no store can stand in (the message
+                names ``metaxy push``, which writes it).
+        """
+        files = self._snapshot_files
+        if files is not None and files.has(version):
+            return files.load(version)
+        if store is not None:
+            return store.load_snapshot_graph(version, project=project or store.project)
+        if files is None:
+            raise MetaxyError(
+                f"migration {self.migration_id} needs snapshot {version}, but it was not loaded from a "
+                "migrations folder, so there are no snapshot files beside it; pass the store"
+            )
+        return files.load(version, needed_by=f"migration {self.migration_id}")
+
+    def target_graph(
+        self, graph: FeatureGraph | None = None, *, store: DeltaMetadataStore | None = None
+    ) -> FeatureGraph:
+        """The graph this migration moves stored metadata to: ``graph`` (the code's, default: the active one)
+        unless the migration names another snapshot (see :meth:`snapshot_graph`)."""
+        return graph if graph is not None else FeatureGraph.get_active()
+
     # ---------------------------------------------------------------- behaviour
     def resolve_graphs(
         self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
@@ -174,12 +212,13 @@ class Migration(BaseModel, ABC):
         """Features the migration's operations run for, upstream first. Override to filter."""
         return []
 
-    def operations(self) -> list[BaseOperation]:
+    def operations(self, *, store: DeltaMetadataStore | None = None) -> list[BaseOperation]:
+        """The migration's operations; ``store`` stands in for a snapshot file that is missing."""
         return []
 
-    def operation_labels(self) -> list[tuple[str, str]]:
+    def operation_labels(self, *, store: DeltaMetadataStore | None = None) -> list[tuple[str, str]]:
         """(op id, op type) pairs known without running anything (for Dagster ops and plans)."""
-        return [(op.op_id, op.type or op.import_path()) for op in self.operations()]
+        return [(op.op_id, op.type or op.import_path()) for op in self.operations(store=store)]
 
 
 class OperationsMigration(Migration):
@@ -210,8 +249,23 @@ class OperationsMigration(Migration):
     def build_operations(self) -> list[BaseOperation | dict[str, Any]]:
         return list(self._ops)
 
-    def operations(self) -> list[BaseOperation]:
-        return [build_operation(op) for op in self.build_operations()]
+    @property
+    def computes_operations(self) -> bool:
+        """Its :meth:`build_operations` is code of its own (a PythonMigration's), not the file's ``ops``."""
+        return type(self).build_operations not in _STATIC_BUILDERS
+
+    def operations(self, *, store: DeltaMetadataStore | None = None) -> list[BaseOperation]:
+        """The operations, validated. Code that computes them (:meth:`build_operations`) runs with the
+        migration's target graph active (:meth:`target_graph`), in the CLI and in Dagster alike, so an applied
+        migration builds the same operations however far the code has moved on."""
+        if not self.computes_operations:
+            return [build_operation(op) for op in self.build_operations()]
+        try:
+            graph = self.target_graph(FeatureGraph.get_active(), store=store)
+        except MetaxyError as exc:  # raised where build_operations() reads the graph, if it does
+            graph = UnavailableGraph(exc)
+        with graph.use():
+            return [build_operation(op) for op in self.build_operations()]
 
 
 class DiffMigration(OperationsMigration):
@@ -227,16 +281,19 @@ class DiffMigration(OperationsMigration):
     to_snapshot_version: str
     ops: list[dict[str, Any]] = Field(default_factory=list)
 
+    def target_graph(
+        self, graph: FeatureGraph | None = None, *, store: DeltaMetadataStore | None = None
+    ) -> FeatureGraph:
+        current = graph if graph is not None else FeatureGraph.get_active()
+        if current.snapshot_version == self.to_snapshot_version:
+            return current
+        return self.snapshot_graph(self.to_snapshot_version, store=store)
+
     def resolve_graphs(
         self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
     ) -> tuple[FeatureGraph | None, FeatureGraph]:
-        current = graph if graph is not None else FeatureGraph.get_active()
-        to_graph = (
-            current
-            if current.snapshot_version == self.to_snapshot_version
-            else store.load_snapshot_graph(self.to_snapshot_version, project=project)
-        )
-        from_graph = store.load_snapshot_graph(self.from_snapshot_version, project=project)
+        to_graph = self.target_graph(graph, store=store)
+        from_graph = self.snapshot_graph(self.from_snapshot_version, store=store, project=project)
         return from_graph, to_graph
 
     def get_affected_features(
@@ -277,6 +334,10 @@ class PythonMigration(DiffMigration):
         return list(self._ops)
 
 
+#: the builders that return the file's own ``ops`` (anything else is code computing operations)
+_STATIC_BUILDERS = (OperationsMigration.build_operations, PythonMigration.build_operations)
+
+
 class CustomMigration(Migration):
     """Full control: the user's :meth:`execute` does the work (validators run before it, at load time).
 
@@ -290,7 +351,7 @@ class CustomMigration(Migration):
     def execute(self, store: DeltaMetadataStore, project: str, *, dry_run: bool = False) -> Any:  # type: ignore[override]
         """Do the migration; return the number of rows written (or a dict of rows per feature)."""
 
-    def operation_labels(self) -> list[tuple[str, str]]:
+    def operation_labels(self, *, store: DeltaMetadataStore | None = None) -> list[tuple[str, str]]:
         return [("execute", f"{type(self).__module__}.{type(self).__qualname__}")]
 
 
@@ -309,13 +370,18 @@ class FullGraphMigration(OperationsMigration):
                 "(`feature_key` or `features`)"
             )
 
+    def target_graph(
+        self, graph: FeatureGraph | None = None, *, store: DeltaMetadataStore | None = None
+    ) -> FeatureGraph:
+        current = graph if graph is not None else FeatureGraph.get_active()
+        if self.snapshot_version and self.snapshot_version != current.snapshot_version:
+            return self.snapshot_graph(self.snapshot_version, store=store)
+        return current
+
     def resolve_graphs(
         self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
     ) -> tuple[FeatureGraph | None, FeatureGraph]:
-        current = graph if graph is not None else FeatureGraph.get_active()
-        if self.snapshot_version and self.snapshot_version != current.snapshot_version:
-            return None, store.load_snapshot_graph(self.snapshot_version, project=project)
-        return None, current
+        return None, self.target_graph(graph, store=store)
 
     def get_affected_features(
         self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
