@@ -126,6 +126,26 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         text: a message or traceback.
         secrets: values to replace by ``***`` (a store's ``secrets``: keys, tokens, passwords).
     """
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
+    for secret in sorted(set(secrets) | _REGISTERED, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
     return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+#: values registered with :func:`register_secret`; every :func:`redact` call scrubs them
+_REGISTERED: set[str] = set()
+
+#: shorter values are not registered: scrubbing them would garble every number and word in messages, and a
+#: value that short protects nothing
+MIN_SECRET_LENGTH = 4
+
+
+def register_secret(value: str) -> None:
+    """Scrub ``value`` from every message :func:`redact` handles from now on, in this process.
+
+    For values that reach metaxy through configuration and are not known to be harmless, such as the
+    ``${VAR}`` substitutions in migration operations: they may hold a password, and a validator or an
+    operation may quote them in an error. Values shorter than :data:`MIN_SECRET_LENGTH` are ignored.
+    """
+    if len(value) >= MIN_SECRET_LENGTH:
+        _REGISTERED.add(value)

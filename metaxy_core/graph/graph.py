@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -21,7 +22,7 @@ from metaxy_core.errors import (
 )
 from metaxy_core.graph import versions as _v
 from metaxy_core.graph.keys import CoercibleToFeatureKey, FeatureKey, FieldKey
-from metaxy_core.graph.spec import FeatureSpec
+from metaxy_core.graph.spec import FeatureDep, FeatureSpec
 
 SNAPSHOT_FORMAT = 1
 
@@ -279,8 +280,67 @@ class FeatureGraph:
             )
         return graph
 
+    # ------------------------------------------------------- Metaxy's accessors
+    # The names Metaxy's documented migrations use, so code written for Metaxy runs unchanged.
+    @property
+    def features_by_key(self) -> dict[FeatureKey, type | FeatureSpec]:
+        """Every feature by key: its class when declared in code, else its spec (a graph rebuilt from a
+        snapshot has no classes). Either is accepted wherever the store takes a feature."""
+        return {k: self._classes.get(k) or s for k, s in self._specs.items()}
+
+    @property
+    def all_specs_by_key(self) -> dict[FeatureKey, FeatureSpec]:
+        return dict(self._specs)
+
+    def get_feature_by_key(self, key: CoercibleToFeatureKey | type) -> type | FeatureSpec:
+        """The feature's class (its spec when the graph has no class for it)."""
+        spec = self.spec(key)
+        return self._classes.get(spec.key) or spec
+
+    def get_feature_plan(self, key: CoercibleToFeatureKey | type) -> FeaturePlan:
+        """The feature's spec with its direct upstream features' specs (Metaxy's ``FeaturePlan``)."""
+        spec = self.spec(key)
+        deps = [self._specs[d.feature] for d in spec.deps]
+        return FeaturePlan(feature=spec, deps=deps or None, feature_deps=list(spec.deps) or None)
+
+    def get_downstream_features(self, sources: Iterable[CoercibleToFeatureKey | type]) -> list[FeatureKey]:
+        return self.downstream(sources)
+
+    def topological_sort_features(
+        self, keys: Iterable[CoercibleToFeatureKey | type] | None = None
+    ) -> list[FeatureKey]:
+        return self.topological_order(None if keys is None else [resolve_key(k) for k in keys])
+
+    def list_features(self) -> list[FeatureKey]:
+        return self.topological_order()
+
+    def get_feature_version(self, key: CoercibleToFeatureKey | type) -> str:
+        return self.feature_version(key)
+
+    def get_feature_version_by_field(self, key: CoercibleToFeatureKey | type) -> dict[str, str]:
+        return self.field_versions(key)
+
     def __repr__(self) -> str:
         return f"FeatureGraph({len(self)} features, snapshot {self.snapshot_version})"
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """A feature and its direct upstream features, as Metaxy's ``graph.get_feature_plan(key)`` returns it.
+
+    Attributes:
+        feature: the feature's spec.
+        deps: the upstream features' specs, or None for a root feature.
+        feature_deps: the feature's dependency declarations, or None for a root feature.
+    """
+
+    feature: FeatureSpec
+    deps: list[FeatureSpec] | None
+    feature_deps: list[FeatureDep] | None = None
+
+    @property
+    def parent_features_by_key(self) -> dict[FeatureKey, FeatureSpec]:
+        return {spec.key: spec for spec in self.deps or []}
 
 
 def _class_path(cls: type | None) -> str | None:
@@ -288,7 +348,9 @@ def _class_path(cls: type | None) -> str | None:
 
 
 def resolve_key(value: CoercibleToFeatureKey | type) -> FeatureKey:
-    """A FeatureKey from a key, a string/list, or a Feature class."""
+    """A FeatureKey from a key, a string/list, a Feature class or a FeatureSpec."""
+    if isinstance(value, FeatureSpec):
+        return value.key
     spec = getattr(value, "spec", None)
     if isinstance(value, type) and isinstance(spec, FeatureSpec):
         return spec.key

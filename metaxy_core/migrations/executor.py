@@ -22,15 +22,16 @@ from pydantic import ValidationError
 from metaxy_core.errors import MetaxyError, StoreUnreachableError, format_validation_error, redact
 from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
-from metaxy_core.migrations import progress
+from metaxy_core.migrations import execute, progress
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.context import OperationContext, running_step, step_label
 from metaxy_core.migrations.lock import StoreLock
 from metaxy_core.migrations.models import (
-    CustomMigration,
     Migration,
+    OperationsMigration,
     affected_features,
-    apply_phase_context,
+    overrides_execute,
+    revalidate,
 )
 from metaxy_core.migrations.ops import BaseOperation
 from metaxy_core.migrations.results import (
@@ -38,12 +39,15 @@ from metaxy_core.migrations.results import (
     MigrationFailed,
     MigrationResult,
     MigrationStatus,
+    ReportedFailure,
     RunStatus,
-    StepOutcome,
     StepResult,
     StepStatus,
+    outcome_of,
+    step_status,
 )
 from metaxy_core.migrations.state import MigrationState, pending, state_of
+from metaxy_core.migrations.usercode import located, step_error
 from metaxy_core.reporting import ProgressCallback
 
 if TYPE_CHECKING:
@@ -186,7 +190,10 @@ class MigrationExecutor:
             self._check_checksum(migration, states.get(migration.migration_id))
         for migration in todo:
             self._revalidate(migration)
-            for index, op in enumerate(self._operations(migration)):
+            operations = self._operations(migration)
+            if operations == [None] and isinstance(migration, OperationsMigration):
+                operations = self.built_operations(migration)  # what its execute()'s super() runs
+            for index, op in enumerate(operations):
                 if op is None:
                     continue
                 try:
@@ -194,7 +201,7 @@ class MigrationExecutor:
                     for feature in op.features_for(ctx):
                         ctx.to_graph.spec(feature)
                 except MetaxyError as exc:
-                    raise _located(exc, migration) from None
+                    raise located(exc, migration) from None
 
     def _check_checksum(self, migration: Migration, state: MigrationState | None) -> None:
         if state and state.checksum and state.checksum != migration.checksum and not self.force:
@@ -274,13 +281,20 @@ class MigrationExecutor:
     # -------------------------------------------------------------- steps
     @_in_graph
     def _operations(self, migration: Migration) -> list[BaseOperation | None]:
-        """The migration's operations (``None`` stands for a CustomMigration's ``execute``)."""
-        if isinstance(migration, CustomMigration):
+        """The migration's steps: its operations, or ``None`` standing for its own ``execute`` (a
+        CustomMigration's, or a PythonMigration's override, which reaches the operations through
+        ``super().execute()``: see :mod:`metaxy_core.migrations.execute`)."""
+        if overrides_execute(migration):
             return [None]
+        return list(self.built_operations(migration))
+
+    @_in_graph
+    def built_operations(self, migration: Migration) -> list[BaseOperation]:
+        """The migration's operations, validated; errors name the file and ``build_operations()``."""
         try:
             return list(migration.operations(store=self.store))
         except MetaxyError as exc:
-            raise _located(exc, migration) from None
+            raise located(exc, migration) from None
         except ValidationError as exc:
             raise MetaxyError(
                 f"migration {migration.migration_id}: build_operations() returned an invalid operation: "
@@ -294,14 +308,7 @@ class MigrationExecutor:
             ) from exc
 
     def _revalidate(self, migration: Migration) -> None:
-        """Run the migration's validators in the apply phase (connectivity checks and the like)."""
-        try:
-            type(migration).model_validate(migration.model_dump(), context=apply_phase_context())
-        except ValidationError as exc:
-            where = migration.source_path or migration.migration_id
-            raise MetaxyError(
-                f"{where}: validation failed before any work: {format_validation_error(exc)}"
-            ) from None
+        revalidate(migration, secrets=self.store.secrets)
 
     def begin(self, migration: Migration, state: MigrationState | None = None) -> MigrationState:
         """Check the checksum, run apply-phase validators and record ``started`` once per attempt."""
@@ -379,19 +386,19 @@ class MigrationExecutor:
         finish = (op_index == len(operations) - 1) if finish is None else finish
         if dry_run:
             self._revalidate(migration)
-            return self._run_steps(migration, op_index, operations[op_index], state, dry_run=True)
+            return self.run_steps(migration, op_index, operations[op_index], state, dry_run=True)
         with self.lock:
             # Read again under the lock: another run may have progressed since the caller's read.
             state = self.state(migration.migration_id)
             if state.completed:
                 return []
             state = self.begin(migration, state)
-            results = self._run_steps(migration, op_index, operations[op_index], state, dry_run=False)
+            results = self.run_steps(migration, op_index, operations[op_index], state, dry_run=False)
             if finish:
                 self.finish(migration)
         return results
 
-    def _run_steps(
+    def run_steps(
         self,
         migration: Migration,
         op_index: int,
@@ -409,7 +416,7 @@ class MigrationExecutor:
                 ctx = self.context(migration, op_index, dry_run=dry_run)
                 features = [str(f) for f in op.features_for(ctx)]
             except MetaxyError as exc:
-                raise _located(exc, migration) from None
+                raise located(exc, migration) from None
             op_id, op_type = op.op_id, op.type or op.import_path()
         results = []
         for feature in features:
@@ -427,11 +434,21 @@ class MigrationExecutor:
                     )
                 )
                 continue
-            results.append(
-                self._run_step(
-                    migration, op_index, op, ctx, feature, op_id, op_type, dry_run=dry_run, epoch=state.epoch
-                )
+            run = execute.ExecuteRun(self, migration) if op is None else None
+            outer = self._run_step(
+                migration,
+                op_index,
+                op,
+                ctx,
+                feature,
+                op_id,
+                op_type,
+                dry_run=dry_run,
+                epoch=state.epoch,
+                run=run,
             )
+            results.extend(run.steps if run else [])  # what an execute() override ran via super().execute()
+            results.append(outer)
         return results
 
     def _run_step(
@@ -446,8 +463,10 @@ class MigrationExecutor:
         *,
         dry_run: bool,
         epoch: int = 0,
+        run: execute.ExecuteRun | None = None,
     ) -> StepResult:
         write_id = step_write_id(migration.migration_id, op_index, feature, epoch)
+        method = execute.entry_method(migration, op)
         start = time.perf_counter()
         self.log.info(
             "%s %s: %s on %s", "planning" if dry_run else "applying", migration.migration_id, op_id, feature
@@ -455,23 +474,23 @@ class MigrationExecutor:
         step = running_step(step_label(migration.migration_id, op_id, feature), self.on_progress)
         with self.store.write_scope(write_id, dry_run=dry_run) as scope, step:
             try:
-                if op is None:
-                    outcome = _custom_outcome(
-                        type(migration).execute(migration, self.store, self.project, dry_run=dry_run)  # type: ignore[call-arg]
-                    )
+                if run is not None:
+                    outcome = execute.run_execute(run, scope.rows_by_feature, method, dry_run=dry_run)
                 else:
-                    assert ctx is not None
-                    outcome = op.run(ctx, FeatureKey(feature))
-                status = _step_status(outcome, op_id)
+                    assert ctx is not None and op is not None
+                    outcome = outcome_of(op.run(ctx, FeatureKey(feature)), method=method)
+                status = step_status(outcome, op_id)
             except Exception as exc:
                 duration = time.perf_counter() - start
-                message = redact(f"{type(exc).__name__}: {exc}", self.store.secrets)
+                inner = run is not None and exc is run.failure  # already recorded by the failed operation
+                message = exc.result.error if inner else step_error(exc, method, self.store.secrets)  # type: ignore[union-attr]
                 result = StepResult(
                     op_index=op_index,
                     op_id=op_id,
                     op_type=op_type,
                     feature_key=feature,
                     status=StepStatus.FAILED,
+                    rows=exc.rows if isinstance(exc, ReportedFailure) else 0,
                     duration_s=duration,
                     error=message,
                 )
@@ -493,6 +512,8 @@ class MigrationExecutor:
                         )
                 self._notify(result)
                 self.log.debug("step failed:\n%s", redact(traceback.format_exc(), self.store.secrets))
+                if inner:
+                    raise exc  # its message names the operation and the feature that failed
                 failed = MigrationResult(
                     migration_id=migration.migration_id,
                     kind=migration.kind,
@@ -501,8 +522,10 @@ class MigrationExecutor:
                     steps=[result],
                     error=message,
                 )
+                where = f"{migration.source_path}: " if migration.source_path else ""
+                what = f"operation {op_id}" + (f" on {feature}" if feature != CUSTOM_FEATURE else "")
                 raise MigrationFailed(
-                    f"migration {migration.migration_id}, operation {op_id} on {feature} failed: {message}. "
+                    f"{where}migration {migration.migration_id}, {what} failed: {message}. "
                     + (
                         "Fix the cause and run the dry run again."
                         if dry_run
@@ -557,15 +580,6 @@ class MigrationExecutor:
             self.on_step(result)
 
 
-def _located(exc: MetaxyError, migration: Migration) -> MetaxyError:
-    """The same error, prefixed with the migration's file so the user knows which one to fix."""
-    message = f"{migration.source_path or migration.migration_id}: {exc}"
-    try:
-        return type(exc)(message)
-    except TypeError:  # errors whose constructor takes structured data
-        return MetaxyError(message)
-
-
 def step_write_id(migration_id: str, op_index: int, feature: str, epoch: int = 0) -> str:
     """Deterministic write id of a step: retries share it, a re-apply after a rollback does not."""
     base = f"{migration_id}/{op_index}/{feature.replace('/', '__')}"
@@ -575,23 +589,3 @@ def step_write_id(migration_id: str, op_index: int, feature: str, epoch: int = 0
 def _store_unreachable(exc: BaseException, store: DeltaMetadataStore) -> bool:
     """The step failed because the metadata store itself cannot be reached: recording it would wait again."""
     return isinstance(exc, StoreUnreachableError) and store.root_uri in str(exc)
-
-
-def _custom_outcome(value: Any) -> StepOutcome:
-    if isinstance(value, StepOutcome):
-        return value
-    if isinstance(value, MigrationResult):
-        return StepOutcome(value.rows_total)
-    if isinstance(value, dict):
-        return StepOutcome(sum(int(v) for v in value.values()))
-    return StepOutcome(int(value or 0))
-
-
-def _step_status(outcome: StepOutcome, op_id: str) -> StepStatus:
-    """The outcome's status as a :class:`StepStatus` (an operation may return the plain string)."""
-    if outcome.status in (StepStatus.COMPLETED, StepStatus.RECOMPUTE_REQUIRED):
-        return StepStatus(outcome.status)
-    raise MetaxyError(
-        f"operation {op_id} returned a StepOutcome with status {outcome.status!r}; an operation reports "
-        f"'{StepStatus.COMPLETED}' or '{StepStatus.RECOMPUTE_REQUIRED}'"
-    )

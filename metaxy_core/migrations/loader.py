@@ -11,24 +11,29 @@ import importlib.util
 import inspect
 import re
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ConfigDict, ValidationError
+from pydantic_core import PydanticUndefined
 
-from metaxy_core.errors import FileError, MetaxyError, format_validation_error
+from metaxy_core.errors import FileError, MetaxyError, format_validation_error, redact
+from metaxy_core.migrations import compat
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.models import (
+    INITIAL,
     CustomMigration,
     DiffMigration,
     FullGraphMigration,
     Migration,
     OperationsMigration,
     PythonMigration,
+    unsupported_override,
 )
-from metaxy_core.migrations.ops import OperationError
 from metaxy_core.migrations.snapshot_files import SnapshotFiles, snapshots_dir
+from metaxy_core.migrations.usercode import raising_function
 
 FILENAME = re.compile(
     r"^(?P<ts>\d{8}_\d{6})(?:_(?P<desc>[A-Za-z0-9][A-Za-z0-9_\-]*))?\.(?P<ext>yaml|yml|py)$"
@@ -46,6 +51,7 @@ _LEGACY_RENAMES = {
     "id": "migration_id",
     "from_project_version": "from_snapshot_version",
     "to_project_version": "to_snapshot_version",
+    "project_version": "snapshot_version",
     "operations": "ops",
     "parent_migration_id": "parent",
 }
@@ -53,7 +59,15 @@ _LEGACY_IGNORED = ("version", "feature_class_overrides")
 
 
 class MigrationLoadError(FileError):
-    """A migration file cannot be loaded; the message starts with its path."""
+    """A migration file cannot be loaded; the message starts with its path.
+
+    ``migration_id`` / ``parent`` / ``created_at`` hold what could still be read from the file (a validator
+    failed, but the fields were there), so ``metaxy migrations status`` can place it in the chain.
+    """
+
+    migration_id: str | None = None
+    parent: Any = None
+    created_at: Any = None
 
 
 class MigrationLoadErrors(MetaxyError):
@@ -220,6 +234,15 @@ def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migrat
             path,
             f"unknown migration kind {kind_name!r}; YAML migrations are `kind: diff` or `kind: full_graph`",
         )
+    ids = compat.read_snapshot_ids(path.parent)
+    unmapped = compat.unmapped_ids(data, ids)
+    if unmapped:
+        raise MigrationLoadError(
+            path,
+            f"snapshot id(s) {', '.join(unmapped)} are Metaxy 0.1.6 snapshot ids; run "
+            f"`{compat.IMPORT_COMMAND}` to map them to this project's snapshots",
+        )
+    data = compat.map_snapshot_ids(data, ids)
     stem = path.name.rsplit(".", 1)[0]
     data.setdefault("migration_id", stem)
     for key in ("migration_id", "parent"):
@@ -267,23 +290,40 @@ def _validate(
     path: Path, cls: type[Migration], data: dict[str, Any] | None, context: dict[str, Any] | None
 ) -> Migration:
     try:
-        if data is None:
-            return cls.model_validate({}, context=context)
-        return cls.model_validate(data, context=context)
-    except ValidationError as exc:
-        raise MigrationLoadError(path, f"invalid {cls.__name__}: {format_validation_error(exc)}") from None
-    except OperationError as exc:
-        raise MigrationLoadError(path, str(exc)) from None
-    except MetaxyError as exc:
-        raise MigrationLoadError(path, str(exc)) from None
-    except (
-        Exception
-    ) as exc:  # a user validator raised something pydantic does not wrap (TypeError, KeyError...)
-        raise MigrationLoadError(
-            path,
-            f"a validator of {cls.__name__} raised {type(exc).__name__}: {exc}; fix the validator or the "
-            "value",
-        ) from exc
+        try:
+            return cls.model_validate(data or {}, context=context)
+        except ValidationError as exc:
+            method = raising_function(exc, path)
+            found = f" (validator {method})" if method else ""
+            message = f"invalid {cls.__name__}: {format_validation_error(exc)}{found}"
+            raise MigrationLoadError(path, redact(message)) from None
+        except MetaxyError as exc:  # an operation that cannot be built (OperationError) and the like
+            raise MigrationLoadError(path, str(exc)) from None
+        except Exception as exc:  # a validator raised what pydantic does not wrap (a driver's error...)
+            method = raising_function(exc, path)
+            who = f"{cls.__name__}.{method}()" if method else f"a validator of {cls.__name__}"
+            raise MigrationLoadError(
+                path, redact(f"{who} raised {type(exc).__name__}: {exc}; fix the validator or the value")
+            ) from exc
+    except MigrationLoadError as error:
+        _recover(error, cls, data, path)
+        raise
+
+
+def _recover(
+    error: MigrationLoadError, cls: type[Migration], data: dict[str, Any] | None, path: Path
+) -> None:
+    """Attach the id, parent and creation time the file still states (YAML keys or a class's defaults)."""
+    stated = dict(data or {})
+    for name in ("migration_id", "parent", "created_at"):
+        if name not in stated and name in cls.model_fields:
+            default = cls.model_fields[name].default
+            if default is not PydanticUndefined:
+                stated[name] = default
+    mid = stated.get("migration_id")
+    error.migration_id = mid if isinstance(mid, str) else path.name.rsplit(".", 1)[0]
+    error.parent = stated.get("parent", INITIAL)
+    error.created_at = stated.get("created_at")
 
 
 def _load_python(path: Path, context: dict[str, Any] | None) -> Migration:
@@ -326,6 +366,9 @@ def _load_python(path: Path, context: dict[str, Any] | None) -> Migration:
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
         raise MigrationLoadError(path, f"{cls.__name__} does not implement {missing}")
+    problem = unsupported_override(cls)
+    if problem:
+        raise MigrationLoadError(path, problem)
     return _validate(path, cls, None, context)
 
 
@@ -347,6 +390,58 @@ def load_migrations(directory: Path, *, context: dict[str, Any] | None = None) -
             raise errors[0]
         raise MigrationLoadErrors(errors)
     return migrations
+
+
+class UnloadableMigration(Migration):
+    """Stands in the chain for a file that failed to load but still states its id and parent (a validator
+    that could not reach its database, say), so ``metaxy migrations status`` shows the whole chain with
+    that one row in error rather than failing for every migration. Nothing can run it."""
+
+    kind: ClassVar[str] = "unloadable"
+    model_config = ConfigDict(extra="allow")
+
+    load_error: str
+
+    def execute(self, store: Any, project: str, *, dry_run: bool = False) -> Any:
+        raise MetaxyError(self.load_error)
+
+
+def load_chain_lenient(
+    directory: Path, *, context: dict[str, Any] | None = None, allow_forks: bool = False
+) -> tuple[MigrationChain, list[MigrationLoadError]]:
+    """The chain with an :class:`UnloadableMigration` in place of every file that failed to load but states
+    its id and parent, and the errors of all files that failed (for ``metaxy migrations status``).
+
+    Raises:
+        ChainError: the chain is broken even so (the message names the file).
+    """
+    files, errors = discover(Path(directory))
+    migrations: list[Migration] = []
+    for path in files:
+        try:
+            migrations.append(load_migration_file(path, context=context))
+        except MigrationLoadError as exc:
+            errors.append(exc)
+            stand_in = _stand_in(exc, path)
+            if stand_in is not None:
+                migrations.append(stand_in)
+    return MigrationChain(migrations, allow_forks=allow_forks), errors
+
+
+def _stand_in(error: MigrationLoadError, path: Path) -> Migration | None:
+    if error.migration_id is None:
+        return None
+    try:
+        stand_in = UnloadableMigration(
+            migration_id=error.migration_id,
+            parent=error.parent if error.parent is not None else INITIAL,
+            created_at=error.created_at or datetime.now(UTC),
+            load_error=str(error),
+        )
+    except ValidationError:  # the id or parent itself is what is wrong: it cannot be placed in the chain
+        return None
+    stand_in._source_path = path
+    return stand_in
 
 
 def load_chain(

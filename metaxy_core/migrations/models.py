@@ -24,16 +24,18 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from metaxy_core.errors import MetaxyError
+from metaxy_core.errors import MetaxyError, format_validation_error, redact
 from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations.ops import BaseOperation, build_operation
 from metaxy_core.migrations.snapshot_files import SnapshotFiles, UnavailableGraph
+from metaxy_core.migrations.usercode import raising_function, user_code_error
 
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
@@ -49,6 +51,33 @@ APPLY_PHASE = "apply"
 def apply_phase_context() -> dict[str, Any]:
     """The validation context the executor re-validates a migration with just before applying it."""
     return {"metaxy_phase": APPLY_PHASE}
+
+
+def revalidate(migration: Migration, *, secrets: list[str] | tuple[str, ...] = ()) -> None:
+    """Run the migration's validators again in the apply phase (connectivity checks and the like), just
+    before it is applied or planned.
+
+    Raises:
+        MetaxyError: a validator refused (naming the file and, when it can be found, the validator).
+        UserCodeError: a validator raised what pydantic does not wrap (a database driver's error...).
+    """
+    where = migration.source_path or migration.migration_id
+    try:
+        type(migration).model_validate(migration.model_dump(), context=apply_phase_context())
+    except ValidationError as exc:
+        method = raising_function(exc, migration.source_path)
+        found = f" (validator {method})" if method else ""
+        raise MetaxyError(
+            redact(
+                f"{where}: validation failed before any work: {format_validation_error(exc)}{found}", secrets
+            )
+        ) from None
+    except MetaxyError:
+        raise
+    except Exception as exc:
+        method = raising_function(exc, migration.source_path)
+        name = f"validator {method}()" if method else "a validator"
+        raise user_code_error(exc, where=where, method=name, secrets=secrets) from exc
 
 
 def in_apply_phase(info: ValidationInfo) -> bool:
@@ -208,17 +237,48 @@ class Migration(BaseModel, ABC):
         current = graph if graph is not None else FeatureGraph.get_active()
         return None, current
 
-    def get_affected_features(self, store: DeltaMetadataStore, project: str) -> list[FeatureKey]:
-        """Features the migration's operations run for, upstream first. Override to filter."""
+    def get_affected_features(self, store: DeltaMetadataStore, project: str) -> list[str]:
+        """Keys (``"a/b"`` strings, as Metaxy returns them) of the features the migration's operations run
+        for, upstream first. Override to filter (call ``super()``); keys or strings may be returned."""
         return []
+
+    def execute(self, store: DeltaMetadataStore, project: str, *, dry_run: bool = False) -> Any:
+        """Run this migration's operations through the engine and return a
+        :class:`~metaxy_core.migrations.results.MigrationResult` (Metaxy's contract).
+
+        Override it for hooks around the operations and call ``super().execute(...)``: the executor then runs
+        the override as the migration's one step (``execute``), the operations inside it as steps of their
+        own (resumable, attributed for rollback), and records what the override returns: a failed result, or
+        an exception, fails the migration. Called directly, outside ``metaxy migrations apply``, it applies
+        this one migration, as Metaxy's ``execute`` does.
+        """
+        from metaxy_core.migrations.execute import execute_operations
+
+        return execute_operations(self, store, project, dry_run=dry_run)
 
     def operations(self, *, store: DeltaMetadataStore | None = None) -> list[BaseOperation]:
         """The migration's operations; ``store`` stands in for a snapshot file that is missing."""
         return []
 
     def operation_labels(self, *, store: DeltaMetadataStore | None = None) -> list[tuple[str, str]]:
-        """(op id, op type) pairs known without running anything (for Dagster ops and plans)."""
+        """(op id, op type) pairs known without running anything (for Dagster ops and plans); a migration
+        whose ``execute`` is its own runs as one step, ``execute``."""
+        if overrides_execute(self):
+            return [("execute", f"{type(self).__module__}.{type(self).__qualname__}")]
         return [(op.op_id, op.type or op.import_path()) for op in self.operations(store=store)]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        user_operations = cls.__dict__.get("operations")
+        if (
+            cls.__module__ != __name__
+            and inspect.isfunction(user_operations)
+            and "build_operations" not in vars(cls)
+        ):
+            # Metaxy's PythonMigration lets `operations()` (a plain method) compute the operations: it is
+            # this project's build_operations(), and `operations` stays the engine's validated list.
+            cls.build_operations = user_operations  # type: ignore[method-assign]
+            cls.operations = _engine_operations  # type: ignore[method-assign]
 
 
 class OperationsMigration(Migration):
@@ -298,10 +358,10 @@ class DiffMigration(OperationsMigration):
 
     def get_affected_features(
         self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
-    ) -> list[FeatureKey]:
+    ) -> list[str]:
         from_graph, to_graph = self.resolve_graphs(store, project, graph)
         assert from_graph is not None
-        return diff_affected(from_graph, to_graph)
+        return [str(k) for k in diff_affected(from_graph, to_graph)]
 
 
 def diff_affected(from_graph: FeatureGraph, to_graph: FeatureGraph) -> list[FeatureKey]:
@@ -385,7 +445,7 @@ class FullGraphMigration(OperationsMigration):
 
     def get_affected_features(
         self, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
-    ) -> list[FeatureKey]:
+    ) -> list[str]:
         _, to_graph = self.resolve_graphs(store, project, graph)
         keys: set[FeatureKey] = set()
         for op in self.operations():
@@ -394,14 +454,78 @@ class FullGraphMigration(OperationsMigration):
                 keys.add(op.feature_key)  # type: ignore[attr-defined]
         for key in keys:
             to_graph.spec(key)
-        return to_graph.topological_order(keys)
+        return [str(k) for k in to_graph.topological_order(keys)]
 
 
 def affected_features(
     migration: Migration, store: DeltaMetadataStore, project: str, graph: FeatureGraph | None = None
 ) -> list[FeatureKey]:
-    """``migration.get_affected_features`` with the code's ``graph`` when the method takes one (a user
-    override may keep Metaxy's ``(store, project)`` signature)."""
-    if "graph" in inspect.signature(migration.get_affected_features).parameters:
-        return list(migration.get_affected_features(store, project, graph))  # type: ignore[call-arg]
-    return list(migration.get_affected_features(store, project))
+    """``migration.get_affected_features`` as feature keys, with the code's ``graph`` when the method takes
+    one (a user override may keep Metaxy's ``(store, project)`` signature).
+
+    Raises:
+        UserCodeError: a user override raised, or returned something that is not a list of feature keys
+            (the message names the file and the method).
+    """
+    where = migration.source_path or migration.migration_id
+    method = f"{type(migration).__qualname__}.get_affected_features()"
+    try:
+        if "graph" in inspect.signature(migration.get_affected_features).parameters:
+            found = migration.get_affected_features(store, project, graph)  # type: ignore[call-arg]
+        else:
+            found = migration.get_affected_features(store, project)
+        return [k if isinstance(k, FeatureKey) else FeatureKey(k) for k in found]
+    except MetaxyError as exc:
+        if not overrides(migration, "get_affected_features"):
+            raise  # the engine's own error (a snapshot never pushed...): already worded for users
+        raise user_code_error(exc, where=where, method=method) from exc
+    except Exception as exc:  # the user's override failed
+        raise user_code_error(exc, where=where, method=method) from exc
+
+
+def overrides(migration: Migration | type[Migration], name: str) -> bool:
+    """The migration's class (the user's) defines ``name`` rather than inheriting it from this module."""
+    cls = migration if isinstance(migration, type) else type(migration)
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass.__module__ != __name__
+    return False
+
+
+def overrides_execute(migration: Migration | type[Migration]) -> bool:
+    """``execute`` is the user's: the executor runs it as the migration's one step (a CustomMigration's
+    always is; a PythonMigration's when overridden)."""
+    return overrides(migration, "execute")
+
+
+def unsupported_override(cls: type[Migration]) -> str | None:
+    """Why a user's migration class cannot run as written (None: it can): a method the engine would never
+    call is refused at load, never silently skipped."""
+    name = cls.__qualname__
+    if not issubclass(cls, (OperationsMigration, CustomMigration)) and not overrides_execute(cls):
+        return (
+            f"{name} subclasses Migration but does not implement execute(); implement "
+            "execute(self, store, project, *, dry_run=False), or subclass PythonMigration (build_operations) "
+            "or CustomMigration"
+        )
+    if issubclass(cls, CustomMigration):
+        for method in ("build_operations", "operations"):
+            if overrides(cls, method):
+                return (
+                    f"{name} is a CustomMigration, whose execute() is all that runs, so its {method}() would "
+                    "never be called; subclass PythonMigration to run operations (and override execute() "
+                    "for hooks around them), or call the operations from execute()"
+                )
+    for method, instead in (("compute_graph_diff", "get_affected_features()"), ("_get_graph_diff", None)):
+        if overrides(cls, method):
+            return (
+                f"{name} overrides {method}(), a Metaxy internal this engine never calls; override "
+                f"{instead or 'get_affected_features()'} to choose the affected features"
+            )
+    return None
+
+
+def _engine_operations(
+    self: OperationsMigration, *, store: DeltaMetadataStore | None = None
+) -> list[BaseOperation]:
+    return OperationsMigration.operations(self, store=store)

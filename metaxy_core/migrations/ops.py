@@ -3,23 +3,32 @@
 An operation's ``type`` in YAML is the import path of a :class:`BaseOperation` subclass. Resolution imports
 the module and refuses anything that is not such a subclass (``os.system`` included), so a migration file can
 never name arbitrary callables. Fields come only from the file or the constructor; no environment variable is
-ever read implicitly (pydantic-settings behaviour is deliberately absent).
+ever read implicitly (pydantic-settings behaviour is deliberately absent). A string field may reference one
+explicitly, as ``${VAR}`` (Metaxy's syntax): the value is substituted when the operation is built, an unset
+variable is an error, and the value is treated as a secret (scrubbed from every message metaxy shows).
+
+Code written for Metaxy runs as it did there: an operation may implement Metaxy's per-feature
+``execute_for_feature(store, feature_key, *, snapshot_version, from_snapshot_version, dry_run)`` instead of
+:meth:`BaseOperation.run`, and ``features: [...]`` names the features an operation runs for.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
+import re
 import reprlib
-from abc import ABC, abstractmethod
+from abc import ABC
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from metaxy_core.errors import MetaxyError, format_validation_error
+from metaxy_core.errors import MetaxyError, format_validation_error, redact, register_secret
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import reconcile
 from metaxy_core.migrations.context import OperationContext
-from metaxy_core.migrations.results import StepOutcome, StepStatus
+from metaxy_core.migrations.results import StepOutcome, StepStatus, outcome_of
 
 
 class OperationError(MetaxyError):
@@ -30,7 +39,8 @@ class BaseOperation(BaseModel, ABC):
     """Base of every migration operation.
 
     Subclasses declare their configuration as pydantic fields (validated when the migration file loads) and
-    implement :meth:`run` for one feature. ``features_for`` says which features the operation covers; the
+    implement :meth:`run` for one feature, or Metaxy's :meth:`execute_for_feature`. ``features_for`` says
+    which features the operation covers (``features`` when given, else the migration's affected ones); the
     executor records progress per (migration, operation index, feature), so a crash resumes at the first
     unfinished step and two operations on one feature are tracked separately.
     """
@@ -40,9 +50,33 @@ class BaseOperation(BaseModel, ABC):
     type: str | None = Field(None, description="Import path of the operation class (set automatically).")
     id: str | None = Field(None, description="Stable name of the operation within its migration.")
     reason: str | None = Field(None, description="Why this operation exists (shown in plans and history).")
+    features: list[FeatureKey] | None = Field(
+        None, description="Run for these features (Metaxy's `features:`); default: the affected ones."
+    )
 
     #: a short name used when ``id`` is not given
     default_id: ClassVar[str | None] = None
+    #: what the operation does to its features, in messages ("the features to <verb>")
+    features_verb: ClassVar[str] = "run it for"
+    #: the methods a subclass implements, one of which the engine calls (see :meth:`implementation_error`)
+    entry_points: ClassVar[tuple[str, ...]] = ("run", "execute_for_feature")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _substitute_env(cls, data: Any) -> Any:
+        return substitute_env(data, where=f"operation {_label(data, cls)}")
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError(
+                f"`features` is empty; list the features to {cls.features_verb}, or omit it for all affected "
+                "ones"
+            )
+        return [FeatureKey(v) for v in ([value] if isinstance(value, str) else value)]
 
     @property
     def op_id(self) -> str:
@@ -52,40 +86,129 @@ class BaseOperation(BaseModel, ABC):
     def import_path(cls) -> str:
         return f"{cls.__module__}.{cls.__qualname__}"
 
-    def features_for(self, ctx: OperationContext) -> list[FeatureKey]:
-        """Features this operation runs for; default: the migration's affected features."""
-        return list(ctx.affected)
+    @classmethod
+    def implemented(cls) -> list[str]:
+        """The entry points this class (or a base below :class:`BaseOperation`) implements."""
+        return [name for name in cls.entry_points if _overrides(cls, name)]
 
-    @abstractmethod
+    @classmethod
+    def implementation_error(cls) -> str | None:
+        """Why the engine cannot run this class (None: it can): it implements none of its entry points,
+        or several, of which the engine would call only one (a silently skipped method is worse than an
+        error)."""
+        done = cls.implemented()
+        names = " or ".join(f"{n}()" for n in cls.entry_points)
+        if not done:
+            return f"{cls.__qualname__} is abstract (it implements none of {names}); name a concrete subclass"
+        if len(done) > 1:
+            return (
+                f"{cls.__qualname__} implements {' and '.join(f'{n}()' for n in done)}, but the engine calls "
+                f"exactly one of them; keep one ({names}) and delete the others"
+            )
+        return None
+
+    def features_for(self, ctx: OperationContext) -> list[FeatureKey]:
+        """Features this operation runs for: ``features`` when given, else the migration's affected ones."""
+        if self.features is None:
+            return list(ctx.affected)
+        unknown = [f for f in self.features if f not in ctx.to_graph]
+        if unknown:
+            raise OperationError(
+                f"{self.op_id}: feature(s) {', '.join(map(str, unknown))} are not in the feature graph; "
+                "fix `features`"
+            )
+        return ctx.to_graph.topological_order(self.features)
+
     def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
-        """Do (or, when ``ctx.dry_run``, count) the work for one feature."""
+        """Do (or, when ``ctx.dry_run``, count) the work for one feature.
+
+        The default calls Metaxy's :meth:`execute_for_feature`; override one of the two.
+        """
+        return outcome_of(
+            call_execute_for_feature(self, ctx, feature),
+            method=f"{type(self).__qualname__}.execute_for_feature()",
+        )
+
+    def execute_for_feature(
+        self,
+        store: Any,
+        feature_key: str,
+        *,
+        snapshot_version: str,
+        from_snapshot_version: str | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Metaxy's per-feature contract: do the work for ``feature_key`` (``"a/b"``) and return the rows
+        written (or, in a dry run, that would be). Called once per target feature, upstream first."""
+        raise NotImplementedError(f"{type(self).__qualname__}.execute_for_feature() is not implemented")
+
+
+def call_execute_for_feature(op: BaseOperation, ctx: OperationContext, feature: FeatureKey) -> Any:
+    """``op.execute_for_feature`` with the keywords its signature names: Metaxy 0.1.6 called them
+    ``project_version`` / ``from_project_version``, later Metaxy ``snapshot_version`` /
+    ``from_snapshot_version``."""
+    params = inspect.signature(op.execute_for_feature).parameters
+    old_names = "project_version" in params and "snapshot_version" not in params
+    return op.execute_for_feature(
+        ctx.store,
+        str(feature),
+        **{
+            "project_version" if old_names else "snapshot_version": ctx.to_snapshot_version,
+            "from_project_version" if old_names else "from_snapshot_version": ctx.from_snapshot_version,
+        },
+        dry_run=ctx.dry_run,
+    )
 
 
 class MetadataBackfill(BaseOperation, ABC):
     """A reusable backfill of one feature's metadata from an external source (S3, a database, ...).
 
-    Subclass it, declare the source's configuration as fields, and implement :meth:`execute`. Write with
-    ``store.write_metadata``; the executor attributes the rows to this step (for progress and rollback).
+    Subclass it, declare the source's configuration as fields, and implement either :meth:`execute` (called
+    once, for ``feature_key``) or Metaxy's :meth:`execute_for_feature` (called once per target feature:
+    ``feature_key``, or each of ``features``). Write with ``store.write_metadata``; the executor attributes
+    the rows to this step (for progress and rollback).
 
     Example (YAML)::
 
         ops:
           - type: example_project.ops.S3VideoBackfill
-            feature_key: video/files
+            feature_key: video/files        # or Metaxy's `features: [video/files]`
             s3_bucket: prod-videos
     """
 
-    feature_key: FeatureKey
+    entry_points: ClassVar[tuple[str, ...]] = ("execute", "execute_for_feature", "run")
+
+    feature_key: FeatureKey | None = None
 
     @field_validator("feature_key", mode="before")
     @classmethod
     def _key(cls, value: Any) -> Any:
-        return FeatureKey(value) if not isinstance(value, FeatureKey) else value
+        return FeatureKey(value) if value is not None and not isinstance(value, FeatureKey) else value
+
+    @model_validator(mode="after")
+    def _target(self) -> MetadataBackfill:
+        if self.feature_key is None and not self.features:
+            raise ValueError(
+                "a backfill needs `feature_key` (or Metaxy's `features: [...]`): the feature it writes"
+            )
+        if self.feature_key is not None and self.features and self.features != [self.feature_key]:
+            raise ValueError("give either `feature_key` or `features`, not both")
+        if self.feature_key is None and self.features and len(self.features) == 1:
+            object.__setattr__(self, "feature_key", self.features[0])  # execute() reads self.feature_key
+        if type(self).implemented() == ["execute"] and self.features and len(self.features) > 1:
+            raise ValueError(
+                f"`features` lists {len(self.features)} features, but {type(self).__qualname__}.execute() "
+                "runs once, for one feature; list one, or implement execute_for_feature() to be called per "
+                "feature"
+            )
+        return self
 
     def features_for(self, ctx: OperationContext) -> list[FeatureKey]:
+        if self.features:
+            return super().features_for(ctx)
+        assert self.feature_key is not None
         return [self.feature_key]
 
-    @abstractmethod
     def execute(
         self,
         store: Any,
@@ -94,16 +217,22 @@ class MetadataBackfill(BaseOperation, ABC):
         to_snapshot_version: str,
         dry_run: bool = False,
     ) -> int:
-        """Backfill and return the rows written (or, in a dry run, the rows that would be written)."""
+        """Backfill ``feature_key`` and return the rows written (or, in a dry run, that would be)."""
+        raise NotImplementedError(f"{type(self).__qualname__}.execute() is not implemented")
 
     def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
+        name = type(self).__qualname__
+        if "execute_for_feature" in type(self).implemented():
+            return outcome_of(
+                call_execute_for_feature(self, ctx, feature), method=f"{name}.execute_for_feature()"
+            )
         rows = self.execute(
             ctx.store,
             from_snapshot_version=ctx.from_snapshot_version,
             to_snapshot_version=ctx.to_snapshot_version,
             dry_run=ctx.dry_run,
         )
-        return StepOutcome(rows=int(rows or 0))
+        return outcome_of(rows, method=f"{name}.execute()")
 
 
 class DataVersionReconciliation(BaseOperation):
@@ -118,31 +247,7 @@ class DataVersionReconciliation(BaseOperation):
     """
 
     default_id: ClassVar[str | None] = "reconcile"
-    features: list[FeatureKey] | None = Field(
-        None, description="Restrict to these features (Metaxy 0.1.x compatibility); default: all affected."
-    )
-
-    @field_validator("features", mode="before")
-    @classmethod
-    def _features(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if not value:
-            raise ValueError(
-                "`features` is empty; list the features to reconcile, or omit it for all affected ones"
-            )
-        return [FeatureKey(v) for v in ([value] if isinstance(value, str) else value)]
-
-    def features_for(self, ctx: OperationContext) -> list[FeatureKey]:
-        if self.features is None:
-            return list(ctx.affected)
-        unknown = [f for f in self.features if f not in ctx.to_graph]
-        if unknown:
-            raise OperationError(
-                f"{self.op_id}: feature(s) {', '.join(map(str, unknown))} are not in the feature graph; "
-                "fix `features`"
-            )
-        return ctx.to_graph.topological_order(self.features)
+    features_verb: ClassVar[str] = "reconcile"
 
     def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
         if ctx.from_graph is None:
@@ -219,6 +324,8 @@ class DeltaMaintenance(BaseOperation):
     def features_for(self, ctx: OperationContext) -> list[FeatureKey]:
         if self.feature_key is not None:
             return [self.feature_key]
+        if self.features is not None:
+            return super().features_for(ctx)
         return ctx.to_graph.topological_order()
 
     def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
@@ -292,12 +399,18 @@ def resolve_operation_class(type_path: str) -> type[BaseOperation]:
             f"operation type {type_path!r} is abstract (missing "
             f"{', '.join(sorted(obj.__abstractmethods__))}); name a concrete subclass"
         )
+    problem = obj.implementation_error()
+    if problem:
+        raise OperationError(f"operation type {type_path!r}: {problem}")
     return obj
 
 
 def build_operation(spec: BaseOperation | dict[str, Any]) -> BaseOperation:
     """An operation instance from an instance or a ``{"type": ..., **fields}`` dict (validated)."""
     if isinstance(spec, BaseOperation):
+        problem = type(spec).implementation_error()
+        if problem:
+            raise OperationError(f"operation {spec.op_id}: {problem}")
         return spec
     if not isinstance(spec, dict):
         raise OperationError(f"an operation must be a mapping with a `type`, got {type(spec).__name__}")
@@ -316,14 +429,66 @@ def build_operation(spec: BaseOperation | dict[str, Any]) -> BaseOperation:
     data["type"] = spec["type"] if _accepts_literal(declared) else cls.import_path()
     try:
         return cls.model_validate(data)
-    except ValidationError as exc:
+    except ValidationError as exc:  # redact: a validator may quote a ${VAR} value
         raise OperationError(
-            f"operation {spec.get('id') or spec['type']}: {format_validation_error(exc)}"
+            redact(f"operation {spec.get('id') or spec['type']}: {format_validation_error(exc)}")
         ) from None
 
 
 def _accepts_literal(annotation: Any) -> bool:
     return "Literal" in repr(annotation)
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([^}]+)\}")
+
+
+def substitute_env(data: Any, *, where: str) -> Any:
+    """``data`` (an operation's fields) with every ``${VAR}`` in its string values (top level, and inside
+    lists) replaced by the environment variable's value, registered as a secret (:func:`register_secret`).
+
+    ``type`` is never substituted. Nothing is read unless the file writes ``${VAR}``.
+
+    Raises:
+        OperationError: a referenced variable is not set (naming the field and the variable).
+    """
+    if not isinstance(data, dict):
+        return data
+
+    def sub(field: str, value: Any) -> Any:
+        if isinstance(value, list):
+            return [sub(field, v) for v in value]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            found = os.environ.get(name)
+            if found is None:
+                raise OperationError(
+                    f"{where}: `{field}` references ${{{name}}}, but the environment variable {name} is not "
+                    "set; set it where metaxy runs (its value is treated as a secret)"
+                )
+            register_secret(found)
+            return found
+
+        return _ENV_REFERENCE.sub(one, value)
+
+    return {k: (v if k == "type" else sub(str(k), v)) for k, v in data.items()}
+
+
+def _label(data: Any, cls: type) -> str:
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        return data["id"]
+    return cls.__qualname__
+
+
+def _overrides(cls: type, name: str) -> bool:
+    """``cls`` implements ``name``: it defines it, or inherits it from a class other than the bases whose
+    version only says it is not implemented (or dispatches to another entry point)."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass not in (BaseOperation, MetadataBackfill)
+    return False
 
 
 def _snake(name: str) -> str:

@@ -172,9 +172,9 @@ def test_failure_mid_migration_is_recorded_and_a_rerun_resumes_without_redoing_s
     first = MigrationExecutor(store, graph=g2, run_id="first")
     with pytest.raises(MigrationFailed) as info:
         first.apply(chain)
-    assert str(info.value) == (
-        f"migration {M1}, operation reconcile on video/emb failed: "
-        "RuntimeError: injected failure on video/emb. "
+    assert str(info.value) == (  # the file, the operation and feature, the method that raised, the fix
+        f"{mig_dir / M1}.yaml: migration {M1}, operation reconcile on video/emb failed: "
+        "FlakyReconciliation.run() raised RuntimeError: injected failure on video/emb. "
         "Completed steps are kept; fix the cause and re-run `metaxy migrations apply` to resume here."
     )
     assert info.value.result.status == "failed" and info.value.result.steps[0].feature_key == s.EMB
