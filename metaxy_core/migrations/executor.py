@@ -201,7 +201,7 @@ class MigrationExecutor:
                     for feature in op.features_for(ctx):
                         ctx.to_graph.spec(feature)
                 except MetaxyError as exc:
-                    raise located(exc, migration) from None
+                    raise located(exc, migration) from exc.__cause__
 
     def _check_checksum(self, migration: Migration, state: MigrationState | None) -> None:
         if state and state.checksum and state.checksum != migration.checksum and not self.force:
@@ -294,7 +294,7 @@ class MigrationExecutor:
         try:
             return list(migration.operations(store=self.store))
         except MetaxyError as exc:
-            raise located(exc, migration) from None
+            raise located(exc, migration) from exc.__cause__
         except ValidationError as exc:
             raise MetaxyError(
                 f"migration {migration.migration_id}: build_operations() returned an invalid operation: "
@@ -416,7 +416,7 @@ class MigrationExecutor:
                 ctx = self.context(migration, op_index, dry_run=dry_run)
                 features = [str(f) for f in op.features_for(ctx)]
             except MetaxyError as exc:
-                raise located(exc, migration) from None
+                raise located(exc, migration) from exc.__cause__
             op_id, op_type = op.op_id, op.type or op.import_path()
         results = []
         for feature in features:
