@@ -29,6 +29,20 @@ if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
 
 CONFIG_FILE = "metaxy.toml"
+
+
+class NoProjectError(ConfigError):
+    """No configuration file was found where a command needs a project (``metaxy`` outside a project)."""
+
+    def __init__(self, start: Path) -> None:
+        self.start = start
+        super().__init__(
+            f"no metaxy project here: no {CONFIG_FILE}, and no pyproject.toml with a [tool.metaxy] table, in "
+            f"{start} or any folder above it; run `metaxy init` to create a commented {CONFIG_FILE} in this "
+            "folder, or pass --config PATH (or set METAXY_CONFIG)"
+        )
+
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -94,10 +108,21 @@ class MetaxyConfig(BaseModel):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | Path | None = None, *, start_dir: str | Path | None = None) -> MetaxyConfig:
+    def load(
+        cls,
+        path: str | Path | None = None,
+        *,
+        start_dir: str | Path | None = None,
+        require_file: bool = False,
+    ) -> MetaxyConfig:
         """Find and read the configuration, then apply ``METAXY_*`` overrides (see :meth:`with_overrides`).
 
+        Without a file every setting has its default (a library user may configure everything in code).
+        ``require_file`` (the CLI's project verbs) refuses that instead, unless ``METAXY_STORE_ROOT`` names
+        the store explicitly (a deployment configured by environment variables only).
+
         Raises:
+            NoProjectError: ``require_file`` and no configuration file found walking up from ``start_dir``.
             ConfigError: the file is not valid TOML, has unknown keys or wrong types (the message names the
                 file and the key; ``METAXY_* environment`` for a bad environment value).
         """
@@ -108,6 +133,8 @@ class MetaxyConfig(BaseModel):
         )
         if file is None:
             file = find_config_file(Path(start_dir) if start_dir else Path.cwd())
+            if file is None and require_file and not os.environ.get("METAXY_STORE_ROOT"):
+                raise NoProjectError(Path(start_dir or Path.cwd()).resolve())
         data: dict[str, Any] = {}
         if file is not None:
             file = file.resolve()
@@ -334,3 +361,40 @@ def _env_overrides() -> dict[str, Any]:
             raise ConfigError("METAXY_STORE_STORAGE_OPTIONS must be a JSON object")
         overrides["storage_options"] = options
     return overrides
+
+
+#: what ``metaxy init`` writes: every key with its default, and why it is there
+CONFIG_TEMPLATE = """\
+# metaxy project configuration; relative paths are relative to this file.
+# Every setting can be overridden by an environment variable: METAXY_PROJECT, METAXY_ENTRYPOINTS
+# (comma-separated), METAXY_MIGRATIONS_DIR, METAXY_STORE_ROOT, METAXY_STORE_STORAGE_OPTIONS (a JSON object)
+# and METAXY_LOCK_TTL_SECONDS. See docs/cli.md.
+
+# Scopes the pushed snapshots, the migration log and the migration lock inside the store.
+project = "{project}"
+
+# Modules imported to register your features (this folder is on sys.path), e.g. ["my_pipeline.features"].
+entrypoints = []
+
+# Where `metaxy migrations generate` writes migration files and every command reads them.
+migrations_dir = ".metaxy/migrations"
+
+# A migration lock whose holder stops renewing it (a crashed or stalled apply) expires after this many
+# seconds; a live holder renews it every quarter of it (lock_heartbeat_seconds).
+lock_ttl_seconds = 3600
+
+[store]
+# A local folder or s3://bucket/prefix.
+root = ".metaxy/store"
+
+# Options passed to Delta Lake (region, endpoint, ...). Values may be "${{ENV_VAR}}" references, which keeps
+# credentials out of this file; AWS credentials otherwise come from boto3's standard chain.
+# [store.storage_options]
+# AWS_REGION = "eu-west-1"
+"""
+
+
+def project_name_for(folder: Path) -> str:
+    """A valid project name from a folder name (``My Pipeline`` -> ``my_pipeline``)."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", folder.name).strip("_.-").lower()
+    return name if name and name[0].isalnum() else "default"

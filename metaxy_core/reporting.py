@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,8 @@ def throttled(
     clock: Callable[[], float] = time.monotonic,
 ) -> ProgressCallback:
     """``callback``, called at most every ``every_seconds`` per label unless the step moved by
-    ``every_fraction`` of its total since the last call; the first and the finishing update always pass.
+    ``every_fraction`` of its total since the last call; the first and the finishing update always pass
+    (an update at 100 % does not: the finishing one follows it).
 
     For logs (Dagster's event log, a CI job's output): a reconciliation of 100 buckets says where it is
     every 10 s or 10 %, not 100 times.
@@ -148,11 +149,13 @@ def throttled(
         fraction = progress.fraction or 0.0
         with lock:
             seen = last.get(progress.label)
-            due = (
-                seen is None
-                or progress.finished
-                or now - seen[0] >= every_seconds
-                or fraction - seen[1] >= every_fraction - 1e-9  # 0.3 - 0.2 < 0.1 in floats
+            due = progress.finished or (
+                fraction < 1.0  # at 100 % the finishing update follows: one line, not two
+                and (
+                    seen is None
+                    or now - seen[0] >= every_seconds
+                    or fraction - seen[1] >= every_fraction - 1e-9
+                )  # 0.3 - 0.2 < 0.1 in floats
             )
             if due:
                 last[progress.label] = (now, fraction)
@@ -162,11 +165,6 @@ def throttled(
             callback(progress)
 
     return maybe
-
-
-def relabelled(callback: ProgressCallback, prefix: str) -> ProgressCallback:
-    """``callback`` with ``prefix`` before every label (a migration id in front of a step's label)."""
-    return lambda progress: callback(replace(progress, label=f"{prefix}{progress.label}"))
 
 
 def human_count(value: float) -> str:

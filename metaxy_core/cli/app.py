@@ -1,8 +1,10 @@
 """The ``metaxy`` command line: parse, call :mod:`metaxy_core.commands`, render, map errors to exit codes.
 
-Exit codes: 0 success, 1 a :class:`MetaxyError` (printed as ``FAILED: ...``) or a migration that fails
-verification, 2 usage errors. ``--raiseerr`` shows the traceback instead. A verb's help is the first line of
-its command's docstring.
+Exit codes (docs/cli.md): 0 success; 1 a :class:`MetaxyError` (printed as one ``FAILED: ...`` line), a
+migration that fails verification, or problems found by ``check``/``validate``; 2 usage errors; 4 a rollback
+of several migrations that was not confirmed (nothing changed). ``--raiseerr`` shows the traceback instead.
+A verb's help is the first line of its command's docstring. Results go to stdout; progress, prompts and
+``FAILED:`` lines to stderr.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
 
 from metaxy_core import commands
-from metaxy_core.cli import render
+from metaxy_core.cli import render, render_chain
+from metaxy_core.cli.progress import ProgressView
 from metaxy_core.errors import MetaxyError, redact
-from metaxy_core.migrations.results import MigrationFailed, StepResult
+from metaxy_core.migrations.results import MigrationFailed
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CONFIRMED = 0, 1, 2, 4
+assert render_chain  # imported for its renderers
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -47,15 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metaxy",
         description="Versioned metadata and migrations for ML pipelines.",
+        epilog="Exit codes: 0 ok, 1 failed or problems found, 2 usage error, 4 rollback not confirmed.",
         parents=[_common(defaults=True)],
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="store_true", help=_help(commands.version_info))
+    sub = p.add_subparsers(dest="command")
 
     def add(group, name: str, command: Callable[..., Any] | None = None, **kw):  # type: ignore[no-untyped-def]
         if command is not None:
             kw["help"] = _help(command)
         return group.add_parser(name, parents=[common], **kw)
 
+    init = add(sub, "init", commands.init_project)
+    init.add_argument("--project", help="project name (default: this folder's name)")
     add(sub, "push", commands.push)
     add(sub, "graph", commands.graph_info)
     add(sub, "snapshot", commands.snapshot_info)
@@ -77,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--force", action="store_true", help="continue a migration whose file was edited")
     gen = add(mig, "generate", commands.migrations_generate)
     gen.add_argument("--name", help="description used in the file name")
+    gen.add_argument("--merge", action="store_true", help="write a merge migration joining the chain's heads")
+    add(mig, "heads", commands.migrations_heads)
+    add(mig, "check", commands.migrations_check)
+    add(mig, "validate", commands.migrations_validate)
+    stamp = add(mig, "stamp", commands.migrations_stamp)
+    stamp.add_argument("migration_id", metavar="MIGRATION_ID")
+    base = add(mig, "baseline", commands.migrations_baseline)
+    base.add_argument("migration_id", nargs="?", metavar="MIGRATION_ID")
     explain = add(mig, "explain", commands.migrations_explain)
     explain.add_argument("migration_id", metavar="MIGRATION_ID")
     history = add(mig, "history", commands.migrations_history)
@@ -88,18 +107,32 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument(
         "--dry-run", action="store_true", help="show rows to hide/restore per feature; write nothing"
     )
+    rb.add_argument(
+        "-y", "--yes", action="store_true", help="roll back several migrations without asking (scripts, CI)"
+    )
     add(mig, "unlock", commands.migrations_unlock)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None and not args.version:
+        parser.error("a command is required (see `metaxy --help`)")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     out, err = render.console(), render.console(stderr=True)
     project: commands.Project | None = None
     try:
-        project = commands.open_project(args.config)
-        result = _run(args, project)
+        if args.version:
+            result: Any = commands.version_info()
+        elif args.command == "init":
+            result = commands.init_project(project=args.project)
+        else:  # every other verb works on a project (never a silent default outside one)
+            project = commands.open_project(args.config)
+            result = _run(args, project, err)
+    except commands.NotConfirmed as exc:
+        err.print(f"[red]FAILED:[/red] {escape(str(exc))}")
+        return EXIT_NOT_CONFIRMED
     except MigrationFailed as exc:
         if args.raiseerr:
             return _traceback(exc, project)
@@ -118,8 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(
             f"[red]FAILED:[/red] {len(result.failed)} migration(s) failed verification: {escape(failed)}"
         )
-        return 1
-    return 0
+        return EXIT_FAILED
+    if isinstance(result, commands.CheckReport | commands.ValidationReport) and not result.ok:
+        verb = "check" if isinstance(result, commands.CheckReport) else "validate"
+        err.print(f"[red]FAILED:[/red] migrations {verb} found {len(result.problems)} problem(s)")
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _traceback(exc: BaseException, project: commands.Project | None) -> int:
@@ -137,7 +174,7 @@ def _traceback(exc: BaseException, project: commands.Project | None) -> int:
     return 1
 
 
-def _run(args: argparse.Namespace, project: commands.Project) -> Any:
+def _run(args: argparse.Namespace, project: commands.Project, err: Console) -> Any:
     """Call the command of the parsed verb; returns its result."""
     if args.command == "push":
         return commands.push(project)
@@ -146,7 +183,10 @@ def _run(args: argparse.Namespace, project: commands.Project) -> Any:
     if args.command == "snapshot":
         return commands.snapshot_info(project)
     if args.command == "store":
-        return commands.store_maintain(project, vacuum_hours=args.vacuum_hours, dry_run=args.dry_run)
+        with ProgressView(err, "maintaining the store") as view:
+            return commands.store_maintain(
+                project, vacuum_hours=args.vacuum_hours, dry_run=args.dry_run, on_progress=view.progress
+            )
     verb = args.verb
     if verb == "status":
         return commands.migrations_status(project)
@@ -155,7 +195,17 @@ def _run(args: argparse.Namespace, project: commands.Project) -> Any:
     if verb == "apply":
         return _apply(args, project)
     if verb == "generate":
-        return commands.migrations_generate(project, args.name)
+        return commands.migrations_generate(project, args.name, merge=args.merge)
+    if verb == "heads":
+        return commands.migrations_heads(project)
+    if verb == "check":
+        return commands.migrations_check(project)
+    if verb == "validate":
+        return commands.migrations_validate(project)
+    if verb == "stamp":
+        return commands.migrations_stamp(project, args.migration_id)
+    if verb == "baseline":
+        return commands.migrations_baseline(project, args.migration_id)
     if verb == "explain":
         return commands.migrations_explain(project, args.migration_id)
     if verb == "history":
@@ -163,34 +213,43 @@ def _run(args: argparse.Namespace, project: commands.Project) -> Any:
     if verb == "verify":
         return commands.migrations_verify(project, args.migration_id)
     if verb == "rollback":
-        return commands.migrations_rollback(project, args.migration_id, dry_run=args.dry_run)
+        confirm = None if args.yes else _confirm(err)
+        return commands.migrations_rollback(project, args.migration_id, dry_run=args.dry_run, confirm=confirm)
     if verb == "unlock":
         return commands.migrations_unlock(project)
     raise AssertionError(verb)
 
 
 def _apply(args: argparse.Namespace, project: commands.Project) -> commands.ApplyReport:
-    """``migrations apply`` with a progress line on stderr while steps run (none with ``--format json``)."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=render.console(stderr=True),
-        transient=True,
-        disable=args.format == "json",
-    ) as bar:
-        task = bar.add_task("planning" if args.dry_run else "applying", total=None)
-
-        def on_step(step: StepResult) -> None:
-            bar.update(
-                task, description=f"{step.op_id} on {step.feature_key}: {step.status} ({step.rows} rows)"
-            )
-
+    """``migrations apply`` with progress on stderr while steps run (see :class:`ProgressView`)."""
+    with ProgressView(render.console(stderr=True), "planning" if args.dry_run else "applying") as view:
         return commands.migrations_apply(
-            project, args.migration_id, dry_run=args.dry_run, force=args.force, on_step=on_step
+            project,
+            args.migration_id,
+            dry_run=args.dry_run,
+            force=args.force,
+            on_step=view.step,
+            on_progress=view.progress,
         )
+
+
+def _confirm(err: Console) -> Callable[[list[str]], bool]:
+    """Ask on the terminal before several migrations are rolled back; refuse without one (pass --yes)."""
+
+    def ask(ids: list[str]) -> bool:
+        if not sys.stdin.isatty():
+            raise commands.NotConfirmed(
+                f"rolling back {len(ids)} migrations ({', '.join(ids)}) needs confirmation and there is no "
+                "terminal to ask on; pass --yes to roll them back (nothing changed)"
+            )
+        err.print(f"This rolls back {len(ids)} migrations, newest first: {escape(', '.join(ids))}")
+        try:
+            answer = err.input("Roll them back? [y/N] ", markup=False)
+        except EOFError:
+            answer = ""
+        return answer.strip().lower() in ("y", "yes")
+
+    return ask
 
 
 if __name__ == "__main__":  # pragma: no cover

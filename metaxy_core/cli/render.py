@@ -42,8 +42,18 @@ _STATUS_STYLE = {
 }
 
 
+#: the width of piped output: wide enough that no table cell is cut or folded (full ids and feature keys for
+#: grep and scripts); rich would otherwise assume 80 columns whenever the output is not a terminal
+PIPED_WIDTH = 100_000
+
+
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    """stdout (or stderr) for the CLI: colours only on a terminal and never with ``NO_COLOR`` set (rich reads
+    it), tables at their full width when piped."""
+    out = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not out.is_terminal:
+        out = Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPED_WIDTH)
+    return out
 
 
 # ------------------------------------------------------------------------- JSON
@@ -147,8 +157,13 @@ def _maintenance(result: commands.MaintenanceReport, out: Console) -> None:
 
 @render.register
 def _listing(result: commands.ChainListing, out: Console) -> None:
-    rows = [[m.migration_id, m.kind, m.parent, m.path] for m in result.migrations]
+    rows = [[m.migration_id, m.kind, parents_text(m.parent), m.path] for m in result.migrations]
     out.print(table("Migrations", ["id", "kind", "parent", "file"], rows))
+
+
+def parents_text(parent: str | list[str]) -> str:
+    """A migration's parent as a table cell: ``a``, or ``merge of a, b`` for a merge migration."""
+    return parent if isinstance(parent, str) else f"merge of {', '.join(parent)}"
 
 
 @render.register
@@ -163,7 +178,10 @@ def _status(result: commands.StatusReport, out: Console) -> None:
             r.status,
             r.steps_done,
             r.rows,
-            ("file edited since apply! " if r.edited else "") + r.error,
+            ("file edited since apply! " if r.edited else "")
+            + ("stamped (not run) " if r.stamped else "")
+            + ("" if isinstance(r.parent, str) else f"{parents_text(r.parent)} ")
+            + r.error,
         ]
         for r in result.migrations
     ]

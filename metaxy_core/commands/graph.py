@@ -8,6 +8,7 @@ from typing import Any
 from metaxy_core.commands.project import Project
 from metaxy_core.errors import MetaxyError, SnapshotNotFoundError
 from metaxy_core.migrations.snapshot_files import SnapshotFiles, snapshots_dir
+from metaxy_core.reporting import ProgressCallback
 from metaxy_core.store.maintenance import TableMaintenance, maintain
 from metaxy_core.store.system import PushResult
 
@@ -144,15 +145,26 @@ class MaintenanceReport:
 
 
 def store_maintain(
-    project: Project, *, vacuum_hours: float | None = None, dry_run: bool = False, z_order: bool = False
+    project: Project,
+    *,
+    vacuum_hours: float | None = None,
+    dry_run: bool = False,
+    z_order: bool = False,
+    on_progress: ProgressCallback | None = None,
 ) -> MaintenanceReport:
     """Compact and checkpoint every table; with vacuum hours, vacuum too.
 
     Covers feature and system tables; with ``vacuum_hours``, files unreferenced for that long are vacuumed. A
-    dry run changes nothing and reports file counts (and the files vacuum would delete).
+    dry run changes nothing and reports file counts (and the files vacuum would delete). ``on_progress``
+    hears tables done / total while it runs.
     """
     graph = project.graph if z_order or project.store.is_remote else None  # local stores are listed from disk
     reports = maintain(
-        project.store, vacuum_hours=vacuum_hours, dry_run=dry_run, z_order=z_order, graph=graph
+        project.store,
+        vacuum_hours=vacuum_hours,
+        dry_run=dry_run,
+        z_order=z_order,
+        graph=graph,
+        on_progress=on_progress,
     )
     return MaintenanceReport(reports, dry_run)

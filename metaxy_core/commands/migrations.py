@@ -10,20 +10,22 @@ from typing import Any
 from metaxy_core.commands.project import Project
 from metaxy_core.errors import MetaxyError
 from metaxy_core.migrations import progress
-from metaxy_core.migrations.generator import GeneratedMigration, generate
+from metaxy_core.migrations.generator import GeneratedMigration, generate, generate_merge
 from metaxy_core.migrations.lock import LeaseInfo, StoreLock
 from metaxy_core.migrations.models import DiffMigration, Migration, affected_features
 from metaxy_core.migrations.results import MigrationResult, MigrationStatus, StepResult, StepStatus
-from metaxy_core.migrations.rollback import RollbackResult, rollback
+from metaxy_core.migrations.rollback import RollbackResult, rollback, rollback_targets
 from metaxy_core.migrations.state import MigrationState, state_of
 from metaxy_core.migrations.verify import MigrationVerification, verify_migration
+from metaxy_core.reporting import ProgressCallback
 
 
 @dataclass
 class MigrationStatusRow:
     migration_id: str
     kind: str
-    parent: str
+    #: the id it follows, or the list of heads a merge migration joins
+    parent: str | list[str]
     status: MigrationStatus
     path: str
     rows: int = 0
@@ -31,6 +33,8 @@ class MigrationStatusRow:
     steps_failed: int = 0
     edited: bool = False
     error: str = ""
+    #: marked applied by ``stamp``/``baseline`` without running
+    stamped: bool = False
     steps: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -49,6 +53,7 @@ def _status_row(migration: Migration, state: MigrationState) -> MigrationStatusR
         steps_failed=sum(1 for s in state.steps.values() if s.status == StepStatus.FAILED),
         edited=bool(state.checksum and state.checksum != migration.checksum),
         error=state.error,
+        stamped=state.stamped,
         steps=[
             {
                 "op_index": s.op_index,
@@ -91,7 +96,8 @@ def migrations_status(project: Project) -> StatusReport:
 class MigrationFile:
     migration_id: str
     kind: str
-    parent: str
+    #: the id it follows, or the list of heads a merge migration joins
+    parent: str | list[str]
     path: str
     description: str
     from_snapshot_version: str | None
@@ -149,21 +155,27 @@ def migrations_apply(
     dry_run: bool = False,
     force: bool = False,
     on_step: Callable[[StepResult], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ApplyReport:
     """Apply pending migrations up to MIGRATION_ID (default: all).
 
-    A dry run plans instead: it writes nothing and reports the rows each step would write.
+    A dry run plans instead: it writes nothing and reports the rows each step would write. ``on_step`` hears
+    every finished step, ``on_progress`` long steps while they run (rows done / total, rate, ETA).
 
     Raises:
         MigrationFailed: a step failed; progress so far is kept and a re-run resumes.
     """
     chain = project.chain
-    executor = project.executor(force=force, on_step=on_step)
+    executor = project.executor(force=force, on_step=on_step, on_progress=on_progress)
     return ApplyReport(executor.apply(chain, target, dry_run=dry_run), dry_run)
 
 
-def migrations_generate(project: Project, name: str | None = None) -> GeneratedMigration:
-    """Write a reconciliation migration for the code's graph changes."""
+def migrations_generate(
+    project: Project, name: str | None = None, *, merge: bool = False
+) -> GeneratedMigration:
+    """Write a reconciliation migration for the code's graph changes (--merge: join the chain's heads)."""
+    if merge:
+        return generate_merge(project.forked_chain(), project.config.migrations_path, name=name)
     return generate(
         project.store,
         project.graph,
@@ -321,11 +333,33 @@ class RollbackReport:
         return [asdict(r) for r in self.results]
 
 
+class NotConfirmed(MetaxyError):
+    """The operator did not confirm a rollback of several migrations; nothing was changed."""
+
+
 def migrations_rollback(
-    project: Project, target: str | None = None, *, dry_run: bool = False
+    project: Project,
+    target: str | None = None,
+    *,
+    dry_run: bool = False,
+    confirm: Callable[[list[str]], bool] | None = None,
 ) -> RollbackReport:
-    """Undo the newest applied migration, or all down to MIGRATION_ID."""
-    return RollbackReport(rollback(project.executor(), project.chain, target, dry_run=dry_run), dry_run)
+    """Undo the newest applied migration, or all down to MIGRATION_ID.
+
+    ``confirm`` is asked (with the ids, newest first) before more than one migration is rolled back; the CLI
+    prompts on a terminal. A ``False`` answer changes nothing.
+
+    Raises:
+        NotConfirmed: ``confirm`` said no.
+    """
+    chain, executor = project.chain, project.executor()
+    if confirm is not None and not dry_run:
+        ids = rollback_targets(chain, executor.states(), target)
+        if len(ids) > 1 and not confirm(ids):
+            raise NotConfirmed(
+                f"rollback of {len(ids)} migrations ({', '.join(ids)}) not confirmed; nothing changed"
+            )
+    return RollbackReport(rollback(executor, chain, target, dry_run=dry_run), dry_run)
 
 
 @dataclass

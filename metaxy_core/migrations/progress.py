@@ -62,6 +62,7 @@ __all__ = [
     "read_events",
     "read_states",
     "record",
+    "record_all",
 ]
 
 
@@ -146,7 +147,7 @@ def record(
     writes: dict[str, int] | None = None,
 ) -> None:
     """Append one event (one small Delta commit; delta-rs retries concurrent appends)."""
-    row = {
+    event = {
         "project": project,
         "migration_id": migration_id,
         "op_index": op_index,
@@ -162,8 +163,27 @@ def record(
         "checksum": checksum,
         "write_id": write_id,
         "writes": json.dumps(writes or {}, sort_keys=True),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "at": datetime.now(UTC),
     }
-    append_system(store, EVENTS, pl.DataFrame([row], schema=MIGRATION_EVENTS_SCHEMA))
+    record_all(store, [event])
+
+
+def record_all(store: DeltaMetadataStore, events: list[dict[str, Any]]) -> None:
+    """Append several events in one commit, so they are recorded all or none (``baseline``'s stamps).
+
+    Each event has :func:`record`'s fields (``project``, ``migration_id``, ``status``, ``run_id``...; the
+    others default as there); host, pid and time are added here.
+    """
+    defaults = {"op_index": MIGRATION_LEVEL, "rows": 0, "duration_s": 0.0, "writes": "{}"}
+    at, host, pid = datetime.now(UTC), socket.gethostname(), os.getpid()
+    rows = [
+        {
+            **{name: "" for name in MIGRATION_EVENTS_SCHEMA},
+            **defaults,
+            **{k: (str(v) if k == "status" else v) for k, v in event.items()},
+            "host": host,
+            "pid": pid,
+            "at": at,
+        }
+        for event in events
+    ]
+    append_system(store, EVENTS, pl.DataFrame(rows, schema=MIGRATION_EVENTS_SCHEMA))

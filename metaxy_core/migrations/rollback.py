@@ -14,6 +14,7 @@ and including the target.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -57,15 +58,7 @@ def rollback(
     executor: MigrationExecutor, chain: MigrationChain, target: str | None = None, *, dry_run: bool = False
 ) -> list[RollbackResult]:
     """Roll back the newest applied migration, or every applied one from the newest down to ``target``."""
-    done = [m.migration_id for m in applied(chain, executor.states())]
-    if target is not None:
-        chain.get(target)
-        if target not in done:
-            raise RollbackRefused(f"migration {target} is not applied; nothing to roll back")
-        undo = {target, *(m.migration_id for m in chain.descendants(target))}  # not a sibling branch
-        todo = [m for m in reversed(done) if m in undo]
-    else:
-        todo = done[-1:]
+    todo = rollback_targets(chain, executor.states(), target)
     if not todo:
         return []
     results: list[RollbackResult] = []
@@ -84,6 +77,26 @@ def rollback(
                 planned_hidden.setdefault(f.feature_key, set()).update(f.write_ids)
             results.append(result)
     return results
+
+
+def rollback_targets(
+    chain: MigrationChain, states: Mapping[str, MigrationState], target: str | None = None
+) -> list[str]:
+    """The migrations :func:`rollback` would undo, newest first: the newest applied one, or ``target`` and
+    every applied migration that follows it (not a sibling branch's). The CLI asks for confirmation with it.
+
+    Raises:
+        UnknownMigrationError: no such migration.
+        RollbackRefused: ``target`` is not applied.
+    """
+    done = [m.migration_id for m in applied(chain, states)]
+    if target is None:
+        return done[-1:]
+    chain.get(target)
+    if target not in done:
+        raise RollbackRefused(f"migration {target} is not applied; nothing to roll back")
+    undo = {target, *(m.migration_id for m in chain.descendants(target))}
+    return [m for m in reversed(done) if m in undo]
 
 
 class _maybe_lock:

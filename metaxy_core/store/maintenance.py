@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from metaxy_core.errors import InvalidKeyError
 from metaxy_core.graph.graph import FeatureGraph, resolve_key
 from metaxy_core.graph.keys import FeatureKey
+from metaxy_core.reporting import ProgressCallback, ProgressMeter
 from metaxy_core.store import _io
 from metaxy_core.store.system import EVENT_TABLES, SYSTEM_DIR, SYSTEM_TABLES
 
@@ -122,14 +123,18 @@ def _each_table(
     *,
     dry_run: bool = False,
     skip: Callable[[DeltaTable], bool] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> list[TableMaintenance]:
     """The one per-table loop: open each table, report its state before and after ``work``, time it.
 
     ``work`` runs inside the store's error translation (a failure names the table); tables that do not
-    exist (or that ``skip`` rejects) get no report.
+    exist (or that ``skip`` rejects) get no report. ``on_progress`` hears tables done / total after each.
     """
     reports = []
-    for label, uri, key in targets:
+    meter = ProgressMeter(f"store maintenance: {action}", on_progress, total=len(targets), unit="tables")
+    for i, (label, uri, key) in enumerate(targets):
+        if i:
+            meter.update(i)  # the tables before this one are done
         table = _io.open_table(uri, store.storage_options)
         if table is None or (skip is not None and skip(table)):
             continue
@@ -143,6 +148,9 @@ def _each_table(
         report.version_after = table.version()
         report.seconds = time.perf_counter() - start
         reports.append(report)
+    if targets:
+        meter.update(len(targets))
+        meter.finish()
     return reports
 
 
@@ -154,6 +162,7 @@ def optimize(
     target_size: int | None = None,
     graph: FeatureGraph | None = None,
     dry_run: bool = False,
+    on_progress: ProgressCallback | None = None,
 ) -> list[TableMaintenance]:
     """Compact small files (and, with ``z_order``, cluster feature tables on their id columns).
 
@@ -173,7 +182,8 @@ def optimize(
         report.detail = {"z_order": ids} if ids else {}
         return _io.open_table(uri, store.storage_options) or table
 
-    return _each_table(store, tables(store, feature, graph=graph), "optimize", work, dry_run=dry_run)
+    targets = tables(store, feature, graph=graph)
+    return _each_table(store, targets, "optimize", work, dry_run=dry_run, on_progress=on_progress)
 
 
 def checkpoint(
@@ -182,6 +192,7 @@ def checkpoint(
     *,
     graph: FeatureGraph | None = None,
     dry_run: bool = False,
+    on_progress: ProgressCallback | None = None,
 ) -> list[TableMaintenance]:
     """Write a checkpoint at each table's current version and remove log files past their retention."""
 
@@ -191,7 +202,8 @@ def checkpoint(
             table.cleanup_metadata()
         return table
 
-    return _each_table(store, tables(store, feature, graph=graph), "checkpoint", work, dry_run=dry_run)
+    targets = tables(store, feature, graph=graph)
+    return _each_table(store, targets, "checkpoint", work, dry_run=dry_run, on_progress=on_progress)
 
 
 def vacuum(
@@ -201,6 +213,7 @@ def vacuum(
     retention_hours: float = DEFAULT_RETENTION_HOURS,
     dry_run: bool = False,
     graph: FeatureGraph | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> list[TableMaintenance]:
     """Delete unreferenced data files older than ``retention_hours`` (a dry run lists them).
 
@@ -224,7 +237,8 @@ def vacuum(
         report.detail = {"retention_hours": retention_hours, "files": sorted(removed)[:20]}
         return _io.open_table(uri, store.storage_options) or table
 
-    return _each_table(store, tables(store, feature, graph=graph), "vacuum", work, dry_run=dry_run)
+    targets = tables(store, feature, graph=graph)
+    return _each_table(store, targets, "vacuum", work, dry_run=dry_run, on_progress=on_progress)
 
 
 def maintain(
@@ -235,12 +249,17 @@ def maintain(
     z_order: bool = False,
     dry_run: bool = False,
     graph: FeatureGraph | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> list[TableMaintenance]:
-    """Optimize, then checkpoint, then (with ``vacuum_hours``) vacuum every table (or one feature's)."""
-    reports = optimize(store, feature, z_order=z_order, graph=graph, dry_run=dry_run)
-    reports += checkpoint(store, feature, graph=graph, dry_run=dry_run)
+    """Optimize, then checkpoint, then (with ``vacuum_hours``) vacuum every table (or one feature's).
+
+    ``on_progress`` hears tables done / total after each table of each phase.
+    """
+    each = {"graph": graph, "dry_run": dry_run, "on_progress": on_progress}
+    reports = optimize(store, feature, z_order=z_order, **each)
+    reports += checkpoint(store, feature, **each)
     if vacuum_hours is not None:
-        reports += vacuum(store, feature, retention_hours=vacuum_hours, dry_run=dry_run, graph=graph)
+        reports += vacuum(store, feature, retention_hours=vacuum_hours, **each)
     return reports
 
 
