@@ -20,6 +20,7 @@ from metaxy_core.migrations.executor import MigrationEditedError
 from metaxy_core.migrations.loader import MigrationLoadError, MigrationLoadErrors
 from metaxy_core.migrations.models import DiffMigration, FullGraphMigration, Migration
 from metaxy_core.migrations.results import MigrationStatus
+from metaxy_core.migrations.snapshot_files import SnapshotFiles, snapshots_dir
 from metaxy_core.migrations.state import MigrationState, pending, state_of
 
 
@@ -134,10 +135,11 @@ def migrations_validate(project: Project) -> ValidationReport:
     problems += _log_problems(chain, states)
     flagged = {p.migration_id for p in problems}
     known = _known_snapshots(project)
+    files = SnapshotFiles(snapshots_dir(project.config.migrations_path))
     todo = pending(chain, states)
     executor = project.executor()
     for m in chain:
-        found = _snapshot_problems(m, known)
+        found = _snapshot_problems(m, known, files)
         problems += found
         if found or m.migration_id in flagged or m not in todo:
             continue
@@ -226,12 +228,14 @@ def _log_problems(chain: MigrationChain, states: dict[str, MigrationState]) -> l
 
 
 def _known_snapshots(project: Project) -> set[str]:
-    """Snapshot versions a migration may name: pushed to the store, or the code's own."""
+    """Snapshot versions the store knows: pushed, or the code's own (``push`` would record it)."""
     pushed = {s.snapshot_version for s in project.store.list_snapshots(project=project.config.project)}
     return pushed | {project.graph.snapshot_version}
 
 
-def _snapshot_problems(m: Migration, known: set[str]) -> list[Problem]:
+def _snapshot_problems(m: Migration, known: set[str], files: SnapshotFiles) -> list[Problem]:
+    """Every snapshot ``m`` names must be in the store or in a snapshot file beside the migrations, and a
+    file that is there must still rebuild to its version."""
     names: list[tuple[str, str | None]] = []
     if isinstance(m, DiffMigration):
         names = [
@@ -240,14 +244,25 @@ def _snapshot_problems(m: Migration, known: set[str]) -> list[Problem]:
         ]
     elif isinstance(m, FullGraphMigration):
         names = [("snapshot_version", m.snapshot_version)]
-    return [
-        Problem(
-            ProblemKind.SNAPSHOT,
-            m.migration_id,
-            f"{name} {version} is neither pushed to the store nor the code's snapshot; run `metaxy push` "
-            "from the code that defines it, or fix the version",
-            _path(m),
-        )
-        for name, version in names
-        if version and version not in known
-    ]
+    problems = []
+    for name, version in names:
+        if not version:
+            continue
+        try:
+            on_file = files.has(version)
+            if on_file:
+                files.load(version, needed_by=f"migration {m.migration_id}")
+        except MetaxyError as exc:  # a bad version string, or an edited/damaged file
+            problems.append(Problem(ProblemKind.SNAPSHOT, m.migration_id, f"{name}: {exc}", _path(m)))
+            continue
+        if not on_file and version not in known:
+            problems.append(
+                Problem(
+                    ProblemKind.SNAPSHOT,
+                    m.migration_id,
+                    f"{name} {version} is neither pushed to the store, in {files.directory}, nor the code's "
+                    "snapshot; run `metaxy push` from the code that defines it, or fix the version",
+                    _path(m),
+                )
+            )
+    return problems

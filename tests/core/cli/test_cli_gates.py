@@ -88,18 +88,33 @@ def test_validate_lists_every_bad_file_not_only_the_first(cli: CliProject) -> No
 
 
 def test_validate_reports_a_fork_and_still_checks_the_rest(cli: CliProject) -> None:
-    cli.seed(pushed=(1, 2))  # snapshot 3 never pushed: M2 names an unknown target
+    cli.seed(pushed=(1, 2))  # snapshot 3 never pushed, and its file is gone: M2 names an unknown target
     cli.chain()
+    v3 = cli.versions[3].graph.snapshot_version
+    (cli.root / ".metaxy" / "snapshots" / f"{v3}.json").unlink()
     cli.migration("20250102_120000_other_branch", M1, 1)
     code, out, _ = cli.run("migrations", "validate", emb=2)
     assert code == 1
     lines = out.splitlines()
     assert any("chain: the chain forks" in line and "generate --merge" in line for line in lines)
     assert any(
-        line.startswith(f"{M2}: snapshot: to_snapshot_version {cli.versions[3].graph.snapshot_version}")
+        line.startswith(f"{M2}: snapshot: to_snapshot_version {v3} is neither pushed to the store")
         and "run `metaxy push`" in line
         for line in lines
     )
+
+
+def test_validate_accepts_a_snapshot_only_in_the_files_and_refuses_an_edited_one(cli: CliProject) -> None:
+    cli.seed(pushed=(1, 2)).chain()  # snapshot 3: only its file, written with the migration
+    code, out, err = cli.run("migrations", "validate", emb=2)
+    assert code == 0, out + err
+    v3 = cli.versions[3].graph.snapshot_version
+    path = cli.root / ".metaxy" / "snapshots" / f"{v3}.json"
+    path.write_text(path.read_text().replace('"1"', '"9"', 1))  # someone edited a code version in it
+    code, out, _ = cli.run("migrations", "validate", emb=2)
+    assert code == 1
+    [line] = out.splitlines()
+    assert line.startswith(f"{M2}: snapshot: to_snapshot_version: {path}")
 
 
 def test_validate_runs_what_apply_checks_first_for_pending_migrations(cli: CliProject) -> None:
