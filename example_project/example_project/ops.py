@@ -28,6 +28,7 @@ from pydantic import Field, field_validator, model_validator
 from example_project.s3 import iter_object_pages, object_uri, s3_client, sample_uid_from_key
 from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.migrations import MetadataBackfill
+from metaxy_core.migrations.context import step_progress
 from metaxy_core.store.provenance import PROVENANCE_BY_FIELD
 
 log = logging.getLogger("metaxy.migrations.example")
@@ -117,6 +118,8 @@ class S3ObjectBackfill(MetadataBackfill):
             self.prefix,
         )
         written = listed = skipped_small = 0
+        # rows written / samples that need one, reported after each page (the CLI's line, Dagster's log)
+        meter = step_progress(total=needed.height)
         seen: set[str] = set()
         for page_number, page in enumerate(
             iter_object_pages(s3_client(), self.s3_bucket, self.prefix, page_size=self.page_size), start=1
@@ -139,6 +142,7 @@ class S3ObjectBackfill(MetadataBackfill):
                     self.feature_key, rows, graph=graph, snapshot_version=to_snapshot_version
                 )
             written += rows.height
+            meter.update(written)
             log.info(
                 "%s: page %d: %d object(s) listed, %d row(s) %s so far",
                 self.op_id,
@@ -160,6 +164,7 @@ class S3ObjectBackfill(MetadataBackfill):
             self.min_size_bytes,
             needed.height - written,
         )
+        meter.finish()
         return written
 
 
