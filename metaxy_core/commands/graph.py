@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from metaxy_core.commands.project import Project
-from metaxy_core.errors import MetaxyError, SnapshotNotFoundError
+from metaxy_core.errors import ConfigError, MetaxyError, SnapshotNotFoundError
 from metaxy_core.migrations.snapshot_files import SnapshotFiles, snapshots_dir
 from metaxy_core.reporting import ProgressCallback
 from metaxy_core.store.maintenance import TableMaintenance, maintain
@@ -26,7 +26,18 @@ def push(project: Project) -> PushReport:
     It also writes ``.metaxy/snapshots/<version>.json`` beside the migrations: the code's snapshot, and every
     snapshot a migration file names that only the store holds. Dagster loads migrations from files, and an
     applied migration keeps working on its own snapshots after the code moves on, so commit that folder.
+
+    Raises:
+        ConfigError: no feature is declared (``entrypoints`` empty or importing nothing): an empty snapshot
+            would make every stored feature look removed.
     """
+    if not len(project.graph):
+        config = project.config
+        raise ConfigError(
+            f"{config.config_file or 'configuration'}: no features are declared (entrypoints: "
+            f"{config.entrypoints or '[]'}); list the modules that declare your features in `entrypoints`, "
+            "then push"
+        )
     result = project.store.push_snapshot(project.graph, project=project.config.project)
     files = SnapshotFiles(snapshots_dir(project.config.migrations_path))
     written = [files.write(project.graph)]

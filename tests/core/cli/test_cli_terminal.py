@@ -133,6 +133,17 @@ def test_init_writes_a_commented_config_that_loads_and_never_overwrites(tmp_path
     assert written.read_text() == text
 
 
+def test_push_after_init_refuses_an_empty_graph_until_entrypoints_are_listed(tmp_path: Path) -> None:
+    assert metaxy(tmp_path, "init").returncode == 0
+    result = metaxy(tmp_path, "push")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"FAILED: {tmp_path / 'metaxy.toml'}: no features are declared (entrypoints: [])"
+    )
+    assert "list the modules that declare your features in `entrypoints`" in result.stderr
+    assert not (tmp_path / ".metaxy" / "store").exists()
+
+
 def test_init_refuses_a_folder_configured_in_pyproject(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.metaxy]\nproject = "p"\n')
     result = metaxy(tmp_path, "init")
