@@ -137,11 +137,12 @@ def migrations_validate(project: Project) -> ValidationReport:
     known = _known_snapshots(project)
     files = SnapshotFiles(snapshots_dir(project.config.migrations_path))
     todo = pending(chain, states)
+    todo_ids = {m.migration_id for m in todo}
     executor = project.executor()
     for m in chain:
         found = _snapshot_problems(m, known, files)
         problems += found
-        if found or m.migration_id in flagged or m not in todo:
+        if found or m.migration_id in flagged or m.migration_id not in todo_ids:
             continue
         try:  # what an apply checks before it takes the lock: operations, features, apply-phase validators
             executor.preflight([m], [m], states=states)
