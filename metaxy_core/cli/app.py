@@ -1,8 +1,10 @@
 """The ``metaxy`` command line: parse, call :mod:`metaxy_core.commands`, render, map errors to exit codes.
 
 Exit codes (docs/cli.md): 0 success; 1 a :class:`MetaxyError` (printed as one ``FAILED: ...`` line), a
-migration that fails verification, or problems found by ``check``/``validate``; 2 usage errors; 4 a rollback
-of several migrations that was not confirmed (nothing changed). ``--raiseerr`` shows the traceback instead.
+migration that fails verification, problems found by ``check``/``validate``, or migration files ``status``
+cannot load; 2 usage errors; 3 an apply that completed but left features to recompute with the pipeline (a
+root feature changed: its rows could not be carried over); 4 a rollback of several migrations that was not
+confirmed (nothing changed). ``--raiseerr`` shows the traceback instead.
 A verb's help is the first line of its command's docstring. Results go to stdout; progress, prompts and
 ``FAILED:`` lines to stderr.
 """
@@ -24,7 +26,7 @@ from metaxy_core.cli.progress import ProgressView
 from metaxy_core.errors import MetaxyError, redact
 from metaxy_core.migrations.results import MigrationFailed
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_CONFIRMED = 0, 1, 2, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RECOMPUTE, EXIT_NOT_CONFIRMED = 0, 1, 2, 3, 4
 assert render_chain  # imported for its renderers
 
 
@@ -54,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metaxy",
         description="Versioned metadata and migrations for ML pipelines.",
-        epilog="Exit codes: 0 ok, 1 failed or problems found, 2 usage error, 4 rollback not confirmed.",
+        epilog=(
+            "Exit codes: 0 ok, 1 failed or problems found, 2 usage error, 3 applied but features left to "
+            "recompute, 4 rollback not confirmed."
+        ),
         parents=[_common(defaults=True)],
     )
     p.add_argument("--version", action="store_true", help=_help(commands.version_info))
@@ -111,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
         "-y", "--yes", action="store_true", help="roll back several migrations without asking (scripts, CI)"
     )
     add(mig, "unlock", commands.migrations_unlock)
+    imported = add(mig, "import-016", commands.migrations_import_016)
+    imported.add_argument(
+        "source", nargs="?", metavar="SOURCE", help="the 0.1.6 store's root (default: ours)"
+    )
     return p
 
 
@@ -156,6 +165,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         verb = "check" if isinstance(result, commands.CheckReport) else "validate"
         err.print(f"[red]FAILED:[/red] migrations {verb} found {len(result.problems)} problem(s)")
         return EXIT_FAILED
+    if isinstance(result, commands.StatusReport) and result.unloadable:
+        paths = ", ".join(r.path for r in result.unloadable)
+        err.print(
+            f"[red]FAILED:[/red] {len(result.unloadable)} migration file(s) cannot be loaded "
+            f"({escape(paths)}); their rows show why"
+        )
+        return EXIT_FAILED
+    if isinstance(result, commands.ApplyReport) and result.recompute_required and not result.dry_run:
+        features = ", ".join(result.recompute_required)
+        err.print(
+            f"[magenta]RECOMPUTE REQUIRED:[/magenta] {escape(features)}: a root feature changed, so these "
+            "rows were not carried over; recompute them with the pipeline, then run "
+            "`metaxy migrations verify`"
+        )
+        return EXIT_RECOMPUTE
     return EXIT_OK
 
 
@@ -217,6 +241,8 @@ def _run(args: argparse.Namespace, project: commands.Project, err: Console) -> A
         return commands.migrations_rollback(project, args.migration_id, dry_run=args.dry_run, confirm=confirm)
     if verb == "unlock":
         return commands.migrations_unlock(project)
+    if verb == "import-016":
+        return commands.migrations_import_016(project, args.source)
     raise AssertionError(verb)
 
 

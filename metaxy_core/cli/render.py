@@ -22,6 +22,7 @@ from rich.table import Table
 
 from metaxy_core import commands
 from metaxy_core.migrations.generator import GeneratedMigration
+from metaxy_core.migrations.import016 import Import016Report
 from metaxy_core.migrations.results import (
     MigrationResult,
     MigrationStatus,
@@ -181,7 +182,8 @@ def _status(result: commands.StatusReport, out: Console) -> None:
             ("file edited since apply! " if r.edited else "")
             + ("stamped (not run) " if r.stamped else "")
             + ("" if isinstance(r.parent, str) else f"{parents_text(r.parent)} ")
-            + r.error,
+            + r.error
+            + (f"cannot be loaded: {r.load_error}" if r.load_error else ""),
         ]
         for r in result.migrations
     ]
@@ -291,3 +293,22 @@ def _unlock(result: commands.UnlockResult, out: Console) -> None:
         out.print("the store was not locked")
     else:
         out.print(f"released the lock held by run {lease.owner} ({lease.host}, pid {lease.pid})")
+
+
+@render.register
+def _imported_016(result: Import016Report, out: Console) -> None:
+    out.print(
+        table(
+            f"Metaxy 0.1.6 snapshots of {result.project} (from {result.source})",
+            ["0.1.6 id", "snapshot version", "pushed now"],
+            [[theirs, ours, ours in result.pushed] for theirs, ours in result.snapshots.items()],
+        )
+    )
+    out.print(
+        table(
+            "Rows carried over",
+            ["feature", "rows", "already there"],
+            [[f, n, result.skipped.get(f, 0)] for f, n in result.rows.items()],
+        )
+    )
+    out.print(f"snapshot ids mapped in {result.ids_file}; commit it with the migrations, then apply them")

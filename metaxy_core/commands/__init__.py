@@ -33,6 +33,7 @@ from metaxy_core.commands.graph import (
     snapshot_info,
     store_maintain,
 )
+from metaxy_core.commands.import016 import migrations_import_016 as migrations_import_016
 from metaxy_core.commands.migrations import (
     ApplyReport,
     ChainListing,
@@ -112,6 +113,7 @@ __all__ = [
     "migrations_unlock",
     "migrations_validate",
     "migrations_verify",
+    "migrations_import_016",
     "open_project",
     "push",
     "snapshot_info",

@@ -11,6 +11,7 @@ from metaxy_core.commands.project import Project
 from metaxy_core.errors import MetaxyError
 from metaxy_core.migrations import progress
 from metaxy_core.migrations.generator import GeneratedMigration, generate, generate_merge
+from metaxy_core.migrations.loader import UnloadableMigration, load_chain_lenient
 from metaxy_core.migrations.lock import LeaseInfo, StoreLock
 from metaxy_core.migrations.models import DiffMigration, Migration, affected_features
 from metaxy_core.migrations.results import MigrationResult, MigrationStatus, StepResult, StepStatus
@@ -33,6 +34,8 @@ class MigrationStatusRow:
     steps_failed: int = 0
     edited: bool = False
     error: str = ""
+    #: why the migration's file cannot be loaded right now (a validator that cannot reach its database...)
+    load_error: str = ""
     #: marked applied by ``stamp``/``baseline`` without running
     stamped: bool = False
     steps: list[dict[str, Any]] = field(default_factory=list)
@@ -51,7 +54,9 @@ def _status_row(migration: Migration, state: MigrationState) -> MigrationStatusR
         rows=state.rows,
         steps_done=sum(1 for s in state.steps.values() if s.done),
         steps_failed=sum(1 for s in state.steps.values() if s.status == StepStatus.FAILED),
-        edited=bool(state.checksum and state.checksum != migration.checksum),
+        edited=bool(state.checksum and state.checksum != migration.checksum)
+        and not isinstance(migration, UnloadableMigration),
+        load_error=migration.load_error if isinstance(migration, UnloadableMigration) else "",
         error=state.error,
         stamped=state.stamped,
         steps=[
@@ -79,17 +84,42 @@ class StatusReport:
     def as_dict(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.migrations]
 
+    @property
+    def unloadable(self) -> list[MigrationStatusRow]:
+        """Rows whose file cannot be loaded right now (the status command then exits 1)."""
+        return [r for r in self.migrations if r.load_error]
+
 
 def migrations_status(project: Project) -> StatusReport:
     """Status of every migration in the chain.
 
+    A file that cannot be loaded (a validator that cannot reach its database, say) keeps its place in the
+    chain when it still states its id and parent: its row shows the error, so one unreachable database does
+    not hide the state of the others (the CLI then exits 1).
+
     Raises:
         ChainError: the chain is broken (the message names the file).
     """
-    chain = project.chain
+    config = project.config
+    config.add_import_path()
+    with project.graph.use():
+        chain, errors = load_chain_lenient(config.migrations_path)
     states = project.states() if len(chain) else {}
     rows = [_status_row(m, state_of(states, m.migration_id)) for m in chain]
-    return StatusReport(project.config.migrations_path, rows)
+    placed = {r.path for r in rows}
+    for error in errors:  # files that cannot even be placed (a malformed file name or YAML)
+        if str(error.path) not in placed:
+            rows.append(
+                MigrationStatusRow(
+                    migration_id=error.path.name.rsplit(".", 1)[0],
+                    kind=UnloadableMigration.kind,
+                    parent="?",
+                    status=MigrationStatus.NOT_STARTED,
+                    path=str(error.path),
+                    load_error=str(error),
+                )
+            )
+    return StatusReport(config.migrations_path, rows)
 
 
 @dataclass

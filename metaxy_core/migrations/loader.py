@@ -237,11 +237,13 @@ def _load_yaml(path: Path, raw: bytes, context: dict[str, Any] | None) -> Migrat
     ids = compat.read_snapshot_ids(path.parent)
     unmapped = compat.unmapped_ids(data, ids)
     if unmapped:
-        raise MigrationLoadError(
+        error = MigrationLoadError(
             path,
             f"snapshot id(s) {', '.join(unmapped)} are Metaxy 0.1.6 snapshot ids; run "
             f"`{compat.IMPORT_COMMAND}` to map them to this project's snapshots",
         )
+        _recover(error, DiffMigration, data, path)  # `status` still places it in the chain
+        raise error
     data = compat.map_snapshot_ids(data, ids)
     stem = path.name.rsplit(".", 1)[0]
     data.setdefault("migration_id", stem)

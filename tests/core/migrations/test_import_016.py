@@ -1,0 +1,136 @@
+"""Adopting a Metaxy 0.1.6 project: a store and a migration file written by the real 0.1.6 package are
+imported with ``metaxy migrations import-016``, after which the 0.1.6 YAML applies without hand edits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from metaxy_core.testing.project import ProjectDir
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "metaxy016"
+
+# The 0.1.6 project's features (FEATURES_016 in fixtures/metaxy016/make_store.py), ported: imports renamed,
+# 0.1.6's `mx.BaseFeature` -> `Feature`; the code is at the refined lineage the last 0.1.6 snapshot recorded.
+PORTED = """
+from metaxy_core import Feature, FeatureDep, FeatureSpec, FieldDep, FieldSpec
+
+
+class Raw(Feature, spec=FeatureSpec(
+        key="video/raw", id_columns=["sample_uid"],
+        fields=[FieldSpec(key="frames", code_version="1"), FieldSpec(key="audio", code_version="1")])):
+    path: str
+
+
+class Emb(Feature, spec=FeatureSpec(
+        key="video/embeddings", id_columns=["sample_uid"], deps=[FeatureDep(feature=Raw)],
+        fields=[FieldSpec(key="embedding", code_version="1", deps=[FieldDep(feature=Raw, fields="frames")]),
+                FieldSpec(key="transcript", code_version="1",
+                          deps=[FieldDep(feature=Raw, fields="audio")])])):
+    dim: int
+
+
+class Scores(Feature, spec=FeatureSpec(
+        key="video/clip_scores", id_columns=["sample_uid"], deps=[FeatureDep(feature=Emb)],
+        fields=[FieldSpec(key="score", code_version="1")])):
+    score: float
+"""
+FEATURES = ["video/raw", "video/embeddings", "video/clip_scores"]
+
+
+def adopt(project_root: Path, store: Path, migrations: Path) -> ProjectDir:
+    """A project of this package around a 0.1.6 store (same root: the two layouts live side by side)."""
+    project = ProjectDir(project_root, modules={"legacy_features": PORTED}, name="legacy", store="store")
+    shutil.copytree(store, project.root / "store")
+    shutil.copytree(migrations, project.migrations)
+    return project
+
+
+def adopted_and_applied(project: ProjectDir, n_samples: int) -> None:
+    """What a user does, with what each step must show."""
+    [yaml_file] = project.migrations.glob("*.yaml")
+    original = yaml_file.read_bytes()
+
+    before = project.run("migrations", "status", "--format", "json")
+    assert (
+        before.code == 1
+    )  # the 0.1.6 ids are unknown until imported, and status says which command maps them
+    [row] = json.loads(before.out)
+    assert (
+        "Metaxy 0.1.6 snapshot ids" in row["load_error"]
+        and "metaxy migrations import-016" in row["load_error"]
+    )
+
+    imported = project.run("migrations", "import-016", "--format", "json")
+    assert imported.code == 0, imported.err
+    report = json.loads(imported.out)
+    assert len(report["snapshots"]) == 2 and len(report["pushed"]) == 2
+    assert report["rows"] == {f: n_samples for f in FEATURES}
+    with project.session() as p:  # the ported code is the last 0.1.6 snapshot, rebuilt
+        assert list(report["snapshots"].values())[-1] == p.graph.snapshot_version
+
+    plan = project.run("migrations", "apply", "--dry-run", "--format", "json")
+    assert plan.code == 0, plan.err
+    steps = json.loads(plan.out)[0]["steps"]
+    assert [(s["feature_key"], s["rows"]) for s in steps] == [
+        ("video/embeddings", n_samples),
+        ("video/clip_scores", n_samples),
+    ]
+    applied = project.run("migrations", "apply")
+    assert applied.code == 0, applied.err
+    assert project.run("migrations", "verify").code == 0
+    with project.session() as p:
+        g = p.graph
+        for feature in (
+            "video/embeddings",
+            "video/clip_scores",
+        ):  # carried to the new versions, nothing to do
+            assert len(p.store.resolve_update(feature, graph=g).changed) == 0
+            assert len(p.store.resolve_update(feature, graph=g).added) == 0
+        emb = p.store.read_metadata("video/embeddings", graph=g).collect()
+        assert emb.height == n_samples and set(emb["dim"].to_list()) == {512}  # user columns kept
+        assert emb["path"].str.starts_with("s3://videos/").all()  # 0.1.6 copied the upstream's columns too
+        scores = p.store.read_metadata("video/clip_scores", graph=g).collect()
+        assert set(scores["score"].to_list()) == {0.5}
+    assert yaml_file.read_bytes() == original  # no hand edits, no rewrites
+
+    again = project.run("migrations", "import-016", "--format", "json")
+    assert again.code == 0 and json.loads(again.out)["pushed"] == []
+    assert set(json.loads(again.out)["rows"].values()) == {0}
+
+
+def test_a_0_1_6_store_and_its_yaml_are_adopted_and_applied(tmp_path: Path) -> None:
+    project = adopt(tmp_path / "adopted", FIXTURE / "store", FIXTURE / "migrations")
+    adopted_and_applied(project, n_samples=20)
+
+
+def test_importing_from_a_folder_without_a_0_1_6_store_names_the_fix(tmp_path: Path) -> None:
+    project = ProjectDir(tmp_path / "empty", modules={"legacy_features": PORTED}, name="legacy")
+    run = project.run("migrations", "import-016", str(tmp_path / "nowhere"))
+    assert run.code == 1
+    [line] = run.failed_lines
+    assert "no Metaxy 0.1.6 store at" in line and "pass the root of the 0.1.6 store" in line
+
+
+def test_importing_another_project_s_store_names_the_projects_it_has(tmp_path: Path) -> None:
+    project = ProjectDir(tmp_path / "other", modules={"legacy_features": PORTED}, name="other")
+    run = project.run("migrations", "import-016", str(FIXTURE / "store"))
+    assert run.code == 1 and "has no snapshot of project 'other' (it has: legacy)" in run.err
+
+
+@pytest.mark.slow
+def test_a_store_made_now_by_the_real_metaxy_0_1_6_package_is_adopted_and_applied(tmp_path: Path) -> None:
+    """The committed fixture is not stale: the package from the index makes a store adopted the same way."""
+    import sys
+
+    sys.path.insert(0, str(FIXTURE))
+    try:
+        import make_store
+    finally:
+        sys.path.remove(str(FIXTURE))
+    python = make_store.ensure_venv(Path("/tmp/metaxy016-venv"))
+    store, migrations = make_store.make_project(tmp_path / "legacy016", python)
+    adopted_and_applied(adopt(tmp_path / "adopted", store, migrations), n_samples=make_store.N_SAMPLES)
