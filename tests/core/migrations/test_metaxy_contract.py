@@ -592,3 +592,46 @@ def test_an_operation_implementing_both_entry_points_is_refused_rather_than_one_
         "Both implements execute() and execute_for_feature(), but the engine calls exactly one of them"
         in run.err
     )
+
+
+# ------------------------------------------------ Metaxy's plain operations() and a direct execute() call
+PLAIN_OPERATIONS = """
+from datetime import datetime, timezone
+
+from metaxy_core.migrations import DataVersionReconciliation, PythonMigration
+
+
+class PlainOperations(PythonMigration):
+    migration_id: str = "20250309_000000_plain_operations"
+    created_at: datetime = datetime(2025, 3, 9, tzinfo=timezone.utc)
+    parent: str = "initial"
+    from_snapshot_version: str = "{old}"
+    to_snapshot_version: str = "{new}"
+
+    def operations(self):  # Metaxy's PythonMigration: a plain method computing the operations
+        return [DataVersionReconciliation()]
+"""
+
+
+def test_metaxy_s_plain_operations_method_computes_the_operations_and_execute_applies_directly(
+    project: ProjectDir,
+) -> None:
+    old, new = graph(), graph(embedding="2")
+    seed_all(project, [1, 2, 3])
+    assert project.run("push").code == 0 and project.run("push", env={"MX_EMBEDDING": "2"}).code == 0
+    mid = "20250309_000000_plain_operations"
+    project.migration(
+        f"{mid}.py", PLAIN_OPERATIONS.format(old=old.snapshot_version, new=new.snapshot_version)
+    )
+    new_code = {"MX_EMBEDDING": "2"}
+    with project.session(new_code) as p:
+        migration = p.chain.get(mid)
+        assert [op.op_id for op in migration.operations()] == ["reconcile"]
+        with p.graph.use():  # as Metaxy code does: migration.execute(store, project) outside any CLI
+            planned = migration.execute(p.store, p.config.project, dry_run=True)
+            assert planned.status == "planned" and planned.rows_affected == 6 and planned.succeeded
+            result = migration.execute(p.store, p.config.project)
+        assert result.status == "completed" and result.rows_affected == 6
+        assert result.affected_features == [EMB, SCORES] and result.features_completed == 2
+    status = json.loads(project.run("migrations", "status", "--format", "json", env=new_code).out)[0]
+    assert status["status"] == "completed" and status["rows"] == 6
