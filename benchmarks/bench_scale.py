@@ -17,6 +17,10 @@ Sections (``--sections``, default all):
     ``resolve_update(...).collect()`` at ``--resolve-rows`` against the same scan + hash + join written by
     hand in polars (best of ``--repeat``); then the bounded-memory check at every size: counting
     ``added``/``changed``/``removed`` and sinking ``changed`` to Parquet.
+``read``
+    ``read_metadata(...).collect()`` of a feature at each ``--sizes`` in both layouts (best of ``--repeat``):
+    clustered files let the Delta log prove one row per sample (no selection); shuffled ones need the
+    newest-row-per-sample selection (group-by + semi-join on the commit order) over every row.
 ``history``
     ``read_metadata(...).collect()`` of the current version of a 1M-sample feature after 0..8 reconciliations
     (each adds a full version), against the same query without the Delta log's file statistics.
@@ -220,6 +224,16 @@ def _count_current(root: str, feature: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - t0, "rows": rows}
 
 
+def _read_feature(root: str) -> dict[str, Any]:
+    from metaxy_core import DeltaMetadataStore
+
+    old, _ = C.graphs()
+    store = DeltaMetadataStore(root, project="bench")
+    t0 = time.perf_counter()
+    rows = store.read_metadata(C.EMB, graph=old).collect().height
+    return {"seconds": time.perf_counter() - t0, "rows": rows}
+
+
 def _read_current(root: str, feature: str, graph_index: int | None, statistics: bool) -> dict[str, Any]:
     import polars as pl
     from deltalake import DeltaTable
@@ -387,6 +401,31 @@ def section_resolve(args: argparse.Namespace, base: Path) -> None:
         C.fmt_table(
             "resolve_update memory at scale (counts of added/changed/removed; sink of changed)",
             ["rows", "what", "seconds", "peak RSS MiB"],
+            rows,
+        )
+    )
+
+
+def section_read(args: argparse.Namespace, base: Path) -> None:
+    rows = []
+    for n in args.sizes:
+        for layout in args.layouts:
+            src = pristine(base, n, layout, args.rebuild)
+            best = min(
+                (C.run_isolated(_read_feature, str(src)) for _ in range(args.repeat)),
+                key=lambda r: r.get("seconds", float("inf")),
+            )
+            if "error" in best:
+                rows.append([n, layout, best["error"], "", ""])
+                continue
+            assert best["rows"] == n, best
+            rows.append([n, layout, best["seconds"], n / best["seconds"], best["peak_rss_mib"]])
+    print()
+    print(
+        C.fmt_table(
+            f"read_metadata(...).collect() of a whole feature (best of {args.repeat}): clustered = no "
+            "selection needed (proven by file statistics), shuffled = newest-row selection over every row",
+            ["rows", "layout", "seconds", "rows/s", "peak RSS MiB"],
             rows,
         )
     )
@@ -673,7 +712,7 @@ def main() -> None:
     parser.add_argument(
         "--all-shuffled", action="store_true", help="shuffled layout at every size (default: first)"
     )
-    parser.add_argument("--sections", default="recon,resolve,history,maint,dagster")
+    parser.add_argument("--sections", default="recon,read,resolve,history,maint,dagster")
     parser.add_argument("--migrations", type=int, default=200, help="chain length of the dagster section")
     parser.add_argument("--resolve-rows", type=int, default=1_000_000)
     parser.add_argument("--appends", type=int, default=1000)
@@ -693,6 +732,8 @@ def main() -> None:
         repeat, args.repeat = args.repeat, args.recon_repeat
         section_recon(args, base)
         args.repeat = repeat
+    if "read" in sections:
+        section_read(args, base)
     if "resolve" in sections:
         section_resolve(args, base)
     if "history" in sections:

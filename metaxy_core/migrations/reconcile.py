@@ -7,6 +7,11 @@ feature's id columns), is stamped with the new versions and appended. Samples al
 (recomputed by the pipeline, or carried by an interrupted run) are left alone, which makes a re-run resume
 without duplicates.
 
+Carried rows are *derived* from the table as read at version ``R``: they carry the commit order ``2·R+1``
+(see :mod:`metaxy_core.store.order`), after every row they were derived from and before anything committed
+after that read. A row a pipeline writes at the new version while the reconciliation runs therefore stays the
+newest row of its sample, in every bucket, whenever the bucket's commit lands; no re-check is needed.
+
 :func:`carry_over` does this in bounded memory at any table size: samples are split into buckets (see
 :mod:`metaxy_core.store.buckets`), each bucket is computed in memory and appended in one commit while the
 next one is computed. :func:`left_behind` counts what is still at the old version (what verification
@@ -28,7 +33,9 @@ from metaxy_core.errors import MetadataNotFoundError
 from metaxy_core.store import bulk
 from metaxy_core.store.buckets import DEFAULT_PARTITION_ROWS, Buckets, plan
 from metaxy_core.store.layout import Layout, feature_layout, newest_rows
+from metaxy_core.store.order import derived
 from metaxy_core.store.provenance import (
+    COMMIT_ORDER,
     CREATED_AT,
     DATA_VERSION,
     DATA_VERSION_BY_FIELD,
@@ -40,6 +47,7 @@ from metaxy_core.store.provenance import (
     fill_data_versions,
     stamp_versions,
 )
+from metaxy_core.store.scope import current_fence
 
 if TYPE_CHECKING:
     from metaxy_core.graph.graph import FeatureGraph
@@ -107,9 +115,12 @@ def carry_over(
     old_version, new_version = old_graph.feature_version(key), new_graph.feature_version(key)
     uri = store.table_uri(key)
     result = CarryOverResult()
-    scan = store.scan_feature(key)
-    if scan is None:
+    pinned = store.scan_feature_at(key)
+    if pinned is None:
         return result
+    scan, read_version = pinned
+    commit_order = derived(read_version)  # after what was read, before anything committed since
+    fence = current_fence()  # the lease of this step; the background writer's thread does not see it
     schema = scan.collect_schema()
     old_where = feature_layout(store, key, ids, schema, old_version)
     done_where = feature_layout(store, key, ids, schema, new_version)
@@ -137,21 +148,23 @@ def carry_over(
         up_spec = new_graph.spec(dep.feature)
         up_version = new_graph.feature_version(up_spec.key)
         up_scan = store.scan_feature(up_spec.key)
+        up_schema = None if up_scan is None else up_scan.collect_schema()
         up_where = (
             None
-            if up_scan is None
-            else feature_layout(store, up_spec.key, ids, up_scan.collect_schema(), up_version)
+            if up_scan is None or up_schema is None
+            else feature_layout(store, up_spec.key, ids, up_schema, up_version)
         )
         if up_scan is None or up_where is None:
             raise MetadataNotFoundError(
                 f"feature {key} depends on {dep.feature}, which has no metadata in {store.root_uri}; "
                 f"write {dep.feature} first"
             )
+        ordering = [CREATED_AT, COMMIT_ORDER] if COMMIT_ORDER in up_schema else [CREATED_AT]
         inputs.append(
             (
                 f"up{i}",
                 up_scan.filter(pl.col(FEATURE_VERSION) == up_version).select(
-                    [*ids, DATA_VERSION_BY_FIELD, CREATED_AT]
+                    [*ids, DATA_VERSION_BY_FIELD, *ordering]
                 ),
                 up_where,
             )
@@ -199,7 +212,7 @@ def carry_over(
                     frame = buckets.get(f"up{i}", b).collect()
                     if repeats[f"up{i}"]:
                         frame = newest_rows(frame, ids)
-                    ups[dep.feature] = frame.drop(CREATED_AT).lazy()
+                    ups[dep.feature] = frame.drop(CREATED_AT, COMMIT_ORDER, strict=False).lazy()
             with _timed(result, "compute"):
                 expected = store.expected_provenance(spec, new_graph, upstream=ups).rename(
                     {PROVENANCE_BY_FIELD: "__new_pbf", PROVENANCE: "__new_prov"}
@@ -213,7 +226,9 @@ def carry_over(
                     result.missing += todo.height - rows
                     continue
                 if lean and not todo.get_column(DATA_VERSION).has_nulls():
-                    stamped = _stamp_carried(carried, spec, new_graph, write_id, snapshot_version)
+                    stamped = _stamp_carried(
+                        carried, spec, new_graph, write_id, snapshot_version, commit_order
+                    )
                 else:
                     stamped = store.stamp(
                         _carry_columns(carried),
@@ -221,6 +236,7 @@ def carry_over(
                         new_graph,
                         write_id=write_id,
                         snapshot_version=snapshot_version,
+                        commit_order=commit_order,
                     )
                 out = stamped.collect()
                 result.missing += todo.height - out.height
@@ -229,7 +245,7 @@ def carry_over(
                 # The previous bucket's write overlaps this bucket's reads and joins (both release the GIL):
                 # at most one bucket being written and one being computed, so memory stays at two buckets.
                 writer.finish()
-                writer.start(bulk.append_frames, uri, [out], store.storage_options, ids=ids)
+                writer.start(bulk.append_frames, uri, [out], store.storage_options, ids=ids, fence=fence)
             del out
         with _timed(result, "write"):
             writer.finish()
@@ -274,6 +290,7 @@ def _stamp_carried(
     graph: FeatureGraph,
     write_id: str | None,
     snapshot_version: str,
+    commit_order: int,
 ) -> pl.LazyFrame:
     """What ``_carry_columns`` + ``stamp`` produce, reusing the provenance hashes computed for the join.
 
@@ -299,7 +316,9 @@ def _stamp_carried(
         .drop("__new_prov")
         .rename({"__new_pbf": PROVENANCE_BY_FIELD})
     )
-    return stamp_versions(carried, spec, graph, write_id=write_id, snapshot_version=snapshot_version)
+    return stamp_versions(
+        carried, spec, graph, write_id=write_id, snapshot_version=snapshot_version, commit_order=commit_order
+    )
 
 
 # ------------------------------------------------------------------------------ what is left behind

@@ -20,12 +20,18 @@ from metaxy_core.errors import MetaxyError
 
 
 class MigrationStatus(StrEnum):
-    """Where a migration stands according to the migration log (``metaxy migrations status``)."""
+    """Where a migration stands according to the migration log (``metaxy migrations status``).
+
+    ``rolling_back``: a rollback started and has not finished (it runs, or it was interrupted): some of the
+    migration's rows may be hidden, others not. Re-running ``metaxy migrations rollback`` finishes it; until
+    then ``apply`` refuses to run the migration.
+    """
 
     NOT_STARTED = "not_started"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
     FAILED = "failed"
+    ROLLING_BACK = "rolling_back"
 
 
 class RunStatus(StrEnum):
@@ -65,12 +71,14 @@ class EventStatus(StrEnum):
     """Statuses of the migration-level events of the log (a ``rolled_back`` event restarts the history).
 
     ``stamped`` marks a migration applied without running it (``metaxy migrations stamp`` / ``baseline``):
-    it counts as completed, wrote no rows, and a rollback of it only records ``rolled_back``.
+    it counts as completed, wrote no rows, and a rollback of it only records ``rolled_back``. A rollback
+    records ``rolling_back`` before it hides anything and ``rolled_back`` once everything is hidden.
     """
 
     STARTED = "started"
     COMPLETED = "completed"
     FAILED = "failed"
+    ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
     STAMPED = "stamped"
 

@@ -14,13 +14,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from metaxy_core.errors import MetaxyError
 from metaxy_core.migrations.results import EventStatus, MigrationStatus, StepStatus
 
 if TYPE_CHECKING:
     from metaxy_core.migrations.models import Migration
 
-#: the operation index of migration-level events (``started``, ``completed``, ``failed``, ``rolled_back``)
+#: the operation index of migration-level events (``started``, ``completed``, ``failed``, ``rolling_back``,
+#: ``rolled_back``, ``stamped``)
 MIGRATION_LEVEL = -1
+
+
+class RollbackUnfinishedError(MetaxyError):
+    """A migration's rollback started and did not finish: it must be finished before anything else runs."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,8 @@ class MigrationState:
     error: str = ""
     #: marked applied by ``metaxy migrations stamp``/``baseline`` without running (no rows written by it)
     stamped: bool = False
+    #: the run that started the unfinished rollback (status ``rolling_back``)
+    rollback_run_id: str | None = None
     steps: dict[tuple[int, str], StepState] = field(default_factory=dict)
 
     @property
@@ -96,6 +104,21 @@ def state_of(states: Mapping[str, MigrationState], migration_id: str) -> Migrati
     return states.get(migration_id) or MigrationState(migration_id)
 
 
+def refuse_unfinished_rollback(state: MigrationState) -> None:
+    """Refuse to run anything of a migration whose rollback started and did not finish.
+
+    Raises:
+        RollbackUnfinishedError: naming the migration and ``metaxy migrations rollback``, which finishes it.
+    """
+    if state.status == MigrationStatus.ROLLING_BACK:
+        raise RollbackUnfinishedError(
+            f"migration {state.migration_id} is being rolled back (rollback started by run "
+            f"{state.rollback_run_id or '?'} and not finished: it is running, or it was interrupted, and "
+            "some of its rows may be hidden while others are not); run `metaxy migrations rollback "
+            f"{state.migration_id}` to finish it, then apply again"
+        )
+
+
 def pending(migrations: Iterable[Migration], states: Mapping[str, MigrationState]) -> list[Migration]:
     """The migrations, in the given (chain) order, that are not completed: what an apply would run."""
     return [m for m in migrations if not state_of(states, m.migration_id).completed]
@@ -108,7 +131,11 @@ def applied(migrations: Iterable[Migration], states: Mapping[str, MigrationState
 
 
 def fold(migration_id: str, rows: list[dict[str, Any]]) -> MigrationState:
-    """One migration's events, in log order, folded into its state; a ``rolled_back`` event starts over."""
+    """One migration's events, in commit order, folded into its state; a ``rolled_back`` event starts over.
+
+    A ``rolling_back`` event (a rollback began) makes the status ``rolling_back`` until the ``rolled_back``
+    event that ends it: events after it do not change the status, so an interrupted rollback always shows.
+    """
     cuts = [
         i
         for i, r in enumerate(rows)
@@ -119,7 +146,12 @@ def fold(migration_id: str, rows: list[dict[str, Any]]) -> MigrationState:
     state = MigrationState(migration_id, epoch=len(cuts))
     for row in rows:  # a migration has a handful of events, not rows of data
         if row["op_index"] == MIGRATION_LEVEL:
-            if row["status"] == EventStatus.STARTED:
+            if row["status"] == EventStatus.ROLLING_BACK:
+                state.status = MigrationStatus.ROLLING_BACK
+                state.rollback_run_id = row["run_id"]
+            elif state.status == MigrationStatus.ROLLING_BACK:
+                continue  # only its ``rolled_back`` ends an unfinished rollback
+            elif row["status"] == EventStatus.STARTED:
                 state.status = MigrationStatus.IN_PROGRESS
                 state.checksum = row["checksum"]
                 state.run_id = row["run_id"]

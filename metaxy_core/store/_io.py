@@ -7,17 +7,22 @@ redacted. Catching narrowly here keeps the rest of the store free of exception p
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import Transaction
 
 from metaxy_core.errors import MetaxyError, StoreError, StoreUnreachableError, redact
 from metaxy_core.store._storage import is_remote, secret_values
+from metaxy_core.store.order import written
+from metaxy_core.store.provenance import COMMIT_ORDER
+from metaxy_core.store.scope import Fence, current_fence
 
 _UNREACHABLE_HINTS = (
     "nosuchbucket",
@@ -104,15 +109,6 @@ def open_table(uri: str, options: Mapping[str, str], version: int | None = None)
             return None
 
 
-def scan(uri: str, options: Mapping[str, str], version: int | None = None) -> pl.LazyFrame | None:
-    """A lazy scan of the table, or None when no table exists yet."""
-    table = open_table(uri, options, version)
-    if table is None:
-        return None
-    with guard("read", uri, options):
-        return scan_table(table, options)
-
-
 def scan_table(table: DeltaTable, options: Mapping[str, str]) -> pl.LazyFrame:
     """``pl.scan_delta`` of an opened table, with the options polars' own parquet reader needs."""
     return pl.scan_delta(table, storage_options=polars_options(options))
@@ -125,35 +121,133 @@ def polars_options(options: Mapping[str, str]) -> dict[str, object] | None:
 
 
 def append(
-    uri: str, frame: pl.DataFrame, options: Mapping[str, str], *, partition_by: list[str] | None = None
-) -> None:
-    """Atomically append one frame (one Delta commit); a new table is created by the same commit.
+    uri: str,
+    frame: pl.DataFrame,
+    options: Mapping[str, str],
+    *,
+    partition_by: list[str] | None = None,
+    derived: bool = False,
+    fence: Fence | None = None,
+) -> int | None:
+    """Atomically append one frame (one Delta commit), stamping its commit order; returns the version.
 
-    delta-rs retries an append that loses a race with another append, but not one that races a commit changing
-    the table's metadata or protocol: two writers creating the same table, or adding a column, at once. Such
-    a commit wrote nothing to the log, so it is retried here against the table as it now is.
+    Plain rows are stamped ``2·V`` with the version ``V`` their commit lands at (see
+    :mod:`metaxy_core.store.order`): the table is opened at ``V-1`` and the commit made with
+    ``max_commit_retries=0``, so it lands at exactly ``V`` or is refused; a refused commit wrote nothing and
+    is stamped again against the table as it now is (bounded attempts, jittered backoff). A new table is
+    created by the same commit (version 0, refused if another writer created it first). ``derived`` rows
+    already carry their order (``2·R+1``): they may land at any version. ``fence`` (default: the lease
+    held in this context, if any) is checked before each attempt and carried by the commit. The version
+    returned is None for derived rows (delta-rs may retry them past other commits).
     """
     if frame.height == 0:
-        return
+        return None
+    fence = fence if fence is not None else current_fence()
+    if fence is not None and not fence.guards(uri):  # a lease on another store says nothing about this one
+        fence = None
     with guard("write to", uri, options):
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            table = _open_for_commit(uri, options)
+            version = 0 if table is None else table.version() + 1
+            rows = (
+                frame
+                if derived
+                else frame.with_columns(pl.lit(written(version), pl.Int64).alias(COMMIT_ORDER))
+            )
             try:
-                write_deltalake(
-                    uri,
-                    frame,
-                    mode="append",
-                    schema_mode="merge",
-                    storage_options=dict(options),
-                    partition_by=partition_by,
+                commit_at(
+                    uri, table, rows, options, fence=fence, partition_by=partition_by, exact=not derived
                 )
-                return
-            except CommitFailedError:
+                return None if derived else version
+            except CommitConflict:
                 if attempt == _COMMIT_ATTEMPTS:
-                    raise
-                time.sleep(0.05 * attempt)
+                    raise StoreError(
+                        f"cannot write to {uri}: {_COMMIT_ATTEMPTS} commits in a row lost the race with "
+                        "other writers; retry when the table is less busy"
+                    ) from None
+                _backoff(attempt)
+    raise AssertionError("unreachable")
 
 
-_COMMIT_ATTEMPTS = 5
+class CommitConflict(Exception):
+    """A commit was refused because another one landed first (nothing was written); re-read and retry."""
+
+
+def commit_at(
+    uri: str,
+    table: DeltaTable | None,
+    rows: pl.DataFrame,
+    options: Mapping[str, str],
+    *,
+    fence: Fence | None = None,
+    partition_by: list[str] | None = None,
+    exact: bool = True,
+) -> None:
+    """Commit ``rows`` to the table as it was opened (``table``; None: create it), in one attempt.
+
+    ``exact``: the commit lands at ``table.version() + 1`` (version 0 for a new table) or raises
+    :class:`CommitConflict`, the compare-and-swap the store's ordering and the migration lock rely on.
+    Otherwise delta-rs retries an append that raced other appends. Call inside :func:`guard`.
+    """
+    transactions = _fenced_transactions(fence, table)
+    properties = CommitProperties(
+        max_commit_retries=0 if exact else None, app_transactions=transactions or None
+    )
+    try:
+        if table is None:
+            write_deltalake(
+                uri,
+                rows,
+                mode="error",
+                storage_options=dict(options),
+                partition_by=partition_by,
+                commit_properties=properties,
+            )
+        else:
+            write_deltalake(
+                table,
+                rows,
+                mode="append",
+                schema_mode="merge",
+                partition_by=partition_by,
+                commit_properties=properties,
+            )
+    except CommitFailedError as exc:
+        raise CommitConflict(str(exc)) from None
+    except DeltaError as exc:
+        if table is None and "already exists" in str(exc):
+            raise CommitConflict(str(exc)) from None  # another writer created the table first
+        raise
+
+
+def _fenced_transactions(fence: Fence | None, table: DeltaTable | None) -> list[Transaction]:
+    """Check ``fence`` against the table's log and return the app transaction the commit must carry."""
+    if fence is None:
+        return []
+    fence.check(None if table is None else table.transaction_version(fence.app_id))
+    return [Transaction(app_id=fence.app_id, version=fence.token)]
+
+
+def fenced_properties(fence: Fence | None, table: DeltaTable) -> CommitProperties | None:
+    """Commit properties carrying ``fence`` for a writer that commits ``table`` itself (the bulk writer)."""
+    transactions = _fenced_transactions(fence, table)
+    return CommitProperties(app_transactions=transactions) if transactions else None
+
+
+def _open_for_commit(uri: str, options: Mapping[str, str]) -> DeltaTable | None:
+    try:
+        return DeltaTable(uri, storage_options=dict(options))
+    except TableNotFoundError:
+        return None
+
+
+def _backoff(attempt: int) -> None:
+    """Sleep before commit attempt ``attempt + 1``: jittered, growing, at most half a second."""
+    time.sleep(random.uniform(0.0, min(0.5, 0.01 * 2**attempt)))
+
+
+#: commit attempts before giving up under contention (each losing attempt wrote nothing)
+_COMMIT_ATTEMPTS = 40
 
 
 def collect(lf: pl.LazyFrame, uri: str, options: Mapping[str, str]) -> pl.DataFrame:

@@ -9,7 +9,9 @@ reads only its own files; otherwise ``bucket = xxh3_64(id columns) % K`` and eve
 one streaming pass, into per-bucket Parquet files in a local temporary folder. Each bucket is then processed
 on its own with the in-memory engine. Small inputs (``K == 1``) skip the spill.
 
-Spill folders are named by pid and host, so the next spill removes those left by dead processes.
+Spill folders are named by pid, host and host identity (:func:`metaxy_core._process.host_identity`), so
+the next spill on the same host removes those left by dead processes, and never a live one of another
+container sharing the folder and the hostname.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Self
 
 import polars as pl
 
-from metaxy_core._process import current_pid, hostname, pid_alive
+from metaxy_core._process import current_pid, host_tag, hostname, pid_alive
 from metaxy_core.store.layout import Layout
 
 #: rows per bucket when nothing else is configured (about 0.6 GiB of working memory for a typical table)
@@ -135,12 +137,15 @@ def spill_root() -> str:
 
 
 def _spill_prefix(pid: int | None = None) -> str:
-    return f"metaxy-buckets-{current_pid() if pid is None else pid}@{hostname()}-"
+    return f"metaxy-buckets-{current_pid() if pid is None else pid}@{hostname()}.{host_tag()}-"
 
 
 def remove_stale_spills(root: str) -> list[str]:
     """Delete spill folders left by processes of this host that died without cleaning up (SIGKILL, OOM kill):
-    a crashed reconciliation must not leave gigabytes behind in the temporary folder on every attempt."""
+    a crashed reconciliation must not leave gigabytes behind in the temporary folder on every attempt.
+
+    Only folders named with this host identity are judged by their pid (another container sharing the
+    folder and the hostname has its own pids)."""
     removed = []
     for name in os.listdir(root) if os.path.isdir(root) else []:
         pid = name.removeprefix("metaxy-buckets-").split("@", 1)[0]

@@ -20,16 +20,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+from deltalake.exceptions import CommitFailedError
 
 from metaxy_core.store import _io
 from metaxy_core.store._storage import is_remote
-from metaxy_core.store.provenance import FEATURE_VERSION, SNAPSHOT_VERSION, WRITE_ID
+from metaxy_core.store.provenance import COMMIT_ORDER, FEATURE_VERSION, SNAPSHOT_VERSION, WRITE_ID
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
+    from metaxy_core.store.scope import Fence
+
 #: columns whose statistics the bulk writer records in the Delta log (what reads filter on)
-_STAT_COLUMNS = (FEATURE_VERSION, SNAPSHOT_VERSION, WRITE_ID)
+_STAT_COLUMNS = (FEATURE_VERSION, SNAPSHOT_VERSION, WRITE_ID, COMMIT_ORDER)
 _STAT_TYPES = (pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.Date)
 
 
@@ -72,8 +75,14 @@ def append_frames(
     options: Mapping[str, str],
     *,
     ids: Sequence[str] = (),
+    fence: Fence | None = None,
 ) -> int:
     """Append ``frames`` to the Delta table at ``uri`` in one commit; returns the rows written.
+
+    The rows are *derived* rows: they already carry their commit order (``2·R+1``, see
+    :mod:`metaxy_core.store.order`), so the commit may land at any version. ``fence`` (the lease of the
+    migration step that writes them; commits from a background thread do not see the caller's context) is
+    checked before the commit and carried by it.
 
     Local tables whose schema matches get Parquet files written by polars (zstd, multi-threaded) plus one
     ``create_write_transaction``; anything else goes through delta-rs (``schema_mode="merge"``). A failure
@@ -82,13 +91,15 @@ def append_frames(
     frames = [f for f in frames if f.height]
     if not frames:
         return 0
+    if COMMIT_ORDER not in frames[0].columns or frames[0].get_column(COMMIT_ORDER).has_nulls():
+        raise ValueError(f"bulk rows for {uri} must carry their {COMMIT_ORDER} (rows derived from a read)")
     total = sum(f.height for f in frames)
+    if fence is not None and not fence.guards(uri):
+        fence = None
     table = _io.open_table(uri, options)
     if table is None or is_remote(uri) or not _native_compatible(table, frames[0].schema):
-        if len(frames) == 1:
-            _io.append(uri, frames[0], options)
-        else:
-            _io.append(uri, pl.concat(frames, how="vertical_relaxed", rechunk=False), options)
+        frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed", rechunk=False)
+        _io.append(uri, frame, options, derived=True, fence=fence)
         return total
     from deltalake.transaction import AddAction
 
@@ -115,7 +126,18 @@ def append_frames(
                         stats=_file_stats(frame, ids),
                     )
                 )
-            table.create_write_transaction(actions, mode="append", schema=table.schema())
+            try:
+                table.create_write_transaction(
+                    actions,
+                    mode="append",
+                    schema=table.schema(),
+                    commit_properties=_io.fenced_properties(fence, table),
+                )
+            except CommitFailedError:
+                if fence is not None:  # a newer lease wrote the table meanwhile: say so, not "commit failed"
+                    latest = _io.open_table(uri, options)
+                    fence.check(None if latest is None else latest.transaction_version(fence.app_id))
+                raise
         except BaseException:
             for path in written:
                 try:

@@ -26,6 +26,7 @@ from metaxy_core.store import _io, frames, increment, layout, maintenance, prove
 from metaxy_core.store._storage import is_remote, normalize_root, resolve_storage_options, secret_values
 from metaxy_core.store.base import FeatureRef, FrameLike, Increment, MetadataStore
 from metaxy_core.store.provenance import (
+    COMMIT_ORDER,
     CREATED_AT,
     DATA_VERSION,
     DATA_VERSION_BY_FIELD,
@@ -49,6 +50,8 @@ class DeltaMetadataStore(MetadataStore):
         storage_options: delta-rs options (``AWS_ENDPOINT_URL``, ``AWS_REGION``, keys, ...). For S3, missing
             credentials are taken from boto3's standard chain; explicit options win.
         project: name that scopes pushed snapshots and the migration log.
+        lock_ttl_seconds: the migration lock's lease: a holder that stops renewing it loses it after this.
+        lock_heartbeat_seconds: how often a holder renews its lease (default: a quarter of the TTL).
 
     Example:
         >>> with DeltaMetadataStore("/tmp/store") as store:
@@ -63,10 +66,12 @@ class DeltaMetadataStore(MetadataStore):
         *,
         project: str = "default",
         lock_ttl_seconds: float = 3600.0,
+        lock_heartbeat_seconds: float | None = None,
     ) -> None:
         self.root_uri = normalize_root(root_uri)
         self.project = project
         self.lock_ttl_seconds = lock_ttl_seconds
+        self.lock_heartbeat_seconds = lock_heartbeat_seconds
         self._explicit_options = dict(storage_options or {})
         self._options: dict[str, str] | None = None
 
@@ -130,14 +135,26 @@ class DeltaMetadataStore(MetadataStore):
         The engine's raw read, pinned to the table's current version; None when the feature has no table.
         :meth:`read_metadata` is the user-facing read (newest row per sample, filters, projection).
         """
+        pinned = self.scan_feature_at(feature)
+        return None if pinned is None else pinned[0]
+
+    def scan_feature_at(self, feature: FeatureRef) -> tuple[pl.LazyFrame, int] | None:
+        """:meth:`scan_feature` and the Delta version it is pinned to.
+
+        Rows derived from this read (reconciliation's carried rows) are ordered after that version and before
+        anything committed later (see :mod:`metaxy_core.store.order`).
+        """
         key = resolve_key(feature)
-        lf = _io.scan(self.table_uri(key), self.storage_options)
-        if lf is None:
+        uri = self.table_uri(key)
+        table = _io.open_table(uri, self.storage_options)
+        if table is None:
             return None
+        with _io.guard("read", uri, self.storage_options):
+            lf = _io.scan_table(table, self.storage_options)
         hidden = self.hidden_write_ids(key)
         if hidden:
             lf = lf.filter(~pl.col(WRITE_ID).is_in(hidden))
-        return lf
+        return lf, table.version()
 
     def hidden_write_ids(self, feature: FeatureRef) -> list[str]:
         """Write ids whose rows are hidden from reads (rolled back); see the rollback docs."""
@@ -145,7 +162,10 @@ class DeltaMetadataStore(MetadataStore):
 
     @staticmethod
     def latest_per_sample(lf: pl.LazyFrame, id_columns: list[str]) -> pl.LazyFrame:
-        """Keep the newest row of every sample (a streaming group-by and semi-join, no sort)."""
+        """Keep the newest row of every sample by commit order (a streaming group-by and semi-join, no sort).
+
+        See :mod:`metaxy_core.store.order`: the Delta commit order decides, never a clock.
+        """
         return layout.latest_per_sample(lf, id_columns)
 
     def current_rows(
@@ -294,10 +314,21 @@ class DeltaMetadataStore(MetadataStore):
         write_id: str | None = None,
         snapshot_version: str | None = None,
         created_at: datetime | None = None,
+        commit_order: int | None = None,
     ) -> pl.LazyFrame:
-        """Add the derived system columns and the version/time/write stamps, in a canonical column order."""
+        """Add the derived system columns and the version/time/write stamps, in a canonical column order.
+
+        ``commit_order`` is for rows derived from a read of the table (``2·R+1``, see
+        :mod:`metaxy_core.store.order`); other rows get theirs when committed.
+        """
         return provenance.stamp(
-            lf, spec, graph, write_id=write_id, snapshot_version=snapshot_version, created_at=created_at
+            lf,
+            spec,
+            graph,
+            write_id=write_id,
+            snapshot_version=snapshot_version,
+            created_at=created_at,
+            commit_order=commit_order,
         )
 
     def _check_unique_ids(self, spec: FeatureSpec, rows: pl.DataFrame) -> None:
@@ -435,6 +466,7 @@ def _empty_frame(spec: FeatureSpec) -> pl.LazyFrame:
             SNAPSHOT_VERSION: pl.String,
             CREATED_AT: TIMESTAMP,
             WRITE_ID: pl.String,
+            COMMIT_ORDER: pl.Int64,
         }
     )
     return pl.LazyFrame(schema=schema)

@@ -22,6 +22,7 @@ from metaxy_core.store.base import FrameLike, Increment
 from metaxy_core.store.buckets import SharedBuckets, plan
 from metaxy_core.store.layout import Layout, latest_per_sample, may_repeat, table_layout
 from metaxy_core.store.provenance import (
+    COMMIT_ORDER,
     CREATED_AT,
     DATA_VERSION_BY_FIELD,
     FEATURE_VERSION,
@@ -130,6 +131,11 @@ def compare(
     return Increment(added=added, changed=changed, removed=removed)
 
 
+def _ordering(schema: Mapping[str, pl.DataType]) -> list[str]:
+    """The columns the newest-row selection orders by (the commit order, when the table has it)."""
+    return [CREATED_AT, COMMIT_ORDER] if COMMIT_ORDER in schema else [CREATED_AT]
+
+
 #: one bucket in memory at a time, even when polars pulls several frames at once (``pl.collect_all``)
 _BUCKET_LOCK = threading.Lock()
 
@@ -153,8 +159,8 @@ def bucketed_increment(
     table = _io.open_table(store.table_uri(spec.key), store.storage_options)
     scan = store.scan_feature(spec.key) if table is not None else None
     if scan is not None:
-        narrow = [*ids, PROVENANCE_BY_FIELD, PROVENANCE, FEATURE_VERSION, CREATED_AT]
         schema = scan.collect_schema()
+        narrow = [*ids, PROVENANCE_BY_FIELD, PROVENANCE, FEATURE_VERSION, *_ordering(schema)]
         inputs.append(("stored", spec.key, scan.select(narrow), table_layout(table, ids, schema, None)))
     for i, dep in enumerate(spec.deps):
         up_spec = graph.spec(dep.feature)
@@ -168,7 +174,7 @@ def bucketed_increment(
             (
                 f"up{i}",
                 up_spec.key,
-                up_scan.select([*ids, DATA_VERSION_BY_FIELD, FEATURE_VERSION, CREATED_AT]),
+                up_scan.select([*ids, DATA_VERSION_BY_FIELD, FEATURE_VERSION, *_ordering(up_schema)]),
                 table_layout(up_table, ids, up_schema, version),
             )
         )

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from metaxy_core.store import _io
-from metaxy_core.store.provenance import CREATED_AT, FEATURE_VERSION, WRITE_ID
+from metaxy_core.store import _io, order
+from metaxy_core.store.provenance import FEATURE_VERSION, WRITE_ID
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -182,21 +182,19 @@ def may_repeat(
 
 
 def latest_per_sample(lf: pl.LazyFrame, ids: Sequence[str]) -> pl.LazyFrame:
-    """Keep the newest row of every sample.
+    """Keep the newest row of every sample, by commit order (see :mod:`metaxy_core.store.order`).
 
-    A semi-join against the per-sample maximum timestamp streams (group-by + join) instead of sorting
-    the whole table; write batches never hold duplicate ids, so timestamps only tie within a sample when
-    two writes land in the same microsecond.
+    A semi-join against the per-sample greatest rank streams (group-by + join) instead of sorting the whole
+    table.
     """
-    newest = lf.group_by(list(ids)).agg(pl.col(CREATED_AT).max())
-    return lf.join(newest, on=[*ids, CREATED_AT], how="semi", nulls_equal=True)
+    return order.latest_per_sample(lf, ids)
 
 
 def newest_rows(df: pl.DataFrame, ids: Sequence[str]) -> pl.DataFrame:
-    """The newest row (by ``metaxy_created_at``) of every sample of an in-memory frame.
+    """The newest row (by commit order) of every sample of an in-memory frame.
 
     Write batches never repeat a sample, so most frames hold one row per sample: a single grouping finds the
-    few repeated samples, and only their rows are sorted (ties on the timestamp keep one row).
+    few repeated samples, and only their rows are sorted (ties keep one row).
     """
     if df.height == 0:
         return df
@@ -210,7 +208,7 @@ def newest_rows(df: pl.DataFrame, ids: Sequence[str]) -> pl.DataFrame:
     newest = (
         df.lazy()
         .join(repeated.lazy(), on=ids, how="semi", nulls_equal=True)
-        .sort(CREATED_AT, nulls_last=False)
+        .sort(order.rank(df.schema))
         .unique(subset=ids, keep="last", maintain_order=False)
     )
     return pl.concat([single, newest]).collect()

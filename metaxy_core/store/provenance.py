@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import reduce
 
 import polars as pl
 import polars_hash  # noqa: F401  (registers the .nchash namespace)
 
+from metaxy_core._process import now
 from metaxy_core.errors import MetadataSchemaError
 from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
@@ -37,6 +38,9 @@ FEATURE_VERSION = "metaxy_feature_version"
 SNAPSHOT_VERSION = "metaxy_snapshot_version"
 CREATED_AT = "metaxy_created_at"
 WRITE_ID = "metaxy_write_id"
+#: the order of a row among the rows of its table: ``2·V`` for a row committed at Delta version ``V``,
+#: ``2·R+1`` for a row derived from a read of the table at version ``R`` (see :mod:`metaxy_core.store.order`)
+COMMIT_ORDER = "metaxy_commit_order"
 
 SYSTEM_COLUMNS = (
     PROVENANCE_BY_FIELD,
@@ -47,6 +51,7 @@ SYSTEM_COLUMNS = (
     SNAPSHOT_VERSION,
     CREATED_AT,
     WRITE_ID,
+    COMMIT_ORDER,
 )
 
 #: the type of ``metaxy_created_at``
@@ -184,19 +189,23 @@ def stamp_versions(
     write_id: str | None = None,
     snapshot_version: str | None = None,
     created_at: datetime | None = None,
+    commit_order: int | None = None,
 ) -> pl.LazyFrame:
     """Stamp rows whose provenance columns are complete: versions, time and write id, in canonical order.
 
     Every stored row goes through here (``write_metadata`` and reconciliation alike), so the stamps and the
     column order (ids, user columns, system columns) are defined once. A missing ``write_id`` gets a fresh
-    one, so an unattributed write can still be told apart from every other.
+    one, so an unattributed write can still be told apart from every other. ``commit_order`` is given for
+    rows derived from a read of the table (``2·R+1``); otherwise the column is left null and the commit
+    stamps it with the version it lands at (``2·V``).
     """
     ids = list(spec.id_columns)
     lf = lf.with_columns(
         pl.lit(graph.feature_version(spec.key)).alias(FEATURE_VERSION),
         pl.lit(snapshot_version or graph.snapshot_version).alias(SNAPSHOT_VERSION),
-        pl.lit(created_at or datetime.now(UTC), dtype=TIMESTAMP).alias(CREATED_AT),
+        pl.lit(created_at or now(), dtype=TIMESTAMP).alias(CREATED_AT),
         pl.lit(write_id or uuid.uuid4().hex).alias(WRITE_ID),
+        pl.lit(commit_order, dtype=pl.Int64).alias(COMMIT_ORDER),
     )
     user = [c for c in lf.collect_schema() if c not in ids and c not in SYSTEM_COLUMNS]
     return lf.select([*ids, *user, *SYSTEM_COLUMNS])
@@ -210,6 +219,7 @@ def stamp(
     write_id: str | None = None,
     snapshot_version: str | None = None,
     created_at: datetime | None = None,
+    commit_order: int | None = None,
 ) -> pl.LazyFrame:
     """Add the derived system columns and the version/time/write stamps, in a canonical column order."""
     return stamp_versions(
@@ -219,4 +229,5 @@ def stamp(
         write_id=write_id,
         snapshot_version=snapshot_version,
         created_at=created_at,
+        commit_order=commit_order,
     )

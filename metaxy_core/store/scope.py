@@ -9,17 +9,64 @@ The executor opens a scope per step (:meth:`DeltaMetadataStore.write_scope`); ev
 * counts the rows per feature (what the migration log records for the step).
 
 The scope lives in a context variable, so concurrent steps (threads, asyncio tasks) each see their own.
+
+A :class:`Fence` (set by the migration lock with :func:`fenced` while a lease is held) makes every commit of
+the store in that context carry the lease's token as a Delta app transaction and check the lease first, so a
+holder whose lease was taken over cannot commit (see :mod:`metaxy_core.migrations.lock`).
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from metaxy_core.errors import DryRunWriteError
 from metaxy_core.graph.keys import FeatureKey
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A lease's fencing token: what every commit made under the lease carries and checks.
+
+    ``root`` is the store the lease guards (commits to other stores ignore it), ``app_id`` names the Delta
+    app transaction (one per project), ``token`` is the lease's token (it grows with every acquisition).
+    ``check(table_token)`` is called before each commit with the token the table's log last recorded for
+    ``app_id`` (None if none); it raises when the lease is no longer ours (a newer token wrote the table, or
+    the lock table shows another lease). Delta itself refuses the commit if a commit with a newer token lands
+    between the check and the commit.
+    """
+
+    root: str
+    app_id: str
+    token: int
+    check: Callable[[int | None], None]
+
+    def guards(self, uri: str) -> bool:
+        """Whether a commit to the table at ``uri`` is made under this lease (a table of its store)."""
+        return uri.startswith(self.root.rstrip("/") + "/")
+
+
+_FENCE: contextvars.ContextVar[Fence | None] = contextvars.ContextVar("metaxy_fence", default=None)
+
+
+def current_fence() -> Fence | None:
+    """The fence of the lease held in this context (None outside a lease).
+
+    A writer that commits from another thread (the bulk writer) takes it here and passes it along.
+    """
+    return _FENCE.get()
+
+
+@contextmanager
+def fenced(fence: Fence | None) -> Iterator[None]:
+    """Make every store commit in this block carry ``fence`` (None: no fence)."""
+    token = _FENCE.set(fence)
+    try:
+        yield
+    finally:
+        _FENCE.reset(token)
 
 
 @dataclass
@@ -59,6 +106,8 @@ class FeatureWrite:
 
     key: FeatureKey
     scope: WriteScope | None
+    #: the lease's fence in the writer's context (pass it to commits made from other threads)
+    fence: Fence | None = None
 
     @property
     def write_id(self) -> str | None:
@@ -84,4 +133,4 @@ def begin_write(key: FeatureKey) -> FeatureWrite:
             f"a write to feature {key} was attempted during a dry run (step {scope.write_id}); "
             "operations must check `dry_run` and only count the rows they would write"
         )
-    return FeatureWrite(key, scope)
+    return FeatureWrite(key, scope, current_fence())

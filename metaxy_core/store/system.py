@@ -6,10 +6,17 @@ The store owns its layout, so every system table's name and schema is declared h
   can be rebuilt without the code that declared it;
 * ``retracted_writes``: write ids hidden from reads (rollback), append-only so nothing is ever lost;
 * ``migration_events``: the migration log, written by :mod:`metaxy_core.migrations.progress`;
-* ``lock``: the apply lease, written by :mod:`metaxy_core.migrations.lock`.
+* ``lock``: the apply lease, written by :mod:`metaxy_core.migrations.lock`;
+* ``clock``: probe commits whose log files' modification times read the storage's clock (:func:`storage_now`).
 
 Maintenance walks :data:`SYSTEM_TABLES`; the migrations layer imports the names and schemas from here rather
 than the store importing them from the migrations layer.
+
+Every row of a system table carries its commit order (``metaxy_commit_order``, see
+:mod:`metaxy_core.store.order`): events are read in the order they were committed, never by their timestamps.
+:func:`cas_append` commits at exactly the next version or not at all (the lock's compare-and-swap), and
+:func:`storage_now` / :func:`commit_time` read the *storage's* clock, so that a lease's age is judged on one
+clock whatever the hosts' clocks say.
 """
 
 from __future__ import annotations
@@ -24,10 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from metaxy_core.errors import SnapshotNotFoundError
+from metaxy_core._process import hostname, now
+from metaxy_core.errors import SnapshotNotFoundError, StoreError
 from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.store import _io
+from metaxy_core.store._io import CommitConflict as CommitConflict
+from metaxy_core.store.order import in_commit_order, written
+from metaxy_core.store.provenance import COMMIT_ORDER
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -41,10 +52,11 @@ SNAPSHOTS = "snapshots"
 RETRACTED = "retracted_writes"
 MIGRATION_EVENTS = "migration_events"
 LOCK = "lock"
+CLOCK = "clock"
 #: every system table the store knows (maintenance covers these, and any other folder found locally)
-SYSTEM_TABLES = (SNAPSHOTS, RETRACTED, MIGRATION_EVENTS, LOCK)
+SYSTEM_TABLES = (SNAPSHOTS, RETRACTED, MIGRATION_EVENTS, LOCK, CLOCK)
 #: system tables written one small event per commit, hence fragmented quickly
-EVENT_TABLES = (MIGRATION_EVENTS, LOCK)
+EVENT_TABLES = (MIGRATION_EVENTS, LOCK, CLOCK)
 
 _TIMESTAMP = pl.Datetime("us", "UTC")
 
@@ -70,7 +82,10 @@ MIGRATION_EVENTS_SCHEMA: dict[str, type[pl.DataType] | pl.DataType] = {
     "at": _TIMESTAMP,
 }
 
-#: the apply lease: acquire/renew/release events of one owner (a run id) per project
+#: the apply lease: acquire/renew/release events of one owner (a run id) per project. ``at``/``expires_at``
+#: are the writer's clock (information only); ``token`` is the lease's fencing token, ``ttl_s``/``beat_s`` the
+#: holder's lease and heartbeat periods, ``host_id``/``process`` where its pid means something and which
+#: process it is (see :mod:`metaxy_core.migrations.lock`)
 LOCK_SCHEMA: dict[str, type[pl.DataType] | pl.DataType] = {
     "project": pl.String,
     "event": pl.String,
@@ -79,6 +94,11 @@ LOCK_SCHEMA: dict[str, type[pl.DataType] | pl.DataType] = {
     "pid": pl.Int64,
     "at": _TIMESTAMP,
     "expires_at": _TIMESTAMP,
+    "token": pl.Int64,
+    "ttl_s": pl.Float64,
+    "beat_s": pl.Float64,
+    "host_id": pl.String,
+    "process": pl.String,
 }
 
 
@@ -145,6 +165,66 @@ def append_system(store: DeltaMetadataStore, name: str, rows: pl.DataFrame) -> N
     _io.append(store.system_table_uri(name), rows, store.storage_options)
 
 
+def next_version(table: DeltaTable | None) -> int:
+    """The version the next commit to ``table`` lands at (0 creates the table)."""
+    return 0 if table is None else table.version() + 1
+
+
+def cas_append(store: DeltaMetadataStore, name: str, table: DeltaTable | None, rows: pl.DataFrame) -> int:
+    """Append ``rows`` to system table ``name`` as exactly version ``next_version(table)``; returns it.
+
+    ``table`` is the table as the caller read it (None: it does not exist yet). If anything else was
+    committed since, nothing is written and :class:`CommitConflict` is raised: re-read and decide again.
+    The rows are stamped with their commit order.
+    """
+    uri = store.system_table_uri(name)
+    version = next_version(table)
+    stamped = rows.with_columns(pl.lit(written(version), pl.Int64).alias(COMMIT_ORDER))
+    with _io.guard("write to", uri, store.storage_options):
+        _io.commit_at(uri, table, stamped, store.storage_options, exact=True)
+    return version
+
+
+def _handler(uri: str, store: DeltaMetadataStore) -> Any:
+    """delta-rs' view of the object store at ``uri`` (same options as the tables), for file metadata."""
+    from deltalake.fs import DeltaStorageHandler
+
+    return DeltaStorageHandler(uri, dict(store.storage_options))
+
+
+def storage_now(store: DeltaMetadataStore) -> datetime:
+    """The storage's own clock: when the storage says a probe commit made now was written.
+
+    One tiny commit to the ``clock`` system table, then the modification time of its log file: the file
+    system's clock on a local store (the kernel's, or the file server's), the server's ``LastModified`` (whole
+    seconds) on S3. Unlike this process's clock, it is the same for every host.
+    """
+    probe = pl.DataFrame({"host": [hostname()], "at": [now()]}, schema={"host": pl.String, "at": _TIMESTAMP})
+    version = _io.append(store.system_table_uri(CLOCK), probe, store.storage_options)
+    assert version is not None  # a plain commit reports its version
+    stamp = commit_time(store, CLOCK, version)
+    if stamp is None:
+        raise StoreError(f"the log file of commit {version} of {store.system_table_uri(CLOCK)} vanished")
+    return stamp
+
+
+def commit_time(store: DeltaMetadataStore, name: str, version: int) -> datetime | None:
+    """When the storage says commit ``version`` of system table ``name`` was written (its log file's
+    modification time, on the storage's clock); None when that log file is gone (cleaned up after its
+    retention, i.e. long ago)."""
+    uri = store.system_table_uri(name)
+    path = f"_delta_log/{version:020d}.json"
+    with _io.guard("read the log of", uri, store.storage_options):
+        info = _handler(uri, store).get_file_info([path])[0]
+    if info.mtime is None:
+        return None
+    return _as_utc(info.mtime)
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def latest_local_commit(store: DeltaMetadataStore, name: str) -> tuple[int, int] | None:
     """(latest commit version, its log file's mtime in ns) of a local system table, from one listing.
 
@@ -169,7 +249,7 @@ def _snapshot_rows(store: DeltaMetadataStore, project: str) -> pl.DataFrame | No
     df = read_system(store, SNAPSHOTS)
     if df is None:
         return None
-    df = df.filter(pl.col("project") == project).sort("pushed_at")
+    df = in_commit_order(df.filter(pl.col("project") == project), "pushed_at")
     return df if df.height else None
 
 
@@ -195,7 +275,7 @@ def push_snapshot(store: DeltaMetadataStore, graph: FeatureGraph, *, project: st
         {
             "project": [project],
             "snapshot_version": [version],
-            "pushed_at": [datetime.now(UTC)],
+            "pushed_at": [now()],
             "feature_count": [len(graph)],
             "snapshot": [json.dumps(graph.to_snapshot(), sort_keys=True)],
         },
@@ -247,9 +327,8 @@ def retracted_write_ids(store: DeltaMetadataStore, key: FeatureKey) -> list[str]
     if df is None:
         return []
     latest = (
-        df.filter(pl.col("feature_key") == key.to_string())
-        .sort("at")
-        .unique(subset=["write_id"], keep="last")
+        in_commit_order(df.filter(pl.col("feature_key") == key.to_string()), "at")
+        .unique(subset=["write_id"], keep="last", maintain_order=True)
         .filter(pl.col("retracted"))
     )
     return latest["write_id"].to_list()
@@ -261,14 +340,14 @@ def retract_writes(
     """Hide (``retracted=True``) or show again the rows written under ``write_ids``."""
     if not write_ids:
         return
-    now = datetime.now(UTC)
+    at = now()
     rows = pl.DataFrame(
         {
             "feature_key": [key.to_string()] * len(write_ids),
             "write_id": write_ids,
             "retracted": [retracted] * len(write_ids),
             "reason": [reason] * len(write_ids),
-            "at": [now] * len(write_ids),
+            "at": [at] * len(write_ids),
         },
         schema_overrides={"at": pl.Datetime("us", "UTC")},
     )

@@ -20,7 +20,13 @@ from deltalake import DeltaTable
 
 from metaxy_core import DeltaMetadataStore
 from metaxy_core.migrations import progress
-from metaxy_core.store.provenance import CREATED_AT, FEATURE_VERSION, PROVENANCE_BY_FIELD, WRITE_ID
+from metaxy_core.store.provenance import (
+    COMMIT_ORDER,
+    CREATED_AT,
+    FEATURE_VERSION,
+    PROVENANCE_BY_FIELD,
+    WRITE_ID,
+)
 
 from .fixture_features import CAP, EMB, JOINT, KEYS, RAW, build_graph
 
@@ -196,12 +202,13 @@ def table_versions(root: Path) -> dict[str, int]:
 
 
 def latest_views(store: DeltaMetadataStore, graph: Any = None) -> dict[str, pl.DataFrame]:
-    """Latest row per sample of every feature (current version of ``graph``), without time/write stamps."""
+    """Latest row per sample of every feature (current version of ``graph``), without time, write and order
+    stamps (they differ between runs that wrote the same rows)."""
     graph = graph or G2
     out = {}
     for key in KEYS:
         df = store.read_metadata(key, graph=graph).collect()
-        out[key] = df.drop(CREATED_AT, WRITE_ID).sort("sample_uid")
+        out[key] = df.drop(CREATED_AT, WRITE_ID, COMMIT_ORDER).sort("sample_uid")
     return out
 
 

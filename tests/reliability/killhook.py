@@ -13,7 +13,7 @@ The plan may contain:
 
 Only this script reads the variable: the hooks are installed by monkeypatching public module attributes
 (``metaxy_core.store._io.append``, the bulk writer ``metaxy_core.store.bulk.append_frames`` and the
-lock's ``write_deltalake``); the engine has no test-only paths.
+lock's compare-and-swap ``cas_append``); the engine has no test-only paths.
 """
 
 from __future__ import annotations
@@ -43,7 +43,14 @@ def _die() -> None:
 def _describe(target: Any, frame: Any) -> dict[str, Any]:
     uri = target if isinstance(target, str) else getattr(target, "table_uri", str(target))
     table = str(uri).rstrip("/").rsplit("/", 1)[-1]
-    kind = {"migration_events": "progress", "lock": "lock", "snapshots": "snapshot"}.get(table, "data")
+    kinds = {
+        "migration_events": "progress",
+        "lock": "lock",
+        "snapshots": "snapshot",
+        "clock": "clock",
+        "retracted_writes": "retraction",
+    }
+    kind = kinds.get(table, "data")
     rows = sum(f.height for f in frame) if isinstance(frame, list) else getattr(frame, "height", None)
     info: dict[str, Any] = {"table": table, "kind": kind, "rows": rows}
     if kind == "progress":
@@ -91,13 +98,23 @@ def _commit(real: Any, target: Any, frame: Any, *args: Any, **kwargs: Any) -> An
     return result
 
 
+def _hooked_cas(real: Any) -> Any:
+    """The lock's ``cas_append(store, name, table, rows)``, seen as one commit of ``rows`` to ``name``."""
+    hooked = _hooked(lambda target, frame, store, table: real(store, target, table, frame))
+
+    def cas_append(store: Any, name: str, table: Any, rows: Any) -> Any:
+        return hooked(name, rows, store, table)
+
+    return cas_append
+
+
 def main() -> int:
     from metaxy_core.cli.app import main as cli_main
     from metaxy_core.migrations import lock
     from metaxy_core.store import _io
 
     _io.append = _hooked(_io.append)
-    lock.write_deltalake = _hooked(lock.write_deltalake)
+    lock.cas_append = _hooked_cas(lock.cas_append)
     try:  # the bulk writer of bucketed reconciliation commits Parquet files it wrote itself
         from metaxy_core.store import bulk
     except ImportError:

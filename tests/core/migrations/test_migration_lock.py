@@ -1,7 +1,9 @@
-"""The store lock: one apply at a time, with expiry, dead-holder detection and a manual release."""
+"""The store lock: one apply at a time, a heartbeat, expiry on the storage's clock, dead holders recognised by
+host identity, a holder whose lease was taken over fenced out, and an unlock that spares live leases."""
 
 from __future__ import annotations
 
+import contextvars
 import multiprocessing
 import os
 import socket
@@ -11,8 +13,9 @@ import mxtest_support as s
 import mxtest_workers
 import pytest
 
+from metaxy_core.errors import ConfigError
 from metaxy_core.migrations import LockedError, MigrationExecutor, load_chain, progress
-from metaxy_core.migrations.lock import StoreLock
+from metaxy_core.migrations.lock import LeaseAliveError, LockLostError, StoreLock
 
 SPAWN = multiprocessing.get_context("spawn")
 MID = "20250601_000000_emb"
@@ -48,20 +51,38 @@ def test_a_second_executor_is_refused_while_the_first_holds_the_lock(store, migr
     assert StoreLock(store, "anyone").holder() is None
 
 
-def test_an_expired_lease_is_taken_over(store):
-    StoreLock(
-        store, "short-lived", ttl_seconds=1.5
-    ).acquire()  # this process stays alive: only expiry frees it
-    lease = StoreLock(store, "observer").holder()
-    assert lease.owner == "short-lived"
-    with pytest.raises(LockedError, match="locked by run short-lived"):
-        StoreLock(store, "patient").acquire()
+def _wait_until_free(store, deadline_s: float = 30.0) -> float:
+    """Seconds until ``holder()`` says the lock is free (it judges ages on the storage's clock)."""
+    start = time.monotonic()
     while StoreLock(store, "patient").holder() is not None:
-        assert time.time() < lease.expires_at.timestamp() + 5
-        time.sleep(0.05)
-    assert time.time() >= lease.expires_at.timestamp()  # freed by expiry, not earlier
-    StoreLock(store, "patient").acquire()
+        assert time.monotonic() - start < deadline_s, "the lease never expired"
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def test_a_lease_whose_heartbeat_stopped_expires_after_its_ttl_and_is_taken_over(store):
+    stalled = StoreLock(store, "stalled", ttl_seconds=5, heartbeat=False)  # a paused holder: no heartbeats
+    stalled.acquire()
+    started = time.monotonic()
+    with pytest.raises(LockedError, match="locked by run stalled"):
+        StoreLock(store, "patient").acquire()
+    _wait_until_free(store)
+    assert time.monotonic() - started >= 4.0  # freed by expiry (whole-second storage clocks), not earlier
+    taker = StoreLock(store, "patient")
+    taker.acquire()
     assert StoreLock(store, "observer").holder().owner == "patient"
+    assert taker.token > stalled.token  # every acquisition gets a larger fencing token
+    taker.release()
+
+
+def test_a_live_holder_keeps_its_lease_far_beyond_its_ttl_by_its_heartbeat(store):
+    with StoreLock(store, "busy", ttl_seconds=5) as lock:  # renews every 1.25 s in the background
+        first = lock.lease().beat_version
+        time.sleep(7)
+        with pytest.raises(LockedError, match=r"locked by run busy .*last heartbeat \d+ s ago"):
+            StoreLock(store, "impatient").acquire()
+        assert lock.lease().beat_version > first
+    assert StoreLock(store, "observer").holder() is None
 
 
 def test_the_lease_of_a_dead_local_process_is_taken_over_at_once(store, migration):
@@ -70,23 +91,87 @@ def test_the_lease_of_a_dead_local_process_is_taken_over_at_once(store, migratio
     child.start()
     child.join(60)
     assert child.exitcode == 0
-    _, lease = StoreLock(store, "observer")._state()
+    lease = StoreLock(store, "observer").lease()
     assert lease is not None and lease.owner == "dead-run" and lease.pid == child.pid  # never released...
-    assert lease.expires_at.timestamp() > time.time() + 3000  # ...and far from expiring
+    assert lease.ttl_seconds == 3600  # ...and far from expiring
     assert StoreLock(store, "observer").holder() is None  # but its process is gone
     [result] = MigrationExecutor(store, graph=g2, run_id="after-crash").apply(chain)
     assert result.status == "completed"
 
 
-def test_force_release_frees_a_live_lease(store):
-    StoreLock(store, "stuck", ttl_seconds=3600).acquire()
+def test_a_dead_pid_of_another_container_with_the_same_hostname_is_not_taken_over(store):
+    """Containers sharing a hostname (hostNetwork) have their own pids: a pid gone here may run there."""
+    child = SPAWN.Process(
+        target=mxtest_workers.take_lock_and_die, args=(store.root_uri, "other-container", True, 5)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    lease = StoreLock(store, "observer").lease()
+    assert lease.host == socket.gethostname() and lease.pid == child.pid  # same hostname, pid gone here
+    with pytest.raises(LockedError, match="locked by run other-container"):
+        StoreLock(store, "next").acquire()  # judged by its heartbeat only...
+    _wait_until_free(store)  # ...which stopped: it expires after its TTL
+    StoreLock(store, "next").acquire()
+
+
+def test_unlock_refuses_a_live_lease_naming_its_holder_unless_forced(store):
+    holder = StoreLock(store, "stuck")
+    holder.acquire()
     with pytest.raises(LockedError):
         StoreLock(store, "next").acquire()
-    released = StoreLock(store, "admin").force_release()
+    with pytest.raises(LeaseAliveError) as refused:
+        StoreLock(store, "admin").force_release()
+    message = str(refused.value)
+    assert message.startswith(
+        f"the migration lock is held by run stuck ({socket.gethostname()}, pid {os.getpid()}), whose last "
+        "heartbeat was "
+    )
+    assert "`metaxy migrations unlock --force` releases it anyway" in message
+    assert StoreLock(store, "observer").holder().owner == "stuck"
+    released = StoreLock(store, "admin").force_release(force=True)
     assert released is not None and released.owner == "stuck"
     assert StoreLock(store, "admin").force_release() is None  # nothing left to release
+    with pytest.raises(LockLostError, match="released"):
+        holder.renew()  # the old holder notices at its next lease check...
     StoreLock(store, "next").acquire()
     assert StoreLock(store, "observer").holder().owner == "next"
+
+
+def test_unlock_releases_a_lease_whose_heartbeat_stopped_without_force(store):
+    StoreLock(store, "silent", ttl_seconds=40, heartbeat=False).acquire()  # renews every 10 s, if alive
+    with pytest.raises(LeaseAliveError):
+        StoreLock(store, "admin").force_release()  # fresh: 0 s ago
+    time.sleep(21)  # two heartbeats missed (on the storage's clock): the holder is gone or stalled
+    released = StoreLock(store, "admin").force_release()
+    assert released is not None and released.owner == "silent"
+
+
+def test_a_holder_whose_lease_was_taken_over_cannot_write(store):
+    g = s.make_graph(emb="1")
+    s.seed(store, g, n_raw=4, n_emb=0)
+    stalled = StoreLock(store, "stalled", ttl_seconds=5, heartbeat=False)
+    holder = contextvars.copy_context()  # the stalled holder's own context (its lease fences its commits)
+    holder.run(stalled.acquire)
+    holder.run(store.write_metadata, s.RAW, s.raw_rows(2, start=100), graph=g)  # inside its lease: accepted
+    _wait_until_free(store)
+    with StoreLock(store, "taker"):
+        before = store.table_version(s.RAW)
+        with pytest.raises(LockLostError) as lost:  # the old holder's next commit
+            holder.run(store.write_metadata, s.RAW, s.raw_rows(1, start=200), graph=g)
+        assert "run stalled lost the migration lock" in str(lost.value)
+        assert "run taker" in str(lost.value) and "took over" in str(lost.value)
+        assert store.table_version(s.RAW) == before  # nothing was written
+    holder.run(stalled.release)  # nothing of its own left to release; no error
+
+
+def test_ttl_and_heartbeat_below_their_minimum_are_refused_naming_the_setting(store):
+    with pytest.raises(ConfigError, match=r"^lock_ttl_seconds: 1 s is too short.* set it to 5 or more"):
+        StoreLock(store, "hasty", ttl_seconds=1)
+    with pytest.raises(
+        ConfigError, match=r"^lock_heartbeat_seconds: 30 s does not fit lock_ttl_seconds = 60"
+    ):
+        StoreLock(store, "hasty", ttl_seconds=60, heartbeat_seconds=30)
 
 
 def test_the_lock_is_reentrant_for_its_owner(store):

@@ -10,7 +10,7 @@ import pytest
 from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.migrations import MigrationExecutor, load_chain
 from metaxy_core.migrations.rollback import RollbackRefused, rollback, rollback_migration
-from metaxy_core.store.provenance import CREATED_AT, WRITE_ID
+from metaxy_core.store.provenance import COMMIT_ORDER, CREATED_AT, WRITE_ID
 from metaxy_core.testing import video_graph, write_migration
 
 N = 200
@@ -53,7 +53,7 @@ def latest_view(store: DeltaMetadataStore, graph: FeatureGraph, key: str) -> pl.
     """Newest row per sample across feature versions, without volatile columns."""
     history = store.read_metadata(key, include_history=True, graph=graph)
     view = store.latest_per_sample(history, ["sample_uid"]).collect()
-    return view.drop(CREATED_AT, WRITE_ID).sort("sample_uid")
+    return view.drop(CREATED_AT, WRITE_ID, COMMIT_ORDER).sort("sample_uid")
 
 
 def table_versions(store: DeltaMetadataStore) -> dict[str, int | None]:
