@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from metaxy_core.errors import ConfigError, MetaxyError, format_validation_error
 
@@ -95,9 +95,33 @@ class MetaxyConfig(BaseModel):
     entrypoints: list[str] = Field(default_factory=list, description="Modules imported to register features.")
     migrations_dir: str = ".metaxy/migrations"
     store: StoreConfig = Field(default_factory=StoreConfig)
-    lock_ttl_seconds: float = Field(3600.0, gt=0, description="A migration lock expires after this long.")
+    lock_ttl_seconds: float = Field(
+        3600.0, gt=0, description="A migration lock whose holder stops renewing it expires after this long."
+    )
+    lock_heartbeat_seconds: float | None = Field(
+        None, description="How often a lock holder renews its lease (default: a quarter of the TTL)."
+    )
     config_file: Path | None = Field(None, exclude=True)
     root_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("lock_ttl_seconds")
+    @classmethod
+    def _lock_ttl(cls, value: float) -> float:
+        from metaxy_core.migrations.lock import lock_settings_problem
+
+        problem = lock_settings_problem(value)
+        if problem is not None:
+            raise ValueError(problem[1])
+        return value
+
+    @model_validator(mode="after")
+    def _lock_heartbeat(self) -> MetaxyConfig:
+        from metaxy_core.migrations.lock import lock_settings_problem
+
+        problem = lock_settings_problem(self.lock_ttl_seconds, self.lock_heartbeat_seconds)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        return self
 
     @field_validator("project")
     @classmethod
@@ -155,6 +179,7 @@ class MetaxyConfig(BaseModel):
         store_root: str | None = None,
         storage_options: dict[str, Any] | None = None,
         lock_ttl_seconds: float | str | None = None,
+        lock_heartbeat_seconds: float | str | None = None,
         source: str | None = None,
     ) -> MetaxyConfig:
         """A copy with the given values in place of the configured ones: the one way settings are overridden
@@ -177,6 +202,7 @@ class MetaxyConfig(BaseModel):
             "entrypoints": entrypoints,
             "migrations_dir": migrations_dir,
             "lock_ttl_seconds": lock_ttl_seconds,
+            "lock_heartbeat_seconds": lock_heartbeat_seconds,
         }
         data = {**self.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
         if store_root is not None:
@@ -230,6 +256,7 @@ class MetaxyConfig(BaseModel):
                 self.resolved_storage_options(),
                 project=self.project,
                 lock_ttl_seconds=self.lock_ttl_seconds,
+                lock_heartbeat_seconds=self.lock_heartbeat_seconds,
             )
         except ConfigError as exc:
             if self.config_file is None or str(exc).startswith(str(self.config_file)):
@@ -349,6 +376,7 @@ def _env_overrides() -> dict[str, Any]:
         "migrations_dir": env.get("METAXY_MIGRATIONS_DIR"),
         "store_root": env.get("METAXY_STORE_ROOT"),
         "lock_ttl_seconds": env.get("METAXY_LOCK_TTL_SECONDS"),
+        "lock_heartbeat_seconds": env.get("METAXY_LOCK_HEARTBEAT_SECONDS"),
     }
     if "METAXY_ENTRYPOINTS" in env:
         overrides["entrypoints"] = [m.strip() for m in env["METAXY_ENTRYPOINTS"].split(",") if m.strip()]

@@ -115,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument(
         "-y", "--yes", action="store_true", help="roll back several migrations without asking (scripts, CI)"
     )
-    add(mig, "unlock", commands.migrations_unlock)
+    unlock = add(mig, "unlock", commands.migrations_unlock)
+    unlock.add_argument("--force", action="store_true", help="release a lease even if its heartbeat is fresh")
     imported = add(mig, "import-016", commands.migrations_import_016)
     imported.add_argument(
         "source", nargs="?", metavar="SOURCE", help="the 0.1.6 store's root (default: ours)"
@@ -240,7 +241,7 @@ def _run(args: argparse.Namespace, project: commands.Project, err: Console) -> A
         confirm = None if args.yes else _confirm(err)
         return commands.migrations_rollback(project, args.migration_id, dry_run=args.dry_run, confirm=confirm)
     if verb == "unlock":
-        return commands.migrations_unlock(project)
+        return commands.migrations_unlock(project, force=args.force)
     if verb == "import-016":
         return commands.migrations_import_016(project, args.source)
     raise AssertionError(verb)

@@ -402,6 +402,13 @@ class UnlockResult:
         return {"released": self.released.owner if self.released else None}
 
 
-def migrations_unlock(project: Project) -> UnlockResult:
-    """Release the store's migration lock held by a dead run."""
-    return UnlockResult(StoreLock(project.store, owner="metaxy-unlock").force_release())
+def migrations_unlock(project: Project, *, force: bool = False) -> UnlockResult:
+    """Release the store's migration lock held by a dead run.
+
+    A lease whose heartbeat is fresh (its holder looks alive) is refused, naming its holder, unless ``force``:
+    the holder would then stop at its next write.
+
+    Raises:
+        LeaseAliveError: the lease's heartbeat is fresh and ``force`` is false.
+    """
+    return UnlockResult(StoreLock(project.store, owner="metaxy-unlock").force_release(force=force))

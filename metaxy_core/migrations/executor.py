@@ -25,7 +25,7 @@ from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import execute, progress
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.context import OperationContext, running_step, step_label
-from metaxy_core.migrations.lock import StoreLock
+from metaxy_core.migrations.lock import LockLostError, StoreLock
 from metaxy_core.migrations.models import (
     Migration,
     OperationsMigration,
@@ -46,7 +46,7 @@ from metaxy_core.migrations.results import (
     outcome_of,
     step_status,
 )
-from metaxy_core.migrations.state import MigrationState, pending, state_of
+from metaxy_core.migrations.state import MigrationState, pending, refuse_unfinished_rollback, state_of
 from metaxy_core.migrations.usercode import located, step_error
 from metaxy_core.reporting import ProgressCallback
 
@@ -204,6 +204,8 @@ class MigrationExecutor:
                     raise located(exc, migration) from exc.__cause__
 
     def _check_checksum(self, migration: Migration, state: MigrationState | None) -> None:
+        if state:  # and nothing runs of a migration whose rollback is unfinished
+            refuse_unfinished_rollback(state)
         if state and state.checksum and state.checksum != migration.checksum and not self.force:
             raise MigrationEditedError(
                 f"{migration.source_path or migration.migration_id} was edited after it was "
@@ -481,6 +483,8 @@ class MigrationExecutor:
                     outcome = outcome_of(op.run(ctx, FeatureKey(feature)), method=method)
                 status = step_status(outcome, op_id)
             except Exception as exc:
+                if isinstance(exc, LockLostError):  # fenced out: nothing may be recorded, say why at once
+                    raise
                 duration = time.perf_counter() - start
                 inner = run is not None and exc is run.failure  # already recorded by the failed operation
                 message = exc.result.error if inner else step_error(exc, method, self.store.secrets)  # type: ignore[union-attr]

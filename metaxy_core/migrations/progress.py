@@ -16,13 +16,14 @@ import json
 import os
 import socket
 import threading
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from metaxy_core._process import now
 from metaxy_core.migrations.results import EventStatus, MigrationStatus, StepStatus
 from metaxy_core.migrations.state import MIGRATION_LEVEL, MigrationState, StepState, fold
+from metaxy_core.store.order import in_commit_order
 from metaxy_core.store.system import (
     MIGRATION_EVENTS,
     MIGRATION_EVENTS_SCHEMA,
@@ -73,7 +74,8 @@ _LOG_CACHE_LOCK = threading.Lock()
 
 
 def read_events(store: DeltaMetadataStore, project: str) -> pl.DataFrame:
-    """Every event of ``project``, oldest first (the whole log is read once per Delta version and kept)."""
+    """Every event of ``project`` in commit order, oldest first (never by the writers' clocks; see
+    :mod:`metaxy_core.store.order`). The whole log is read once per Delta version and kept."""
     table = open_system_table(store, EVENTS)
     if table is None:
         return pl.DataFrame(schema=MIGRATION_EVENTS_SCHEMA)
@@ -89,7 +91,7 @@ def read_events(store: DeltaMetadataStore, project: str) -> pl.DataFrame:
             if len(_LOG_CACHE) > 16:
                 _LOG_CACHE.clear()
             _LOG_CACHE[uri] = (version, df)
-    return df.filter(pl.col("project") == project).sort("at", maintain_order=True)
+    return in_commit_order(df.filter(pl.col("project") == project), "at")
 
 
 _STATES_CACHE: dict[tuple[str, str], tuple[tuple[int, int], dict[str, MigrationState]]] = {}
@@ -174,7 +176,7 @@ def record_all(store: DeltaMetadataStore, events: list[dict[str, Any]]) -> None:
     others default as there); host, pid and time are added here.
     """
     defaults = {"op_index": MIGRATION_LEVEL, "rows": 0, "duration_s": 0.0, "writes": "{}"}
-    at, host, pid = datetime.now(UTC), socket.gethostname(), os.getpid()
+    at, host, pid = now(), socket.gethostname(), os.getpid()
     rows = [
         {
             **{name: "" for name in MIGRATION_EVENTS_SCHEMA},

@@ -4,8 +4,10 @@ Rows are never deleted. Every row a migration step writes carries the step's wri
 (``<migration>/<op>/<feature>[/r<epoch>]``); rolling back appends those ids to the ``retracted_writes`` system
 table, which every read filters out. The previous row of each sample is therefore current again, rows other
 writers appended meanwhile stay visible, and the retracted rows remain in the Delta table (and its time
-travel) should anyone need them. The migration log gets a ``rolled_back`` event, after which the migration is
-pending again; a later apply writes under a new epoch's write ids.
+travel) should anyone need them. The migration log gets a ``rolling_back`` event before anything is hidden and
+a ``rolled_back`` event once everything is, after which the migration is pending again; a later apply writes
+under a new epoch's write ids. A rollback killed in between shows as ``rolling_back`` (``apply`` refuses the
+migration); running the rollback again hides what is left and finishes it.
 
 A single migration can only be rolled back when no later migration of the chain is applied (their rows were
 computed from its rows); ``rollback(target)`` therefore undoes the newest applied migrations first, down to
@@ -24,7 +26,7 @@ from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import progress
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.executor import MigrationExecutor
-from metaxy_core.migrations.results import EventStatus, RollbackStatus
+from metaxy_core.migrations.results import EventStatus, MigrationStatus, RollbackStatus
 from metaxy_core.migrations.state import MigrationState, applied, state_of
 from metaxy_core.store.provenance import WRITE_ID
 from metaxy_core.store.system import retract_writes
@@ -169,6 +171,15 @@ def rollback_migration(
         planned.append(FeatureRollback(str(key), hidden.item(), restored.item(), sorted(write_ids)))
     if dry_run:
         return RollbackResult(migration_id, RollbackStatus.PLANNED, True, planned)
+    if planned and state.status != MigrationStatus.ROLLING_BACK:  # before anything is hidden: a kill shows
+        progress.record(
+            store,
+            project=executor.project,
+            migration_id=migration_id,
+            status=EventStatus.ROLLING_BACK,
+            run_id=executor.run_id,
+            note="; ".join(f"{f.feature_key}: {len(f.write_ids)} write(s) to hide" for f in planned),
+        )
     for f in planned:
         retract_writes(
             store,
