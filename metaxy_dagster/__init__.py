@@ -1,4 +1,5 @@
-"""metaxy_dagster: every metaxy migration a Dagster asset, its operations ops, dry runs as run configuration.
+"""metaxy_dagster: every metaxy migration a Dagster asset, its operations ops, dry runs as run configuration;
+every feature table an asset too, and the store's migration log the truth Dagster's asset state follows.
 
 Modelled on dagster-dbt: :class:`MetaxyMigrationTranslator` is the single override point, the ``build_*``
 factories are keyword-only and :class:`MetaxyMigrationsComponent` builds the same definitions from YAML.
@@ -25,6 +26,12 @@ from metaxy_dagster.errors import MetaxyParentNotAppliedError as MetaxyParentNot
 from metaxy_dagster.errors import MetaxyPlanOnlyError as MetaxyPlanOnlyError
 from metaxy_dagster.errors import MetaxyRunError as MetaxyRunError
 from metaxy_dagster.errors import MetaxyStoreLockedError as MetaxyStoreLockedError
+from metaxy_dagster.features import FeatureAssets as FeatureAssets
+from metaxy_dagster.features import build_feature_assets as build_feature_assets
+from metaxy_dagster.history import DEFAULT_HISTORY_SENSOR_NAME as DEFAULT_HISTORY_SENSOR_NAME
+from metaxy_dagster.history import HistoryCursor as HistoryCursor
+from metaxy_dagster.history import build_history_sensor as build_history_sensor
+from metaxy_dagster.history import evaluate_history_tick as evaluate_history_tick
 from metaxy_dagster.jobs import APPLY_JOB_NAME as APPLY_JOB_NAME
 from metaxy_dagster.jobs import PLAN_JOB_NAME as PLAN_JOB_NAME
 from metaxy_dagster.jobs import build_apply_job as build_apply_job
@@ -33,6 +40,7 @@ from metaxy_dagster.jobs import run_config_for as run_config_for
 from metaxy_dagster.ops import DEFAULT_POOL as DEFAULT_POOL
 from metaxy_dagster.resources import RUN_RESOURCE_KEY as RUN_RESOURCE_KEY
 from metaxy_dagster.resources import STORE_RESOURCE_KEY as STORE_RESOURCE_KEY
+from metaxy_dagster.resources import MetaxyPlanRunResource as MetaxyPlanRunResource
 from metaxy_dagster.resources import MetaxyRunResource as MetaxyRunResource
 from metaxy_dagster.resources import MetaxyStoreResource as MetaxyStoreResource
 from metaxy_dagster.rollback import ROLLBACK_JOB_NAME as ROLLBACK_JOB_NAME
@@ -42,16 +50,21 @@ from metaxy_dagster.schedules import build_migration_schedule as build_migration
 from metaxy_dagster.sensors import SnapshotCursor as SnapshotCursor
 from metaxy_dagster.sensors import build_snapshot_sensor as build_snapshot_sensor
 from metaxy_dagster.sensors import evaluate_snapshot_tick as evaluate_snapshot_tick
+from metaxy_dagster.translator import FEATURE_METADATA_KEY as FEATURE_METADATA_KEY
 from metaxy_dagster.translator import MetaxyMigrationTranslator as MetaxyMigrationTranslator
 from metaxy_dagster.translator import MetaxyMigrationTranslatorSettings as MetaxyMigrationTranslatorSettings
 
 __all__ = [
     "APPLY_JOB_NAME",
+    "DEFAULT_HISTORY_SENSOR_NAME",
     "DEFAULT_POOL",
+    "FEATURE_METADATA_KEY",
     "PLAN_JOB_NAME",
     "ROLLBACK_JOB_NAME",
     "RUN_RESOURCE_KEY",
     "STORE_RESOURCE_KEY",
+    "FeatureAssets",
+    "HistoryCursor",
     "MetaxyDagsterError",
     "MetaxyDefinitionsError",
     "MetaxyMigrationChangedError",
@@ -60,6 +73,7 @@ __all__ = [
     "MetaxyMigrationTranslatorSettings",
     "MetaxyMigrationsComponent",
     "MetaxyParentNotAppliedError",
+    "MetaxyPlanRunResource",
     "MetaxyPlanOnlyError",
     "MetaxyRunError",
     "MetaxyRunResource",
@@ -69,6 +83,8 @@ __all__ = [
     "RollbackConfig",
     "SnapshotCursor",
     "build_apply_job",
+    "build_feature_assets",
+    "build_history_sensor",
     "build_migration_assets",
     "build_migration_checks",
     "build_migration_definitions",
@@ -76,6 +92,7 @@ __all__ = [
     "build_plan_job",
     "build_rollback_job",
     "build_snapshot_sensor",
+    "evaluate_history_tick",
     "evaluate_snapshot_tick",
     "load_migration_chain",
     "run_config_for",

@@ -6,16 +6,19 @@ its migration file and the store, so Dagster may run it in any process or on any
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dagster import AssetKey
+
 from metaxy_core.config import MetaxyConfig
 from metaxy_core.errors import MetaxyError, redact
 from metaxy_core.graph.graph import FeatureGraph
+from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import LockedError, Migration, MigrationFailed, load_migration_file
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.executor import MigrationEditedError, MigrationExecutor, ParentNotAppliedError
@@ -74,6 +77,46 @@ class MigrationRef:
                 "file, then launch the run again"
             )
         return migration
+
+
+@dataclass
+class ChainRefs:
+    """What every op of a code location knows about the chain, fixed when the definitions load: the
+    migrations (as refs) in chain order, their asset keys, the feature assets, and whether to count rows.
+
+    A dry run in an asset job plans the selected migrations its first op can reach from it (see
+    :mod:`metaxy_dagster.ops`), so ops need the whole chain, not only their own migration.
+    """
+
+    refs: dict[str, MigrationRef] = field(default_factory=dict)
+    keys: dict[str, AssetKey] = field(default_factory=dict)
+    feature_keys: Mapping[str, AssetKey] = field(default_factory=dict)
+    default_feature_key: Callable[[FeatureKey], AssetKey] | None = None
+    count_rows: bool = True
+
+    def feature_key(self, feature: str) -> AssetKey:
+        """The asset standing for ``feature`` (also for a feature the code's graph no longer has)."""
+        known = self.feature_keys.get(feature)
+        if known is not None:
+            return known
+        if self.default_feature_key is not None:
+            return self.default_feature_key(FeatureKey(feature))
+        return AssetKey(list(FeatureKey(feature).parts))
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.refs)
+
+    def selected(self, asset_keys: Iterable[AssetKey]) -> list[str]:
+        """Migration ids among ``asset_keys``, in chain order."""
+        wanted = set(asset_keys)
+        return [mid for mid, key in self.keys.items() if key in wanted]
+
+    def roots(self, selected: list[str]) -> list[str]:
+        """The selected migrations none of whose parents is selected: in a dry run, the only ones whose ops
+        run (a planned migration is not materialized, so Dagster skips what follows it in the run)."""
+        chosen = set(selected)
+        return [mid for mid in selected if not any(p in chosen for p in self.refs[mid].parents)]
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 The ops are chained with Nothing dependencies (no IO manager is involved) and the parent migration's asset is
 the graph's upstream input (both heads' assets for a merge migration, one input each), so Dagster runs the
-chain in order and re-executes from the failed operation.
+chain in order and re-executes from the failed operation. Step keys read ``<migration id>.<n>_<operation>``
+(the graph is named after the migration, each op invoked under its position and operation id).
 """
 
 from __future__ import annotations
@@ -10,17 +11,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from dagster import (
+    AssetKey,
     AssetsDefinition,
     DependencyDefinition,
     GraphDefinition,
     InputMapping,
+    NodeInvocation,
     OutputMapping,
 )
 
 from metaxy_core.migrations import Migration, MigrationChain
-from metaxy_dagster._runtime import MigrationRef, definition_errors
+from metaxy_dagster._runtime import ChainRefs, MigrationRef, definition_errors
 from metaxy_dagster.errors import MetaxyDefinitionsError
-from metaxy_dagster.ops import DEFAULT_POOL, after_input_names, build_operation_ops
+from metaxy_dagster.ops import DEFAULT_POOL, after_input_names, build_operation_ops, sanitize_name
 from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY
 from metaxy_dagster.translator import MetaxyMigrationTranslator
 
@@ -41,34 +44,63 @@ def build_migration_assets(
     store_resource_key: str = STORE_RESOURCE_KEY,
     run_resource_key: str = RUN_RESOURCE_KEY,
     op_tags: Mapping[str, str] | None = None,
+    feature_asset_keys: Mapping[str, AssetKey] | None = None,
+    node_prefix: str = "",
 ) -> list[AssetsDefinition]:
     """One graph-backed asset per migration of ``chain``, in chain order.
 
     Args:
-        chain: the project's migrations (``metaxy_core.migrations.load_chain``); nothing is read from the
-        store. translator: customises keys, groups, tags, kinds, metadata (default
-        :class:`MetaxyMigrationTranslator`). pool: Dagster concurrency pool of every op; limit it to 1
-        (``dagster instance concurrency set
+        chain: the project's migrations (``MetaxyConfig.load_chain()``); nothing is read from the store.
+        translator: customises keys, groups, tags, kinds, metadata, automation conditions (default
+            :class:`MetaxyMigrationTranslator`).
+        pool: Dagster concurrency pool of every op; limit it to 1 (``dagster instance concurrency set
             metaxy_migrations 1``) so migration ops never overlap across runs. ``None`` for no pool.
         store_resource_key: resource key of the :class:`~metaxy_dagster.MetaxyStoreResource`.
         run_resource_key: resource key of the :class:`~metaxy_dagster.MetaxyRunResource` (``dry_run``).
         op_tags: extra tags on every op (e.g. Kubernetes resources).
+        feature_asset_keys: feature key -> the asset standing for it, for the events recorded on feature
+            assets when a migration writes them (default: the translator's feature keys).
+        node_prefix: prefix of the graph names (keeps two code locations' node names apart in one job).
 
     Raises:
         MetaxyDefinitionsError: the translator maps two migrations to one asset key.
 
     Example:
-        >>> chain = load_chain(Path(".metaxy/migrations"))
-        >>> assets = build_migration_assets(chain=chain)
+        >>> assets = build_migration_assets(chain=MetaxyConfig.load().load_chain())
     """
     translator = translator or MetaxyMigrationTranslator()
+    refs = ChainRefs(
+        feature_keys=dict(feature_asset_keys or {}),
+        default_feature_key=translator.get_feature_asset_key,
+        count_rows=translator.settings.enable_row_counts,
+    )
+    seen: dict[AssetKey, str] = {}
+    for migration in chain:
+        with definition_errors(migration):
+            key = translator.get_asset_key(migration)
+            if key in seen:
+                raise MetaxyDefinitionsError(
+                    f"migrations {seen[key]} and {migration.migration_id} both map to asset key "
+                    f"{key.to_user_string()}; make MetaxyMigrationTranslator.get_asset_key return a unique "
+                    "key per migration (include the migration id)"
+                )
+            seen[key] = migration.migration_id
+            refs.keys[migration.migration_id] = key
+            refs.refs[migration.migration_id] = MigrationRef.of(migration)
     assets: list[AssetsDefinition] = []
-    seen: dict[object, str] = {}
     for migration in chain:
         with definition_errors(migration):
             assets.append(
                 _build_asset(
-                    migration, chain, translator, seen, pool, store_resource_key, run_resource_key, op_tags
+                    migration,
+                    chain,
+                    translator,
+                    refs,
+                    pool=pool,
+                    store_resource_key=store_resource_key,
+                    run_resource_key=run_resource_key,
+                    op_tags=op_tags,
+                    node_prefix=node_prefix,
                 )
             )
     return assets
@@ -78,46 +110,51 @@ def _build_asset(
     migration: Migration,
     chain: MigrationChain,
     translator: MetaxyMigrationTranslator,
-    seen: dict[object, str],
+    refs: ChainRefs,
+    *,
     pool: str | None,
     store_resource_key: str,
     run_resource_key: str,
     op_tags: Mapping[str, str] | None,
+    node_prefix: str,
 ) -> AssetsDefinition:
     spec = translator.get_asset_spec(migration, chain)
-    if spec.key in seen:
-        raise MetaxyDefinitionsError(
-            f"migrations {seen[spec.key]} and {migration.migration_id} both map to asset key "
-            f"{spec.key.to_user_string()}; make MetaxyMigrationTranslator.get_asset_key return a unique key "
-            "per migration (include the migration id)"
-        )
-    seen[spec.key] = migration.migration_id
     parent_keys = translator.get_parent_asset_keys(migration, chain)
     parent_inputs = dict(zip(parent_input_names(len(parent_keys)), parent_keys, strict=True))
+    ref = refs.refs[migration.migration_id]
     ops = build_operation_ops(
-        MigrationRef.of(migration),
+        ref,
         asset_key=spec.key,
+        chain=refs,
         pool=pool,
         store_resource_key=store_resource_key,
         run_resource_key=run_resource_key,
         op_tags=op_tags,
+        name_prefix=node_prefix,
     )
+    # Each op is invoked under a short alias (`1_reconcile`): with the graph named after the migration, the
+    # run view's step keys read `<migration id>.1_reconcile`, not the migration id three times.
+    aliases = [
+        f"{i + 1}_{sanitize_name(op_id)}" for i, (op_id, _) in enumerate(ref.op_labels or [("apply", "")])
+    ]
+    invocations = [NodeInvocation(op.name, alias=alias) for op, alias in zip(ops, aliases, strict=True)]
     graph = GraphDefinition(
-        name=spec.key.to_python_identifier(),
+        name=node_prefix + sanitize_name(migration.migration_id),
         description=f"Operations of migration {migration.migration_id}, in order.",
         node_defs=ops,
         dependencies={
-            current.name: {"after": DependencyDefinition(previous.name, RESULT_OUTPUT)}
-            for previous, current in zip(ops, ops[1:], strict=False)
-        },
+            current: {"after": DependencyDefinition(previous.alias, RESULT_OUTPUT)}
+            for previous, current in zip(invocations, invocations[1:], strict=False)
+        }
+        | {first: {} for first in invocations[:1]},
         input_mappings=[
-            InputMapping(graph_input_name=name, mapped_node_name=ops[0].name, mapped_node_input_name=op_input)
+            InputMapping(graph_input_name=name, mapped_node_name=aliases[0], mapped_node_input_name=op_input)
             for name, op_input in zip(parent_inputs, after_input_names(len(parent_inputs)), strict=True)
         ],
         output_mappings=[
             OutputMapping(
                 graph_output_name=RESULT_OUTPUT,
-                mapped_node_name=ops[-1].name,
+                mapped_node_name=aliases[-1],
                 mapped_node_output_name=RESULT_OUTPUT,
             )
         ],
@@ -133,4 +170,7 @@ def _build_asset(
         tags_by_output_name={RESULT_OUTPUT: {**spec.tags, **kind_tags}},
         owners_by_output_name={RESULT_OUTPUT: list(spec.owners)} if spec.owners else None,
         code_versions_by_output_name={RESULT_OUTPUT: spec.code_version},
+        automation_conditions_by_output_name=(
+            {RESULT_OUTPUT: spec.automation_condition} if spec.automation_condition is not None else None
+        ),
     )

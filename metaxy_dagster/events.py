@@ -7,13 +7,16 @@ that comes from operations (notes, errors) is redacted with the store's secrets 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetKey,
+    AssetMaterialization,
     AssetObservation,
     MetadataValue,
     TableColumn,
@@ -21,11 +24,13 @@ from dagster import (
     TableSchema,
 )
 
-from metaxy_core.errors import redact
+from metaxy_core.errors import MetaxyError, redact
+from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.migrations import Migration, MigrationResult, StepResult
 from metaxy_core.migrations.results import RollbackStatus, RunStatus, StepStatus
 from metaxy_core.migrations.rollback import RollbackResult
-from metaxy_core.migrations.state import MigrationState
+from metaxy_core.migrations.state import MigrationState, StepState
+from metaxy_core.store.delta import DeltaMetadataStore
 
 if TYPE_CHECKING:
     from metaxy_core.migrations.verify import MigrationVerification
@@ -173,6 +178,134 @@ def plan_observation(
         + (f", operation {op_index + 1}/{op_count} ({op_id})" if op_count else ""),
         metadata=metadata,
     )
+
+
+def target_graph(
+    migration: Migration, store: DeltaMetadataStore, graph: FeatureGraph | None
+) -> FeatureGraph | None:
+    """The graph a migration moved its features to (its target snapshot, else the code's), or ``None``."""
+    try:
+        return migration.resolve_graphs(store, store.project, graph)[1]
+    except MetaxyError:
+        return graph
+
+
+def feature_facts(
+    feature: str, store: DeltaMetadataStore, to_graph: FeatureGraph | None, *, count_rows: bool = True
+) -> dict[str, Any]:
+    """The feature's version in ``to_graph`` and its row count there (``dagster/row_count``), if known.
+
+    The count is the rows a reader of that version sees (latest row per sample); a store error leaves it
+    out rather than failing the event.
+    """
+    facts: dict[str, Any] = {}
+    if to_graph is None or feature not in to_graph:
+        return facts
+    facts["metaxy/feature_version"] = to_graph.feature_version(feature)
+    if not count_rows:
+        return facts
+    try:
+        count = store.read_metadata(feature, graph=to_graph, allow_missing=True).select(pl.len()).collect()
+        facts["dagster/row_count"] = MetadataValue.int(int(count.item()))
+    except MetaxyError:
+        pass
+    return facts
+
+
+def feature_materialization(
+    asset_key: AssetKey,
+    feature: str,
+    migration: Migration,
+    *,
+    rows: int,
+    run_id: str,
+    at: datetime | None = None,
+    store: DeltaMetadataStore,
+    graph: FeatureGraph | None = None,
+    to_graph: FeatureGraph | None = None,
+    count_rows: bool = True,
+    secrets: Iterable[str] = (),
+) -> AssetMaterialization:
+    """A feature table written by a migration: rows written, the feature's new version, the migration id."""
+    to_graph = to_graph if to_graph is not None else target_graph(migration, store, graph)
+    metadata: dict[str, Any] = {
+        "metaxy/feature": feature,
+        "metaxy/migration_id": migration.migration_id,
+        "metaxy/rows_written": MetadataValue.int(rows),
+        "metaxy/run_id": run_id,
+        **feature_facts(feature, store, to_graph, count_rows=count_rows),
+    }
+    if at is not None:
+        metadata["metaxy/written_at"] = MetadataValue.timestamp(at)
+    return AssetMaterialization(
+        asset_key=asset_key,
+        description=redact(f"{rows} row(s) written by migration {migration.migration_id}", list(secrets)),
+        metadata=metadata,
+    )
+
+
+def feature_events(
+    migration: Migration,
+    steps: Iterable[StepState],
+    feature_key: Callable[[str], AssetKey],
+    *,
+    store: DeltaMetadataStore,
+    graph: FeatureGraph | None = None,
+    count_rows: bool = True,
+    secrets: Iterable[str] = (),
+) -> list[AssetMaterialization]:
+    """A materialization of every feature table the given completed steps of ``migration`` wrote (what the
+    steps' ``writes`` in the log say, summed per feature); features nothing was written to get none."""
+    written: dict[str, tuple[int, str, datetime]] = {}
+    for step in steps:
+        if not step.done:
+            continue
+        for feature, rows in step.writes.items():
+            if rows:
+                before = written.get(feature, (0, step.run_id, step.at))
+                written[feature] = (before[0] + rows, step.run_id, max(before[2], step.at))
+    if not written:
+        return []
+    to_graph = target_graph(migration, store, graph)
+    return [
+        feature_materialization(
+            feature_key(feature),
+            feature,
+            migration,
+            rows=rows,
+            run_id=run_id,
+            at=at,
+            store=store,
+            to_graph=to_graph,
+            count_rows=count_rows,
+            secrets=secrets,
+        )
+        for feature, (rows, run_id, at) in sorted(written.items())
+    ]
+
+
+def feature_plan_observations(
+    migration: Migration, steps: Sequence[StepResult], feature_key: Callable[[str], AssetKey]
+) -> list[AssetObservation]:
+    """A dry run's plan per feature: the rows the migration would write there (an observation, never a
+    materialization)."""
+    rows: dict[str, int] = {}
+    for step in steps:
+        if step.feature_key != "*":  # a CustomMigration's one step: its features are known after the apply
+            rows[step.feature_key] = rows.get(step.feature_key, 0) + step.rows
+    return [
+        AssetObservation(
+            asset_key=feature_key(feature),
+            description=f"dry run of {migration.migration_id}: {count} row(s) would be written",
+            metadata={
+                "metaxy/feature": feature,
+                "metaxy/migration_id": migration.migration_id,
+                "metaxy/dry_run": True,
+                "metaxy/rows_planned": MetadataValue.int(count),
+            },
+        )
+        for feature, count in rows.items()
+    ]
 
 
 def describe_rollback(result: RollbackResult, secrets: Iterable[str] = ()) -> str:

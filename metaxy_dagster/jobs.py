@@ -3,9 +3,13 @@
 * **apply** (``metaxy_migrations_apply``): an asset job over every migration asset and its blocking check.
   Applied migrations are no-ops, pending ones are applied in chain order; a sensor or a user may select a
   subset.
-* **plan** (``metaxy_migrations_plan``): an op job over the *same* graphs, wired in chain order, with
-  ``dry_run: true`` by default. Its outputs are not assets, so it never records a materialization and plans
-  every pending migration of the chain in one run; each plan is attached to its asset as an observation.
+* **plan** (``metaxy_migrations_plan``): an op job over the *same* graphs, wired in chain order. It only
+  plans: its run resource has no ``dry_run`` at all, so ``dry_run: false`` is refused by config validation,
+  before a run exists. Its outputs are not assets, so it never records a materialization and plans every
+  pending migration of the chain in one run; each plan is attached to its asset as an observation.
+
+The apply job plans too with ``dry_run: true``: every selected pending migration, in chain order (see
+:mod:`metaxy_dagster.ops`), recording observations only.
 
 Runs carry the tag ``metaxy/migrations: apply|plan``; add a run-level limit in the instance's run coordinator
 (``tag_concurrency_limits: [{key: metaxy/migrations, value: apply, limit: 1}]``) and a limit of 1 on the ops'
@@ -28,7 +32,7 @@ from dagster import (
 )
 
 from metaxy_dagster._compat import UnresolvedAssetJobDefinition
-from metaxy_dagster.resources import RUN_RESOURCE_KEY
+from metaxy_dagster.resources import RUN_RESOURCE_KEY, MetaxyPlanRunResource
 
 APPLY_JOB_NAME = "metaxy_migrations_apply"
 PLAN_JOB_NAME = "metaxy_migrations_plan"
@@ -38,13 +42,20 @@ RUN_KIND_TAG = "metaxy/migrations"
 def run_config_for(
     *, dry_run: bool, force: bool = False, run_resource_key: str = RUN_RESOURCE_KEY
 ) -> dict[str, Any]:
-    """The run configuration that sets ``dry_run`` (and ``force``) for a migration run.
+    """The run configuration that sets ``dry_run`` (and ``force``) for a run of the apply job (the plan job
+    takes none: it always plans).
 
     Example:
         >>> run_config_for(dry_run=True)
         {'resources': {'metaxy_run': {'config': {'dry_run': True, 'force': False}}}}
     """
     return {"resources": {run_resource_key: {"config": {"dry_run": dry_run, "force": force}}}}
+
+
+def takes_dry_run(job: object) -> bool:
+    """Whether ``job`` has a ``dry_run`` switch; the plan job (run tag ``metaxy/migrations: plan``) has
+    none."""
+    return (getattr(job, "run_tags", None) or {}).get(RUN_KIND_TAG) != "plan"
 
 
 def build_apply_job(
@@ -62,7 +73,8 @@ def build_apply_job(
         config=run_config_for(dry_run=False, run_resource_key=run_resource_key),
         description=(
             "Apply pending metaxy migrations in chain order (applied ones are no-ops) and verify each with "
-            "its blocking check. Set resources.metaxy_run.config.dry_run: true to plan the selection instead."
+            "its blocking check. Set resources.metaxy_run.config.dry_run: true to plan every selected "
+            "migration instead (observations only, nothing written)."
         ),
         run_tags={RUN_KIND_TAG: "apply", **(tags or {})},
         executor_def=executor_def,
@@ -78,7 +90,12 @@ def build_plan_job(
     tags: Mapping[str, str] | None = None,
     resource_defs: Mapping[str, object] | None = None,
 ) -> JobDefinition:
-    """Op job planning (dry run) every pending migration among ``assets``, in chain order; writes nothing."""
+    """Op job planning (dry run) every pending migration among ``assets``, in chain order; writes nothing.
+
+    Its ``run_resource_key`` resource is a :class:`~metaxy_dagster.resources.MetaxyPlanRunResource` (no
+    ``dry_run`` field), bound to the job, so no run configuration can turn it into an apply. A job that binds
+    one resource must bind all: give the store resource in ``resource_defs``
+    (``{"metaxy_store": MetaxyStoreResource(...)}``)."""
     by_key = {a.key: a for a in assets}
     dependencies: dict[str, dict[str, DependencyDefinition]] = {}
     for asset in assets:
@@ -99,8 +116,7 @@ def build_plan_job(
         dependencies=dependencies,
     )
     return graph.to_job(
-        config=run_config_for(dry_run=True, run_resource_key=run_resource_key),
         run_tags={RUN_KIND_TAG: "plan", **(tags or {})},
         executor_def=executor_def,
-        resource_defs=resource_defs,
+        resource_defs={**(resource_defs or {}), run_resource_key: MetaxyPlanRunResource()},
     )

@@ -7,9 +7,16 @@ state that passes from one op to the next. A failed op keeps the steps it comple
 from failure resumes at the failed operation.
 
 In an asset job the last op's output is the migration asset: it is yielded (a materialization) after an apply
-and also for an already applied migration (a no-op that must not block its children); in a dry run it is not
-yielded, so nothing is recorded as materialized. In the plan job (an op job over the same graphs) outputs are
-not assets, so every migration of the chain is planned.
+and also for an already applied migration (a no-op that must not block its children). Every feature table a
+step of this run wrote gets a materialization of its own (rows written, new feature version, migration id);
+steps done by earlier runs record nothing again.
+
+A dry run records no materialization. In the plan job (an op job over the same graphs) outputs are not assets,
+so every migration of the chain is planned in order. In an asset job (the apply job with ``dry_run: true``) a
+planned migration's output is not yielded, so Dagster skips what follows it in the run; instead the last op
+of the first selected migration that runs plans every other selected migration that will not run, in chain
+order: the whole selection is planned, as the plan job would. Plans are observations on the migration assets
+and on the feature assets they would write.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from typing import Any
 from dagster import AssetKey, In, Nothing, OpDefinition, OpExecutionContext, Out, Output
 
 from metaxy_core.migrations.results import RunStatus
+from metaxy_core.reporting import throttled
 from metaxy_dagster import events
-from metaxy_dagster._runtime import MigrationRef, open_run
+from metaxy_dagster._runtime import ChainRefs, MetaxyRun, MigrationRef, open_run
 from metaxy_dagster.errors import MetaxyMigrationChangedError, MetaxyPlanOnlyError
 from metaxy_dagster.resources import (
     RUN_RESOURCE_KEY,
@@ -57,13 +65,21 @@ def build_operation_ops(
     ref: MigrationRef,
     *,
     asset_key: AssetKey,
+    chain: ChainRefs | None = None,
     pool: str | None = DEFAULT_POOL,
     store_resource_key: str = STORE_RESOURCE_KEY,
     run_resource_key: str = RUN_RESOURCE_KEY,
     op_tags: Mapping[str, str] | None = None,
+    name_prefix: str = "",
 ) -> list[OpDefinition]:
     """The ops of one migration, in order; each has a Nothing input ``after`` and a Nothing output
-    ``result``; the first op of a merge migration has one ``after`` input per parent."""
+    ``result``; the first op of a merge migration has one ``after`` input per parent.
+
+    ``chain`` (every migration of the code location, their asset keys and the feature assets) lets ops record
+    events on feature assets and plan a whole selection in a dry run; without it they know their migration
+    only.
+    """
+    chain = chain or ChainRefs(refs={ref.migration_id: ref}, keys={ref.migration_id: asset_key})
     labels = list(ref.op_labels) or [EMPTY_OPERATION]
     return [
         _build_op(
@@ -73,10 +89,12 @@ def build_operation_ops(
             op_type,
             len(labels),
             asset_key=asset_key,
+            chain=chain,
             pool=pool,
             store_resource_key=store_resource_key,
             run_resource_key=run_resource_key,
             op_tags=op_tags,
+            name_prefix=name_prefix,
         )
         for index, (op_id, op_type) in enumerate(labels)
     ]
@@ -90,10 +108,12 @@ def _build_op(
     count: int,
     *,
     asset_key: AssetKey,
+    chain: ChainRefs,
     pool: str | None,
     store_resource_key: str,
     run_resource_key: str,
     op_tags: Mapping[str, str] | None,
+    name_prefix: str,
 ) -> OpDefinition:
     # OpDefinition directly rather than @op: the decorator's signature inspection costs ~1 ms per op, which
     # matters for a code location with hundreds of migrations (see the 200-migration load test).
@@ -105,12 +125,13 @@ def _build_op(
             op_id,
             count,
             asset_key=asset_key,
+            chain=chain,
             store_resource_key=store_resource_key,
             run_resource_key=run_resource_key,
         )
 
     return OpDefinition(
-        name=op_name(ref.migration_id, index, op_id),
+        name=name_prefix + op_name(ref.migration_id, index, op_id),
         description=f"Migration {ref.migration_id}, operation {index + 1}/{count}: `{op_id}` ({op_type}).",
         compute_fn=_operation,
         ins={
@@ -137,6 +158,7 @@ def run_operation_op(
     count: int,
     *,
     asset_key: AssetKey,
+    chain: ChainRefs,
     store_resource_key: str = STORE_RESOURCE_KEY,
     run_resource_key: str = RUN_RESOURCE_KEY,
 ) -> Iterator[Any]:
@@ -158,14 +180,15 @@ def run_operation_op(
             run_id=context.run_id,
             force=run.force,
             on_step=lambda step: context.log.info(events.describe_step(mid, step, secrets)),
+            on_progress=throttled(lambda progress: context.log.info(progress.describe())),
             log=context.log,
         )
         migration = ref.load()
-        if ref.op_labels and tuple(migration.operation_labels()) != ref.op_labels:
+        if ref.op_labels and tuple(migration.operation_labels(store=store)) != ref.op_labels:
             raise MetaxyMigrationChangedError(
-                f"the operations of migration {mid} are now {migration.operation_labels()}, but the code "
-                "location "
-                f"was loaded with {list(ref.op_labels)}; reload the code location, then launch the run again"
+                f"the operations of migration {mid} are now {migration.operation_labels(store=store)}, but "
+                f"the code location was loaded with {list(ref.op_labels)}; reload the code location, then "
+                "launch the run again"
             )
         state = executor.state(mid)
         already = state.completed
@@ -197,17 +220,26 @@ def run_operation_op(
                     secrets=secrets,
                 )
             )
+            for observation in events.feature_plan_observations(migration, steps, chain.feature_key):
+                context.log_event(observation)
         if is_last and in_asset_job:
-            context.log.info(
-                f"dry run: {asset_key.to_user_string()} is not materialized, so Dagster skips the migrations "
-                "after it in this run; launch the plan job to plan the whole chain"
-            )
+            _plan_the_rest_of_the_selection(context, chain, mid, setup, executor)
             return
         yield Output(None)
         return
+    with setup.errors():
+        final = executor.state(mid)
+        for materialization in events.feature_events(
+            migration,
+            [s for s in final.steps.values() if s.run_id == context.run_id and s.op_index == index],
+            chain.feature_key,
+            store=store,
+            graph=setup.graph,
+            count_rows=chain.count_rows,
+            secrets=secrets,
+        ):
+            context.log_event(materialization)
     if is_last:
-        with setup.errors():
-            final = executor.state(mid)
         yield Output(
             None,
             metadata=events.materialization_metadata(
@@ -216,3 +248,48 @@ def run_operation_op(
         )
     else:
         yield Output(None)
+
+
+def _plan_the_rest_of_the_selection(
+    context: OpExecutionContext, chain: ChainRefs, mid: str, setup: MetaxyRun, executor: Any
+) -> None:
+    """In an asset job's dry run: plan, in chain order, every selected migration no op of this run reaches.
+
+    A planned migration is not materialized, so Dagster skips whatever follows it in the run. The selected
+    migrations whose ops do run are the roots of the selection (no selected parent); the first of them plans
+    the others here, so the run plans its whole selection, each migration once.
+    """
+    keys = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
+    selected = chain.selected(keys)
+    roots = chain.roots(selected)
+    if not roots or roots[0] != mid:
+        if mid in roots:
+            context.log.info(
+                f"dry run: the migrations after {mid} in this selection are planned by {roots[0]}"
+            )
+        return
+    rest = [m for m in selected if m not in roots]
+    if not rest:
+        return
+    context.log.info(
+        f"dry run: {mid} is not materialized, so Dagster skips what follows it; planning the rest of the "
+        f"selection here, in chain order: {', '.join(rest)}"
+    )
+    with setup.errors():
+        for other in rest:
+            migration = chain.refs[other].load()
+            result = executor.apply_migration(migration, dry_run=True)
+            context.log_event(
+                events.plan_observation(
+                    chain.keys[other],
+                    migration,
+                    op_index=0,
+                    op_count=0,
+                    op_id="",
+                    steps=result.steps,
+                    status=result.status,
+                    secrets=setup.secrets,
+                )
+            )
+            for observation in events.feature_plan_observations(migration, result.steps, chain.feature_key):
+                context.log_event(observation)

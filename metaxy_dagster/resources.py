@@ -151,3 +151,24 @@ class MetaxyRunResource(ConfigurableResource):
         description="Continue a migration whose file was edited after it was partly applied "
         "(like `metaxy migrations apply --force`).",
     )
+
+
+class MetaxyPlanRunResource(ConfigurableResource):
+    """The run switches of the plan job, which only plans: it has no ``dry_run`` to set.
+
+    Launching the plan job with ``resources.metaxy_run.config.dry_run: false`` is refused by Dagster's config
+    validation (an unexpected entry), before any run starts; launch the apply job to apply.
+    """
+
+    @property
+    def dry_run(self) -> bool:
+        return True
+
+    @property
+    def force(self) -> bool:
+        return False
+
+
+#: the run resource every apply job of a code location shares (one object: two metaxy code locations' or
+#: Component instances' definitions merge without a resource-key conflict)
+RUN_RESOURCE = MetaxyRunResource()

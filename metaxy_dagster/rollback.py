@@ -47,7 +47,14 @@ def build_rollback_job(
     translator = translator or MetaxyMigrationTranslator()
     keys = {m.migration_id: translator.get_asset_key(m) for m in chain}
 
-    @op(name="metaxy_rollback", required_resource_keys={store_resource_key, run_resource_key}, pool=pool)
+    # op names are unique per repository: a second code location's rollback job (another `name`) gets its own
+    suffix = name[len(ROLLBACK_JOB_NAME) :] if name.startswith(ROLLBACK_JOB_NAME) else f"_{name}"
+
+    @op(
+        name=f"metaxy_rollback{suffix}",
+        required_resource_keys={store_resource_key, run_resource_key},
+        pool=pool,
+    )
     def metaxy_rollback(context: OpExecutionContext, config: RollbackConfig) -> None:
         dry_run = bool(getattr(context.resources, run_resource_key).dry_run)
         run = open_run(getattr(context.resources, store_resource_key))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import DefaultScheduleStatus, ScheduleDefinition
 
 from metaxy_dagster._compat import AnyJob
-from metaxy_dagster.jobs import RUN_KIND_TAG, run_config_for
+from metaxy_dagster.jobs import RUN_KIND_TAG, run_config_for, takes_dry_run
 from metaxy_dagster.resources import RUN_RESOURCE_KEY
 
 
@@ -35,7 +35,10 @@ def build_migration_schedule(
         name=name or f"{job.name}_schedule",
         cron_schedule=cron_schedule,
         job=job,
-        run_config=run_config_for(dry_run=dry_run, run_resource_key=run_resource_key),
+        # the plan job always plans and takes no dry_run
+        run_config=(
+            run_config_for(dry_run=dry_run, run_resource_key=run_resource_key) if takes_dry_run(job) else {}
+        ),
         tags={RUN_KIND_TAG: "plan" if dry_run else "apply", "metaxy/dry_run": str(dry_run).lower()},
         execution_timezone=execution_timezone,
         default_status=default_status,

@@ -29,7 +29,7 @@ from metaxy_core.migrations.state import pending
 from metaxy_core.store.delta import DeltaMetadataStore
 from metaxy_dagster._compat import AnyJob, is_asset_job
 from metaxy_dagster._runtime import open_run
-from metaxy_dagster.jobs import RUN_KIND_TAG, run_config_for
+from metaxy_dagster.jobs import RUN_KIND_TAG, run_config_for, takes_dry_run
 from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY, MetaxyStoreResource
 from metaxy_dagster.translator import MetaxyMigrationTranslator
 
@@ -182,7 +182,12 @@ def build_snapshot_sensor(
         )
         request = RunRequest(
             run_key=("plan:" if dry_run else "") + tick.run_key,
-            run_config=run_config_for(dry_run=dry_run, run_resource_key=run_resource_key),
+            # the plan job always plans and takes no dry_run
+            run_config=(
+                run_config_for(dry_run=dry_run, run_resource_key=run_resource_key)
+                if takes_dry_run(job)
+                else {}
+            ),
             asset_selection=[translator.get_asset_key(m) for m in tick.pending] if select_assets else None,
             tags={
                 RUN_KIND_TAG: "plan" if dry_run else "apply",

@@ -25,6 +25,26 @@ M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
 KEY1, KEY2 = dg.AssetKey(["metaxy", "migrations", M1]), dg.AssetKey(["metaxy", "migrations", M2])
 
 
+EMB_KEY, CLIP_KEY = dg.AssetKey(EMB.split("/")), dg.AssetKey(CLIP.split("/"))
+
+
+def migration_events(result: dg.ExecuteInProcessResult) -> list:
+    """Materializations of migration assets (feature assets get their own, see feature_events)."""
+    return [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[:2] == ["metaxy", "migrations"]
+    ]
+
+
+def feature_events(result: dg.ExecuteInProcessResult) -> list:
+    return [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[:2] != ["metaxy", "migrations"]
+    ]
+
+
 def started_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
     return [r.event_log_entry.step_key for r in records]
@@ -40,16 +60,35 @@ def test_apply_materializes_in_chain_order_and_moves_the_store(project: Project,
     assert project.rows_at(EMB, 3) == 0
     result = apply(project, instance)
     assert result.success
-    assert [e.asset_key for e in result.get_asset_materialization_events()] == [KEY1, KEY2]
+    assert [e.asset_key for e in migration_events(result)] == [KEY1, KEY2]
     steps = started_steps(instance, result.run_id)
+    assert f"{M1}.1_reconcile" in steps  # short step keys: <migration id>.<n>_<operation>
     first = [i for i, s in enumerate(steps) if M1 in s.split(".")[0]]
     second = [i for i, s in enumerate(steps) if M2 in s.split(".")[0]]
     assert max(first) < min(second)  # m1's ops and check before any step of m2
+    # every feature table a migration wrote got a materialization: rows, new feature version, migration id
+    written = {
+        (e.asset_key, md["metaxy/migration_id"].value): (
+            md["metaxy/rows_written"].value,
+            md["metaxy/feature_version"].value,
+            md["dagster/row_count"].value,
+            md["metaxy/run_id"].value,
+        )
+        for e in feature_events(result)
+        for md in [e.materialization.metadata]
+    }
+    g2, g3 = project.graph(2), project.graph(3)
+    assert written == {
+        (EMB_KEY, M1): (5, g2.feature_version(EMB), 5, result.run_id),
+        (CLIP_KEY, M1): (5, g2.feature_version(CLIP), 5, result.run_id),
+        (EMB_KEY, M2): (5, g3.feature_version(EMB), 5, result.run_id),
+        (CLIP_KEY, M2): (5, g3.feature_version(CLIP), 5, result.run_id),
+    }
     assert project.rows_at(EMB, 3) == 5 and project.rows_at(CLIP, 3) == 5
     states = MigrationExecutor(project.store(), graph=project.code_graph).states()
     assert states[M1].status == states[M2].status == "completed"
     assert states[M2].run_id == result.run_id  # the Dagster run id is the executor's run id
-    meta = result.get_asset_materialization_events()[1].materialization.metadata
+    meta = migration_events(result)[1].materialization.metadata
     assert meta["metaxy/status"].value == "completed"
     assert meta["metaxy/rows"].value == 10
     assert meta["metaxy/rows_by_feature"].value == {EMB: 5, CLIP: 5}
@@ -66,7 +105,7 @@ def test_already_applied_migrations_are_no_ops(project: Project, instance) -> No
     again = apply(project, instance)
     assert again.success
     events = again.get_asset_materialization_events()
-    assert [e.asset_key for e in events] == [KEY1, KEY2]
+    assert [e.asset_key for e in events] == [KEY1, KEY2]  # no feature table is "materialized" again
     assert {e.materialization.metadata["metaxy/status"].value for e in events} == {"already_applied"}
     assert project.table_versions() == before  # nothing written: not even the log or the lock
 
@@ -77,10 +116,9 @@ def test_applied_parent_does_not_block_its_child(project: Project, instance) -> 
         MigrationExecutor(project.store(), graph=project.code_graph).apply(chain, M1)  # e.g. from the CLI
     result = apply(project, instance)
     assert result.success
-    statuses = [
-        e.materialization.metadata["metaxy/status"].value for e in result.get_asset_materialization_events()
-    ]
+    statuses = [e.materialization.metadata["metaxy/status"].value for e in migration_events(result)]
     assert statuses == ["already_applied", "completed"]
+    assert {e.materialization.metadata["metaxy/migration_id"].value for e in feature_events(result)} == {M2}
     assert project.rows_at(EMB, 3) == 5
 
 
@@ -125,11 +163,10 @@ def test_reexecution_from_failure_resumes_at_the_failed_operation(tmp_path: Path
         with dg.execute_job(recon, instance=instance, run_config=in_process, raise_on_error=False) as first:
             assert not first.success
             failed = [e.step_key for e in first.get_step_failure_events()]
-            assert failed == [f"metaxy__migrations__{M1}.{M1}__2_flaky"]
-            assert started_steps(instance, first.run_id) == [
-                f"metaxy__migrations__{M1}.{M1}__1_reconcile",
-                f"metaxy__migrations__{M1}.{M1}__2_flaky",
-            ]
+            assert failed == [f"{M1}.2_flaky"]
+            assert started_steps(instance, first.run_id) == [f"{M1}.1_reconcile", f"{M1}.2_flaky"]
+            # the first operation's writes are on the feature assets already
+            assert {e.asset_key for e in first.get_asset_materialization_events()} == {EMB_KEY, CLIP_KEY}
             description = first.get_step_failure_events()[0].step_failure_data.user_failure_data.description
             assert (
                 "flaky operation failing once" in description
@@ -145,9 +182,10 @@ def test_reexecution_from_failure_resumes_at_the_failed_operation(tmp_path: Path
         ) as second:
             assert second.success
             assert started_steps(instance, second.run_id) == [
-                f"metaxy__migrations__{M1}.{M1}__2_flaky",
+                f"{M1}.2_flaky",
                 f"metaxy__migrations__{M1}_metaxy_migration_verified",
             ]
+            # the resumed run records the migration, not again the rows the first run wrote
             assert [e.asset_key for e in second.get_asset_materialization_events()] == [KEY1]
     state = MigrationExecutor(project.store(), graph=project.code_graph).state(M1)
     assert state.status == "completed"
@@ -196,16 +234,15 @@ def test_custom_python_and_empty_migrations(project: Project, instance) -> None:
     )
     defs = build_migration_definitions(config_path=project.config_path)
     custom = next(a for a in defs.assets if a.key.path[-1] == "20250103_000000_custom")
-    assert [n.name for n in custom.node_def.nodes] == ["20250103_000000_custom__1_execute"]
+    assert [n.name for n in custom.node_def.nodes] == ["1_execute"]
+    assert [n.definition.name for n in custom.node_def.nodes] == ["20250103_000000_custom__1_execute"]
     assert custom.specs_by_key[custom.key].description.startswith("Record that the embeddings were audited.")
     with project.active():
         plan = defs.resolve_job_def(PLAN_JOB_NAME).execute_in_process(instance=instance)
         assert plan.success
         result = defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(instance=instance)
     assert result.success
-    metadata = {
-        e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()
-    }
+    metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in migration_events(result)}
     assert metadata["20250103_000000_custom"]["metaxy/rows"].value == 3
     assert metadata["20250104_000000_nothing"]["metaxy/status"].value == "completed"
     states = MigrationExecutor(project.store(), graph=project.code_graph).states()

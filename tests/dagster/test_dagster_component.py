@@ -8,13 +8,17 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from metaxy_dg_testkit import EMB, Project
+from metaxy_dg_testkit import EMB, Project, make_project
 
 from metaxy_dagster import (
     APPLY_JOB_NAME,
     PLAN_JOB_NAME,
     MetaxyMigrationsComponent,
     build_migration_definitions,
+)
+from metaxy_dagster.components.migrations.component import (
+    MetaxyMigrationsScaffolder,
+    MetaxyMigrationsScaffoldParams,
 )
 
 M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
@@ -78,7 +82,7 @@ def test_defs_yaml_yields_the_factory_definitions(
     assert set(graph.asset_check_keys) == set(expected.asset_check_keys)
     repo = defs.get_repository_def()
     assert {APPLY_JOB_NAME, PLAN_JOB_NAME} <= {j.name for j in repo.get_all_jobs()}
-    assert [s.name for s in repo.sensor_defs] == ["metaxy_snapshot_sensor"]
+    assert sorted(s.name for s in repo.sensor_defs) == ["metaxy_history_sensor", "metaxy_snapshot_sensor"]
     assert [s.cron_schedule for s in repo.schedule_defs] == ["0 3 * * *"]
     # the secret stays a reference in the resource configuration; it is expanded when the store is built
     store_resource = defs.resources["metaxy_store"]
@@ -114,15 +118,76 @@ def test_component_overrides_resolve_relative_to_its_folder(project: Project, tm
     context = ComponentTree.for_test().load_context.for_path(tmp_path)
     defs = dg.component_defs(component=component, context=context)
     graph = defs.resolve_asset_graph()
-    assert set(graph.get_all_asset_keys()) == {
+    assert {k for k in graph.get_all_asset_keys() if k.path[0] == "ml"} == {
         dg.AssetKey(["ml", "migrations", M1]),
         dg.AssetKey(["ml", "migrations", M2]),
     }
     assert graph.get(dg.AssetKey(["ml", "migrations", M1])).group_name == "data_migrations"
-    assert not list(graph.asset_check_keys) and not defs.sensors
+    assert not list(graph.asset_check_keys)
+    assert [s.name for s in defs.sensors] == ["metaxy_history_sensor"]
     assert defs.resources["metaxy_store"].get_store().root_uri == str((tmp_path / "other-store").resolve())
 
 
 def test_component_rejects_unknown_attributes() -> None:
     with pytest.raises(Exception, match="bogus"):
         MetaxyMigrationsComponent.resolve_from_yaml("config_path: metaxy.toml\nbogus: 1\n")
+
+
+def test_two_instances_in_one_code_location_do_not_collide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance
+) -> None:
+    """Two metaxy projects, each a component instance with a name: their resources, jobs and sensors merge."""
+    video, text = make_project(tmp_path / "video"), make_project(tmp_path / "text")
+    text.config_path.write_text(text.config_path.read_text().replace('project = "demo"', 'project = "text"'))
+
+    def instance_yaml(name: str, project: Project) -> str:
+        return (
+            "type: metaxy_dagster.MetaxyMigrationsComponent\n"
+            f"attributes:\n  config_path: {project.config_path}\n  name: {name}\n"
+            f"  key_prefix: [{name}, migrations]\n  include_feature_assets: false\n"
+        )
+
+    root, package = make_dg_project(tmp_path / "location", instance_yaml("video", video))
+    second = root / "src" / package / "defs" / "text"
+    second.mkdir()
+    (second / "defs.yaml").write_text(instance_yaml("text", text))
+    monkeypatch.syspath_prepend(str(root / "src"))
+    defs = dg.load_from_defs_folder(path_within_project=root)
+    dg.Definitions.validate_loadable(defs)
+    assert {"metaxy_store_video", "metaxy_store_text", "metaxy_run"} <= set(defs.resources)
+    repo = defs.get_repository_def()
+    jobs = {j.name for j in repo.get_all_jobs()}
+    assert {f"{APPLY_JOB_NAME}_video", f"{APPLY_JOB_NAME}_text", f"{PLAN_JOB_NAME}_text"} <= jobs
+    assert {s.name for s in repo.sensor_defs} >= {
+        "metaxy_snapshot_sensor_video",
+        "metaxy_history_sensor_text",
+    }
+    assert defs.resources["metaxy_store_text"].get_config().project == "text"
+    with video.active():
+        result = defs.resolve_job_def(f"{APPLY_JOB_NAME}_video").execute_in_process(instance=instance)
+    assert result.success and video.rows_at(EMB, 3) == 5 and text.rows_at(EMB, 3) == 0
+
+
+def test_scaffolding_writes_a_defs_yaml_that_loads(project: Project, tmp_path: Path) -> None:
+    from dagster.components.scaffold.scaffold import ScaffoldRequest
+
+    folder = project.root / "defs" / "migrations"
+    folder.mkdir(parents=True)
+    MetaxyMigrationsScaffolder().scaffold(
+        ScaffoldRequest(
+            type_name="metaxy_dagster.MetaxyMigrationsComponent",
+            target_path=folder,
+            scaffold_format="yaml",
+            project_root=project.root,
+            params=MetaxyMigrationsScaffoldParams(schedule_cron="0 4 * * *"),
+        )
+    )
+    written = (folder / "defs.yaml").read_text()
+    assert "type: metaxy_dagster.MetaxyMigrationsComponent" in written
+    assert "config_path: ../../metaxy.toml" in written  # the nearest metaxy.toml, relative to the folder
+    import yaml
+
+    component = MetaxyMigrationsComponent.resolve_from_yaml(
+        yaml.safe_dump(yaml.safe_load(written)["attributes"])
+    )
+    assert component.load_config(folder).config_file == project.config_path

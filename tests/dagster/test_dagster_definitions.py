@@ -8,11 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
-from metaxy_dg_testkit import Project, make_project, migration_ids
+from metaxy_dg_testkit import CLIP, EMB, RAW, Project, make_project, migration_ids
 
-from metaxy_core import MetaxyError
+from metaxy_core import FeatureGraph, MetaxyError
 from metaxy_core.migrations import load_chain
+from metaxy_core.testing.scale import write_scale_project
 from metaxy_dagster import (
     APPLY_JOB_NAME,
     DEFAULT_POOL,
@@ -27,6 +27,8 @@ from metaxy_dagster import (
 
 M1, M2 = "20250101_000000_emb_v1_to_v2", "20250102_000000_emb_v2_to_v3"
 KEY1, KEY2 = dg.AssetKey(["metaxy", "migrations", M1]), dg.AssetKey(["metaxy", "migrations", M2])
+RAW_KEY, EMB_KEY, CLIP_KEY = (dg.AssetKey(k.split("/")) for k in (RAW, EMB, CLIP))
+FEATURE_KEYS = {RAW_KEY, EMB_KEY, CLIP_KEY}
 
 
 def test_definitions_load_and_validate(project: Project) -> None:
@@ -34,7 +36,7 @@ def test_definitions_load_and_validate(project: Project) -> None:
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs()} >= {APPLY_JOB_NAME, PLAN_JOB_NAME}
-    assert [s.name for s in repo.sensor_defs] == ["metaxy_snapshot_sensor"]
+    assert sorted(s.name for s in repo.sensor_defs) == ["metaxy_history_sensor", "metaxy_snapshot_sensor"]
     assert [s.name for s in repo.schedule_defs] == [f"{APPLY_JOB_NAME}_schedule"]
     assert set(defs.resources) == {"metaxy_store", "metaxy_run"}
 
@@ -49,7 +51,7 @@ def test_definitions_never_touch_the_store(tmp_path: Path) -> None:
 def test_asset_keys_deps_group_kinds_code_version_metadata(project: Project) -> None:
     defs = build_migration_definitions(config_path=project.config_path)
     graph = defs.resolve_asset_graph()
-    assert set(graph.get_all_asset_keys()) == {KEY1, KEY2}
+    assert set(graph.get_all_asset_keys()) == {KEY1, KEY2} | FEATURE_KEYS
     first, second = graph.get(KEY1), graph.get(KEY2)
     assert set(first.parent_keys) == set()
     assert set(second.parent_keys) == {KEY1}
@@ -83,8 +85,11 @@ def test_ops_are_the_operations_in_order_with_sanitised_unique_names(tmp_path: P
     project.write_migration(M1, parent="initial", from_version=1, to_version=2, ops=ops)
     defs = build_migration_definitions(config_path=project.config_path)
     asset = next(iter(defs.assets))
-    names = sorted(node.name for node in asset.node_def.nodes)
-    assert names == [f"{M1}__1_carry_over_v1_2", f"{M1}__2_carry_over_v1_2_", f"{M1}__3_reconcile"]
+    names = sorted(node.name for node in asset.node_def.nodes)  # short, readable step keys
+    assert names == ["1_carry_over_v1_2", "2_carry_over_v1_2_", "3_reconcile"]
+    assert asset.node_def.name == M1
+    definitions = sorted(node.definition.name for node in asset.node_def.nodes)  # unique across the job
+    assert definitions == [f"{M1}__1_carry_over_v1_2", f"{M1}__2_carry_over_v1_2_", f"{M1}__3_reconcile"]
     deps = asset.node_def.dependency_structure
     assert [h.node_name for h in deps.all_upstream_outputs_from_node(names[1])] == [names[0]]
     assert [h.node_name for h in deps.all_upstream_outputs_from_node(names[2])] == [names[1]]
@@ -104,7 +109,8 @@ def test_custom_translator_changes_keys_and_dependencies_follow(project: Project
     graph = defs.resolve_asset_graph()
     child = dg.AssetKey(["warehouse", "data_migrations", M2[-8:]])
     parent = dg.AssetKey(["warehouse", "data_migrations", M1[-8:]])
-    assert set(graph.get_all_asset_keys()) == {parent, child}
+    assert set(graph.get_all_asset_keys()) == {parent, child} | FEATURE_KEYS
+    assert set(graph.get(EMB_KEY).parent_keys) == {RAW_KEY, parent, child}  # lineage follows custom keys
     assert set(graph.get(child).parent_keys) == {parent}
     assert graph.get(child).tags["team"] == "ml-platform"
     assert {k.asset_key for k in graph.asset_check_keys} == {parent, child}
@@ -119,7 +125,9 @@ def test_translator_settings_prefix_group_and_no_checks(project: Project) -> Non
         config_path=project.config_path, translator=MetaxyMigrationTranslator(settings)
     )
     graph = defs.resolve_asset_graph()
-    assert set(graph.get_all_asset_keys()) == {dg.AssetKey(["ml", M1]), dg.AssetKey(["ml", M2])}
+    assert (
+        set(graph.get_all_asset_keys()) == {dg.AssetKey(["ml", M1]), dg.AssetKey(["ml", M2])} | FEATURE_KEYS
+    )
     assert graph.get(dg.AssetKey(["ml", M1])).group_name == "migrations"
     assert not list(graph.asset_check_keys)
 
@@ -133,39 +141,22 @@ def test_duplicate_asset_key_from_translator_is_refused(project: Project) -> Non
         build_migration_assets(chain=load_chain(project.migrations_dir), translator=Same())
 
 
-def _write_chain(directory: Path, count: int) -> None:
-    parent = "initial"
-    for i in range(count):
-        mid = f"2025{i // 28 + 1:02d}{i % 28 + 1:02d}_000000_m{i}"
-        (directory / f"{mid}.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "migration_id": mid,
-                    "created_at": "2025-01-01T00:00:00+00:00",
-                    "parent": parent,
-                    "from_snapshot_version": f"{i:016x}",
-                    "to_snapshot_version": f"{i + 1:016x}",
-                    "ops": [{"type": "metaxy_core.migrations.ops.DataVersionReconciliation"}],
-                }
-            )
-        )
-        parent = mid
-
-
-def test_200_migrations_load_in_under_a_second(tmp_path: Path, project: Project) -> None:
-    big = tmp_path / "big"
-    (big / "migrations").mkdir(parents=True)
-    (big / "metaxy.toml").write_text('project = "big"\nmigrations_dir = "migrations"\n')
-    _write_chain(big / "migrations", 200)
-    build_migration_definitions(config_path=project.config_path)  # warm Dagster's import-time caches
+def test_200_migrations_and_200_features_load_in_under_a_second(tmp_path: Path, project: Project) -> None:
+    config = write_scale_project(tmp_path / "big", features=200, migrations=200)
+    with project.active():
+        build_migration_definitions(config_path=project.config_path)  # warm Dagster's import-time caches
     # CPU time of this process: the shared test machines run other suites at the same time, which inflates
-    # wall time without saying anything about the factory; wall time gets a looser, still meaningful bound.
-    wall, cpu = time.perf_counter(), time.process_time()
-    defs = build_migration_definitions(config_path=big / "metaxy.toml")
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    assert len(list(defs.assets)) == 200
-    assert cpu < 1.0, f"200 migrations took {cpu:.2f}s of CPU to load"
-    assert wall < 3.0, f"200 migrations took {wall:.2f}s to load"
+    # wall time without saying anything about the factory (benchmarks/bench_dagster_load.py measures both).
+    with FeatureGraph().use():  # the scale project's entrypoint registers into a graph of its own
+        cpu = time.process_time()
+        defs = build_migration_definitions(config_path=config)
+        cpu = time.process_time() - cpu
+    assert len(list(defs.assets)) == 400  # 200 migrations, 200 features with their lineage
+    graph = defs.resolve_asset_graph()
+    # a leaf of the tree: its parent feature, and every migration that bumped it or one of its ancestors
+    leaf = {k.path[-1].split("_000000_")[-1] for k in graph.get(dg.AssetKey(["scale", "f199"])).parent_keys}
+    assert leaf == {"f99"} | {f"bump_f{i}" for i in (0, 2, 5, 11, 24, 49, 99, 199)}
+    assert cpu < 1.0, f"200 migrations and 200 features took {cpu:.2f}s of CPU to load"
 
 
 def test_broken_chain_fails_with_the_cli_message(project: Project) -> None:
@@ -194,9 +185,10 @@ def test_bad_config_fails_with_its_message(tmp_path: Path) -> None:
         build_migration_definitions(config_path=tmp_path / "metaxy.toml")
 
 
-def test_project_without_migrations_gets_resources_only(tmp_path: Path) -> None:
+def test_project_without_migrations_or_features_gets_resources_only(tmp_path: Path) -> None:
     (tmp_path / "metaxy.toml").write_text('project = "x"\n')
-    defs = build_migration_definitions(config_path=tmp_path / "metaxy.toml")
+    with FeatureGraph().use():  # no entrypoints: nothing registers features (other tests' are elsewhere)
+        defs = build_migration_definitions(config_path=tmp_path / "metaxy.toml")
     dg.Definitions.validate_loadable(defs)
     assert not list(defs.assets or [])
     assert set(defs.resources) == {"metaxy_store", "metaxy_run"}

@@ -26,13 +26,22 @@ def run(project: Project, instance, job: str, **kwargs) -> dg.ExecuteInProcessRe
 
 
 def observations(result: dg.ExecuteInProcessResult) -> list[dg.AssetObservation]:
+    """Observations of migration assets (a plan also observes the feature assets: feature_observations)."""
+    return [o for o in all_observations(result) if o.asset_key.path[:2] == ["metaxy", "migrations"]]
+
+
+def feature_observations(result: dg.ExecuteInProcessResult) -> list[dg.AssetObservation]:
+    return [o for o in all_observations(result) if o.asset_key.path[:2] != ["metaxy", "migrations"]]
+
+
+def all_observations(result: dg.ExecuteInProcessResult) -> list[dg.AssetObservation]:
     return [e.asset_observation_data.asset_observation for e in result.get_asset_observation_events()]
 
 
 def test_plan_job_writes_nothing_and_plans_the_whole_chain(project: Project, instance) -> None:
     before = project.table_versions()
     assert any(name.startswith("_metaxy_system/") for name in before)
-    result = run(project, instance, PLAN_JOB_NAME)  # dry_run: true is the plan job's default run config
+    result = run(project, instance, PLAN_JOB_NAME)  # the plan job only plans: it takes no dry_run
     assert result.success
     assert project.table_versions() == before  # every Delta table, system tables included, is untouched
     assert result.get_asset_materialization_events() == []
@@ -56,6 +65,21 @@ def test_plan_job_writes_nothing_and_plans_the_whole_chain(project: Project, ins
     assert any(r.run_id == result.run_id for r in records)
     materialized = instance.fetch_materializations(KEY1, limit=1000).records
     assert not [r for r in materialized if r.run_id == result.run_id]
+    # the feature assets are observed with the rows each migration would write there, never materialized
+    planned = {
+        (o.asset_key.to_user_string(), o.metadata["metaxy/migration_id"].value)
+        for o in feature_observations(result)
+    }
+    assert planned == {(EMB, M1), (CLIP, M1), (EMB, M2), (CLIP, M2)}
+    rows = {
+        (o.asset_key.path[-1], o.metadata["metaxy/migration_id"].value): o.metadata[
+            "metaxy/rows_planned"
+        ].value
+        for o in feature_observations(result)
+    }
+    assert (
+        rows[("embeddings", M1)] == 5 and rows[("embeddings", M2)] == 0
+    )  # M2 reads what M1 has not written yet
 
 
 def test_plan_reports_roots_that_need_a_recompute(tmp_path, instance) -> None:
@@ -86,29 +110,58 @@ def test_plan_reports_roots_that_need_a_recompute(tmp_path, instance) -> None:
     assert plan["metaxy/recompute_required"].value == ["video/raw"]
 
 
-def test_apply_job_with_dry_run_records_observation_not_materialization(project: Project, instance) -> None:
+def test_apply_job_with_dry_run_plans_every_selected_migration_in_chain_order(
+    project: Project, instance
+) -> None:
     before = project.table_versions()
     result = run(project, instance, APPLY_JOB_NAME, run_config=run_config_for(dry_run=True))
     assert result.success
     assert project.table_versions() == before
     assert result.get_asset_materialization_events() == []
-    assert [o.asset_key for o in observations(result)] == [KEY1]
-    # Dagster skips the steps after an asset that was not materialized (the plan job plans whole chains)
+    # M2's steps are skipped by Dagster (M1 is not materialized), yet M2 is planned: by M1's last op
+    assert [o.asset_key for o in observations(result)] == [KEY1, KEY2]
     skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
-    assert f"metaxy__migrations__{M2}.{M2}__1_reconcile" in skipped
+    assert f"{M2}.1_reconcile" in skipped
+    plans = {o.asset_key: o.metadata for o in observations(result)}
+    assert plans[KEY2]["metaxy/status"].value == "planned"
+    assert plans[KEY2]["metaxy/rows_by_feature"].value == {EMB: 0, CLIP: 0}  # nothing at v2 before M1 runs
     assert result.get_asset_check_evaluations() == []
+    # the same as the plan job plans
+    plan = run(project, instance, PLAN_JOB_NAME)
+    expected = {o.asset_key: o.metadata["metaxy/rows_by_feature"].value for o in observations(plan)}
+    assert {k: m["metaxy/rows_by_feature"].value for k, m in plans.items()} == expected
 
 
-def test_plan_job_refuses_to_apply(project: Project, instance) -> None:
-    before = project.table_versions()
+def test_apply_job_dry_run_of_a_selection_plans_each_selected_migration_once(tmp_path, instance) -> None:
+    project = make_project(tmp_path, code_version=4, pushed=(1, 2, 3, 4), migrations=((1, 2), (2, 3), (3, 4)))
+    m3 = "20250103_000000_emb_v3_to_v4"
+    key3 = dg.AssetKey(["metaxy", "migrations", m3])
+    # a selection with a gap: M1 and M3 are roots (no selected parent) and both run; M2 is not selected
     result = run(
-        project, instance, PLAN_JOB_NAME, run_config=run_config_for(dry_run=False), raise_on_error=False
+        project,
+        instance,
+        APPLY_JOB_NAME,
+        run_config=run_config_for(dry_run=True),
+        asset_selection=[KEY1, key3],
     )
-    assert not result.success
-    failure = result.get_step_failure_events()[0].step_failure_data
-    assert failure.error.cls_name == MetaxyPlanOnlyError.__name__
-    assert "only plans migrations" in failure.user_failure_data.description
-    assert project.table_versions() == before
+    assert result.success
+    assert sorted(o.asset_key.path[-1] for o in observations(result)) == [M1, m3]
+    # the whole chain selected: M1 runs, M2 and M3 are planned by M1's last op, in chain order
+    result = run(project, instance, APPLY_JOB_NAME, run_config=run_config_for(dry_run=True))
+    assert [o.asset_key.path[-1] for o in observations(result)] == [M1, M2, m3]
+    assert result.get_asset_materialization_events() == []
+
+
+def test_plan_job_refuses_dry_run_false_at_config_validation(project: Project, instance) -> None:
+    before = project.table_versions()
+    defs = build_migration_definitions(config_path=project.config_path)
+    job = defs.resolve_job_def(PLAN_JOB_NAME)
+    with pytest.raises(dg.DagsterInvalidConfigError, match="unexpected config entr.*dry_run"):
+        dg.validate_run_config(job, run_config_for(dry_run=False))
+    with project.active(), pytest.raises(dg.DagsterInvalidConfigError):
+        job.execute_in_process(instance=instance, run_config=run_config_for(dry_run=False))
+    assert project.table_versions() == before  # refused before any run existed
+    assert MetaxyPlanOnlyError.__doc__  # still raised by an op that is somehow run outside an asset job
 
 
 def test_plan_after_apply_reports_already_applied(project: Project, instance) -> None:
@@ -123,12 +176,14 @@ def test_plan_after_apply_reports_already_applied(project: Project, instance) ->
     assert {o.metadata["metaxy/status"].value for o in observations(result)} == {"already_applied"}
 
 
-@pytest.mark.parametrize("job", [APPLY_JOB_NAME, PLAN_JOB_NAME])
-def test_dry_run_is_valid_run_config_of_both_jobs(project: Project, job: str) -> None:
+def test_dry_run_is_run_config_of_the_apply_job_and_the_plan_job_needs_none(project: Project) -> None:
     defs = build_migration_definitions(config_path=project.config_path)
-    job_def = defs.resolve_job_def(job)
+    apply_job = defs.resolve_job_def(APPLY_JOB_NAME)
     for dry_run in (True, False):
-        dg.validate_run_config(job_def, run_config_for(dry_run=dry_run))
-    dg.validate_run_config(job_def, {"resources": {"metaxy_run": {"config": {"dry_run": True}}}})
+        dg.validate_run_config(apply_job, run_config_for(dry_run=dry_run))
+    dg.validate_run_config(apply_job, {"resources": {"metaxy_run": {"config": {"dry_run": True}}}})
     with pytest.raises(dg.DagsterInvalidConfigError):
-        dg.validate_run_config(job_def, {"resources": {"metaxy_run": {"config": {"dry_run": "yes please"}}}})
+        dg.validate_run_config(
+            apply_job, {"resources": {"metaxy_run": {"config": {"dry_run": "yes please"}}}}
+        )
+    dg.validate_run_config(defs.resolve_job_def(PLAN_JOB_NAME), {})

@@ -86,7 +86,9 @@ def test_changed_snapshot_requests_only_the_new_pending_migration(tmp_path, inst
             tags=request.tags,
         )
     assert result.success
-    assert [e.asset_key for e in result.get_asset_materialization_events()] == [KEY3]
+    assert [
+        e.asset_key for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "metaxy"
+    ] == [KEY3]
     assert [(c.asset_key, c.passed) for c in result.get_asset_check_evaluations()] == [(KEY3, True)]
     assert project.rows_at("video/embeddings", 4) == 5
 
@@ -133,7 +135,7 @@ def test_dry_run_sensor_requests_the_plan_job(project: Project, instance) -> Non
     (request,) = data.run_requests
     assert request.run_key.startswith("plan:")
     assert request.asset_selection is None
-    assert request.run_config == run_config_for(dry_run=True)
+    assert request.run_config == {}  # the plan job always plans: it takes no dry_run
     assert request.tags["metaxy/migrations"] == "plan"
 
 
@@ -150,7 +152,12 @@ def test_sensor_targets(project: Project) -> None:
         .job_name
         == PLAN_JOB_NAME
     )
-    assert not build_migration_definitions(config_path=project.config_path, include_sensor=False).sensors
+    without = build_migration_definitions(config_path=project.config_path, include_sensor=False)
+    assert [s.name for s in without.sensors] == ["metaxy_history_sensor"]
+    defs = build_migration_definitions(
+        config_path=project.config_path, include_sensor=False, include_history_sensor=False
+    )
+    assert not defs.sensors
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
@@ -177,4 +184,5 @@ def test_definitions_schedule_targets_the_plan_job_for_dry_runs(project: Project
     (schedule,) = defs.schedules
     assert schedule.job_name == PLAN_JOB_NAME
     (request,) = schedule.evaluate_tick(dg.build_schedule_context(instance=instance)).run_requests
-    assert request.run_config == run_config_for(dry_run=True)
+    assert request.run_config == {}
+    dg.validate_run_config(defs.resolve_job_def(PLAN_JOB_NAME), request.run_config)

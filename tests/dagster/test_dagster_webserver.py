@@ -138,16 +138,24 @@ def test_webserver_serves_the_migrations_and_runs_the_plan_job(project: Project,
         try:
             repo = wait_until_loaded(port, process, log)
             assert {"metaxy_migrations_apply", "metaxy_migrations_plan"} <= {j["name"] for j in repo["jobs"]}
-            assert [s["name"] for s in repo["sensors"]] == ["metaxy_snapshot_sensor"]
+            assert sorted(s["name"] for s in repo["sensors"]) == [
+                "metaxy_history_sensor",
+                "metaxy_snapshot_sensor",
+            ]
             assert [(s["name"], s["cronSchedule"]) for s in repo["schedules"]] == [
                 ("metaxy_migrations_apply_schedule", "0 3 * * *")
             ]
             nodes = {"/".join(n["assetKey"]["path"]): n for n in graphql(port, ASSETS)["assetNodes"]}
             first, second = f"metaxy/migrations/{M1}", f"metaxy/migrations/{M2}"
-            assert set(nodes) == {first, second}
+            assert set(nodes) == {first, second, "video/raw", "video/embeddings", "video/clip_scores"}
             assert ["/".join(d["path"]) for d in nodes[second]["dependencyKeys"]] == [first]
             assert nodes[first]["groupName"] == "metaxy_migrations"
             assert {"metaxy", "deltalake"} <= set(nodes[first]["kinds"])
+            # lineage: upstream feature -> feature, and migration -> the features it writes
+            deps = {"/".join(d["path"]) for d in nodes["video/embeddings"]["dependencyKeys"]}
+            assert deps == {"video/raw", first, second}
+            assert nodes["video/embeddings"]["groupName"] == "metaxy_features"
+            assert {"metaxy", "deltalake"} <= set(nodes["video/embeddings"]["kinds"])
 
             params = {
                 "selector": {
@@ -156,10 +164,14 @@ def test_webserver_serves_the_migrations_and_runs_the_plan_job(project: Project,
                     "jobName": "metaxy_migrations_plan",
                 },
                 "runConfigData": {
-                    "resources": {"metaxy_run": {"config": {"dry_run": True}}},
+                    "resources": {"metaxy_run": {"config": {"dry_run": False}}},
                     "execution": {"config": {"in_process": {}}},
                 },
             }
+            refused = graphql(port, LAUNCH, {"params": params})["launchRun"]  # the plan job never applies
+            assert refused["__typename"] == "RunConfigValidationInvalid", refused
+            assert any("dry_run" in e["message"] for e in refused["errors"])
+            params["runConfigData"] = {"execution": {"config": {"in_process": {}}}}
             launched = graphql(port, LAUNCH, {"params": params})["launchRun"]
             assert launched["__typename"] == "LaunchRunSuccess", launched
             run_id = launched["run"]["runId"]
