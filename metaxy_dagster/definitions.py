@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from dagster import (
     AssetKey,
@@ -238,5 +239,10 @@ def _table_uris(
 ) -> dict[FeatureKey, str]:
     """Where each feature's Delta table is, from the configuration alone (no I/O, no credentials)."""
     root = store.root_uri if store.root_uri and not isinstance(store.root_uri, EnvVar) else config.store_root
+    if (
+        "://" in root
+    ):  # never a user or password written into the URL: `s3://key:secret@bucket` -> `s3://bucket`
+        parts = urlsplit(root)
+        root = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     locations = DeltaMetadataStore(root, project=config.project)
     return {key: redact(locations.table_uri(key)) for key in graph.keys}

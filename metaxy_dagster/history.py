@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -58,6 +58,8 @@ DEFAULT_HISTORY_SENSOR_NAME = "metaxy_history_sensor"
 #: the log's event statuses that leave a migration applied (a stamp records it as applied without running)
 APPLIED = frozenset({str(EventStatus.COMPLETED), "stamped"})
 ROLLED_BACK = str(EventStatus.ROLLED_BACK)
+#: observations searched for a migration's rollback (plans observe migration assets as well)
+_RECENT_OBSERVATIONS = 50
 
 
 class HistoryCursor(BaseModel):
@@ -227,10 +229,12 @@ def evaluate_history_tick(
             if runs.in_flight(entry.run_id):
                 tick.waiting_for.append(migration.migration_id)
                 continue
-            seen = instance.fetch_observations(key, limit=1).records
-            if seen and (
-                seen[0].run_id == entry.run_id
-                or _text(seen[0].asset_observation.metadata, "metaxy/run_id") == entry.run_id  # type: ignore[union-attr]
+            # plans (dry runs) observe the asset too: look for the rollback among the recent observations
+            recent = instance.fetch_observations(key, limit=_RECENT_OBSERVATIONS).records
+            if any(
+                _text(r.asset_observation.metadata, "metaxy/rollback") == ROLLED_BACK  # type: ignore[union-attr]
+                and entry.run_id in (r.run_id, _text(r.asset_observation.metadata, "metaxy/run_id"))  # type: ignore[union-attr]
+                for r in recent
             ):
                 continue
             tick.asset_events.append(_rolled_back_event(key, migration, entry, secrets))
@@ -242,6 +246,41 @@ def evaluate_history_tick(
             + (f" (waiting for the runs applying {', '.join(tick.waiting_for)})" if tick.waiting_for else "")
         )
     return tick
+
+
+def catch_up_features(
+    instance: DagsterInstance,
+    key: AssetKey,
+    migration: Migration,
+    state: MigrationState,
+    feature_key: Callable[[str], AssetKey],
+    *,
+    store: DeltaMetadataStore,
+    graph: FeatureGraph | None = None,
+    count_rows: bool = True,
+    secrets: Sequence[str] = (),
+) -> list[AssetMaterialization]:
+    """The feature events of a migration applied outside this instance that Dagster has not seen yet.
+
+    An apply run that finds a migration already applied (e.g. by the CLI) materializes its asset, which
+    would hide that application from the history sensor; so the run reports the feature tables the other run
+    wrote itself, unless Dagster already shows that application (its latest materialization names the same
+    applying run).
+    """
+    record = instance.fetch_materializations(key, limit=1).records
+    shown = record[0].asset_materialization.metadata if record else {}  # type: ignore[union-attr]
+    if state.run_id and _text(shown, "metaxy/applied_by_run") == state.run_id:
+        return []
+    runs = _Runs(instance)
+    return events.feature_events(
+        migration,
+        [s for s in state.steps.values() if not runs.is_dagster_run(s.run_id)],
+        feature_key,
+        store=store,
+        graph=graph,
+        count_rows=count_rows,
+        secrets=secrets,
+    )
 
 
 def _applied_event(
@@ -345,6 +384,7 @@ __all__ = [
     "HistoryTick",
     "LogEntry",
     "build_history_sensor",
+    "catch_up_features",
     "evaluate_history_tick",
     "latest_entries",
 ]

@@ -9,7 +9,8 @@ from failure resumes at the failed operation.
 In an asset job the last op's output is the migration asset: it is yielded (a materialization) after an apply
 and also for an already applied migration (a no-op that must not block its children). Every feature table a
 step of this run wrote gets a materialization of its own (rows written, new feature version, migration id);
-steps done by earlier runs record nothing again.
+steps done by earlier runs of this instance record nothing again, and a migration applied outside it (the
+CLI) gets its feature tables reported once (see :func:`metaxy_dagster.history.catch_up_features`).
 
 A dry run records no materialization. In the plan job (an op job over the same graphs) outputs are not assets,
 so every migration of the chain is planned in order. In an asset job (the apply job with ``dry_run: true``) a
@@ -32,6 +33,7 @@ from metaxy_core.reporting import throttled
 from metaxy_dagster import events
 from metaxy_dagster._runtime import ChainRefs, MetaxyRun, MigrationRef, open_run
 from metaxy_dagster.errors import MetaxyMigrationChangedError, MetaxyPlanOnlyError
+from metaxy_dagster.history import catch_up_features
 from metaxy_dagster.resources import (
     RUN_RESOURCE_KEY,
     STORE_RESOURCE_KEY,
@@ -240,6 +242,20 @@ def run_operation_op(
         ):
             context.log_event(materialization)
     if is_last:
+        if already:  # applied elsewhere (the CLI?): its feature tables, unless Dagster shows them already
+            with setup.errors():
+                for materialization in catch_up_features(
+                    context.instance,
+                    asset_key,
+                    migration,
+                    final,
+                    chain.feature_key,
+                    store=store,
+                    graph=setup.graph,
+                    count_rows=chain.count_rows,
+                    secrets=secrets,
+                ):
+                    context.log_event(materialization)
         yield Output(
             None,
             metadata=events.materialization_metadata(

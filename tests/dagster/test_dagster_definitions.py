@@ -12,6 +12,7 @@ from metaxy_dg_testkit import CLIP, EMB, RAW, Project, make_project, migration_i
 
 from metaxy_core import FeatureGraph, MetaxyError
 from metaxy_core.migrations import load_chain
+from metaxy_core.migrations.snapshot_files import SnapshotFiles, snapshots_dir
 from metaxy_core.testing.scale import write_scale_project
 from metaxy_dagster import (
     APPLY_JOB_NAME,
@@ -237,3 +238,39 @@ def test_failing_build_operations_names_the_file(project: Project) -> None:
         MetaxyDefinitionsError, match=r"20250103_000000_broken\.py: RuntimeError while building"
     ):
         build_migration_definitions(config_path=project.config_path)
+
+
+BEHIND_THE_CODE = """\
+from datetime import datetime, timezone
+
+from metaxy_core import FeatureGraph
+from metaxy_core.migrations import DataVersionReconciliation, PythonMigration
+
+
+class EmbeddingsV2(PythonMigration):
+    migration_id: str = "20250101_000000_emb_v1_to_v2"
+    created_at: datetime = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    from_snapshot_version: str = "{v1}"
+    to_snapshot_version: str = "{v2}"
+
+    def build_operations(self):
+        graph = FeatureGraph.get_active()  # the graph of this migration's target, whatever the code is now
+        return [DataVersionReconciliation(id=f"reconcile_at_{{graph.snapshot_version}}")]
+"""
+
+
+def test_a_python_migration_behind_the_code_loads_from_its_snapshot_files(tmp_path: Path) -> None:
+    project = make_project(tmp_path, code_version=3, migrations=())
+    v1, v2 = project.graph(1).snapshot_version, project.graph(2).snapshot_version
+    (project.migrations_dir / f"{M1}.py").write_text(BEHIND_THE_CODE.format(v1=v1, v2=v2))
+    files = SnapshotFiles(snapshots_dir(project.migrations_dir))
+    for version in (1, 2):
+        files.write(project.graph(version))
+    with project.active():
+        defs = build_migration_definitions(config_path=project.config_path)
+    asset = next(a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.key == KEY1)
+    assert [n.name for n in asset.node_def.nodes] == [f"1_reconcile_at_{v2}"]
+    files.path(v2).unlink()  # the file `metaxy push` / `generate` writes is missing
+    with project.active(), pytest.raises(MetaxyDefinitionsError) as missing:
+        build_migration_definitions(config_path=project.config_path)
+    assert str(files.path(v2)) in str(missing.value) and "run `metaxy push`" in str(missing.value)
