@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from metaxy_core._process import current_pid, dead_local_process, host_identity, hostname, now, process_id
+from metaxy_core import _process
+from metaxy_core._process import current_pid, hostname, now, process_id
 from metaxy_core.errors import ConfigError, MetaxyError
 from metaxy_core.store.order import committed_version, in_commit_order
 from metaxy_core.store.provenance import COMMIT_ORDER
@@ -308,7 +309,11 @@ class StoreLock:
 
     def _free_for_me(self, lease: LeaseInfo | None) -> tuple[bool, LeaseAge | None]:
         """Whether this owner may take ``lease`` now (and the age that was judged, if any)."""
-        if lease is None or lease.owner == self.owner or dead_local_process(lease.host_id, lease.pid):
+        if (
+            lease is None
+            or lease.owner == self.owner
+            or _process.dead_local_process(lease.host_id, lease.pid)
+        ):
             return True, None
         age = self.age(lease)
         return self._expired(lease, age), age
@@ -316,7 +321,7 @@ class StoreLock:
     def holder(self) -> LeaseInfo | None:
         """The live lease, if any (expired leases and dead local holders count as free)."""
         lease = self.lease()
-        if lease is None or dead_local_process(lease.host_id, lease.pid):
+        if lease is None or _process.dead_local_process(lease.host_id, lease.pid):
             return None
         return None if self._expired(lease, self.age(lease)) else lease
 
@@ -344,7 +349,7 @@ class StoreLock:
                     "token": token,
                     "ttl_s": self.ttl.total_seconds(),
                     "beat_s": self.heartbeat_seconds,
-                    "host_id": host_identity(),
+                    "host_id": _process.host_identity(),
                     "process": process_id(),
                 }
             ],
@@ -400,8 +405,23 @@ class StoreLock:
             self._lose(lease)
 
     def _lose(self, lease: LeaseInfo | None) -> None:
-        self._lost = LockLostError(self.owner, lease, self.ttl.total_seconds())
+        """Record and raise the loss of this lease, naming who took it over (if anyone did)."""
+        taker = lease if lease is not None and lease.owner != self.owner else self._taker()
+        self._lost = LockLostError(self.owner, taker, self.ttl.total_seconds())
         raise self._lost
+
+    def _taker(self) -> LeaseInfo | None:
+        """The first lease another run acquired after this one (None: this one was released by hand)."""
+        df = read_system(self.store, LOCK, where=pl.col("project") == self.store.project)
+        if df is None or self._token is None:
+            return None
+        events = in_commit_order(df, "at").to_dicts()
+        later = [
+            e
+            for e in events
+            if e["event"] == "acquire" and e["owner"] != self.owner and (e.get("token") or -1) > self._token
+        ]
+        return fold_lease(later[:1])
 
     def _beat(self) -> None:
         """Renew the lease by compare-and-swap, after checking it is still ours."""
@@ -489,7 +509,7 @@ class StoreLock:
                 table, lease = self._state()
                 if lease is None:
                     return None
-                if not force and not dead_local_process(lease.host_id, lease.pid):
+                if not force and not _process.dead_local_process(lease.host_id, lease.pid):
                     age = self.age(lease)
                     beat = lease.heartbeat_seconds
                     if age.seconds is not None and beat and age.seconds <= _FRESH_BEATS * beat:

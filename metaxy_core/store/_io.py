@@ -19,6 +19,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import Transaction
 
 from metaxy_core.errors import MetaxyError, StoreError, StoreUnreachableError, redact
+from metaxy_core.store._integrity import check_column_types, damaged_log_message, typed_nulls, verify_log
 from metaxy_core.store._storage import is_remote, secret_values
 from metaxy_core.store.order import written
 from metaxy_core.store.provenance import COMMIT_ORDER
@@ -63,6 +64,10 @@ def guard(action: str, uri: str, options: Mapping[str, str] | None) -> Iterator[
             raise
         message = redact(f"{type(exc).__name__}: {exc}", secret_values(options))
         lowered = message.lower()
+        if any(h in lowered for h in _DAMAGED_LOG_HINTS):  # name the damaged commit file, not the parser
+            damaged = damaged_log_message(uri, options or {})
+            if damaged is not None:
+                raise damaged from None
         if is_remote(uri) and any(h in lowered for h in _UNREACHABLE_HINTS):
             bucket = uri.split("://", 1)[1].split("/", 1)[0]
             cause = (
@@ -82,10 +87,14 @@ def guard(action: str, uri: str, options: Mapping[str, str] | None) -> Iterator[
         raise StoreError(f"cannot {action} {uri}: {_first_line(message)}") from None
 
 
+_DAMAGED_LOG_HINTS = ("json error", "truncated record", "invalid json", "eof while parsing")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: where a Rust backtrace starts in a delta-rs message (frames ``0: <unknown>`` ...): never shown
+_BACKTRACE = re.compile(r"\n\s*(?:stack backtrace:|0: )", re.IGNORECASE)
 
 
 def _first_line(text: str, limit: int = 400) -> str:
+    text = _BACKTRACE.split(text, maxsplit=1)[0]
     line = " ".join(_ANSI_ESCAPE.sub("", text).strip().split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
@@ -102,11 +111,18 @@ def table_exists(uri: str, options: Mapping[str, str]) -> bool:
 
 
 def open_table(uri: str, options: Mapping[str, str], version: int | None = None) -> DeltaTable | None:
+    """The table at ``uri`` (at ``version``, default the latest), or None when there is none.
+
+    Raises:
+        StoreError: the table cannot be opened, or its log is damaged (the error names the commit file).
+    """
     with guard("open the table at", uri, options):
         try:
-            return DeltaTable(uri, storage_options=dict(options), version=version)
+            table = DeltaTable(uri, storage_options=dict(options), version=version)
         except TableNotFoundError:
             return None
+        verify_log(uri, options, table)
+        return table
 
 
 def scan_table(table: DeltaTable, options: Mapping[str, str]) -> pl.LazyFrame:
@@ -128,6 +144,7 @@ def append(
     partition_by: list[str] | None = None,
     derived: bool = False,
     fence: Fence | None = None,
+    what: str | None = None,
 ) -> int | None:
     """Atomically append one frame (one Delta commit), stamping its commit order; returns the version.
 
@@ -138,7 +155,11 @@ def append(
     created by the same commit (version 0, refused if another writer created it first). ``derived`` rows
     already carry their order (``2·R+1``): they may land at any version. ``fence`` (default: the lease
     held in this context, if any) is checked before each attempt and carried by the commit. The version
-    returned is None for derived rows (delta-rs may retry them past other commits).
+    returned is None for derived rows (delta-rs may retry them past other commits). ``what`` names the
+    target in errors (default: the URI).
+
+    Raises:
+        MetadataSchemaError: a column's type differs from the table's (see :mod:`._integrity`).
     """
     if frame.height == 0:
         return None
@@ -156,7 +177,14 @@ def append(
             )
             try:
                 commit_at(
-                    uri, table, rows, options, fence=fence, partition_by=partition_by, exact=not derived
+                    uri,
+                    table,
+                    rows,
+                    options,
+                    fence=fence,
+                    partition_by=partition_by,
+                    exact=not derived,
+                    what=what,
                 )
                 return None if derived else version
             except CommitConflict:
@@ -182,6 +210,7 @@ def commit_at(
     fence: Fence | None = None,
     partition_by: list[str] | None = None,
     exact: bool = True,
+    what: str | None = None,
 ) -> None:
     """Commit ``rows`` to the table as it was opened (``table``; None: create it), in one attempt.
 
@@ -189,6 +218,9 @@ def commit_at(
     :class:`CommitConflict`, the compare-and-swap the store's ordering and the migration lock rely on.
     Otherwise delta-rs retries an append that raced other appends. Call inside :func:`guard`.
     """
+    if table is not None:
+        check_column_types(uri, table, rows.schema, what or f"cannot write to {uri}")
+        rows = typed_nulls(uri, table, rows)
     transactions = _fenced_transactions(fence, table)
     properties = CommitProperties(
         max_commit_retries=0 if exact else None, app_transactions=transactions or None
@@ -236,9 +268,11 @@ def fenced_properties(fence: Fence | None, table: DeltaTable) -> CommitPropertie
 
 def _open_for_commit(uri: str, options: Mapping[str, str]) -> DeltaTable | None:
     try:
-        return DeltaTable(uri, storage_options=dict(options))
+        table = DeltaTable(uri, storage_options=dict(options))
     except TableNotFoundError:
         return None
+    verify_log(uri, options, table)
+    return table
 
 
 def _backoff(attempt: int) -> None:

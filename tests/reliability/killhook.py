@@ -9,7 +9,9 @@ The plan may contain:
   it (a timer fires ``delay`` seconds after the commit starts, usually inside delta-rs);
 * ``timer``: SIGKILL this process that many seconds after the CLI starts, wherever it is;
 * ``host``: pretend to run on another host (``socket.gethostname``), so a lease it leaves behind cannot be
-  recognised as a dead local process and must expire.
+  recognised as a dead local process and must expire;
+* ``host_id``: pretend to run under another host identity (``metaxy_core._process.host_identity``: hostname,
+  boot id, pid namespace), e.g. another container with the same hostname.
 
 Only this script reads the variable: the hooks are installed by monkeypatching public module attributes
 (``metaxy_core.store._io.append``, the bulk writer ``metaxy_core.store.bulk.append_frames`` and the
@@ -34,6 +36,10 @@ _log_fd = os.open(PLAN["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if
 
 if PLAN.get("host"):
     socket.gethostname = lambda: PLAN["host"]  # type: ignore[assignment]
+if PLAN.get("host_id"):
+    from metaxy_core import _process
+
+    _process.host_identity = lambda: PLAN["host_id"]  # type: ignore[assignment]
 
 
 def _die() -> None:

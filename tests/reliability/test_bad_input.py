@@ -97,6 +97,18 @@ def toml(extra: str = "", *, root: str = "store", replace_all: str | None = None
     return setup
 
 
+def damage(table: str, how: str) -> Callable[[Path], None]:
+    """Empty or cut in half the newest commit file of ``table`` (a folder under the store root)."""
+
+    def setup(project: Path) -> None:
+        log = project / "store" / table / "_delta_log"
+        newest = max(log.glob("*.json"))
+        data = newest.read_bytes()
+        newest.write_bytes(b"" if how == "empty" else data[: len(data) // 2])
+
+    return setup
+
+
 def entrypoint(source: str, module: str) -> Callable[[Path], None]:
     def setup(project: Path) -> None:
         (project / f"{module}.py").write_text(source)
@@ -470,6 +482,33 @@ CASES = [
         env={"METAXY_LOCK_TTL_SECONDS": "-1"},
     ),
     Case(
+        "METAXY_LOCK_TTL_SECONDS below the minimum",
+        lambda p: None,
+        ["lock_ttl_seconds", "2 s is too short", "set it to 5 or more (METAXY_LOCK_TTL_SECONDS"],
+        env={"METAXY_LOCK_TTL_SECONDS": "2"},
+    ),
+    Case(
+        "lock heartbeat longer than a third of the lease",
+        toml("lock_ttl_seconds = 30\nlock_heartbeat_seconds = 20"),
+        ["metaxy.toml", "lock_heartbeat_seconds: 20 s does not fit lock_ttl_seconds = 30", "at most 10"],
+    ),
+    Case(
+        "empty commit file in a system table's log",
+        damage("_metaxy_system/snapshots", "empty"),
+        [
+            "the Delta log of",
+            "_metaxy_system/snapshots is damaged: commit file",
+            "is empty (0 bytes)",
+            "Restore that file from a backup",
+        ],
+    ),
+    Case(
+        "truncated commit file in a feature table's log",
+        damage("video__emb", "truncated"),
+        ["video__emb is damaged: commit file", "is truncated or not valid JSON (line", "Restore that file"],
+        argv=["migrations", "apply", "--dry-run"],
+    ),
+    Case(
         "storage option refers to an unset variable",
         toml(
             replace_all='project = "rel"\nentrypoints = ["relfeatures"]\n[store]\nroot = "store"\n'
@@ -685,6 +724,11 @@ FRAMES = {
         ["no matching upstream rows", "write the upstream features first"],
     ),
     "downstream rows lacking ids": (CAP, lambda: pl.DataFrame({"text": ["a"]}), ["lack id column(s)"]),
+    "a user column whose type changed": (
+        RAW,
+        lambda: _raw().with_columns(pl.lit(7).alias("path")),
+        ["column 'path' is String in the table but Int32", "Cast it back", "pl.col('path').cast(pl.String)"],
+    ),
 }
 
 

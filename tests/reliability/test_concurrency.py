@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,16 +83,16 @@ def test_the_lease_of_a_killed_holder_on_this_host_is_taken_over_at_once(
 ) -> None:
     project = s.copy_project(template, tmp_path / "p")
     log = tmp_path / "kill.log"
-    # SIGKILL right after the lease is taken (commit 2 is the `acquire` event)
+    # SIGKILL right after the lease is taken (commit 1 is the `acquire` event)
     killed = s.spawn_cli(
         ["migrations", "apply"],
         project,
-        {"METAXY_TEST_HOOK": json.dumps({"log": str(log), "kill_at": 2, "how": "after"})},
+        {"METAXY_TEST_HOOK": json.dumps({"log": str(log), "kill_at": 1, "how": "after"})},
         hook=True,
     )
     killed.communicate(timeout=60)
     assert killed.returncode == -9 and '"event": "acquire"' in log.read_text().splitlines()[-1]
-    lease = StoreLock(_store(project), "observer")._state()[1]
+    lease = StoreLock(_store(project), "observer").lease()
     assert lease is not None and lease.pid == killed.pid  # the dead holder's lease is still recorded...
     start = time.monotonic()
     rerun = s.run_cli(["migrations", "apply"], project)  # ...and a default TTL of one hour
@@ -131,12 +134,20 @@ def test_the_lease_of_a_killed_holder_on_another_host_expires_then_an_apply_proc
     _assert_applied_once(project)
 
 
-def test_unlock_releases_a_lease_left_by_a_dead_run(template: Path, tmp_path: Path) -> None:
+def test_unlock_spares_a_fresh_lease_and_force_releases_a_lease_left_by_a_dead_run(
+    template: Path, tmp_path: Path
+) -> None:
     project = s.copy_project(template, tmp_path / "p")
-    _kill_holder_elsewhere(project, tmp_path, ttl=None)  # default TTL: an hour
+    pid = _kill_holder_elsewhere(project, tmp_path, ttl=None)  # default TTL: an hour, heartbeat every 15 min
     refused = s.run_cli(["migrations", "apply"], project)
     assert refused.returncode == 1 and LOCKED.search(refused.stderr), s.output(refused)
-    unlock = s.run_cli(["migrations", "unlock"], project)
+    # its heartbeat is seconds old: from here a dead holder on another host looks exactly like a live one
+    spared = s.run_cli(["migrations", "unlock"], project)
+    assert spared.returncode == 1, s.output(spared)
+    assert spared.stderr.count("FAILED:") == 1 and "Traceback" not in spared.stderr
+    assert "held by run" in spared.stderr and f"(build-agent-7, pid {pid})" in spared.stderr
+    assert "whose last heartbeat was" in spared.stderr and "unlock --force" in spared.stderr
+    unlock = s.run_cli(["migrations", "unlock", "--force"], project)
     assert unlock.returncode == 0 and "released the lock held by run" in unlock.stdout, s.output(unlock)
     assert "build-agent-7" in unlock.stdout
     again = s.run_cli(["migrations", "unlock"], project)
@@ -188,33 +199,57 @@ def test_concurrent_write_metadata_from_four_processes_loses_no_rows(template: P
         assert latest.height == before + expected, key
 
 
-def test_a_holder_whose_lease_expired_and_was_taken_over_stops_instead_of_running_twice(
+def test_two_machines_one_holder_a_holder_taken_over_cannot_write_unlock_spares_a_live_one(
     template: Path, tmp_path: Path
 ) -> None:
-    """A live but stalled holder (a step longer than the lease) must not carry on once another run took
-    over."""
+    """Two machines with the same hostname and pid namespace (different boot ids): exactly one holds the
+    lock; ``unlock`` refuses the live holder; once the holder stalls (SIGSTOP: its heartbeat stops too) for
+    longer than its lease, the other machine takes over; the stalled holder, resumed, is refused at its next
+    write and stops with one clear error; the migration is applied exactly once."""
     project = s.copy_project(template, tmp_path / "p")
-    log = tmp_path / "slow.log"
-    slow = s.spawn_cli(
+    name = socket.gethostname()
+    machine_a, machine_b = f"{name}/boot-a/4026531836", f"{name}/boot-b/4026531836"
+    log = tmp_path / "a.log"
+    env = {"METAXY_LOCK_TTL_SECONDS": "6", "REL_SLEEP_S": "0"}
+    holder = s.spawn_cli(
         ["migrations", "apply"],
         project,
         {
-            "METAXY_LOCK_TTL_SECONDS": "1",
-            "REL_SLEEP_S": "0",
-            "REL_WAIT_FOR": str(tmp_path / "go"),  # its first step stalls until the other run has finished
-            "METAXY_TEST_HOOK": json.dumps({"log": str(log)}),
+            **env,
+            "REL_WAIT_FOR": str(tmp_path / "go"),  # its first step stalls until the test says go
+            "METAXY_TEST_HOOK": json.dumps({"log": str(log), "host_id": machine_a}),
         },
         hook=True,
     )
     deadline = time.monotonic() + 60
     while '"event": "acquire"' not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline and slow.poll() is None
+        assert time.monotonic() < deadline and holder.poll() is None
         time.sleep(0.05)
-    time.sleep(1.3)  # the slow run's lease has expired; it is still sleeping inside its first step
-    fast = s.run_cli(["migrations", "apply"], project, {"REL_SLEEP_S": "0"})
-    assert fast.returncode == 0, s.output(fast)
-    (tmp_path / "go").touch()  # the stalled run wakes up, finishes its step, and must notice
-    out, err = slow.communicate(timeout=60)
-    assert slow.returncode == 1, out + err
-    assert "FAILED:" in err and "took over" in err and "Traceback" not in err, err
-    _assert_applied_once(project)  # one completion, every step recorded once
+    on_b = {**env, "METAXY_TEST_HOOK": json.dumps({"host_id": machine_b})}
+
+    refused = s.spawn_cli(["migrations", "apply"], project, on_b, hook=True)
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 1 and err.count("FAILED:") == 1, err
+    match = LOCKED.search(err)
+    assert match and match["host"] == name and match["pid"] == str(holder.pid), err
+
+    spared = s.spawn_cli(["migrations", "unlock"], project, on_b, hook=True)
+    _, err = spared.communicate(timeout=60)
+    assert spared.returncode == 1 and f"pid {holder.pid}" in err and "unlock --force" in err, err
+
+    os.kill(holder.pid, signal.SIGSTOP)  # a paused VM: no step progress, no heartbeat
+    try:
+        time.sleep(6 + 2.5)  # longer than its lease, on the storage's clock (whole seconds on S3)
+        taker = s.spawn_cli(["migrations", "apply"], project, on_b, hook=True)
+        out, err = taker.communicate(timeout=120)
+        assert taker.returncode == 0, out + err
+    finally:
+        (tmp_path / "go").touch()
+        os.kill(holder.pid, signal.SIGCONT)
+    out, err = holder.communicate(timeout=60)
+    assert holder.returncode == 1, out + err
+    assert err.count("FAILED:") == 1 and "Traceback" not in err, err
+    assert "lost the migration lock" in err and "took over" in err and "its next write was refused" in err
+    commits = [json.loads(line) for line in log.read_text().splitlines()]
+    assert not [c for c in commits if c["kind"] == "data"], "the fenced-out holder committed data"
+    _assert_applied_once(project)  # one completion, every step recorded once, no sample written twice

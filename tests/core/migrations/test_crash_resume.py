@@ -57,7 +57,7 @@ def test_sigkill_between_batches_then_rerun_gives_the_uninterrupted_result(tmp_p
     executor = MigrationExecutor(store, graph=g2, run_id="rerun")
     state = executor.state(MID)
     assert state.status == progress.IN_PROGRESS and not state.step_done(0, s.EMB)
-    _, lease = StoreLock(store, "observer")._state()
+    lease = StoreLock(store, "observer").lease()
     assert lease.owner == "victim" and lease.pid == child.pid  # the dead run still "holds" the lock
 
     [result] = executor.apply(load_chain(tmp_path / "victim-migrations"))  # no unlock needed

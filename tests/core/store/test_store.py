@@ -496,15 +496,17 @@ def test_a_failed_write_leaves_the_table_version_unchanged(
     assert ids(store.read_metadata(v.Raw, graph=v.graph, include_history=True)) == [1, 2]
 
 
-def test_a_type_conflict_with_the_stored_table_is_a_store_error_naming_the_table(
+def test_a_type_conflict_with_the_stored_table_names_the_feature_the_column_and_both_types(
     store: DeltaMetadataStore, v: VideoFeatures
 ) -> None:
     store.write_metadata(v.Raw, raw_rows([1]), graph=v.graph)
     rows = raw_rows([2]).with_columns(pl.lit("two").alias("sample_uid"))
-    with pytest.raises(StoreError) as exc:
+    with pytest.raises(MetadataSchemaError) as exc:
         store.write_metadata(v.Raw, rows, graph=v.graph)
-    assert str(exc.value).startswith(f"cannot write to {store.table_uri(v.Raw)}: ")
-    assert "Cannot cast string 'two'" in str(exc.value)
+    assert str(exc.value).startswith(
+        "rows for feature video/raw: column 'sample_uid' is Int64 in the table but String in the "
+        "rows written; "
+    )
 
 
 def test_concurrent_first_writes_to_one_feature_all_land(tmp_path: Path, v: VideoFeatures) -> None:
