@@ -37,6 +37,7 @@ _STATUS_STYLE = {
     RunStatus.ALREADY_APPLIED: "dim",
     StepStatus.ALREADY_DONE: "dim",
     MigrationStatus.IN_PROGRESS: "yellow",
+    MigrationStatus.ROLLING_BACK: "red",
     RunStatus.FAILED: "red",
     MigrationStatus.NOT_STARTED: "white",
     StepStatus.RECOMPUTE_REQUIRED: "magenta",

@@ -17,6 +17,7 @@ holder whose lease was taken over cannot commit (see :mod:`metaxy_core.migration
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,7 +67,8 @@ def fenced(fence: Fence | None) -> Iterator[None]:
     try:
         yield
     finally:
-        _FENCE.reset(token)
+        with contextlib.suppress(ValueError):  # closed from another context: an unreleased lease collected
+            _FENCE.reset(token)
 
 
 @dataclass

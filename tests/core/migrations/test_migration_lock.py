@@ -13,6 +13,7 @@ import mxtest_support as s
 import mxtest_workers
 import pytest
 
+from metaxy_core import DeltaMetadataStore
 from metaxy_core.errors import ConfigError
 from metaxy_core.migrations import LockedError, MigrationExecutor, load_chain, progress
 from metaxy_core.migrations.lock import LeaseAliveError, LockLostError, StoreLock
@@ -207,3 +208,22 @@ def test_processes_racing_for_the_lock_have_exactly_one_winner(store, lock_table
     assert all(
         outcome == f"locked by {winners[0]}" for owner, outcome in outcomes.items() if owner != winners[0]
     ), outcomes
+
+
+def test_on_s3_the_lease_is_fenced_and_aged_on_the_servers_clock(s3, monkeypatch):
+    """The same lease on a real S3 API (moto): its age comes from LastModified, not from any host's clock."""
+    store = DeltaMetadataStore(s3.root, s3.storage_options, project=s.PROJECT)
+    monkeypatch.setenv("METAXY_CLOCK_OFFSET_SECONDS", str(-2 * 3600))  # this host's clock is 2 h behind
+    stalled = StoreLock(store, "stalled", ttl_seconds=5, heartbeat=False)
+    holder = contextvars.copy_context()
+    holder.run(stalled.acquire)
+    monkeypatch.setenv("METAXY_CLOCK_OFFSET_SECONDS", str(2 * 3600))  # ...and this one's 2 h ahead
+    with pytest.raises(LockedError, match="last heartbeat [0-2] s ago"):
+        StoreLock(store, "patient").acquire()
+    waited = _wait_until_free(store)
+    assert 3.0 <= waited <= 12.0  # about the TTL (S3 times are whole seconds), not hours either way
+    g = s.make_graph(emb="1")
+    with StoreLock(store, "patient"):
+        with pytest.raises(LockLostError, match="run patient"):
+            holder.run(store.write_metadata, s.RAW, s.raw_rows(2), graph=g)
+    assert not store.has_metadata(s.RAW)  # the fenced-out holder created nothing
