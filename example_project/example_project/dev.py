@@ -11,10 +11,13 @@ pointing at the servers and ``DAGSTER_HOME`` in ``.runtime/dagster_home`` (git-i
 UI and both servers shut down. The store is left as the UI left it; the next start seeds it afresh.
 ``METAXY_STORE_ROOT`` and ``DAGSTER_HOME`` are honoured when set.
 
-In the UI: *Assets* shows the chain (``metaxy/migrations/<id>``); launch the job ``metaxy_migrations_plan``
-(its ``dry_run: true`` is pre-filled) and read each migration's plan on its asset, then launch
+In the UI: *Assets* shows the chain (``metaxy/migrations/<id>``) and the feature tables it rewrites
+(``video/...``, ``text/...``), with the lineage migration -> feature; launch the job
+``metaxy_migrations_plan`` (it only plans) and read each migration's plan on its asset, then launch
 ``metaxy_migrations_apply`` or materialize assets one by one. *Automation* has the schedule and the snapshot
-sensor (both start stopped: turn the sensor on and it requests a run for the pushed snapshot).
+sensor (both start stopped: turn the sensor on and it requests a run for the pushed snapshot), and the
+history sensor, which runs: migrations applied with the CLI show up on their assets within a tick. ``dg dev``
+in this folder opens the same UI (without the servers and the seed).
 """
 
 from __future__ import annotations

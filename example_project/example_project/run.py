@@ -10,7 +10,7 @@ Steps:
 1. start a local S3 API (moto) and PostgreSQL (pgserver) on 127.0.0.1 and export ``AWS_*`` / ``DATABASE_URL``;
 2. seed S3 (videos, thumbnails), PostgreSQL (labels) and the local Delta store (``.metaxy/store``, reset
    first) with what the *old* pipeline wrote, push the history's snapshots and deploy the current code's;
-3. plan the chain with Dagster's plan job (``dry_run: true``), print the plan per migration, operation and
+3. plan the chain with Dagster's plan job (a dry run), print the plan per migration, operation and
    feature, and check that no Delta table changed;
 4. apply the chain with Dagster's apply job (each migration is an asset, each operation an op, each asset
    verified by its check);
@@ -63,8 +63,8 @@ class DagsterRun:
     failure: str = ""
 
 
-def _run_config(*, dry_run: bool, verbose: bool) -> dict[str, Any]:
-    config = run_config_for(dry_run=dry_run)
+def _run_config(job: str, *, dry_run: bool, verbose: bool) -> dict[str, Any]:
+    config = {} if job == PLAN_JOB_NAME else run_config_for(dry_run=dry_run)  # the plan job only plans
     config["loggers"] = {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}}
     return config
 
@@ -76,7 +76,9 @@ def run_job(
     job = defs.resolve_job_def(name)
     started = time.perf_counter()
     result = job.execute_in_process(
-        run_config=_run_config(dry_run=dry_run, verbose=verbose), instance=instance, raise_on_error=False
+        run_config=_run_config(name, dry_run=dry_run, verbose=verbose),
+        instance=instance,
+        raise_on_error=False,
     )
     run = DagsterRun(job=name, success=result.success, duration_s=time.perf_counter() - started)
     for event in result.all_events:
@@ -84,7 +86,7 @@ def run_job(
             observation = event.asset_observation_data.asset_observation
             metadata = observation.metadata
             migration_id = metadata["metaxy/migration_id"].value
-            steps = metadata.get("metaxy/steps")
+            steps = metadata.get("metaxy/steps")  # a migration's plan (feature assets get rows only)
             for record in steps.value.records if steps is not None else []:
                 data = record.data
                 run.plan.append(
@@ -234,7 +236,7 @@ def run_example(*, n_samples: int = generate.N_SAMPLES, verbose: bool = False) -
         instance = DagsterInstance.ephemeral()
 
         print(
-            f"[3/6] dry run through Dagster: job {PLAN_JOB_NAME} with dry_run: true ({len(chain)} migrations)"
+            f"[3/6] dry run through Dagster: job {PLAN_JOB_NAME}, which only plans ({len(chain)} migrations)"
         )
         before = table_versions(store, graph)
         plan = run_job(defs, PLAN_JOB_NAME, dry_run=True, instance=instance, verbose=verbose)

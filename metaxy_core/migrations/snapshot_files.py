@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import threading
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -234,7 +234,8 @@ def write_snapshot(path: Path, data: dict) -> Path:
     """``data`` as indented, key-sorted JSON at ``path`` (stable text: a re-write never shows in a diff)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides, as for any file
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -60,8 +60,8 @@ def materialize(defs: Any, migration_id: str, *, dry_run: bool, instance: Dagste
 def plan_rows(result: Any) -> dict[str, int]:
     rows: dict[str, int] = {}
     for event in result.get_asset_observation_events():
-        table = event.asset_observation_data.asset_observation.metadata["metaxy/steps"]
-        for record in table.value.records:
+        table = event.asset_observation_data.asset_observation.metadata.get("metaxy/steps")
+        for record in table.value.records if table is not None else []:  # feature assets: no step table
             rows[record.data["feature"]] = rows.get(record.data["feature"], 0) + int(record.data["rows"])
     return rows
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import dagster as dg
 import pytest
-from dagster import AssetKey
 from example_project.ops import S3ObjectBackfill
 from example_testkit import CHAIN, EXAMPLE_DIR, EXAMPLE_GRAPH, MIGRATIONS
 from pydantic import Field, SecretStr, ValidationError
@@ -187,20 +187,21 @@ def test_dagster_definitions_load_without_servers(monkeypatch: pytest.MonkeyPatc
 
     defs = build_definitions(MetaxyConfig.load(CONFIG_FILE))
     keys = {k for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {AssetKey(["metaxy", "migrations", c[0]]) for c in CHAIN}
+    migrations = {dg.AssetKey(["metaxy", "migrations", c[0]]) for c in CHAIN}
+    assert keys == migrations | {dg.AssetKey(k.parts) for k in EXAMPLE_GRAPH.keys}  # the feature tables too
     assert {"metaxy_migrations_apply", "metaxy_migrations_plan"} <= {
         j.name for j in defs.resolve_all_job_defs()
     }
     assert [s.cron_schedule for s in defs.schedules] == ["0 3 * * *"]
-    assert len(list(defs.sensors)) == 1
+    assert sorted(s.name for s in defs.sensors) == ["metaxy_history_sensor", "metaxy_snapshot_sensor"]
     graph = defs.resolve_asset_graph()
     # Each migration depends on its parent; its ops are its operations in order.
     for (child, *_), (parent, *_) in zip(CHAIN[1:], CHAIN, strict=False):
         assert (
-            AssetKey(["metaxy", "migrations", parent])
-            in graph.get(AssetKey(["metaxy", "migrations", child])).parent_keys
+            dg.AssetKey(["metaxy", "migrations", parent])
+            in graph.get(dg.AssetKey(["metaxy", "migrations", child])).parent_keys
         )
-    frames = defs.resolve_assets_def(AssetKey(["metaxy", "migrations", CHAIN[2][0]]))
+    frames = defs.resolve_assets_def(dg.AssetKey(["metaxy", "migrations", CHAIN[2][0]]))
     assert [n.name.split("__", 1)[1] for n in frames.node_def.node_defs] == [
         "1_reconcile_video__frames",
         "2_reconcile_video__embeddings",
@@ -217,7 +218,13 @@ def test_dagster_module_loads_from_the_project_folder(monkeypatch: pytest.Monkey
     import importlib
 
     module = importlib.import_module(settings["module_name"])
-    assert module.defs.resolve_job_def("metaxy_migrations_plan") is not None
+    # a @definitions function: the components of example_project/defs/, as dg and `dagster dev` load them
+    defs = module.defs()
+    assert defs.resolve_job_def("metaxy_migrations_plan") is not None
+    reference = module.build_definitions(MetaxyConfig.load(CONFIG_FILE))  # the same component, explicitly
+    assert set(defs.resolve_asset_graph().get_all_asset_keys()) == set(
+        reference.resolve_asset_graph().get_all_asset_keys()
+    )
 
 
 def test_store_folder_is_inside_the_project_and_ignored() -> None:

@@ -3,7 +3,7 @@
 Stage v4 upgraded the frame decoder (``video/frames.frames`` code_version 1 -> 2) with identical frames.
 Everything downstream of the frames moved with it: ``video/embeddings`` and ``video/thumbnails`` today, and
 whatever is added downstream tomorrow. Instead of listing features by hand, :meth:`build_operations` walks
-the code's feature graph:
+the feature graph of the migration's target snapshot (the v4 code's, also once the code has moved past v4):
 
 * one :class:`DataVersionReconciliation` per feature, upstream first, so each shows as its own step (its own
   op in Dagster) with its own progress;
@@ -12,7 +12,7 @@ the code's feature graph:
   reconciling them; those, and everything downstream of them, are left out.
 
 The operations are built whenever the migration is loaded or run (definition load, plan, apply), so they must
-depend only on the code and the configuration, never on the store's contents.
+depend only on the target graph and the configuration, never on the store's contents.
 """
 
 import os
@@ -20,8 +20,7 @@ from datetime import datetime, timezone
 
 from pydantic import Field, field_validator
 
-import example_project.features  # noqa: F401  (the code's features: registered before build_operations reads them)
-from metaxy_core import FeatureGraph, FeatureKey, MetaxyError
+from metaxy_core import FeatureGraph, FeatureKey
 from metaxy_core.migrations import BaseOperation, DataVersionReconciliation, PythonMigration
 
 #: features each environment recomputes rather than reconciles (staging re-embeds on spare GPUs)
@@ -48,13 +47,10 @@ class FrameDecoderUpgrade(PythonMigration):
         return value
 
     def build_operations(self) -> list[BaseOperation | dict]:
-        graph = FeatureGraph.get_active()  # the code's graph: this migration's target snapshot
-        if graph.snapshot_version != self.to_snapshot_version:
-            raise MetaxyError(
-                f"{self.migration_id} builds its operations from the code's feature graph, which is snapshot "
-                f"{graph.snapshot_version}, not its target {self.to_snapshot_version}; run it from the code "
-                "that defines the target snapshot"
-            )
+        # The graph of this migration's target snapshot (v4), whatever the code is now: metaxy activates it
+        # (from .metaxy/snapshots/<to_snapshot_version>.json), so the migration stays loadable and builds the
+        # same operations after later code changes.
+        graph = FeatureGraph.get_active()
         skipped = {FeatureKey(k) for k in RECOMPUTE_INSTEAD[self.environment]}
         skipped |= set(graph.downstream(skipped))
         ops: list[BaseOperation | dict] = []

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from datetime import datetime, timezone
+from typing import ClassVar
 
 import polars as pl
 from pydantic import Field, field_validator, model_validator
@@ -39,6 +40,8 @@ class BackfillVideoFilesFromS3(CustomMigration):
     created_at: datetime = datetime(2025, 4, 20, 10, 0, tzinfo=timezone.utc)
     parent: str = "20250410_080000_frame_decoder_upgrade"
     description: str = "Backfill video/files (size, ETag, last modified) from the video objects in S3"
+    #: the features execute() writes: Dagster draws the lineage migration -> feature from it
+    features: ClassVar[tuple[str, ...]] = ("video/files",)
 
     bucket: str = Field(default_factory=lambda: os.environ.get("EXAMPLE_MEDIA_BUCKET", "example-media"))
     prefix: str = "videos/"

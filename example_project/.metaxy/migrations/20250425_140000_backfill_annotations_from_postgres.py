@@ -21,6 +21,7 @@ import os
 import re
 import time
 from datetime import datetime, timedelta, timezone
+from typing import ClassVar
 
 import polars as pl
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -44,6 +45,8 @@ class BackfillAnnotationsFromPostgres(CustomMigration):
     created_at: datetime = datetime(2025, 4, 25, 14, 0, tzinfo=timezone.utc)
     parent: str = "20250420_100000_backfill_video_files_from_s3"
     description: str = "Backfill video/annotations from the labelling tool's PostgreSQL table, in batches"
+    #: the features execute() writes: Dagster draws the lineage migration -> feature from it
+    features: ClassVar[tuple[str, ...]] = ("video/annotations",)
 
     database_url: SecretStr = Field(default_factory=lambda: SecretStr(os.environ.get("DATABASE_URL", "")))
     table: str = "public.video_annotations"

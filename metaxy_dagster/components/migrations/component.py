@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from dagster import (
     Component,
     ComponentLoadContext,
@@ -177,7 +178,17 @@ class MetaxyMigrationsComponent(Component, Resolvable, Model):
     def build_defs(self, context: ComponentLoadContext) -> Definitions:
         base = Path(context.path)
         base = base if base.is_dir() else base.parent
-        config = self.load_config(base)
+        return self.build_definitions(self.load_config(base))
+
+    @classmethod
+    def from_defs_yaml(cls, path: Path | str) -> MetaxyMigrationsComponent:
+        """The instance a ``defs.yaml`` declares (its ``attributes``), e.g. to build its definitions for a
+        configuration of your own (:meth:`build_definitions`) in a script or a test."""
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        return cls.resolve_from_yaml(yaml.safe_dump(document.get("attributes") or {}))
+
+    def build_definitions(self, config: MetaxyConfig) -> Definitions:
+        """This instance's definitions for ``config`` (what :meth:`build_defs` builds for its folder)."""
         return build_migration_definitions(
             config=config,
             translator=self.get_translator(),
