@@ -134,6 +134,17 @@ def test_code_references_link_to_the_git_repository(project: Project) -> None:
             file_anchor_path_in_repository="pipelines/video/metaxy.toml",
         ),
     )
+    merged = dg.Definitions.merge(  # the docs' recipe: linked assets, everything else unchanged
+        dg.Definitions(assets=linked),
+        dg.Definitions(
+            asset_checks=defs.asset_checks,
+            jobs=defs.jobs,
+            schedules=defs.schedules,
+            sensors=defs.sensors,
+            resources=defs.resources,
+        ),
+    )
+    dg.Definitions.validate_loadable(merged)
     by_key = {}
     for asset in linked:
         for spec in asset.specs if isinstance(asset, dg.AssetsDefinition) else [asset]:
