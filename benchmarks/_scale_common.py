@@ -152,13 +152,27 @@ def _child(fn: Callable[..., dict[str, Any]], args: tuple, kwargs: dict, queue: 
 
 
 def run_isolated(
-    fn: Callable[..., dict[str, Any]], *args: Any, timeout: float = 3600, **kwargs: Any
+    fn: Callable[..., dict[str, Any]],
+    *args: Any,
+    timeout: float = 3600,
+    code: str | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """Run ``fn(*args, **kwargs)`` in a fresh spawned interpreter; returns its dict + seconds + peak RSS."""
+    """Run ``fn(*args, **kwargs)`` in a fresh spawned interpreter; returns its dict + seconds + peak RSS.
+
+    ``code``: a folder holding another ``metaxy_core`` (e.g. ``git archive`` of an earlier commit) that the
+    child imports instead of this checkout's, for before/after comparisons in one run.
+    """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, args, kwargs, queue))
-    proc.start()
+    if code is not None:  # a spawned child starts with the parent's sys.path
+        sys.path.insert(0, code)
+    try:
+        proc.start()
+    finally:
+        if code is not None:
+            sys.path.remove(code)
     try:
         status, payload = queue.get(timeout=timeout)
     except Exception:  # noqa: BLE001 - queue.Empty or a broken pipe: the child died

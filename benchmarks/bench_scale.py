@@ -28,9 +28,15 @@ Sections (``--sections``, default all):
     A table of 1000 small appends (1000 rows each): file count and read time before and after
     ``optimize`` + ``checkpoint`` + ``vacuum``.
 
+``--baseline DIR`` (sections ``recon`` and ``read``): DIR holds an earlier ``metaxy_core`` (``git archive
+<commit> metaxy_core | tar -x -C DIR``). Every measurement then also runs under it, interleaved with ours
+(ours, baseline, ours, ...), each on stores built by its own code (the baseline's under ``--dir``/baseline),
+and the tables add the ratio ours / baseline: a shared, noisy machine slows both alike.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_scale.py                          # everything (~30 min)
+    .venv/bin/python benchmarks/bench_scale.py --sections recon,read --sizes 5000000 --baseline /tmp/base
     .venv/bin/python benchmarks/bench_scale.py --sections recon --sizes 5000000
     .venv/bin/python benchmarks/bench_scale.py --sections resolve,history,maint
 """
@@ -50,14 +56,15 @@ import _scale_common as C
 
 
 # ------------------------------------------------------------------------------ data
-def pristine(base: Path, n: int, layout: str, rebuild: bool) -> Path:
-    """A store with ``n`` root + ``n`` downstream rows at the old version (built once, then reused)."""
+def pristine(base: Path, n: int, layout: str, rebuild: bool, code: str | None = None) -> Path:
+    """A store with ``n`` root + ``n`` downstream rows at the old version (built once, then reused); ``code``
+    builds it with another ``metaxy_core`` (see ``--baseline``)."""
     root = base / f"pristine_{layout}_{n}"
     marker = root / ".complete"
     if marker.exists() and not rebuild:
         return root
     print(f"  building {layout} store with {n:,} rows in {root} ...", flush=True)
-    out = C.run_isolated(_build, str(root), n, layout == "shuffled", timeout=7200)
+    out = C.run_isolated(_build, str(root), n, layout == "shuffled", timeout=7200, code=code)
     if "error" in out:
         raise SystemExit(f"build failed: {out['error']}")
     marker.write_text(str(out))
@@ -295,40 +302,63 @@ def _file_count(root: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ sections
+def _systems(args: argparse.Namespace, base: Path) -> list[tuple[str, str | None, Path]]:
+    """(label, code folder, store folder) of the code under test, and of ``--baseline`` when given."""
+    out: list[tuple[str, str | None, Path]] = [("ours", None, base)]
+    if args.baseline:
+        out.append(("baseline", args.baseline, base / "baseline"))
+    return out
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in runs if "error" not in r]
+    return min(ok, key=lambda r: r["seconds"]) if ok else runs[0]
+
+
 def section_recon(args: argparse.Namespace, base: Path) -> None:
     rows = []
+    systems = _systems(args, base)
     for n in args.sizes:
         for layout in args.layouts:
             if layout == "shuffled" and n != args.sizes[0] and not args.all_shuffled:
                 continue
-            src = pristine(base, n, layout, args.rebuild)
-            best: dict[str, Any] | None = None
+            sources = {
+                label: pristine(where, n, layout, args.rebuild, code) for label, code, where in systems
+            }
+            runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in systems}
             bare: dict[str, Any] | None = None
             for _ in range(args.repeat):
-                work = fresh_copy(src, base / "work")
-                ours = C.run_isolated(_reconcile, str(work))
-                if "error" in ours:
-                    rows.append([n, layout, "ours", ours["error"], "", "", "", ""])
-                    break
-                out = base / "output.parquet"
-                C.run_isolated(_export_output, str(work), str(out))
-                theirs = C.run_isolated(_bare_write_delta, str(out), str(base / "bare"))
-                best = ours if best is None or ours["seconds"] < best["seconds"] else best
-                bare = theirs if bare is None or theirs["seconds"] < bare["seconds"] else bare
-            if best is None or bare is None:
+                for label, code, _ in systems:  # interleaved: load changes hit both alike
+                    work = fresh_copy(sources[label], base / "work")
+                    runs[label].append(C.run_isolated(_reconcile, str(work), code=code))
+                    if label == "ours" and "error" not in runs[label][-1]:
+                        out = base / "output.parquet"
+                        C.run_isolated(_export_output, str(work), str(out))
+                        theirs = C.run_isolated(_bare_write_delta, str(out), str(base / "bare"))
+                        bare = theirs if bare is None or theirs["seconds"] < bare["seconds"] else bare
+            best = {label: _best(r) for label, r in runs.items()}
+            if "error" in best["ours"] or bare is None:
+                rows.append([n, layout, "ours", best["ours"].get("error", "?"), "", "", "", "", ""])
                 continue
-            rows.append(
-                [
-                    n,
-                    layout,
-                    "reconciliation",
-                    best["seconds"],
-                    n / best["seconds"],
-                    best["cpu_s"],
-                    best["peak_rss_mib"],
-                    bare["seconds"] / best["seconds"],
-                ]
-            )
+            for label, _, _ in systems:
+                b = best[label]
+                if "error" in b:
+                    rows.append([n, layout, f"reconciliation ({label})", b["error"], "", "", "", "", ""])
+                    continue
+                ratio = b["seconds"] / best["baseline"]["seconds"] if "baseline" in best else ""
+                rows.append(
+                    [
+                        n,
+                        layout,
+                        f"reconciliation ({label})",
+                        b["seconds"],
+                        n / b["seconds"],
+                        b["cpu_s"],
+                        b["peak_rss_mib"],
+                        bare["seconds"] / b["seconds"],
+                        ratio,
+                    ]
+                )
             rows.append(
                 [
                     n,
@@ -339,6 +369,7 @@ def section_recon(args: argparse.Namespace, base: Path) -> None:
                     "",
                     bare["peak_rss_mib"],
                     1.0,
+                    "",
                 ]
             )
             shutil.rmtree(base / "work", ignore_errors=True)
@@ -346,9 +377,19 @@ def section_recon(args: argparse.Namespace, base: Path) -> None:
     print()
     print(
         C.fmt_table(
-            "Reconciliation (MigrationExecutor, DataVersionReconciliation) "
-            "vs a bare write_delta of its output",
-            ["rows", "layout", "what", "seconds", "rows/s", "cpu s", "peak RSS MiB", "throughput vs bare"],
+            "Reconciliation (MigrationExecutor, DataVersionReconciliation) vs a bare write_delta of its "
+            f"output (best of {args.repeat})",
+            [
+                "rows",
+                "layout",
+                "what",
+                "seconds",
+                "rows/s",
+                "cpu s",
+                "peak RSS MiB",
+                "throughput vs bare",
+                "time vs baseline",
+            ],
             rows,
         )
     )
@@ -408,24 +449,41 @@ def section_resolve(args: argparse.Namespace, base: Path) -> None:
 
 def section_read(args: argparse.Namespace, base: Path) -> None:
     rows = []
+    systems = _systems(args, base)
     for n in args.sizes:
         for layout in args.layouts:
-            src = pristine(base, n, layout, args.rebuild)
-            best = min(
-                (C.run_isolated(_read_feature, str(src)) for _ in range(args.repeat)),
-                key=lambda r: r.get("seconds", float("inf")),
-            )
-            if "error" in best:
-                rows.append([n, layout, best["error"], "", ""])
-                continue
-            assert best["rows"] == n, best
-            rows.append([n, layout, best["seconds"], n / best["seconds"], best["peak_rss_mib"]])
+            sources = {
+                label: pristine(where, n, layout, args.rebuild, code) for label, code, where in systems
+            }
+            runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in systems}
+            for _ in range(args.repeat):
+                for label, code, _ in systems:  # interleaved: load changes hit both alike
+                    runs[label].append(C.run_isolated(_read_feature, str(sources[label]), code=code))
+            best = {label: _best(r) for label, r in runs.items()}
+            for label, _, _ in systems:
+                b = best[label]
+                if "error" in b:
+                    rows.append([n, layout, label, b["error"], "", "", "", ""])
+                    continue
+                assert b["rows"] == n, b
+                ratio = b["seconds"] / best["baseline"]["seconds"] if "baseline" in best else ""
+                cpu = b["cpu_s"] / best["baseline"]["cpu_s"] if "baseline" in best else ""
+                rows.append([n, layout, label, b["seconds"], n / b["seconds"], b["peak_rss_mib"], ratio, cpu])
     print()
     print(
         C.fmt_table(
             f"read_metadata(...).collect() of a whole feature (best of {args.repeat}): clustered = no "
             "selection needed (proven by file statistics), shuffled = newest-row selection over every row",
-            ["rows", "layout", "seconds", "rows/s", "peak RSS MiB"],
+            [
+                "rows",
+                "layout",
+                "code",
+                "seconds",
+                "rows/s",
+                "peak RSS MiB",
+                "time vs baseline",
+                "cpu vs baseline",
+            ],
             rows,
         )
     )
@@ -720,6 +778,9 @@ def main() -> None:
     parser.add_argument("--recon-repeat", type=int, default=1, help="repetitions of each reconciliation")
     parser.add_argument("--dir", default=str(C.ROOT))
     parser.add_argument("--rebuild", action="store_true", help="rebuild the generated stores")
+    parser.add_argument(
+        "--baseline", help="folder with an earlier metaxy_core to compare with (sections recon and read)"
+    )
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.layouts = [s for s in args.layouts.split(",") if s]

@@ -214,7 +214,7 @@ def fold_lease(rows: list[dict[str, Any]]) -> LeaseInfo | None:
         same = lease is not None and lease.owner == owner and (token is None or token == lease.token)
         if event == "acquire":
             if same and lease is not None and token is not None:  # joined by another process of the run
-                lease = replace(lease, beat_version=version, beat_at=row["at"], expires_at=row["expires_at"])
+                lease = _renewed(lease, row, version)
                 continue
             lease = LeaseInfo(
                 owner=owner,
@@ -231,10 +231,25 @@ def fold_lease(rows: list[dict[str, Any]]) -> LeaseInfo | None:
                 beat_at=row["at"],
             )
         elif event == "renew" and same and lease is not None:
-            lease = replace(lease, beat_version=version, beat_at=row["at"], expires_at=row["expires_at"])
+            lease = _renewed(lease, row, version)
         elif event == "release" and same:
             lease = None
     return lease
+
+
+def _renewed(lease: LeaseInfo, row: dict[str, Any], version: int | None) -> LeaseInfo:
+    """``lease`` renewed by the process of ``row``: the last process to beat is the one whose liveness counts
+    (processes of one run share its lease)."""
+    return replace(
+        lease,
+        host=row["host"],
+        pid=row["pid"],
+        host_id=row.get("host_id"),
+        process=row.get("process"),
+        beat_version=version,
+        beat_at=row["at"],
+        expires_at=row["expires_at"],
+    )
 
 
 class StoreLock:

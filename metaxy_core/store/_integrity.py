@@ -130,9 +130,7 @@ def stored_schema(uri: str, table: DeltaTable) -> pl.Schema:
         cached = _SCHEMAS.get(key)
     if cached is not None:
         return cached
-    import pyarrow as pa
-
-    schema = pl.DataFrame(pa.schema(table.schema().to_arrow()).empty_table()).schema  # type: ignore[arg-type]
+    schema = pl.Schema(pl.scan_delta(table).collect_schema())  # metadata only (pyarrow would import pandas)
     with _LOCK:
         if len(_SCHEMAS) > 256:
             _SCHEMAS.clear()

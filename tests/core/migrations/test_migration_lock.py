@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import socket
 import time
+from datetime import UTC, datetime, timedelta
 
 import mxtest_support as s
 import mxtest_workers
@@ -16,7 +17,8 @@ import pytest
 from metaxy_core import DeltaMetadataStore
 from metaxy_core.errors import ConfigError
 from metaxy_core.migrations import LockedError, MigrationExecutor, load_chain, progress
-from metaxy_core.migrations.lock import LeaseAliveError, LockLostError, StoreLock
+from metaxy_core.migrations.lock import LeaseAliveError, LockLostError, StoreLock, fold_lease
+from metaxy_core.store.provenance import COMMIT_ORDER
 
 SPAWN = multiprocessing.get_context("spawn")
 MID = "20250601_000000_emb"
@@ -227,3 +229,37 @@ def test_on_s3_the_lease_is_fenced_and_aged_on_the_servers_clock(s3, monkeypatch
         with pytest.raises(LockLostError, match="run patient"):
             holder.run(store.write_metadata, s.RAW, s.raw_rows(2), graph=g)
     assert not store.has_metadata(s.RAW)  # the fenced-out holder created nothing
+
+
+def test_the_lease_folds_in_commit_order_and_its_last_renewer_is_the_one_whose_liveness_counts():
+    """Events in commit order: a later run's acquire after a release starts a new lease; a process of the
+    same run joining keeps the token and becomes the process judged alive; stale events change nothing."""
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def ev(event, owner, token, version, pid, at_offset_h=0.0):
+        when = at + timedelta(hours=at_offset_h)
+        return {
+            "event": event,
+            "owner": owner,
+            "token": token,
+            COMMIT_ORDER: 2 * version,
+            "host": "h",
+            "pid": pid,
+            "host_id": "h/boot/ns",
+            "process": f"p{pid}",
+            "at": when,
+            "expires_at": when + timedelta(hours=1),
+            "ttl_s": 3600.0,
+            "beat_s": 900.0,
+        }
+
+    rows = [
+        ev("acquire", "run-a", 0, 0, 10, at_offset_h=+2),  # a fast clock: its time says nothing
+        ev("release", "run-a", 0, 1, 10, at_offset_h=+2),
+        ev("acquire", "run-b", 2, 2, 20, at_offset_h=-2),  # a slow clock: still the newest lease
+        ev("renew", "run-a", 0, 3, 10),  # a stale event of the old lease: ignored
+        ev("acquire", "run-b", 2, 4, 21),  # another process of run-b joins
+    ]
+    lease = fold_lease(rows)
+    assert (lease.owner, lease.token, lease.pid, lease.beat_version) == ("run-b", 2, 21, 4)
+    assert fold_lease([*rows, ev("release", "run-b", 2, 5, 21)]) is None

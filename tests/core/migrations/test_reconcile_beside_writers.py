@@ -7,6 +7,7 @@ from typing import Any
 import mxtest_support as s
 import polars as pl
 import pytest
+from deltalake import DeltaTable, write_deltalake
 
 from metaxy_core.migrations import MigrationExecutor, load_chain
 from metaxy_core.store import bulk
@@ -90,3 +91,30 @@ def test_rows_a_pipeline_commits_between_buckets_stay_the_newest_and_resolve_upd
     assert shadowed_by_time.height >= 1, both
     assert (shadowed_by_time["fresh_order"] > shadowed_by_time["carried_order"]).all()
     assert (shadowed_by_time["carried_order"] % 2 == 1).all()  # derived rows: 2*R+1
+
+
+def test_a_table_written_before_commit_order_is_reconciled_and_its_carried_rows_rank_after_it(store, mig_dir):
+    """An earlier version wrote the table (no commit-order column): the bulk path adds the column (nullable)
+    with its first bucket and the carried rows, stamped 2*R+1, are the latest."""
+    g1, g2 = s.make_graph(emb="1"), s.make_graph(emb="2")
+    s.seed(store, g1, n_raw=N, n_emb=N)
+    uri = store.table_uri(s.EMB)
+    legacy = pl.read_delta(uri).drop(COMMIT_ORDER)
+    DeltaTable(uri).delete()
+    write_deltalake(uri, legacy, mode="overwrite", schema_mode="overwrite")
+    assert COMMIT_ORDER not in pl.read_delta(uri).columns
+    before = s.latest(store, g1, s.EMB)
+    s.write_migration(mig_dir, MID, from_=g1.snapshot_version, to=g2.snapshot_version)
+    store.push_snapshot(g2, project=s.PROJECT)
+
+    MigrationExecutor(store, graph=g2, batch_rows=25).apply(load_chain(mig_dir))
+
+    history = store.read_metadata(s.EMB, graph=g2, include_history=True).collect()
+    old = history.filter(pl.col(FEATURE_VERSION) == g1.feature_version(s.EMB))
+    new = history.filter(pl.col(FEATURE_VERSION) == g2.feature_version(s.EMB))
+    assert old[COMMIT_ORDER].null_count() == N and new.height == N and new[COMMIT_ORDER].null_count() == 0
+    assert (new[COMMIT_ORDER] % 2 == 1).all()
+    after = s.latest(store, g2, s.EMB)
+    user = ["score", "label", "tags"]
+    assert after.select(*s.IDS, *user).equals(before.select(*s.IDS, *user))
+    assert store.resolve_update(s.EMB, graph=g2).collect().changed.height == 0

@@ -1,5 +1,6 @@
-"""The Delta commit order decides which row is the latest, never a writer's clock; damaged tables and columns
-that change type are refused with one clear message."""
+"""The Delta commit order decides which row is the latest, never a writer's clock; a fenced commit is refused
+when a newer lease wrote the table; damaged tables and columns that change type are refused with one clear
+message."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from deltalake import DeltaTable, write_deltalake
 from metaxy_core import DeltaMetadataStore
 from metaxy_core._process import CLOCK_OFFSET_ENV
 from metaxy_core.errors import MetadataSchemaError, StoreError
+from metaxy_core.store import bulk
 from metaxy_core.store.provenance import COMMIT_ORDER, CREATED_AT, SYSTEM_COLUMNS, WRITE_ID
+from metaxy_core.store.scope import Fence, fenced
 from metaxy_core.testing import video_features, video_raw_rows
 
 TWO_HOURS = 2 * 3600
@@ -173,3 +176,51 @@ def test_timestamps_follow_the_injected_clock_and_nothing_else(store, monkeypatc
     _write(store, [1], "ahead", monkeypatch, offset=TWO_HOURS)
     at = store.read_metadata(RAW, graph=F.graph).collect()[CREATED_AT][0]
     assert at - datetime.now(UTC) > timedelta(hours=1, minutes=59)
+
+
+def _derived(store: DeltaMetadataStore, uid: int) -> pl.DataFrame:
+    """One row shaped like the table's, as a bulk writer derives it from a read (commit order 2*R+1)."""
+    row = pl.read_delta(store.table_uri(RAW)).head(1)
+    read_at = DeltaTable(store.table_uri(RAW)).version()
+    return row.with_columns(pl.lit(uid).cast(row.schema["sample_uid"]).alias("sample_uid")).with_columns(
+        pl.lit(2 * read_at + 1, pl.Int64).alias(COMMIT_ORDER)
+    )
+
+
+@pytest.mark.parametrize("concurrent", ["a newer lease", "a pipeline"])
+def test_delta_refuses_a_fenced_commit_when_a_newer_lease_commits_between_its_check_and_its_commit(
+    store, monkeypatch, concurrent
+):
+    """The bulk writer's commit may be retried by delta-rs past other commits; only a commit carrying a
+    newer token of the same lease (app transaction) makes Delta refuse it."""
+    _write(store, [1], "seed", monkeypatch)
+    app = "metaxy-lease/test"
+    checks: list[int | None] = []
+
+    def check(table_token: int | None) -> None:
+        checks.append(table_token)
+        if table_token is not None and table_token > 5:
+            raise MetadataSchemaError(f"fenced out by token {table_token}")
+        if len(checks) == 1:  # another writer commits right after this check, before this commit
+            newer = Fence(root=store.root_uri, app_id=app, token=9, check=lambda _: None)
+            with fenced(newer if concurrent == "a newer lease" else None):
+                store.write_metadata(RAW, video_raw_rows([2], path=["concurrent"]), graph=F.graph)
+
+    old = Fence(root=store.root_uri, app_id=app, token=5, check=check)
+    frame = _derived(store, 3)
+    if concurrent == "a pipeline":
+        bulk.append_frames(
+            store.table_uri(RAW), [frame], store.storage_options, ids=["sample_uid"], fence=old
+        )
+        assert set(_paths(store)) == {1, 2, 3}  # delta-rs retried the append past the pipeline's commit
+        return
+    with pytest.raises(MetadataSchemaError, match="fenced out by token 9"):
+        bulk.append_frames(
+            store.table_uri(RAW), [frame], store.storage_options, ids=["sample_uid"], fence=old
+        )
+    assert checks == [
+        None,
+        9,
+    ]  # passed before the newer commit; Delta refused the commit; the re-check says why
+    assert set(_paths(store)) == {1, 2}  # nothing of the fenced-out writer
+    assert DeltaTable(store.table_uri(RAW)).transaction_version(app) == 9
