@@ -181,13 +181,13 @@ def evaluate_history_tick(
     digest = chain_digest(keys, feature_keys)
     version = store.table_version(system=MIGRATION_EVENTS)
     current = HistoryCursor(log_version=version, chain=digest)
+    if version is None:
+        return HistoryTick(cursor=current, skip_reason=f"no migration was ever applied in {store.root_uri}")
     if previous == current:
         return HistoryTick(
             cursor=current,
-            skip_reason=f"the migration log in {store.root_uri} is unchanged (version {version})",
+            skip_reason=f"the migration log in {store.root_uri} is unchanged (Delta version {version})",
         )
-    if version is None:
-        return HistoryTick(cursor=current, skip_reason=f"no migration was ever applied in {store.root_uri}")
     entries = latest_entries(read_events(store, store.project))
     states = read_states(store, store.project)
     runs = _Runs(instance)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -18,9 +19,14 @@ def _quiet_dagster_preview_warnings() -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
-    """Snapshots v1, v2, v3 pushed, data written at v1, code at v3, migrations v1->v2 and v2->v3."""
-    return make_project(tmp_path)
+def project(tmp_path: Path) -> Iterator[Project]:
+    """Snapshots v1, v2, v3 pushed, data written at v1, code at v3, migrations v1->v2 and v2->v3.
+
+    The project's code graph is active during the test, as in a code location's process (whatever another
+    test file in this worker imported into the default graph)."""
+    project = make_project(tmp_path)
+    with project.active():
+        yield project
 
 
 @pytest.fixture(scope="session")
