@@ -20,6 +20,7 @@ from deltalake import DeltaTable
 
 from metaxy_core import DeltaMetadataStore
 from metaxy_core.migrations import progress
+from metaxy_core.migrations.snapshot_files import SnapshotFiles, snapshots_dir
 from metaxy_core.store.provenance import (
     COMMIT_ORDER,
     CREATED_AT,
@@ -144,6 +145,11 @@ def write_project(
     migrations.mkdir(parents=True, exist_ok=True)
     if migration is not None:
         (migrations / MIGRATION_FILE).write_text(migration)
+        # Like `metaxy migrations generate`: the snapshots the migration names travel with the files (Dagster
+        # reads them from there, never from the store).
+        files = SnapshotFiles(snapshots_dir(migrations))
+        for graph in (G1, G2):
+            files.write(graph)
     return directory
 
 
