@@ -14,7 +14,6 @@ the fix, and nothing is read from a table whose log is damaged.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from metaxy_core.errors import MetadataSchemaError, StoreError
-from metaxy_core.store._storage import is_remote
+from metaxy_core.store._storage import is_remote, list_sizes, read_bytes
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -36,17 +35,7 @@ _LOG = "_delta_log"
 
 def _listing(uri: str, options: Mapping[str, str]) -> dict[str, int]:
     """File name -> size of the files in the table's ``_delta_log`` folder."""
-    if not is_remote(uri):
-        try:
-            with os.scandir(os.path.join(uri, _LOG)) as entries:
-                return {e.name: e.stat().st_size for e in entries if e.is_file()}
-        except FileNotFoundError:
-            return {}
-    from deltalake.fs import DeltaStorageHandler
-    from pyarrow.fs import FileSelector
-
-    infos = DeltaStorageHandler(uri, dict(options)).get_file_info_selector(FileSelector(_LOG))
-    return {info.base_name: int(info.size or 0) for info in infos if info.size is not None}
+    return list_sizes(f"{uri}/{_LOG}", options)
 
 
 def _commits_after_checkpoint(files: Mapping[str, int], up_to: int | None = None) -> list[int]:
@@ -113,13 +102,7 @@ def damaged_log_message(uri: str, options: Mapping[str, str]) -> StoreError | No
 
 
 def _read(uri: str, options: Mapping[str, str], path: str) -> str:
-    if not is_remote(uri):
-        with open(os.path.join(uri, path), "rb") as f:
-            return f.read().decode("utf-8", errors="replace")
-    from deltalake.fs import DeltaStorageHandler
-
-    with DeltaStorageHandler(uri, dict(options)).open_input_file(path) as f:
-        return bytes(f.read()).decode("utf-8", errors="replace")
+    return read_bytes(f"{uri}/{path}", options).decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------------------------- types

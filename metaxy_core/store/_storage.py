@@ -111,3 +111,107 @@ def secret_values(options: Mapping[str, str] | None) -> list[str]:
         for k, v in (options or {}).items()
         if v and len(str(v)) >= 4 and any(h in str(k).upper() for h in _SECRET_HINTS)
     ]
+
+
+# ------------------------------------------------------------------------------------------ object metadata
+# The store reads a few facts about objects that Delta does not expose: the sizes of the log's commit files
+# (an empty one is damage) and their modification times (the storage's clock, for the lock's lease). Local
+# paths use the file system; S3 uses boto3, whose requests release the GIL while they wait (delta-rs' Python
+# file-system handler holds it, which stalls every other thread of the process for the length of a request,
+# and deadlocks against an S3 server running in the same process).
+_CLIENTS: dict[tuple[tuple[str, str], ...], Any] = {}
+
+
+def _s3_client(options: Mapping[str, str]) -> Any:
+    key = tuple(sorted(options.items()))
+    client = _CLIENTS.get(key)
+    if client is None:
+        import boto3
+        from botocore.config import Config
+
+        endpoint = options.get("AWS_ENDPOINT_URL")
+        client = boto3.session.Session().client(
+            "s3",
+            region_name=options.get("AWS_REGION") or None,
+            endpoint_url=endpoint or None,
+            aws_access_key_id=options.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=options.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=options.get("AWS_SESSION_TOKEN") or None,
+            config=Config(
+                connect_timeout=5,
+                read_timeout=30,
+                retries={"max_attempts": 3},
+                s3={"addressing_style": "path"} if endpoint else {},
+            ),
+        )
+        _CLIENTS[key] = client
+    return client
+
+
+def _bucket_key(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    return bucket, key.strip("/")
+
+
+def _as_os_error(exc: Exception) -> OSError:
+    """A boto3/botocore failure as an ``OSError`` (what the store's error translation understands)."""
+    return OSError(f"{type(exc).__name__}: {exc}")
+
+
+def list_sizes(folder: str, options: Mapping[str, str]) -> dict[str, int]:
+    """Name -> size of the files directly in ``folder`` (a local path or ``s3://bucket/prefix``)."""
+    if not is_remote(folder):
+        try:
+            with os.scandir(folder) as entries:
+                return {e.name: e.stat().st_size for e in entries if e.is_file()}
+        except FileNotFoundError:
+            return {}
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = _bucket_key(folder)
+    out: dict[str, int] = {}
+    try:
+        pages = _s3_client(options).get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=bucket, Prefix=f"{prefix}/", Delimiter="/"):
+            for item in page.get("Contents", []):
+                out[item["Key"].rsplit("/", 1)[-1]] = int(item["Size"])
+    except (BotoCoreError, ClientError) as exc:
+        raise _as_os_error(exc) from None
+    return out
+
+
+def modified_at(path: str, options: Mapping[str, str]) -> Any:
+    """When the storage says ``path`` was last written (a timezone-aware datetime), or None if it is gone."""
+    from datetime import UTC, datetime
+
+    if not is_remote(path):
+        try:
+            return datetime.fromtimestamp(os.stat(path).st_mtime_ns / 1e9, tz=UTC)
+        except FileNotFoundError:
+            return None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = _bucket_key(path)
+    try:
+        head = _s3_client(options).head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise _as_os_error(exc) from None
+    except BotoCoreError as exc:
+        raise _as_os_error(exc) from None
+    return head["LastModified"]
+
+
+def read_bytes(path: str, options: Mapping[str, str]) -> bytes:
+    """The content of one (small) file: a local path or ``s3://bucket/key``."""
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = _bucket_key(path)
+    try:
+        return bytes(_s3_client(options).get_object(Bucket=bucket, Key=key)["Body"].read())
+    except (BotoCoreError, ClientError) as exc:
+        raise _as_os_error(exc) from None

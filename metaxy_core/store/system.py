@@ -37,6 +37,7 @@ from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.store import _io
 from metaxy_core.store._io import CommitConflict as CommitConflict
+from metaxy_core.store._storage import modified_at
 from metaxy_core.store.order import in_commit_order, written
 from metaxy_core.store.provenance import COMMIT_ORDER
 
@@ -185,13 +186,6 @@ def cas_append(store: DeltaMetadataStore, name: str, table: DeltaTable | None, r
     return version
 
 
-def _handler(uri: str, store: DeltaMetadataStore) -> Any:
-    """delta-rs' view of the object store at ``uri`` (same options as the tables), for file metadata."""
-    from deltalake.fs import DeltaStorageHandler
-
-    return DeltaStorageHandler(uri, dict(store.storage_options))
-
-
 def storage_now(store: DeltaMetadataStore) -> datetime:
     """The storage's own clock: when the storage says a probe commit made now was written.
 
@@ -213,12 +207,9 @@ def commit_time(store: DeltaMetadataStore, name: str, version: int) -> datetime 
     modification time, on the storage's clock); None when that log file is gone (cleaned up after its
     retention, i.e. long ago)."""
     uri = store.system_table_uri(name)
-    path = f"_delta_log/{version:020d}.json"
     with _io.guard("read the log of", uri, store.storage_options):
-        info = _handler(uri, store).get_file_info([path])[0]
-    if info.mtime is None:
-        return None
-    return _as_utc(info.mtime)
+        stamp = modified_at(f"{uri}/_delta_log/{version:020d}.json", store.storage_options)
+    return None if stamp is None else _as_utc(stamp)
 
 
 def _as_utc(value: datetime) -> datetime:

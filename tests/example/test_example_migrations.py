@@ -282,12 +282,6 @@ def test_cli_runs_the_same_chain(seeded) -> None:
     assert [r["status"] for r in json.loads(status.stdout)] == ["completed"] * len(CHAIN)
 
 
-@pytest.mark.xfail(
-    reason="known regression (closing note, session 2): against the example's in-process moto server, the "
-    "bucketed resolve_update's S3 list request gets no answer (30 s timeout) -- a call holding the GIL while "
-    "delta-rs waits on the in-process server; the S3 store tests on a moto child process pass",
-    strict=False,
-)
 def test_the_chain_with_the_store_on_s3(example_env, servers, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/s3.md: the same project with `METAXY_STORE_ROOT=s3://...`; credentials and endpoint from AWS_*."""
     import uuid
