@@ -31,23 +31,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _scale_common as C
+import _versus as V
+from _versus import apply_ours, prepare_ours, run, their_env
 
-REPO = Path(__file__).resolve().parents[1]
-OURS_BIN = Path(sys.executable).parent / "metaxy"
 VERSION = "0.1.6"
 
 THEIR_FEATURES = '''
@@ -136,53 +132,10 @@ assert migration is not None, "0.1.6 detected no change"
 print(migration.migration_id)
 '''
 
-OUR_FEATURES = '''
-"""The benchmark graph in this project's API (BENCH_REFINED=1: the refined field-level lineage)."""
-import os
-
-from metaxy_core.testing import declare_video_features
-
-declare_video_features(prefix="bench", transcript="1", refined=os.environ.get("BENCH_REFINED", "0") == "1")
-'''
-
 
 # ------------------------------------------------------------------------------ set-up
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout + proc.stderr
-
-
 def ensure_venv(venv: Path) -> Path:
-    python = venv / "bin" / "python"
-    if python.exists():
-        out = run(
-            [str(python), "-c", "import metaxy, deltalake; print(metaxy.__version__)"], venv, check=False
-        )
-        if out.strip().splitlines()[-1:] == [VERSION]:
-            return venv
-    print(f"  creating {venv} with metaxy[delta]=={VERSION} from the package index ...", flush=True)
-    base = getattr(sys, "_base_executable", None) or sys.executable
-    run([base, "-m", "venv", "--clear", str(venv)], REPO)
-    run([str(venv / "bin" / "pip"), "install", "-q", f"metaxy[delta]=={VERSION}"], REPO)
-    return venv
-
-
-def their_env(project: Path, venv: Path, refined: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("METAXY_", "PYTHON", "VIRTUAL_ENV"))}
-    env.update(
-        PATH=f"{venv / 'bin'}:{env.get('PATH', '')}",
-        PYTHONPATH=str(project),
-        BENCH_REFINED="1" if refined else "0",
-    )
-    return env
-
-
-def our_env(project: Path, refined: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("METAXY_", "PYTHONPATH"))}
-    env.update(PYTHONPATH=str(project), BENCH_REFINED="1" if refined else "0")
-    return env
+    return V.ensure_venv(venv, VERSION)
 
 
 def prepare_theirs(base: Path, n: int, venv: Path) -> Path:
@@ -212,78 +165,10 @@ def prepare_theirs(base: Path, n: int, venv: Path) -> Path:
     return project
 
 
-def _build_ours(root: str, n: int) -> dict[str, Any]:
-    return C.build_store(Path(root), n)
-
-
-def prepare_ours(base: Path, n: int) -> Path:
-    project = base / f"ours_{n}"
-    if (project / ".complete").exists():
-        return project
-    shutil.rmtree(project, ignore_errors=True)
-    project.mkdir(parents=True)
-    (project / "bench_ours_features.py").write_text(textwrap.dedent(OUR_FEATURES))
-    (project / "metaxy.toml").write_text(
-        f'project = "bench"\nentrypoints = ["bench_ours_features"]\n\n[store]\nroot = "{project / "store"}"\n'
-    )
-    shared = base.parent / f"pristine_clustered_{n}"  # the same store built by bench_scale.py, if any
-    if (shared / ".complete").exists():
-        print(f"  ours: copying {n:,} rows from {shared} ...", flush=True)
-        shutil.copytree(shared, project / "store")
-    else:
-        print(f"  ours: writing {n:,} rows ...", flush=True)
-        out = C.run_isolated(_build_ours, str(project / "store"), n, timeout=7200)
-        if "error" in out:
-            raise SystemExit(out["error"])
-    run(
-        [str(OURS_BIN), "migrations", "generate", "--name", "refine_lineage"], project, our_env(project, True)
-    )
-    shutil.move(project / "store", project / "pristine")
-    (project / ".complete").write_text("ok")
-    return project
-
-
 # ------------------------------------------------------------------------------ timing
-def timed(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> dict[str, Any]:
-    """Run ``cmd``; wall time and peak RSS of that process (``wait4``), its output, and whether it failed."""
-    with tempfile.TemporaryFile() as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline, status, usage = start + timeout, 0, None
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        log.seek(0)
-        output = log.read().decode(errors="replace")
-    return {
-        "seconds": seconds,
-        "peak_rss_mib": usage.ru_maxrss / 1024,
-        "exit": proc.returncode,
-        "output": output,
-        "timed_out": seconds > timeout,
-    }
-
-
-def apply_ours(project: Path, timeout: float) -> dict[str, Any]:
-    store = project / "store"
-    shutil.rmtree(store, ignore_errors=True)
-    shutil.copytree(project / "pristine", store)
-    return timed([str(OURS_BIN), "migrations", "apply"], project, our_env(project, True), timeout)
-
-
 def apply_theirs(project: Path, venv: Path, timeout: float) -> dict[str, Any]:
-    store = project / "store"
-    shutil.rmtree(store, ignore_errors=True)
-    shutil.copytree(project / "pristine", store)
-    return timed(
+    V.fresh_store(project)
+    return V.timed(
         [str(venv / "bin" / "metaxy"), "migrations", "apply"],
         project,
         their_env(project, venv, True),
