@@ -2,7 +2,8 @@
 
 Every unit of work is a *step*: (migration, operation index, feature). A step's rows are written under the
 deterministic write id ``<migration>/<op index>/<feature>`` and its completion is recorded in the migration
-log, so a re-run after a crash skips completed steps and resumes at the first unfinished one. A dry run
+log, so a re-run after a crash skips completed steps and resumes at the first unfinished one (how a step runs
+and is recorded: :mod:`metaxy_core.migrations.steps`). A dry run
 takes no lock and records nothing: it runs every step in a write scope that refuses writes and reports the
 rows each step would write.
 """
@@ -12,20 +13,18 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from metaxy_core.errors import MetaxyError, StoreUnreachableError, format_validation_error, redact
+from metaxy_core.errors import MetaxyError, format_validation_error, redact
 from metaxy_core.graph.graph import FeatureGraph
-from metaxy_core.graph.keys import FeatureKey
-from metaxy_core.migrations import execute, progress
+from metaxy_core.migrations import progress
 from metaxy_core.migrations.chain import MigrationChain
-from metaxy_core.migrations.context import OperationContext, running_step, step_label
-from metaxy_core.migrations.lock import LockLostError, StoreLock
+from metaxy_core.migrations.context import OperationContext
+from metaxy_core.migrations.lock import StoreLock
 from metaxy_core.migrations.models import (
     Migration,
     OperationsMigration,
@@ -36,24 +35,20 @@ from metaxy_core.migrations.models import (
 from metaxy_core.migrations.ops import BaseOperation
 from metaxy_core.migrations.results import (
     EventStatus,
-    MigrationFailed,
     MigrationResult,
     MigrationStatus,
-    ReportedFailure,
     RunStatus,
     StepResult,
-    StepStatus,
-    outcome_of,
-    step_status,
 )
 from metaxy_core.migrations.state import MigrationState, pending, refuse_unfinished_rollback, state_of
-from metaxy_core.migrations.usercode import located, step_error
+from metaxy_core.migrations.steps import CUSTOM_FEATURE as CUSTOM_FEATURE  # re-exported: callers know it here
+from metaxy_core.migrations.steps import StepRunner
+from metaxy_core.migrations.steps import step_write_id as step_write_id
+from metaxy_core.migrations.usercode import located
 from metaxy_core.reporting import ProgressCallback
 
 if TYPE_CHECKING:
     from metaxy_core.store.delta import DeltaMetadataStore
-
-CUSTOM_FEATURE = "*"
 
 logger = logging.getLogger("metaxy.migrations")
 
@@ -90,7 +85,7 @@ def _in_graph(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class MigrationExecutor:
+class MigrationExecutor(StepRunner):
     """Runs migrations against one store.
 
     Args:
@@ -399,197 +394,3 @@ class MigrationExecutor:
             if finish:
                 self.finish(migration)
         return results
-
-    def run_steps(
-        self,
-        migration: Migration,
-        op_index: int,
-        op: BaseOperation | None,
-        state: MigrationState,
-        *,
-        dry_run: bool,
-    ) -> list[StepResult]:
-        if op is None:
-            features = [CUSTOM_FEATURE]
-            op_id, op_type = migration.operation_labels()[0]
-            ctx = None
-        else:
-            try:
-                ctx = self.context(migration, op_index, dry_run=dry_run)
-                features = [str(f) for f in op.features_for(ctx)]
-            except MetaxyError as exc:
-                raise located(exc, migration) from exc.__cause__
-            op_id, op_type = op.op_id, op.type or op.import_path()
-        results = []
-        for feature in features:
-            if not dry_run and state.step_done(op_index, feature):
-                done = state.steps[(op_index, feature)]
-                results.append(
-                    StepResult(
-                        op_index=op_index,
-                        op_id=op_id,
-                        op_type=op_type,
-                        feature_key=feature,
-                        status=StepStatus.ALREADY_DONE,
-                        rows=done.rows,
-                        note=done.note,
-                    )
-                )
-                continue
-            run = execute.ExecuteRun(self, migration) if op is None else None
-            outer = self._run_step(
-                migration,
-                op_index,
-                op,
-                ctx,
-                feature,
-                op_id,
-                op_type,
-                dry_run=dry_run,
-                epoch=state.epoch,
-                run=run,
-            )
-            results.extend(run.steps if run else [])  # what an execute() override ran via super().execute()
-            results.append(outer)
-        return results
-
-    def _run_step(
-        self,
-        migration: Migration,
-        op_index: int,
-        op: BaseOperation | None,
-        ctx: OperationContext | None,
-        feature: str,
-        op_id: str,
-        op_type: str,
-        *,
-        dry_run: bool,
-        epoch: int = 0,
-        run: execute.ExecuteRun | None = None,
-    ) -> StepResult:
-        write_id = step_write_id(migration.migration_id, op_index, feature, epoch)
-        method = execute.entry_method(migration, op)
-        start = time.perf_counter()
-        self.log.info(
-            "%s %s: %s on %s", "planning" if dry_run else "applying", migration.migration_id, op_id, feature
-        )
-        step = running_step(step_label(migration.migration_id, op_id, feature), self.on_progress)
-        with self.store.write_scope(write_id, dry_run=dry_run) as scope, step:
-            try:
-                if run is not None:
-                    outcome = execute.run_execute(run, scope.rows_by_feature, method, dry_run=dry_run)
-                else:
-                    assert ctx is not None and op is not None
-                    outcome = outcome_of(op.run(ctx, FeatureKey(feature)), method=method)
-                status = step_status(outcome, op_id)
-            except Exception as exc:
-                if isinstance(exc, LockLostError):  # fenced out: nothing may be recorded, say why at once
-                    raise
-                duration = time.perf_counter() - start
-                inner = run is not None and exc is run.failure  # already recorded by the failed operation
-                message = exc.result.error if inner else step_error(exc, method, self.store.secrets)  # type: ignore[union-attr]
-                result = StepResult(
-                    op_index=op_index,
-                    op_id=op_id,
-                    op_type=op_type,
-                    feature_key=feature,
-                    status=StepStatus.FAILED,
-                    rows=exc.rows if isinstance(exc, ReportedFailure) else 0,
-                    duration_s=duration,
-                    error=message,
-                )
-                if not dry_run and not _store_unreachable(exc, self.store):
-                    try:
-                        self._record_step(migration, result, write_id, scope.rows_by_feature)
-                        progress.record(
-                            self.store,
-                            project=self.project,
-                            migration_id=migration.migration_id,
-                            status=EventStatus.FAILED,
-                            run_id=self.run_id,
-                            checksum=migration.checksum,
-                            error=message,
-                        )
-                    except MetaxyError as record_error:  # the step's own error is the one to report
-                        self.log.warning(
-                            "could not record the failure in the migration log: %s", record_error
-                        )
-                self._notify(result)
-                self.log.debug("step failed:\n%s", redact(traceback.format_exc(), self.store.secrets))
-                if inner:
-                    raise exc  # its message names the operation and the feature that failed
-                failed = MigrationResult(
-                    migration_id=migration.migration_id,
-                    kind=migration.kind,
-                    status=RunStatus.FAILED,
-                    dry_run=dry_run,
-                    steps=[result],
-                    error=message,
-                )
-                where = f"{migration.source_path}: " if migration.source_path else ""
-                what = f"operation {op_id}" + (f" on {feature}" if feature != CUSTOM_FEATURE else "")
-                raise MigrationFailed(
-                    f"{where}migration {migration.migration_id}, {what} failed: {message}. "
-                    + (
-                        "Fix the cause and run the dry run again."
-                        if dry_run
-                        else "Completed steps are kept; fix the cause and re-run `metaxy migrations apply` "
-                        "to resume here."
-                    ),
-                    failed,
-                ) from exc
-        if dry_run and status == StepStatus.COMPLETED:
-            status = StepStatus.PLANNED
-        result = StepResult(
-            op_index=op_index,
-            op_id=op_id,
-            op_type=op_type,
-            feature_key=feature,
-            status=status,
-            rows=outcome.rows,
-            duration_s=time.perf_counter() - start,
-            note=outcome.note,
-        )
-        if not dry_run:
-            writes = dict(scope.rows_by_feature)
-            self.lock.renew()  # first: a run whose expired lease was taken over must not record its step
-            self._record_step(migration, result, write_id, writes)
-        self._notify(result)
-        return result
-
-    def _record_step(
-        self, migration: Migration, result: StepResult, write_id: str, writes: dict[str, int]
-    ) -> None:
-        progress.record(
-            self.store,
-            project=self.project,
-            migration_id=migration.migration_id,
-            status=result.status,
-            run_id=self.run_id,
-            op_index=result.op_index,
-            op_id=result.op_id,
-            op_type=result.op_type,
-            feature_key=result.feature_key,
-            rows=result.rows,
-            duration_s=result.duration_s,
-            note=result.note,
-            error=result.error,
-            checksum=migration.checksum,
-            write_id=write_id,
-            writes=writes,
-        )
-
-    def _notify(self, result: StepResult) -> None:
-        if self.on_step is not None:
-            self.on_step(result)
-
-
-def step_write_id(migration_id: str, op_index: int, feature: str, epoch: int = 0) -> str:
-    """Deterministic write id of a step: retries share it, a re-apply after a rollback does not."""
-    base = f"{migration_id}/{op_index}/{feature.replace('/', '__')}"
-    return base if epoch == 0 else f"{base}/r{epoch}"
-
-
-def _store_unreachable(exc: BaseException, store: DeltaMetadataStore) -> bool:
-    """The step failed because the metadata store itself cannot be reached: recording it would wait again."""
-    return isinstance(exc, StoreUnreachableError) and store.root_uri in str(exc)
