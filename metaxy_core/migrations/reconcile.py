@@ -31,7 +31,7 @@ import polars as pl
 
 from metaxy_core.errors import MetadataNotFoundError
 from metaxy_core.store import bulk
-from metaxy_core.store.buckets import DEFAULT_PARTITION_ROWS, Buckets, plan
+from metaxy_core.store.buckets import DEFAULT_PARTITION_ROWS, Buckets, Partitioning, plan
 from metaxy_core.store.layout import Layout, feature_layout, newest_rows
 from metaxy_core.store.order import derived
 from metaxy_core.store.provenance import (
@@ -97,6 +97,8 @@ def carry_over(
     partition_rows: int = DEFAULT_PARTITION_ROWS,
     on_commit: Callable[[int], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    partitioning: Partitioning | None = None,
+    only_buckets: Collection[int] | None = None,
 ) -> CarryOverResult:
     """Reconcile one downstream feature: carry its rows at the old version over to the new version.
 
@@ -106,6 +108,10 @@ def carry_over(
     already carried, so an interrupted run resumes without duplicates. In a dry run nothing is written and
     ``rows`` is what would be. ``on_commit`` is called with the row count of every commit, ``on_progress``
     after every bucket with (rows at the old version gone through, their total from the Delta log's stats).
+
+    Units of work (:mod:`metaxy_core.migrations.units`) run parts of one plan, possibly in other processes:
+    ``partitioning`` fixes the buckets (from :func:`carry_plan`, made once for all units) and
+    ``only_buckets`` runs just those (hash buckets then spill only their own rows).
 
     Raises:
         MetadataNotFoundError: an upstream feature has no metadata.
@@ -169,7 +175,8 @@ def carry_over(
                 up_where,
             )
         )
-    partitioning = plan(inputs[0][2], ids, partition_rows)
+    partitioning = partitioning or plan(inputs[0][2], ids, partition_rows)
+    todo_buckets = range(partitioning.k) if only_buckets is None else sorted(set(only_buckets))
     result.buckets, result.mode = partitioning.k, partitioning.mode
     repeats = {name: where.may_repeat for name, _, where in inputs}
     lean = _lean_stamp_ok(schema, spec)
@@ -184,10 +191,12 @@ def carry_over(
     with Buckets(partitioning) as buckets, contextlib.closing(writer):
         with _timed(result, "spill"):
             for name, lf, where in inputs:
+                if only_buckets is not None and partitioning.mode == "hash":  # spill this unit's share only
+                    lf = lf.filter(partitioning.key(lf.collect_schema()).is_in(list(todo_buckets)))
                 buckets.add(name, lf, where)
         result.spilled = list(buckets.spilled)
         seen, total = 0, old_where.rows
-        for b in range(partitioning.k):
+        for b in todo_buckets:
             if on_progress is not None and b:
                 on_progress(seen, total)
             with _timed(result, "read"):
@@ -319,6 +328,22 @@ def _stamp_carried(
     return stamp_versions(
         carried, spec, graph, write_id=write_id, snapshot_version=snapshot_version, commit_order=commit_order
     )
+
+
+def carry_plan(
+    store: DeltaMetadataStore, spec: FeatureSpec, *, old_graph: FeatureGraph, partition_rows: int
+) -> Partitioning | None:
+    """The buckets :func:`carry_over` would split ``spec``'s rows at the old version into (None: no table).
+
+    Made once per step and handed to every unit, so units running at different times (other units' commits
+    change the table's files) agree on which samples are whose."""
+    pinned = store.scan_feature_at(spec.key)
+    if pinned is None:
+        return None
+    ids = list(spec.id_columns)
+    schema = pinned[0].collect_schema()
+    old_where = feature_layout(store, spec.key, ids, schema, old_graph.feature_version(spec.key))
+    return None if old_where is None else plan(old_where, ids, partition_rows)
 
 
 # ------------------------------------------------------------------------------ what is left behind
