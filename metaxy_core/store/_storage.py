@@ -8,7 +8,9 @@ through :func:`metaxy_core.errors.redact` with :func:`secret_values`.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -145,7 +147,47 @@ def _s3_client(options: Mapping[str, str]) -> Any:
             ),
         )
         _CLIENTS[key] = client
+        _redact_wire_logs(secret_values(options) + [options.get("AWS_ACCESS_KEY_ID", "")])
     return client
+
+
+# botocore logs every request at DEBUG with its signed headers: the access key id (``Credential=...``) and a
+# session token (``X-Amz-Security-Token``) would reach any log handler a user or Dagster attached at DEBUG.
+_WIRE_SECRETS = re.compile(
+    r"(?P<lead>Credential=)[^/,\s'\"]+"
+    r"|(?P<head>(?:X-Amz-Security-Token|x-amz-security-token)['\"]?\s*[:=]\s*b?['\"]?)[^'\",\s}]+"
+)
+
+
+class _RedactWireLogs(logging.Filter):
+    """Scrubs credentials from botocore/urllib3 log records before any handler sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = redact(
+            _WIRE_SECRETS.sub(lambda m: f"{m['lead'] or m['head']}***", text), (s for s in self.secrets if s)
+        )
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+_WIRE_FILTER = _RedactWireLogs()
+
+
+def _redact_wire_logs(secrets: list[str]) -> None:
+    """Attach the scrubbing filter to every botocore/boto3/urllib3 logger (a logger's filters do not apply to
+    its children's records, so each one gets it; they all exist once a client has been built)."""
+    _WIRE_FILTER.secrets.update(s for s in secrets if s)
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".", 1)[0] in ("botocore", "boto3", "urllib3", "s3transfer"):
+            logger = logging.getLogger(name)
+            if _WIRE_FILTER not in logger.filters:
+                logger.addFilter(_WIRE_FILTER)
 
 
 def _bucket_key(uri: str) -> tuple[str, str]:
