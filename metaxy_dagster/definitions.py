@@ -164,6 +164,7 @@ def build_migration_definitions(
         pool=pool,
         store_resource_key=store_key,
         name=ROLLBACK_JOB_NAME + suffix,
+        feature_asset_keys=features.keys,
     )
     apply_job = build_apply_job(
         assets=migration_assets, name=APPLY_JOB_NAME + suffix, executor_def=executor_def

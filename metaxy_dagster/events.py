@@ -333,6 +333,50 @@ def rollback_metadata(result: RollbackResult) -> dict[str, Any]:
     }
 
 
+def feature_rollback_events(
+    migration_id: str,
+    features: Iterable[tuple[str, int, int | None]],
+    feature_key: Callable[[str], AssetKey],
+    *,
+    dry_run: bool,
+    run_id: str,
+    at: datetime | None = None,
+) -> list[AssetMaterialization | AssetObservation]:
+    """The rollback's effect on each feature table whose latest view it changed.
+
+    A rollback hides the rows a migration wrote and readers see the rows from before it again: the table's
+    content changed, so each feature with hidden rows gets a materialization (rows hidden, rows restored when
+    known, the migration, the run). A dry run's plan is an observation, never a materialization.
+
+    Args:
+        features: ``(feature key, rows hidden, rows restored or None)`` per feature.
+    """
+    out: list[AssetMaterialization | AssetObservation] = []
+    for feature, hidden, restored in features:
+        if not hidden:
+            continue
+        metadata: dict[str, Any] = {
+            "metaxy/feature": feature,
+            "metaxy/migration_id": migration_id,
+            "metaxy/rollback": str(RollbackStatus.PLANNED if dry_run else RollbackStatus.ROLLED_BACK),
+            "metaxy/rows_hidden": MetadataValue.int(hidden),
+            "metaxy/run_id": run_id,
+        }
+        if restored is not None:
+            metadata["metaxy/rows_restored"] = MetadataValue.int(restored)
+        if at is not None:
+            metadata["metaxy/rolled_back_at"] = MetadataValue.timestamp(at)
+        restored_text = "" if restored is None else f", {restored} restored"
+        key = feature_key(feature)
+        if dry_run:
+            description = f"rollback of {migration_id} would hide {hidden} row(s){restored_text}"
+            out.append(AssetObservation(asset_key=key, description=description, metadata=metadata))
+        else:
+            description = f"rollback of {migration_id}: {hidden} row(s) hidden{restored_text}"
+            out.append(AssetMaterialization(asset_key=key, description=description, metadata=metadata))
+    return out
+
+
 def failure_metadata(result: MigrationResult, secrets: Iterable[str] = ()) -> dict[str, Any]:
     """Metadata attached to the Failure of an op whose operation raised."""
     return result_metadata(result, secrets)

@@ -9,7 +9,8 @@ events (``SensorResult(asset_events=...)``):
 * applied or stamped -> a materialization of the migration asset (the same metadata an apply run records,
   plus the original run id and time), and a materialization of every feature asset a step of another run
   wrote (rows written, the feature's new version, the migration id);
-* rolled back -> an observation of the migration asset (rows hidden and restored, run id, time).
+* rolled back -> an observation of the migration asset (rows hidden and restored, run id, time), and a
+  materialization of every feature asset whose rows it hid (its latest view changed).
 
 Dagster's own runs record their events as they go, so the sensor skips log entries of runs of this instance
 that are still running (their events are on the way) and entries whose run id Dagster already shows: ticks
@@ -20,6 +21,7 @@ The cursor is the log's Delta version (plus the chain), so a tick with nothing n
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +98,8 @@ class LogEntry:
     run_id: str
     at: datetime
     note: str = ""
+    #: rows the event changed per feature (for a rollback: rows hidden; empty in logs older than that)
+    writes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,11 +118,16 @@ def latest_entries(log: pl.DataFrame) -> dict[str, LogEntry]:
         log.filter(pl.col("op_index") == MIGRATION_LEVEL)
         .group_by("migration_id", maintain_order=True)
         .last()
-        .select("migration_id", "status", "run_id", "at", "note")
+        .select("migration_id", "status", "run_id", "at", "note", "writes")
     )
     return {
         row["migration_id"]: LogEntry(
-            row["migration_id"], row["status"], row["run_id"] or "", row["at"], row["note"] or ""
+            row["migration_id"],
+            row["status"],
+            row["run_id"] or "",
+            row["at"],
+            row["note"] or "",
+            json.loads(row["writes"] or "{}"),
         )
         for row in last.iter_rows(named=True)
     }
@@ -238,6 +247,16 @@ def evaluate_history_tick(
             ):
                 continue
             tick.asset_events.append(_rolled_back_event(key, migration, entry, secrets))
+            tick.asset_events.extend(
+                events.feature_rollback_events(
+                    migration.migration_id,
+                    [(feature, hidden, None) for feature, hidden in sorted(entry.writes.items())],
+                    lambda feature: feature_keys.get(feature) or AssetKey(feature.split("/")),
+                    dry_run=False,
+                    run_id=entry.run_id,
+                    at=entry.at,
+                )
+            )
     if tick.waiting_for:
         tick.cursor = previous  # those runs' events are on the way: compare again next tick
     if not tick.asset_events:

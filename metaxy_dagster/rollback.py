@@ -1,16 +1,20 @@
 """The rollback job: undo a selected migration from Dagster, with ``dry_run`` as run configuration.
 
 Each rolled-back (or planned) migration is recorded as an observation on its asset, so the asset's history in
-the UI shows the rollback next to the materialization it undid. Single-migration rollbacks are refused while a
-later migration is applied (the message lists them); set ``cascade: true`` to undo newest-first down to the
-selected migration, as ``metaxy migrations rollback ID`` does.
+the UI shows the rollback next to the materialization it undid; every feature table whose rows it hid gets a
+materialization (rows hidden and restored): its latest view changed. Single-migration rollbacks are refused
+while a later migration is applied (the message lists them); set ``cascade: true`` to undo newest-first down
+to the selected migration, as ``metaxy migrations rollback ID`` does.
 """
 
 # No `from __future__ import annotations`: Dagster reads the op's Config annotation at definition time.
 
-from dagster import AssetObservation, Config, GraphDefinition, JobDefinition, OpExecutionContext, op
+from collections.abc import Mapping
+
+from dagster import AssetKey, AssetObservation, Config, GraphDefinition, JobDefinition, OpExecutionContext, op
 from pydantic import Field
 
+from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import MigrationChain
 from metaxy_core.migrations.rollback import rollback, rollback_migration
 from metaxy_dagster import events
@@ -41,11 +45,16 @@ def build_rollback_job(
     store_resource_key: str = STORE_RESOURCE_KEY,
     run_resource_key: str = RUN_RESOURCE_KEY,
     pool: str | None = None,
+    feature_asset_keys: Mapping[str, AssetKey] | None = None,
 ) -> JobDefinition:
     """Op job rolling back ``ops.metaxy_rollback.config.migration_id`` (see
     :mod:`metaxy_core.migrations.rollback`)."""
     translator = translator or MetaxyMigrationTranslator()
     keys = {m.migration_id: translator.get_asset_key(m) for m in chain}
+    known_features = dict(feature_asset_keys or {})
+
+    def feature_key(feature: str) -> AssetKey:
+        return known_features.get(feature) or translator.get_feature_asset_key(FeatureKey(feature))
 
     # op names are unique per repository: a second code location's rollback job (another `name`) gets its own
     suffix = name[len(ROLLBACK_JOB_NAME) :] if name.startswith(ROLLBACK_JOB_NAME) else f"_{name}"
@@ -70,6 +79,14 @@ def build_rollback_job(
             key = keys.get(result.migration_id)
             if key is not None:
                 context.log_event(AssetObservation(asset_key=key, metadata=events.rollback_metadata(result)))
+            for event in events.feature_rollback_events(
+                result.migration_id,
+                [(f.feature_key, f.hidden, f.restored) for f in result.features],
+                feature_key,
+                dry_run=result.dry_run,
+                run_id=context.run_id,
+            ):
+                context.log_event(event)
 
     return GraphDefinition(
         name=name,

@@ -194,7 +194,9 @@ def rollback_migration(
         migration_id=migration_id,
         status=EventStatus.ROLLED_BACK,
         run_id=executor.run_id,
+        rows=sum(f.hidden for f in planned),
         note="; ".join(f"{f.feature_key}: {f.hidden} hidden, {f.restored} restored" for f in planned),
+        writes={f.feature_key: f.hidden for f in planned},  # rows hidden per feature (what readers lost)
     )
     return RollbackResult(migration_id, RollbackStatus.ROLLED_BACK, False, planned)
 

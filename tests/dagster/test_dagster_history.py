@@ -115,7 +115,9 @@ def test_a_partly_cli_applied_chain_finished_by_dagster_reports_only_the_cli_par
         assert len(instance.fetch_materializations(EMB_KEY, limit=10).records) == 2
 
 
-def test_a_cli_rollback_shows_as_an_observation_once(project: Project) -> None:
+def test_a_cli_rollback_shows_once_on_the_migration_and_on_the_feature_tables_it_changed(
+    project: Project,
+) -> None:
     with dg.instance_for_test() as instance:
         with project.active():
             executor = cli_executor(project, "cli-apply")
@@ -125,11 +127,19 @@ def test_a_cli_rollback_shows_as_an_observation_once(project: Project) -> None:
         with project.active():
             rollback(cli_executor(project, "cli-rollback"), chain, M2)
         data = tick(project, instance, first.cursor)
-        [observation] = data.asset_events
+        observation, *features = data.asset_events
         assert observation.asset_key == KEY2 and isinstance(observation, dg.AssetObservation)
         assert observation.metadata["metaxy/rollback"].value == "rolled_back"
         assert observation.metadata["metaxy/run_id"].value == "cli-rollback"
         assert "hidden" in observation.metadata["metaxy/note"].value
+        # the feature tables whose rows it hid changed: each gets a materialization
+        assert {f.asset_key for f in features} == {EMB_KEY, CLIP_KEY}
+        for feature in features:
+            assert isinstance(feature, dg.AssetMaterialization)
+            assert feature.metadata["metaxy/migration_id"].value == M2
+            assert feature.metadata["metaxy/rows_hidden"].value == 5
+            assert feature.metadata["metaxy/run_id"].value == "cli-rollback"
+        assert latest(instance, EMB_KEY)["metaxy/rollback"] == "rolled_back"
         assert not tick(project, instance, None).asset_events  # seen: not reported again
 
 

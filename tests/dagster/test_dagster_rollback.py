@@ -41,14 +41,20 @@ def test_rollback_job_dry_run_plans_and_writes_nothing(project: Project, instanc
     result = _run(project, instance, ROLLBACK_JOB_NAME, run_config=_rollback_config(M2, dry_run=True))
     assert result.success
     assert project.table_versions() == versions
-    [observation] = [
-        e.asset_observation_data.asset_observation
+    observations = {
+        e.asset_observation_data.asset_observation.asset_key: e.asset_observation_data.asset_observation
         for e in result.all_events
         if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
-    ]
-    assert observation.asset_key == dg.AssetKey(["metaxy", "migrations", M2])
+    }
+    observation = observations.pop(dg.AssetKey(["metaxy", "migrations", M2]))
     assert observation.metadata["metaxy/rollback"].value == "planned"
     assert observation.metadata["metaxy/rows_hidden_by_feature"].value == {EMB: 5, CLIP: 5}
+    # each feature table the rollback would change gets the plan as an observation, never a materialization
+    assert set(observations) == {dg.AssetKey(EMB.split("/")), dg.AssetKey(CLIP.split("/"))}
+    for plan in observations.values():
+        assert plan.metadata["metaxy/rollback"].value == "planned"
+        assert plan.metadata["metaxy/rows_hidden"].value == 5
+    assert not result.asset_materializations_for_node("metaxy_rollback")
     assert _statuses(project) == {M1: "completed", M2: "completed"}
 
 
@@ -62,6 +68,16 @@ def test_rollback_job_undoes_the_head_and_the_asset_history_records_it(project: 
     records = instance.fetch_observations(dg.AssetKey(["metaxy", "migrations", M2]), limit=50).records
     ours = [r for r in records if r.run_id == result.run_id]  # the instance is shared by the session's tests
     assert [r.asset_observation.metadata["metaxy/rollback"].value for r in ours] == ["rolled_back"]
+    # the feature tables whose latest view changed are materialized: rows hidden, the old rows restored
+    for feature in (EMB, CLIP):
+        [record] = [
+            r
+            for r in instance.fetch_materializations(dg.AssetKey(feature.split("/")), limit=50).records
+            if r.run_id == result.run_id
+        ]
+        meta = {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
+        assert meta["metaxy/migration_id"] == M2 and meta["metaxy/rollback"] == "rolled_back"
+        assert meta["metaxy/rows_hidden"] == 5 and meta["metaxy/rows_restored"] == 5
     # Applying again brings the migration back.
     assert _run(project, instance, APPLY_JOB_NAME).success
     assert project.rows_at(EMB, 3) == 5 and _statuses(project) == {M1: "completed", M2: "completed"}
