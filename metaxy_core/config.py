@@ -101,6 +101,19 @@ class MetaxyConfig(BaseModel):
     lock_heartbeat_seconds: float | None = Field(
         None, description="How often a lock holder renews its lease (default: a quarter of the TTL)."
     )
+    bucket_rows: int = Field(
+        1_000_000,
+        gt=0,
+        description=(
+            "Samples per bucket of bulk steps (reconciliation): one unit of work, one commit; it bounds the "
+            "memory of a worker (about 1 GiB at the default), whatever the table size."
+        ),
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Local worker processes `metaxy migrations apply` runs units of work in (--workers).",
+    )
     config_file: Path | None = Field(None, exclude=True)
     root_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -180,6 +193,8 @@ class MetaxyConfig(BaseModel):
         storage_options: dict[str, Any] | None = None,
         lock_ttl_seconds: float | str | None = None,
         lock_heartbeat_seconds: float | str | None = None,
+        bucket_rows: int | str | None = None,
+        workers: int | str | None = None,
         source: str | None = None,
     ) -> MetaxyConfig:
         """A copy with the given values in place of the configured ones: the one way settings are overridden
@@ -203,6 +218,8 @@ class MetaxyConfig(BaseModel):
             "migrations_dir": migrations_dir,
             "lock_ttl_seconds": lock_ttl_seconds,
             "lock_heartbeat_seconds": lock_heartbeat_seconds,
+            "bucket_rows": bucket_rows,
+            "workers": workers,
         }
         data = {**self.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
         if store_root is not None:
@@ -377,6 +394,8 @@ def _env_overrides() -> dict[str, Any]:
         "store_root": env.get("METAXY_STORE_ROOT"),
         "lock_ttl_seconds": env.get("METAXY_LOCK_TTL_SECONDS"),
         "lock_heartbeat_seconds": env.get("METAXY_LOCK_HEARTBEAT_SECONDS"),
+        "bucket_rows": env.get("METAXY_BUCKET_ROWS"),
+        "workers": env.get("METAXY_WORKERS"),
     }
     if "METAXY_ENTRYPOINTS" in env:
         overrides["entrypoints"] = [m.strip() for m in env["METAXY_ENTRYPOINTS"].split(",") if m.strip()]
@@ -395,8 +414,8 @@ def _env_overrides() -> dict[str, Any]:
 CONFIG_TEMPLATE = """\
 # metaxy project configuration; relative paths are relative to this file.
 # Every setting can be overridden by an environment variable: METAXY_PROJECT, METAXY_ENTRYPOINTS
-# (comma-separated), METAXY_MIGRATIONS_DIR, METAXY_STORE_ROOT, METAXY_STORE_STORAGE_OPTIONS (a JSON object)
-# and METAXY_LOCK_TTL_SECONDS. See docs/cli.md.
+# (comma-separated), METAXY_MIGRATIONS_DIR, METAXY_STORE_ROOT, METAXY_STORE_STORAGE_OPTIONS (a JSON object),
+# METAXY_LOCK_TTL_SECONDS, METAXY_BUCKET_ROWS and METAXY_WORKERS. See docs/cli.md.
 
 # Scopes the pushed snapshots, the migration log and the migration lock inside the store.
 project = "{project}"
@@ -410,6 +429,12 @@ migrations_dir = ".metaxy/migrations"
 # A migration lock whose holder stops renewing it (a crashed or stalled apply) expires after this many
 # seconds; a live holder renews it every quarter of it (lock_heartbeat_seconds).
 lock_ttl_seconds = 3600
+
+# Samples per bucket of a reconciliation: one unit of work and one commit each; it bounds a worker's memory
+# (about 1 GiB at 1,000,000). Local worker processes of `metaxy migrations apply` (--workers); see
+# docs/scale.md for Dagster's executors.
+bucket_rows = 1000000
+workers = 1
 
 [store]
 # A local folder or s3://bucket/prefix.

@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("migration_id", nargs="?", metavar="MIGRATION_ID")
     apply.add_argument("--dry-run", action="store_true", help="plan only: write nothing, show rows per step")
     apply.add_argument("--force", action="store_true", help="continue a migration whose file was edited")
+    apply.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run reconciliation buckets in N local processes (default: the `workers` setting, 1)",
+    )
     gen = add(mig, "generate", commands.migrations_generate)
     gen.add_argument("--name", help="description used in the file name")
     gen.add_argument("--merge", action="store_true", help="write a merge migration joining the chain's heads")
@@ -257,6 +263,7 @@ def _apply(args: argparse.Namespace, project: commands.Project) -> commands.Appl
             force=args.force,
             on_step=view.step,
             on_progress=view.progress,
+            workers=args.workers,
         )
 
 

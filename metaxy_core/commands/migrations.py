@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from metaxy_core.commands.project import Project
+from metaxy_core.commands.workers import WorkerPool
 from metaxy_core.errors import MetaxyError
 from metaxy_core.migrations import progress
 from metaxy_core.migrations.generator import GeneratedMigration, generate, generate_merge
@@ -186,18 +187,31 @@ def migrations_apply(
     force: bool = False,
     on_step: Callable[[StepResult], None] | None = None,
     on_progress: ProgressCallback | None = None,
+    workers: int | None = None,
 ) -> ApplyReport:
     """Apply pending migrations up to MIGRATION_ID (default: all).
 
     A dry run plans instead: it writes nothing and reports the rows each step would write. ``on_step`` hears
     every finished step, ``on_progress`` long steps while they run (rows done / total, rate, ETA).
+    ``workers`` (default: the ``workers`` setting, 1) above 1 runs the units of work of reconciliations in
+    that many local processes (see docs/scale.md); the result is the same as with one.
 
     Raises:
         MigrationFailed: a step failed; progress so far is kept and a re-run resumes.
     """
     chain = project.chain
+    workers = project.config.workers if workers is None else workers
+    if workers < 1:
+        raise MetaxyError(f"--workers {workers}: give 1 or more worker processes")
     executor = project.executor(force=force, on_step=on_step, on_progress=on_progress)
-    return ApplyReport(executor.apply(chain, target, dry_run=dry_run), dry_run)
+    if workers == 1 or dry_run:
+        return ApplyReport(executor.apply(chain, target, dry_run=dry_run), dry_run)
+    pool = WorkerPool(
+        project.config, workers=workers, run_id=executor.run_id, batch_rows=executor.batch_rows, force=force
+    )
+    with pool:
+        executor.run_units = pool
+        return ApplyReport(executor.apply(chain, target), dry_run)
 
 
 def migrations_generate(

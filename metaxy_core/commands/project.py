@@ -42,6 +42,7 @@ class Project:
         return self.config.load_chain(self.graph, allow_forks=True)
 
     def executor(self, **kwargs: Any) -> MigrationExecutor:
+        kwargs.setdefault("batch_rows", self.config.bucket_rows)
         return MigrationExecutor(self.store, project=self.config.project, graph=self.graph, **kwargs)
 
     def states(self) -> dict[str, MigrationState]:

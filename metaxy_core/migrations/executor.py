@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from metaxy_core.errors import MetaxyError, format_validation_error, redact
 from metaxy_core.graph.graph import FeatureGraph
-from metaxy_core.migrations import progress
+from metaxy_core.migrations import progress, units
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.context import OperationContext
 from metaxy_core.migrations.lock import StoreLock
@@ -44,6 +44,7 @@ from metaxy_core.migrations.state import MigrationState, pending, refuse_unfinis
 from metaxy_core.migrations.steps import CUSTOM_FEATURE as CUSTOM_FEATURE  # re-exported: callers know it here
 from metaxy_core.migrations.steps import StepRunner
 from metaxy_core.migrations.steps import step_write_id as step_write_id
+from metaxy_core.migrations.units import UnitRunner
 from metaxy_core.migrations.usercode import located
 from metaxy_core.reporting import ProgressCallback
 
@@ -98,6 +99,9 @@ class MigrationExecutor(StepRunner):
             their memory (about 1 GiB peak at the default, whatever the table size).
         on_step: called with every :class:`StepResult` as it finishes (progress bars, Dagster logs).
         on_progress: called while long steps run (rows done / total, rate, ETA), e.g. after each bucket.
+        run_units: run the steps of operations that split into units of work (reconciliation) through this
+            runner, layer by layer (e.g. local worker processes: ``metaxy migrations apply --workers N``);
+            None (the default) runs every step whole, one after another, in this process.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class MigrationExecutor(StepRunner):
         on_step: Callable[[StepResult], None] | None = None,
         on_progress: ProgressCallback | None = None,
         log: logging.Logger | None = None,
+        run_units: UnitRunner | None = None,
     ) -> None:
         self.store = store
         self.project = project or store.project
@@ -123,6 +128,7 @@ class MigrationExecutor(StepRunner):
         self.on_progress = on_progress
         self.log = log or logger
         self.lock = StoreLock(store, self.run_id)
+        self.run_units = run_units
 
     # ------------------------------------------------------------------ status
     def states(self) -> dict[str, MigrationState]:
@@ -390,7 +396,11 @@ class MigrationExecutor(StepRunner):
             if state.completed:
                 return []
             state = self.begin(migration, state)
-            results = self.run_steps(migration, op_index, operations[op_index], state, dry_run=False)
+            op = operations[op_index]
+            if self.run_units is not None and units.splits(op):
+                results = units.run_operation_units(self, migration, op_index, state, self.run_units)
+            else:
+                results = self.run_steps(migration, op_index, op, state, dry_run=False)
             if finish:
                 self.finish(migration)
         return results

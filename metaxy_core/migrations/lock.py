@@ -261,6 +261,12 @@ class StoreLock:
         ttl_seconds: lease period (default: the store's ``lock_ttl_seconds``).
         heartbeat_seconds: renewal period (default: the store's ``lock_heartbeat_seconds``, else TTL/4).
         heartbeat: renew in a background thread while held (tests turn it off to play a stalled holder).
+        member: a worker of a run spread over processes (:mod:`metaxy_core.migrations.units`): it only
+            joins the run's live lease (never starts one) and leaves it without releasing it, so the run's
+            other workers carry on under the same fencing token.
+        pid: the process whose liveness stands for the lease on this host (default: this one). A worker
+            gives its run's coordinator, which outlives it: a lease whose last renewal came from a finished
+            worker would otherwise look abandoned to a contender on the same host.
 
     Raises:
         ConfigError: the periods are unsafe (see :func:`check_lock_settings`).
@@ -274,9 +280,13 @@ class StoreLock:
         ttl_seconds: float | None = None,
         heartbeat_seconds: float | None = None,
         heartbeat: bool = True,
+        member: bool = False,
+        pid: int | None = None,
     ) -> None:
         self.store = store
         self.owner = owner
+        self.member = member
+        self.pid = pid
         ttl = ttl_seconds if ttl_seconds is not None else store.lock_ttl_seconds
         beat = heartbeat_seconds if heartbeat_seconds is not None else store.lock_heartbeat_seconds
         check_lock_settings(ttl, beat)
@@ -358,7 +368,7 @@ class StoreLock:
                     "event": event,
                     "owner": owner or self.owner,
                     "host": hostname(),
-                    "pid": current_pid(),
+                    "pid": self.pid if self.pid is not None else current_pid(),
                     "at": at,
                     "expires_at": at + self.ttl,
                     "token": token,
@@ -379,6 +389,8 @@ class StoreLock:
         with self._commits:
             for attempt in range(1, _ATTEMPTS + 1):
                 table, lease = self._state()
+                if self.member and (lease is None or lease.owner != self.owner or lease.token is None):
+                    raise LockLostError(self.owner, lease, self.ttl.total_seconds())
                 free, age = self._free_for_me(lease)
                 if not free:
                     assert lease is not None
@@ -487,8 +499,12 @@ class StoreLock:
             self._thread.join()
         self._stop = self._thread = None
 
-    def release(self) -> None:
-        """Give the lease back (the outermost release of a re-entrant holder does)."""
+    def leave(self) -> None:
+        """Stop holding the lease in this process without releasing it (heartbeat and fence end here).
+
+        The run's other processes, or its next step, carry on under the same token; a worker (``member``)
+        always leaves this way. The run's coordinator releases the lease at the end with :meth:`release`.
+        """
         if self._depth == 0:
             return
         self._depth -= 1
@@ -498,6 +514,15 @@ class StoreLock:
         if self._fence_scope is not None:
             self._fence_scope.close()
             self._fence_scope = None
+
+    def release(self) -> None:
+        """Give the lease back (the outermost release of a re-entrant holder does; a member only leaves)."""
+        if self._depth == 0:
+            return
+        if self.member or self._depth > 1:
+            self.leave()
+            return
+        self.leave()
         with self._commits:
             for attempt in range(1, _ATTEMPTS + 1):
                 table, lease = self._state()

@@ -20,6 +20,8 @@ import os
 import re
 import reprlib
 from abc import ABC
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,10 +31,21 @@ from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import reconcile
 from metaxy_core.migrations.context import OperationContext
 from metaxy_core.migrations.results import StepOutcome, StepStatus, outcome_of
+from metaxy_core.store.buckets import Partitioning
 
 
 class OperationError(MetaxyError):
     """An operation is misconfigured or cannot be resolved."""
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    """What one unit of work (some buckets of one feature's step) did: rows written, commits made, and
+    samples it could not do (reconciliation: no upstream rows at the new version)."""
+
+    rows: int
+    commits: int = 0
+    skipped: int = 0
 
 
 class BaseOperation(BaseModel, ABC):
@@ -128,6 +141,25 @@ class BaseOperation(BaseModel, ABC):
             call_execute_for_feature(self, ctx, feature),
             method=f"{type(self).__qualname__}.execute_for_feature()",
         )
+
+    # ------------------------------------------------------------ units of work (opt-in)
+    def plan_units(self, ctx: OperationContext, feature: FeatureKey) -> Partitioning | None:
+        """How the step for ``feature`` splits into units that may run in parallel, on other processes or
+        hosts: buckets of samples, each unit one bucket (see :mod:`metaxy_core.migrations.units`). None (the
+        default) runs the step as one unit through :meth:`run`. An operation opts in by overriding this,
+        :meth:`run_unit` and, if it has something to say, :meth:`units_note`; its units must be independent
+        (any order, any process) and a re-run of a finished unit must write nothing new."""
+        return None
+
+    def run_unit(
+        self, ctx: OperationContext, feature: FeatureKey, partitioning: Partitioning, buckets: Collection[int]
+    ) -> UnitOutcome:
+        """Do the work of ``buckets`` of ``partitioning`` for ``feature`` (see :meth:`plan_units`)."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not split into units")
+
+    def units_note(self, feature: FeatureKey, skipped: int) -> str:
+        """The step's note once all its units are done, from the samples they could not do."""
+        return ""
 
     def execute_for_feature(
         self,
@@ -244,12 +276,16 @@ class DataVersionReconciliation(BaseOperation):
     batches. Samples already present at the new version (recomputed by the pipeline, or written by an
     interrupted run of this step) are left alone, which makes the step resumable without duplicates. A root
     feature whose version changed cannot be reconciled; it is reported as ``recompute_required``.
+
+    It splits into units of work (:meth:`plan_units`): the buckets of each feature's rows at the old version,
+    which workers carry over independently, under the step's one write id.
     """
 
     default_id: ClassVar[str | None] = "reconcile"
     features_verb: ClassVar[str] = "reconcile"
 
-    def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
+    def _nothing_to_carry(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome | None:
+        """The step's outcome when there is nothing to carry over (None: there may be)."""
         if ctx.from_graph is None:
             raise OperationError(f"{self.op_id}: reconciliation needs a migration with a from-snapshot")
         new_graph, old_graph = ctx.to_graph, ctx.from_graph
@@ -268,9 +304,17 @@ class DataVersionReconciliation(BaseOperation):
                     "from its data, so reconciliation cannot carry it over: recompute this feature"
                 ),
             )
-        store = ctx.store
-        if not store.has_metadata(feature):
+        if not ctx.store.has_metadata(feature):
             return StepOutcome(0, note=f"{feature} has no stored metadata; nothing to reconcile")
+        return None
+
+    def run(self, ctx: OperationContext, feature: FeatureKey) -> StepOutcome:
+        done = self._nothing_to_carry(ctx, feature)
+        if done is not None:
+            return done
+        assert ctx.from_graph is not None
+        new_graph, old_graph, store = ctx.to_graph, ctx.from_graph, ctx.store
+        spec = new_graph.spec(feature)
         if ctx.dry_run and reconcile.pending_upstreams(ctx, spec.key):
             rows, note = reconcile.estimate_after_upstreams(ctx, spec.key)
             return StepOutcome(rows, note=note)
@@ -292,6 +336,39 @@ class DataVersionReconciliation(BaseOperation):
         )
         meter.finish()
         return StepOutcome(result.rows, note=reconcile.missing_note(feature, result.missing))
+
+    def plan_units(self, ctx: OperationContext, feature: FeatureKey) -> Partitioning | None:
+        if ctx.dry_run or self._nothing_to_carry(ctx, feature) is not None:
+            return None
+        assert ctx.from_graph is not None
+        spec = ctx.to_graph.spec(feature)
+        return reconcile.carry_plan(ctx.store, spec, old_graph=ctx.from_graph, partition_rows=ctx.batch_rows)
+
+    def run_unit(
+        self, ctx: OperationContext, feature: FeatureKey, partitioning: Partitioning, buckets: Collection[int]
+    ) -> UnitOutcome:
+        assert ctx.from_graph is not None and not ctx.dry_run
+        spec = ctx.to_graph.spec(feature)
+        write = ctx.store.begin_write(spec.key)
+        meter = ctx.progress(feature)
+        result = reconcile.carry_over(
+            ctx.store,
+            spec,
+            old_graph=ctx.from_graph,
+            new_graph=ctx.to_graph,
+            write_id=write.write_id,
+            snapshot_version=ctx.to_snapshot_version,
+            partition_rows=ctx.batch_rows,
+            on_commit=write.count,
+            on_progress=meter.update,
+            partitioning=partitioning,
+            only_buckets=buckets,
+        )
+        meter.finish()
+        return UnitOutcome(result.rows, commits=result.commits, skipped=result.missing)
+
+    def units_note(self, feature: FeatureKey, skipped: int) -> str:
+        return reconcile.missing_note(feature, skipped)
 
 
 class DeltaMaintenance(BaseOperation):

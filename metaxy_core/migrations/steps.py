@@ -160,7 +160,7 @@ class StepRunner:
                 )
                 if not dry_run and not _store_unreachable(exc, self.store):
                     try:
-                        self._record_step(migration, result, write_id, scope.rows_by_feature)
+                        self.record_step(migration, result, write_id, scope.rows_by_feature)
                         progress.record(
                             self.store,
                             project=self.project,
@@ -174,7 +174,7 @@ class StepRunner:
                         self.log.warning(
                             "could not record the failure in the migration log: %s", record_error
                         )
-                self._notify(result)
+                self.notify(result)
                 self.log.debug("step failed:\n%s", redact(traceback.format_exc(), self.store.secrets))
                 if inner:
                     raise exc  # its message names the operation and the feature that failed
@@ -213,11 +213,11 @@ class StepRunner:
         if not dry_run:
             writes = dict(scope.rows_by_feature)
             self.lock.renew()  # first: a run whose expired lease was taken over must not record its step
-            self._record_step(migration, result, write_id, writes)
-        self._notify(result)
+            self.record_step(migration, result, write_id, writes)
+        self.notify(result)
         return result
 
-    def _record_step(
+    def record_step(
         self, migration: Migration, result: StepResult, write_id: str, writes: dict[str, int]
     ) -> None:
         progress.record(
@@ -239,7 +239,7 @@ class StepRunner:
             writes=writes,
         )
 
-    def _notify(self, result: StepResult) -> None:
+    def notify(self, result: StepResult) -> None:
         if self.on_step is not None:
             self.on_step(result)
 

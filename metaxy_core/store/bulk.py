@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from metaxy_core.store.scope import Fence
 
 #: columns whose statistics the bulk writer records in the Delta log (what reads filter on)
+#: commit attempts of a fenced bulk append racing the other writers of its lease (units of one run)
+_FENCED_ATTEMPTS = 20
 _STAT_COLUMNS = (FEATURE_VERSION, SNAPSHOT_VERSION, WRITE_ID, COMMIT_ORDER)
 _STAT_TYPES = (pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.Date)
 
@@ -126,18 +129,28 @@ def append_frames(
                         stats=_file_stats(frame, ids),
                     )
                 )
-            try:
-                table.create_write_transaction(
-                    actions,
-                    mode="append",
-                    schema=table.schema(),
-                    commit_properties=_io.fenced_properties(fence, table),
-                )
-            except CommitFailedError:
-                if fence is not None:  # a newer lease wrote the table meanwhile: say so, not "commit failed"
+            for attempt in range(1, _FENCED_ATTEMPTS + 1):
+                try:
+                    table.create_write_transaction(
+                        actions,
+                        mode="append",
+                        schema=table.schema(),
+                        commit_properties=_io.fenced_properties(fence, table),
+                    )
+                    break
+                except CommitFailedError:
+                    if fence is None:
+                        raise
+                    # A newer lease wrote the table meanwhile: say so, not "commit failed". Otherwise a
+                    # sibling writer of the same lease (another unit of this run) committed first: Delta
+                    # refuses concurrent commits carrying the same app transaction, so commit the files
+                    # again on the table as it now is (derived rows may land at any version).
                     latest = _io.open_table(uri, options)
                     fence.check(None if latest is None else latest.transaction_version(fence.app_id))
-                raise
+                    if latest is None or attempt == _FENCED_ATTEMPTS:
+                        raise
+                    table = latest
+                    time.sleep(random.uniform(0.0, min(1.0, 0.02 * 2**attempt)))
         except BaseException:
             for path in written:
                 try:

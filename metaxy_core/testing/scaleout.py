@@ -1,0 +1,130 @@
+"""A project for scale-out tests and benchmarks: a reconciliation with independent units in two layers.
+
+``wide/raw`` (root, field ``frames``) feeds two independent features, ``wide/left`` and ``wide/right``;
+``wide/below`` depends on ``wide/left``. Version 2 bumps the code version of ``left`` and ``right`` (and so
+the version of ``below``): a migration from 1 to 2 reconciles ``left`` and ``right`` (layer 0, independent)
+and then ``below`` (layer 1), each split into buckets of ``bucket_rows`` samples. Every downstream feature
+has a user column, which reconciliation must keep.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from pathlib import Path
+
+import polars as pl
+
+from metaxy_core.graph import FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+from metaxy_core.store.delta import DeltaMetadataStore
+from metaxy_core.store.provenance import PROVENANCE_BY_FIELD
+from metaxy_core.testing.migrations import write_migration
+
+RAW, LEFT, RIGHT, BELOW = "wide/raw", "wide/left", "wide/right", "wide/below"
+DOWNSTREAM = (LEFT, RIGHT, BELOW)
+#: the environment variable the project's entrypoint reads its code version from (default 2)
+VERSION_ENV = "METAXY_SCALEOUT_VERSION"
+MIGRATION_ID = "20250101_000000_wide_v1_to_v2"
+
+
+def scaleout_specs(version: int) -> list[FeatureSpec]:
+    """The four specs at code ``version`` (1 or 2)."""
+
+    def child(key: str, parent: str, field: str, code: str) -> FeatureSpec:
+        upstream = "frames" if parent == RAW else parent.rsplit("/", 1)[-1]
+        return FeatureSpec(
+            key=key,
+            id_columns=["sample_uid"],
+            deps=[FeatureDep(feature=parent)],
+            fields=[
+                FieldSpec(key=field, code_version=code, deps=[FieldDep(feature=parent, fields=[upstream])])
+            ],
+        )
+
+    return [
+        FeatureSpec(key=RAW, id_columns=["sample_uid"], fields=[FieldSpec(key="frames", code_version="1")]),
+        child(LEFT, RAW, "left", str(version)),
+        child(RIGHT, RAW, "right", str(version)),
+        child(BELOW, LEFT, "below", "1"),
+    ]
+
+
+def declare_scaleout_features(version: int) -> FeatureGraph:
+    """Add the features at ``version`` to the active graph (what the project's entrypoint does)."""
+    graph = FeatureGraph.get_active()
+    for spec in scaleout_specs(version):
+        graph.add(spec)
+    return graph
+
+
+def scaleout_graph(version: int) -> FeatureGraph:
+    """A fresh graph holding the features at ``version``."""
+    graph = FeatureGraph()
+    for spec in scaleout_specs(version):
+        graph.add(spec)
+    return graph
+
+
+def seed_scaleout_store(store: DeltaMetadataStore, samples: int, *, chunk: int = 1_000_000) -> None:
+    """Write ``samples`` rows of every feature at version 1, all up to date (in chunks of ``chunk`` rows,
+    each one commit per feature)."""
+    graph = scaleout_graph(1)
+    for start in range(0, samples, chunk):
+        uid = pl.int_range(start, min(samples, start + chunk), dtype=pl.Int64, eager=True).alias("sample_uid")
+        raw = pl.DataFrame([uid]).with_columns(
+            pl.struct(frames=pl.format("frames-{}", "sample_uid")).alias(PROVENANCE_BY_FIELD)
+        )
+        store.write_metadata(RAW, raw, graph=graph)
+        for key in (LEFT, RIGHT, BELOW):
+            added = store.resolve_update(key, graph=graph).collect().added
+            column = key.rsplit("/", 1)[-1] + "_value"
+            rows = pl.DataFrame(added).with_columns((pl.col("sample_uid") * 2).alias(column))
+            store.write_metadata(key, rows, graph=graph)
+
+
+def write_scaleout_project(root: Path, *, samples: int = 400, bucket_rows: int = 50) -> Path:
+    """Write a project under ``root``: ``metaxy.toml`` (``bucket_rows``), the entrypoint (code at version 2
+    unless ``METAXY_SCALEOUT_VERSION`` says otherwise), both snapshots pushed, ``samples`` rows at version 1
+    and the reconciliation migration 1 -> 2. Returns the config file."""
+    root.mkdir(parents=True, exist_ok=True)
+    module = f"scaleout_features_{uuid.uuid4().hex[:10]}"
+    (root / f"{module}.py").write_text(
+        "import os\n\nfrom metaxy_core.testing.scaleout import VERSION_ENV, declare_scaleout_features\n\n"
+        "declare_scaleout_features(int(os.environ.get(VERSION_ENV, '2')))\n"
+    )
+    config = root / "metaxy.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            project = "wide"
+            entrypoints = ["{module}"]
+            migrations_dir = "migrations"
+            bucket_rows = {bucket_rows}
+            [store]
+            root = "store"
+            """
+        )
+    )
+    store = DeltaMetadataStore(str(root / "store"), project="wide")
+    old, new = scaleout_graph(1), scaleout_graph(2)
+    store.push_snapshot(old)
+    seed_scaleout_store(store, samples)
+    store.push_snapshot(new)
+    write_migration(root / "migrations", MIGRATION_ID, from_snapshot=old, to_snapshot=new)
+    return config
+
+
+__all__ = [
+    "BELOW",
+    "DOWNSTREAM",
+    "LEFT",
+    "MIGRATION_ID",
+    "RAW",
+    "RIGHT",
+    "VERSION_ENV",
+    "declare_scaleout_features",
+    "scaleout_graph",
+    "scaleout_specs",
+    "seed_scaleout_store",
+    "write_scaleout_project",
+]
