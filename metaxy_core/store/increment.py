@@ -10,7 +10,8 @@ follows the bucket size, never the table size.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -112,23 +113,72 @@ def compare(
         removed_schema.update({PROVENANCE_BY_FIELD: schema[PROVENANCE_BY_FIELD], PROVENANCE: pl.String})
         empty = pl.LazyFrame(schema=removed_schema)
         return Increment(added=expected, changed=expected.head(0), removed=empty)
-    stored_prov = stored.select(
+    stored_prov = _stored_provenance(stored, ids)
+    added = expected.join(stored_prov, on=ids, how="anti", nulls_equal=True)
+    changed = _changed(spec, graph, expected.join(stored_prov, on=ids, how="inner", nulls_equal=True))
+    return Increment(added=added, changed=changed, removed=_removed(ids, stored, expected, requested_ids))
+
+
+def _stored_provenance(stored: pl.LazyFrame, ids: list[str]) -> pl.LazyFrame:
+    return stored.select(
         [*ids, pl.col(PROVENANCE).alias("__stored"), pl.col(FEATURE_VERSION).alias("__stored_version")]
     )
-    added = expected.join(stored_prov, on=ids, how="anti", nulls_equal=True)
-    changed = (
-        expected.join(stored_prov, on=ids, how="inner", nulls_equal=True)
-        .filter(
-            (pl.col(PROVENANCE) != pl.col("__stored"))
-            | (pl.col("__stored_version") != graph.feature_version(spec.key))
-        )
-        .drop("__stored", "__stored_version")
-    )
+
+
+def _changed(spec: FeatureSpec, graph: FeatureGraph, matched: pl.LazyFrame) -> pl.LazyFrame:
+    """Of the expected rows matched with a stored row, those whose provenance or feature version differ."""
+    return matched.filter(
+        (pl.col(PROVENANCE) != pl.col("__stored"))
+        | (pl.col("__stored_version") != graph.feature_version(spec.key))
+    ).drop("__stored", "__stored_version")
+
+
+def _removed(
+    ids: list[str], stored: pl.LazyFrame, expected: pl.LazyFrame, requested_ids: pl.LazyFrame | None
+) -> pl.LazyFrame:
     removed = stored.select([*ids, PROVENANCE_BY_FIELD, PROVENANCE])
     if requested_ids is not None:
         removed = removed.join(requested_ids, on=ids, how="semi", nulls_equal=True)
-    removed = removed.join(expected.select(ids), on=ids, how="anti", nulls_equal=True)
-    return Increment(added=added, changed=changed, removed=removed)
+    return removed.join(expected.select(ids), on=ids, how="anti", nulls_equal=True)
+
+
+def compare_collected(
+    spec: FeatureSpec,
+    graph: FeatureGraph,
+    expected: pl.DataFrame,
+    requested_ids: pl.LazyFrame | None,
+    stored: pl.DataFrame | None,
+    *,
+    expected_unique: bool,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """:func:`compare`'s three frames, collected, with one join where the usual case allows.
+
+    ``stored`` holds one row per sample, so the inner join matches each expected row at most once: when it
+    matches every expected row nothing was added, and, when ``expected`` is known to hold one row per sample
+    (``expected_unique``: derived from upstream rows, not from caller samples) and no ids were requested,
+    when it matches every stored row nothing was removed. Only the other cases pay for the anti-joins.
+    """
+    if stored is None:
+        return tuple(pl.collect_all(_frames(compare(spec, graph, expected.lazy(), requested_ids, None))))
+    ids = list(spec.id_columns)
+    matched = expected.lazy().join(
+        _stored_provenance(stored.lazy(), ids), on=ids, how="inner", nulls_equal=True
+    )
+    matched_df = matched.collect()
+    changed = _changed(spec, graph, matched_df.lazy())
+    added = expected.head(0).lazy()
+    if matched_df.height != expected.height:
+        added = expected.lazy().join(
+            _stored_provenance(stored.lazy(), ids), on=ids, how="anti", nulls_equal=True
+        )
+    removed = _removed(ids, stored.lazy(), expected.lazy(), requested_ids)
+    if expected_unique and requested_ids is None and matched_df.height == stored.height:
+        removed = removed.head(0)
+    return tuple(pl.collect_all([added, changed, removed]))
+
+
+def _frames(inc: Increment) -> list[pl.LazyFrame]:
+    return [getattr(inc, which).lazy() for which in _FRAMES]
 
 
 def _ordering(schema: Mapping[str, pl.DataType]) -> list[str]:
@@ -203,6 +253,12 @@ def bucketed_increment(
 
     def increment_of(frames: Mapping[str, pl.LazyFrame]) -> Increment:
         """The single-query comparison over one bucket's rows (the same code as for whole tables)."""
+        return compare(spec, graph, *comparison_inputs(frames))
+
+    def comparison_inputs(
+        frames: Mapping[str, pl.LazyFrame],
+    ) -> tuple[pl.LazyFrame, pl.LazyFrame | None, pl.LazyFrame | None]:
+        """One bucket's (expected rows, requested ids, newest stored rows), as :func:`compare` takes them."""
         expected = None
         if spec.deps:
             upstream = {
@@ -212,7 +268,7 @@ def bucketed_increment(
             expected = store.expected_provenance(spec, graph, upstream=upstream)
         expected, requested_ids = expected_rows(spec, frames.get("samples"), expected)
         stored = newest(frames, "stored", spec.key, None) if "stored" in frames else None
-        return compare(spec, graph, expected, requested_ids, stored)
+        return expected, requested_ids, stored
 
     # Output schemas, from the regular plan over empty inputs (nothing is read).
     template = increment_of({name: lf.head(0) for name, _, lf, _ in inputs})
@@ -253,4 +309,56 @@ def bucketed_increment(
             explain_detail=f"{spec.key}, {partitioning.k} {partitioning.mode} buckets",
         )
 
-    return Increment(added=frame("added"), changed=frame("changed"), removed=frame("removed"))
+    def one_pass() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """All three frames, each bucket's comparison computed once (polars shares its scans and joins)."""
+        parts: dict[str, list[pl.DataFrame]] = {which: [] for which in _FRAMES}
+        with _BUCKET_LOCK:
+            buckets = shared.buckets()
+        for b in range(partitioning.k):
+            with _BUCKET_LOCK:
+                expected, requested_ids, stored = comparison_inputs(
+                    {name: buckets.get(name, b) for name, _, _, _ in inputs}
+                )
+                got = compare_collected(
+                    spec,
+                    graph,
+                    expected.collect(),
+                    requested_ids,
+                    None if stored is None else stored.collect(),
+                    expected_unique=bool(spec.deps) and samples is None,
+                )
+            for which, df in zip(_FRAMES, got, strict=True):
+                if df.height:
+                    parts[which].append(df)
+        added, changed, removed = (
+            pl.concat(parts[which]) if parts[which] else getattr(template, which).lazy().collect()
+            for which in _FRAMES
+        )
+        return added, changed, removed
+
+    return BucketedIncrement(
+        added=frame("added"), changed=frame("changed"), removed=frame("removed"), one_pass=one_pass
+    )
+
+
+_FRAMES = ("added", "changed", "removed")
+
+
+@dataclass(frozen=True)
+class BucketedIncrement(Increment):
+    """An increment computed bucket by bucket; :meth:`collect` computes each bucket's comparison once.
+
+    Each frame alone is a lazy IO source that recomputes the comparison per bucket (so that counting or
+    sinking one frame stays bounded); collecting the three separately would do that work three times, so
+    ``collect`` runs one pass that collects the three frames of each bucket together.
+    """
+
+    one_pass: Callable[[], tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def collect(self) -> Increment:
+        if self.one_pass is None:
+            return super().collect()
+        added, changed, removed = self.one_pass()
+        return Increment(added=added, changed=changed, removed=removed)

@@ -270,3 +270,35 @@ def test_layout_and_newest_rows():
     part = plan(Layout(4, pl.DataFrame({"lo": ["a", "m"], "hi": ["f", "z"], "n": [2, 2]})), ["uid"], 2)
     assert part.mode == "range" and part.boundaries.to_list() == ["m"]
     assert no_overlap.read_rows(part.boundaries) == 4 and overlap.read_rows(part.boundaries) == 6
+
+
+@pytest.mark.parametrize("clustered", [True, False])
+def test_collecting_a_bucketed_increment_compares_each_bucket_once(tmp_path, monkeypatch, clustered):
+    """``collect()`` runs one comparison per bucket for all three frames (not one per frame and bucket), with
+    the same rows as collecting each frame on its own, including added and removed samples."""
+    from metaxy_core.store import increment
+
+    ids = ["uid"]
+    store = build(tmp_path / "s", ids, clustered=clustered)
+    old, new = graph(ids, refined=False), graph(ids, refined=True)
+    # samples stored without upstream rows: removed
+    store.write_metadata(
+        EMB,
+        emb_rows(ids, [900, 901, 902]).with_columns(
+            raw_rows(ids, [900, 901, 902])
+            .get_column(PROVENANCE_BY_FIELD)
+            .struct.rename_fields(["embedding", "sync"])
+        ),
+        graph=old,
+    )
+    store.partition_rows = 100
+    inc = store.resolve_update(EMB, graph=new)
+    separately = [getattr(inc, name).collect().sort(ids) for name in ("added", "changed", "removed")]
+    calls: list[int] = []
+    original = increment.compare_collected
+    monkeypatch.setattr(increment, "compare_collected", lambda *a, **k: calls.append(1) or original(*a, **k))
+    together = store.resolve_update(EMB, graph=new).collect()
+    assert isinstance(inc, increment.BucketedIncrement) and len(calls) >= 2
+    for name, alone in zip(("added", "changed", "removed"), separately, strict=True):
+        assert getattr(together, name).sort(ids).equals(alone), name
+    assert (together.added.height, together.changed.height, together.removed.height) == (12, 588, 3)
