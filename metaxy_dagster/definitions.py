@@ -31,7 +31,13 @@ from metaxy_dagster._runtime import definition_errors
 from metaxy_dagster.assets import build_migration_assets
 from metaxy_dagster.checks import build_migration_checks
 from metaxy_dagster.errors import MetaxyDefinitionsError
-from metaxy_dagster.features import UserAsset, build_feature_assets, claimed_features, feature_asset_keys
+from metaxy_dagster.features import (
+    UserAsset,
+    build_feature_assets,
+    claimed_features,
+    elsewhere_features,
+    feature_asset_keys,
+)
 from metaxy_dagster.history import DEFAULT_HISTORY_SENSOR_NAME, build_history_sensor
 from metaxy_dagster.jobs import APPLY_JOB_NAME, PLAN_JOB_NAME, build_apply_job, build_plan_job
 from metaxy_dagster.ops import DEFAULT_POOL, sanitize_name
@@ -62,6 +68,7 @@ def build_migration_definitions(
     store: MetaxyStoreResource | None = None,
     assets: Sequence[UserAsset] = (),
     include_feature_assets: bool = True,
+    feature_assets_elsewhere: Mapping[str, str] | None = None,
     name: str | None = None,
     schedule_cron: str | None = None,
     schedule_dry_run: bool = False,
@@ -91,6 +98,10 @@ def build_migration_definitions(
             (``"video/raw"``) stands for that feature: no feature asset is made for it, it gets the feature's
             lineage and receives the events of the migrations that write the feature.
         include_feature_assets: one asset per feature of the code's graph (``False``: migrations only).
+        feature_assets_elsewhere: feature -> the key of the asset that stands for it in another part of the
+            code location (``{"video/embeddings": "pipeline/embeddings"}``: a ``dg`` component or module these
+            definitions cannot see): no asset is made for the feature, the migrations' events go to that key
+            and the asset should declare its lineage itself.
         name: a namespace for a second metaxy project in one code location: resource key
             ``metaxy_store_<name>``, jobs ``metaxy_migrations_apply_<name>``..., sensors and schedule likewise
             (the run resource ``metaxy_run`` is shared). Default: the plain names.
@@ -129,7 +140,8 @@ def build_migration_definitions(
     resources = {store_key: store, RUN_RESOURCE_KEY: RUN_RESOURCE}
     # Keys first (the ops record events on feature assets), migrations next (a broken build_operations()
     # names its file before any lineage is drawn), then the feature assets with their lineage.
-    feature_keys = feature_asset_keys(graph, translator, claimed_features(graph, assets))
+    elsewhere = elsewhere_features(graph, feature_assets_elsewhere or {})
+    feature_keys = feature_asset_keys(graph, translator, {**elsewhere, **claimed_features(graph, assets)})
     migration_assets = build_migration_assets(
         chain=chain,
         translator=translator,
@@ -153,6 +165,7 @@ def build_migration_definitions(
         table_uri=_table_uris(config, store, graph),
         user_assets=assets,
         include_features=include_feature_assets,
+        elsewhere=elsewhere,
     )
     feature_assets = [*features.specs, *features.user_assets]
     if not len(chain):

@@ -86,6 +86,31 @@ def claimed_features(graph: FeatureGraph, user_assets: Sequence[UserAsset]) -> d
     return claimed
 
 
+def elsewhere_features(
+    graph: FeatureGraph, elsewhere: Mapping[FeatureKey, AssetKey] | Mapping[str, str]
+) -> dict[FeatureKey, AssetKey]:
+    """Feature -> the asset standing for it outside these definitions (``"video/embeddings"`` ->
+    ``"pipeline/embeddings"``), checked against the graph.
+
+    Raises:
+        MetaxyDefinitionsError: a feature the graph lacks, or a key that is not a feature key.
+    """
+    out: dict[FeatureKey, AssetKey] = {}
+    for feature, asset_key in elsewhere.items():
+        try:
+            key: FeatureKey | None = FeatureKey(str(feature))
+        except (MetaxyError, ValueError, TypeError):
+            key = None
+        if key is None or key not in graph:
+            raise MetaxyDefinitionsError(
+                f"feature_assets_elsewhere names {str(feature)!r}, which is not a feature of the code's "
+                f"graph (features: {', '.join(map(str, graph.keys))}); fix the name or add the module "
+                "declaring the feature to `entrypoints`"
+            )
+        out[key] = asset_key if isinstance(asset_key, AssetKey) else AssetKey.from_user_string(asset_key)
+    return out
+
+
 def feature_asset_keys(
     graph: FeatureGraph,
     translator: MetaxyMigrationTranslator,
@@ -105,6 +130,7 @@ def build_feature_assets(
     table_uri: Mapping[FeatureKey, str] | None = None,
     user_assets: Sequence[UserAsset] = (),
     include_features: bool = True,
+    elsewhere: Mapping[FeatureKey, AssetKey] | None = None,
 ) -> FeatureAssets:
     """The assets of every feature of ``graph``.
 
@@ -116,6 +142,8 @@ def build_feature_assets(
         user_assets: the code location's own assets; one with ``metaxy/feature`` metadata stands for its
             feature (no asset is created for it) and gets the feature's deps added.
         include_features: create external assets for the other features (``False``: user assets only).
+        elsewhere: features whose asset is defined outside these definitions (another component or module of
+            the code location): no asset is made for them and their events go to the given key.
 
     Raises:
         MetaxyDefinitionsError: two user assets stand for one feature, or one names a feature the graph
@@ -123,7 +151,7 @@ def build_feature_assets(
     """
     writers = writers or {}
     table_uri = table_uri or {}
-    claimed = claimed_features(graph, user_assets)
+    claimed = {**elsewhere_features(graph, elsewhere or {}), **claimed_features(graph, user_assets)}
     out = FeatureAssets(keys=feature_asset_keys(graph, translator, claimed))
 
     def deps_of(key: FeatureKey) -> list[AssetKey]:
@@ -176,4 +204,11 @@ def _with_lineage(
         return asset
 
 
-__all__ = ["FeatureAssets", "build_feature_assets", "claimed_features", "feature_asset_keys", "feature_of"]
+__all__ = [
+    "FeatureAssets",
+    "build_feature_assets",
+    "claimed_features",
+    "elsewhere_features",
+    "feature_asset_keys",
+    "feature_of",
+]

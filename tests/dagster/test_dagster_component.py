@@ -8,11 +8,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from metaxy_dg_testkit import EMB, Project, make_project
+from metaxy_dg_testkit import CLIP, EMB, Project, make_project
 
 from metaxy_dagster import (
     APPLY_JOB_NAME,
     PLAN_JOB_NAME,
+    MetaxyDefinitionsError,
     MetaxyMigrationsComponent,
     build_migration_definitions,
 )
@@ -191,3 +192,57 @@ def test_scaffolding_writes_a_defs_yaml_that_loads(project: Project, tmp_path: P
         yaml.safe_dump(yaml.safe_load(written)["attributes"])
     )
     assert component.load_config(folder).config_file == project.config_path
+
+
+def test_a_feature_asset_defined_in_another_folder_receives_the_migrations_events(
+    project: Project, tmp_path: Path, monkeypatch, instance
+) -> None:
+    relative = Path(*[".."] * 5) / "project" / "metaxy.toml"
+    root, package = make_dg_project(
+        tmp_path / "location",
+        textwrap.dedent(
+            f"""\
+            type: metaxy_dagster.MetaxyMigrationsComponent
+            attributes:
+              config_path: {relative.as_posix()}
+              feature_assets_elsewhere:
+                {EMB}: ml/embeddings
+            """
+        ),
+    )
+    pipeline = root / "src" / package / "defs" / "pipeline"
+    pipeline.mkdir()
+    (pipeline / "assets.py").write_text(
+        textwrap.dedent(
+            f"""\
+            import dagster as dg
+
+            @dg.asset(key=["ml", "embeddings"], metadata={{"metaxy/feature": "{EMB}"}})
+            def embeddings() -> None:
+                '''The pipeline's embeddings step, in its own defs folder.'''
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(root / "src"))
+    defs = dg.load_from_defs_folder(path_within_project=root)
+    dg.Definitions.validate_loadable(defs)  # one asset for the feature: no duplicate key
+    graph = defs.resolve_asset_graph()
+    user = dg.AssetKey(["ml", "embeddings"])
+    assert dg.AssetKey(EMB.split("/")) not in set(graph.get_all_asset_keys())
+    assert graph.get(user).is_executable
+    assert user in set(graph.get(dg.AssetKey(CLIP.split("/"))).parent_keys)
+    with project.active():
+        result = defs.resolve_job_def(APPLY_JOB_NAME).execute_in_process(instance=instance)
+    assert result.success
+    received = [e for e in result.get_asset_materialization_events() if e.asset_key == user]
+    assert {e.materialization.metadata["metaxy/migration_id"].value for e in received} == {M1, M2}
+
+
+def test_feature_assets_elsewhere_naming_an_unknown_feature_fails_the_load(project: Project) -> None:
+    with (
+        project.active(),
+        pytest.raises(MetaxyDefinitionsError, match="'video/missing', which is not a feature"),
+    ):
+        build_migration_definitions(
+            config_path=project.config_path, feature_assets_elsewhere={"video/missing": "ml/x"}
+        )

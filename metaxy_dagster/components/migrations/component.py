@@ -120,6 +120,12 @@ class MetaxyMigrationsComponent(Component, Resolvable, Model):
     )
     group_name: str = Field(default=DEFAULT_GROUP_NAME, description="Asset group of the migrations.")
     include_feature_assets: bool = Field(default=True, description="One asset per feature table.")
+    feature_assets_elsewhere: dict[str, str] = Field(
+        default_factory=dict,
+        description="Features whose asset another component or module of the code location defines, as "
+        'feature key -> asset key ("video/embeddings": "pipeline/embeddings"): no asset is made for them and '
+        "the migrations' events go to that asset.",
+    )
     feature_group_name: str = Field(
         default=DEFAULT_FEATURE_GROUP_NAME, description="Asset group of the feature tables."
     )
@@ -194,6 +200,7 @@ class MetaxyMigrationsComponent(Component, Resolvable, Model):
             translator=self.get_translator(),
             store=self.build_store_resource(config),
             include_feature_assets=self.include_feature_assets,
+            feature_assets_elsewhere=self.feature_assets_elsewhere,
             name=self.name,
             schedule_cron=self.schedule_cron,
             schedule_dry_run=self.schedule_dry_run,
