@@ -111,7 +111,8 @@ def build_store(root: Path, n_rows: int, *, project: str = "bench", shuffled: bo
     for start in range(0, n_rows, WRITE_CHUNK):
         stop = min(n_rows, start + WRITE_CHUNK)
         users = emb_user_frame(start, stop)
-        chunk = users.lazy().join(expected, on="sample_uid", how="inner").collect()
+        # rows in the order they were produced (ingestion order: ids ascending in the clustered layout)
+        chunk = users.lazy().join(expected, on="sample_uid", how="inner", maintain_order="left").collect()
         store.write_metadata(EMB, chunk, graph=old)
     store.push_snapshot(old)
     time.sleep(0.01)

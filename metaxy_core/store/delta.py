@@ -299,8 +299,10 @@ class DeltaMetadataStore(MetadataStore):
         provenance.check_rows(spec, schema)
         if PROVENANCE_BY_FIELD not in schema:  # a downstream feature's rows: provenance from upstream
             expected = self.expected_provenance(spec, graph)
+            # rows stay in the caller's order (id order, typically): reconciliation pairs rows by position
+            # when a table and its upstream hold the same ids in the same order
             lf = lf.drop([c for c in SYSTEM_COLUMNS if c in schema]).join(
-                expected, on=list(spec.id_columns), how="left"
+                expected, on=list(spec.id_columns), how="left", maintain_order="left"
             )
             lf = lf.with_columns(pl.col(PROVENANCE_BY_FIELD).is_null().alias("__no_upstream"))
         return lf
