@@ -1,16 +1,17 @@
 """Bulk appends: a batch of frames as one Delta commit, and a background writer that overlaps it with work.
 
-:func:`append_frames` is the write path of bucketed work (reconciliation writes one commit per bucket): on a
-local store it writes Parquet files with polars' own (multi-threaded) writer straight into the table folder
-and commits them in one Delta transaction with their statistics; elsewhere (S3) it uses delta-rs. Either way
-a batch of frames is one atomic commit. :class:`BackgroundWriter` runs one such write at a time in a thread,
-so the next bucket is computed while the previous one is written.
+:func:`append_frames` is the write path of bucketed work (reconciliation writes one commit per bucket): it
+writes Parquet files with polars' own (multi-threaded, zstd) writer straight into the table folder (on S3:
+encoded in memory, then one PUT per file) and commits them in one Delta transaction with their statistics.
+Either way a batch of frames is one atomic commit. :class:`BackgroundWriter` runs one such write at a time
+in a thread, so the next bucket is computed while the previous one is written.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import json
 import os
 import random
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 from deltalake.exceptions import CommitFailedError
 
-from metaxy_core.store import _io
+from metaxy_core.store import _io, _storage
 from metaxy_core.store._storage import is_remote
 from metaxy_core.store.provenance import COMMIT_ORDER, FEATURE_VERSION, SNAPSHOT_VERSION, WRITE_ID
 
@@ -87,8 +88,9 @@ def append_frames(
     migration step that writes them; commits from a background thread do not see the caller's context) is
     checked before the commit and carried by it.
 
-    Local tables whose schema matches get Parquet files written by polars (zstd, multi-threaded) plus one
-    ``create_write_transaction``; anything else goes through delta-rs (``schema_mode="merge"``). A failure
+    Tables whose schema matches get Parquet files written by polars (zstd, multi-threaded; uploaded with the
+    store's S3 client on S3) plus one ``create_write_transaction``; anything else goes through delta-rs
+    (``schema_mode="merge"``). A failure
     before the commit leaves no visible rows (stray files are removed, or left to ``vacuum``).
     """
     frames = [f for f in frames if f.height]
@@ -100,12 +102,13 @@ def append_frames(
     if fence is not None and not fence.guards(uri):
         fence = None
     table = _io.open_table(uri, options)
-    if table is None or is_remote(uri) or not _native_compatible(table, frames[0].schema):
+    if table is None or not _native_compatible(table, frames[0].schema):
         frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed", rechunk=False)
         _io.append(uri, frame, options, derived=True, fence=fence)
         return total
     from deltalake.transaction import AddAction
 
+    remote = is_remote(uri)
     written: list[str] = []
     actions = []
     with _io.guard("write to", uri, options):
@@ -114,15 +117,23 @@ def append_frames(
                 if dict(frame.schema) != dict(frames[0].schema):
                     frame = frame.select(frames[0].columns).cast(dict(frames[0].schema))  # type: ignore[arg-type]
                 name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
-                path = os.path.join(uri, name)
+                path = f"{uri.rstrip('/')}/{name}" if remote else os.path.join(uri, name)
                 # Statistics for skipping files go to the Delta log (below); row-group statistics cost ~15%
                 # of the write and bulk files are bucket-sized, so they are left out.
-                frame.write_parquet(path, compression="zstd", compression_level=1, statistics=False)
+                if remote:  # encoded here (zstd, polars' threads), then one PUT: half delta-rs' snappy bytes
+                    buffer = io.BytesIO()
+                    frame.write_parquet(buffer, compression="zstd", compression_level=1, statistics=False)
+                    size = buffer.tell()
+                    buffer.seek(0)
+                    _put_object(path, buffer, options)
+                else:
+                    frame.write_parquet(path, compression="zstd", compression_level=1, statistics=False)
+                    size = os.path.getsize(path)
                 written.append(path)
                 actions.append(
                     AddAction(
                         path=name,
-                        size=os.path.getsize(path),
+                        size=size,
                         partition_values={},
                         modification_time=int(time.time() * 1000),
                         data_change=True,
@@ -153,12 +164,26 @@ def append_frames(
                     time.sleep(random.uniform(0.0, min(1.0, 0.02 * 2**attempt)))
         except BaseException:
             for path in written:
-                try:
-                    os.remove(path)
-                except OSError:
-                    pass
+                with contextlib.suppress(Exception):  # best effort: what stays is unreferenced (vacuum)
+                    _delete_object(path, options) if remote else os.remove(path)
             raise
     return total
+
+
+def _put_object(path: str, data: io.BytesIO, options: Mapping[str, str]) -> None:
+    """Upload ``data`` as the object ``path`` (``s3://bucket/key``) with the store's client and timeouts."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = _storage._bucket_key(path)
+    try:
+        _storage._s3_client(options).put_object(Bucket=bucket, Key=key, Body=data)
+    except (BotoCoreError, ClientError) as exc:
+        raise _storage._as_os_error(exc) from None
+
+
+def _delete_object(path: str, options: Mapping[str, str]) -> None:
+    bucket, key = _storage._bucket_key(path)
+    _storage._s3_client(options).delete_object(Bucket=bucket, Key=key)
 
 
 class BackgroundWriter:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+from deltalake import DeltaTable
 
 from metaxy_core import DeltaMetadataStore
 from metaxy_core.migrations.reconcile import CarryOverResult, carry_over
@@ -17,10 +18,10 @@ EMB, RAW = "video/embeddings", "video/raw"
 N = 400
 
 
-def build(root: Path, *, emb_order: str) -> DeltaMetadataStore:
+def build(root: Path | str, *, emb_order: str, options: dict[str, str] | None = None) -> DeltaMetadataStore:
     """Upstream rows in id order; downstream rows in id order (``sorted``) or not (``shuffled``)."""
     old = video_graph(transcript="1", refined=False)
-    store = DeltaMetadataStore(root, project="p")
+    store = DeltaMetadataStore(root, options, project="p")
     uid = pl.format("s{}", pl.col("i").cast(pl.String).str.zfill(6))
     for chunk in range(4):
         i = pl.int_range(chunk * N // 4, (chunk + 1) * N // 4, eager=True).alias("i").to_frame()
@@ -73,3 +74,15 @@ def test_rows_missing_upstream_fall_back_to_the_join(tmp_path):
     latest, result = reconcile(store, 10**6)
     assert result.paired == 0 and result.rows == N and result.missing == 1
     assert "s999999" not in latest["sample_uid"].to_list()
+
+
+def test_on_s3_buckets_are_written_as_zstd_parquet_by_the_bulk_writer_with_the_local_result(tmp_path, s3):
+    """The same bulk path as locally: polars' zstd Parquet uploaded, one Delta commit per bucket."""
+    local, _ = reconcile(build(tmp_path / "local", emb_order="sorted"), 100)
+    store = build(s3.root, emb_order="sorted", options=s3.storage_options)
+    remote, result = reconcile(store, 100)
+    assert result.commits == result.buckets > 1 and result.rows == N and result.paired == result.buckets
+    assert remote.equals(local)
+    table = DeltaTable(store.table_uri(EMB), storage_options=store.storage_options)
+    paths = table.get_add_actions(flatten=True).column("path").to_pylist()
+    assert len([p for p in paths if p.endswith(".zstd.parquet")]) == result.buckets
