@@ -6,6 +6,8 @@ its migration file and the store, so Dagster may run it in any process or on any
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.migrations import LockedError, Migration, MigrationFailed, load_migration_file
 from metaxy_core.migrations.chain import MigrationChain
 from metaxy_core.migrations.executor import MigrationEditedError, MigrationExecutor, ParentNotAppliedError
+from metaxy_core.migrations.lock import StoreLock
 from metaxy_core.store.delta import DeltaMetadataStore
 from metaxy_dagster import events
 from metaxy_dagster.errors import (
@@ -206,6 +209,21 @@ class MetaxyRun:
     def errors(self) -> AbstractContextManager[None]:
         """:func:`metaxy_errors` with this run's secrets: wrap every engine call in it."""
         return metaxy_errors(self.secrets)
+
+
+def run_lease(
+    run_id: str, root_run_id: str | None, store: DeltaMetadataStore, *, member: bool = False
+) -> StoreLock:
+    """The store lease of a Dagster run, as one of its step processes holds it.
+
+    Its owner is the run's *root* run id, so a re-execution from failure joins the lease its first attempt
+    left (same token) instead of waiting for it. Its liveness follows the process that orchestrates the run
+    (the parent of a step process spawned by the multiprocess executor), which outlives every step: a lease
+    whose last renewal came from a finished step would otherwise look abandoned to a contender on this host.
+    ``member`` steps (units of work) only join it (see :class:`~metaxy_core.migrations.lock.StoreLock`).
+    """
+    pid = os.getppid() if multiprocessing.parent_process() is not None else os.getpid()
+    return StoreLock(store, root_run_id or run_id, member=member, pid=pid)
 
 
 def open_run(resource: MetaxyStoreResource) -> MetaxyRun:

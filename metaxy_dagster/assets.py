@@ -17,12 +17,14 @@ from dagster import (
     GraphDefinition,
     InputMapping,
     NodeInvocation,
+    OpDefinition,
     OutputMapping,
 )
 
 from metaxy_core.migrations import Migration, MigrationChain
 from metaxy_dagster._runtime import ChainRefs, MigrationRef, definition_errors
 from metaxy_dagster.errors import MetaxyDefinitionsError
+from metaxy_dagster.fanout import build_fanout_graph, splits_into_units
 from metaxy_dagster.ops import DEFAULT_POOL, after_input_names, build_operation_ops, sanitize_name
 from metaxy_dagster.resources import RUN_RESOURCE_KEY, STORE_RESOURCE_KEY
 from metaxy_dagster.translator import MetaxyMigrationTranslator
@@ -46,6 +48,7 @@ def build_migration_assets(
     op_tags: Mapping[str, str] | None = None,
     feature_asset_keys: Mapping[str, AssetKey] | None = None,
     node_prefix: str = "",
+    fan_out_stages: int = 0,
 ) -> list[AssetsDefinition]:
     """One graph-backed asset per migration of ``chain``, in chain order.
 
@@ -61,6 +64,9 @@ def build_migration_assets(
         feature_asset_keys: feature key -> the asset standing for it, for the events recorded on feature
             assets when a migration writes them (default: the translator's feature keys).
         node_prefix: prefix of the graph names (keeps two code locations' node names apart in one job).
+        fan_out_stages: above 0, an operation that splits into units of work (reconciliation) is a graph
+            fanning its units out over the executor's processes, this many layers deep (see
+            :mod:`metaxy_dagster.fanout`); 0 runs each operation as one op.
 
     Raises:
         MetaxyDefinitionsError: the translator maps two migrations to one asset key.
@@ -101,6 +107,7 @@ def build_migration_assets(
                     run_resource_key=run_resource_key,
                     op_tags=op_tags,
                     node_prefix=node_prefix,
+                    fan_out_stages=fan_out_stages,
                 )
             )
     return assets
@@ -117,6 +124,7 @@ def _build_asset(
     run_resource_key: str,
     op_tags: Mapping[str, str] | None,
     node_prefix: str,
+    fan_out_stages: int = 0,
 ) -> AssetsDefinition:
     spec = translator.get_asset_spec(migration, chain)
     parent_keys = translator.get_parent_asset_keys(migration, chain)
@@ -132,16 +140,35 @@ def _build_asset(
         op_tags=op_tags,
         name_prefix=node_prefix,
     )
+    labels = list(ref.op_labels)
+    nodes: list[OpDefinition | GraphDefinition] = list(ops)
+    for i, (op_id, op_type) in enumerate(labels if fan_out_stages > 0 else []):
+        if splits_into_units(op_type):
+            nodes[i] = build_fanout_graph(
+                ref,
+                i,
+                op_id,
+                op_type,
+                len(labels),
+                stages=fan_out_stages,
+                asset_key=spec.key,
+                chain=refs,
+                pool=pool,
+                store_resource_key=store_resource_key,
+                run_resource_key=run_resource_key,
+                op_tags=op_tags,
+                name_prefix=node_prefix,
+            )
     # Each op is invoked under a short alias (`1_reconcile`): with the graph named after the migration, the
     # run view's step keys read `<migration id>.1_reconcile`, not the migration id three times.
     aliases = [
         f"{i + 1}_{sanitize_name(op_id)}" for i, (op_id, _) in enumerate(ref.op_labels or [("apply", "")])
     ]
-    invocations = [NodeInvocation(op.name, alias=alias) for op, alias in zip(ops, aliases, strict=True)]
+    invocations = [NodeInvocation(op.name, alias=alias) for op, alias in zip(nodes, aliases, strict=True)]
     graph = GraphDefinition(
         name=node_prefix + sanitize_name(migration.migration_id),
         description=f"Operations of migration {migration.migration_id}, in order.",
-        node_defs=ops,
+        node_defs=nodes,
         dependencies={
             current: {"after": DependencyDefinition(previous.alias, RESULT_OUTPUT)}
             for previous, current in zip(invocations, invocations[1:], strict=False)

@@ -31,6 +31,7 @@ from metaxy_dagster._runtime import definition_errors
 from metaxy_dagster.assets import build_migration_assets
 from metaxy_dagster.checks import build_migration_checks
 from metaxy_dagster.errors import MetaxyDefinitionsError
+from metaxy_dagster.fanout import unit_stages
 from metaxy_dagster.features import (
     UserAsset,
     build_feature_assets,
@@ -84,6 +85,7 @@ def build_migration_definitions(
     pool: str | None = DEFAULT_POOL,
     executor_def: ExecutorDefinition | None = None,
     op_tags: Mapping[str, str] | None = None,
+    fan_out: bool | None = None,
 ) -> Definitions:
     """Assets, checks, jobs, schedule, sensors and resources for a metaxy project's migrations and features.
 
@@ -111,6 +113,8 @@ def build_migration_definitions(
             events for migrations applied, stamped or rolled back elsewhere); it starts running by default.
         pool: concurrency pool of every migration op (``None``: none).
         executor_def: executor of the jobs (default: Dagster's multiprocess executor, which spawns).
+        fan_out: run reconciliations as units of work fanned out over the executor's processes (dynamic
+            outputs; see docs/scale.md); default: when the project's ``workers`` setting is above 1.
 
     Returns:
         ``Definitions`` with one asset and one blocking check per migration, one asset per feature, the jobs
@@ -150,6 +154,7 @@ def build_migration_definitions(
         op_tags=op_tags,
         feature_asset_keys=feature_keys,
         node_prefix=f"{sanitize_name(name)}__" if name else "",
+        fan_out_stages=unit_stages(graph) if (config.workers > 1 if fan_out is None else fan_out) else 0,
     )
     migration_keys = {m.migration_id: translator.get_asset_key(m) for m in chain}
     writers: dict[FeatureKey, list[AssetKey]] = {}

@@ -31,7 +31,7 @@ from dagster import AssetKey, In, Nothing, OpDefinition, OpExecutionContext, Out
 from metaxy_core.migrations.results import RunStatus
 from metaxy_core.reporting import throttled
 from metaxy_dagster import events
-from metaxy_dagster._runtime import ChainRefs, MetaxyRun, MigrationRef, open_run
+from metaxy_dagster._runtime import ChainRefs, MetaxyRun, MigrationRef, open_run, run_lease
 from metaxy_dagster.errors import MetaxyMigrationChangedError, MetaxyPlanOnlyError
 from metaxy_dagster.history import catch_up_features
 from metaxy_dagster.resources import (
@@ -185,6 +185,7 @@ def run_operation_op(
             on_progress=throttled(lambda progress: context.log.info(progress.describe())),
             log=context.log,
         )
+        executor.lock = run_lease(context.run_id, context.run.root_run_id, store)  # shared by the run's steps
         migration = ref.load()
         if ref.op_labels and tuple(migration.operation_labels(store=store)) != ref.op_labels:
             raise MetaxyMigrationChangedError(

@@ -151,6 +151,11 @@ class MetaxyRunResource(ConfigurableResource):
         description="Continue a migration whose file was edited after it was partly applied "
         "(like `metaxy migrations apply --force`).",
     )
+    bucket_rows: int | None = Field(
+        default=None,
+        description="Samples per bucket (one unit of work) of reconciliations fanned out over workers; it "
+        "bounds each worker's memory (about 1 GiB at 1,000,000). Default: the project's `bucket_rows`.",
+    )
 
 
 class MetaxyPlanRunResource(ConfigurableResource):

@@ -125,9 +125,13 @@ class UnitResult(BaseModel):
 UnitRunner = Callable[["Migration", list[Unit]], list[UnitResult]]
 
 
-def splits(op: BaseOperation | None) -> bool:
-    """Whether ``op`` splits its steps into units (it overrides :meth:`BaseOperation.plan_units`)."""
-    return op is not None and type(op).plan_units is not BaseOperation.plan_units
+def splits(op: BaseOperation | type[BaseOperation] | None) -> bool:
+    """Whether ``op`` (an operation or its class) splits its steps into units (it overrides
+    :meth:`BaseOperation.plan_units`)."""
+    if op is None:
+        return False
+    cls = op if isinstance(op, type) else type(op)
+    return cls.plan_units is not BaseOperation.plan_units
 
 
 def layers(graph: FeatureGraph, features: Sequence[FeatureKey]) -> dict[FeatureKey, int]:

@@ -1,0 +1,168 @@
+"""Scale-out: units of work on several processes give the sequential result, under one lease.
+
+The scale-out project (:mod:`metaxy_core.testing.scaleout`): ``wide/left`` and ``wide/right`` (independent,
+layer 0) and ``wide/below`` (layer 1, below ``left``), 200 samples in buckets of 50: 4 buckets each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from metaxy_core.cli.app import main
+from metaxy_core.config import MetaxyConfig
+from metaxy_core.graph import FeatureGraph, FeatureKey
+from metaxy_core.migrations.executor import MigrationExecutor
+from metaxy_core.migrations.lock import LockedError, LockLostError, StoreLock
+from metaxy_core.migrations.progress import read_states
+from metaxy_core.migrations.state import MigrationState
+from metaxy_core.migrations.units import Unit, layers, plan_units, run_unit
+from metaxy_core.store.system import LOCK, read_system
+from metaxy_core.testing.scaleout import (
+    BELOW,
+    DOWNSTREAM,
+    LEFT,
+    MIGRATION_ID,
+    RIGHT,
+    scaleout_graph,
+    write_scaleout_project,
+)
+
+SAMPLES, BUCKET_ROWS = 200, 50
+VOLATILE = ["metaxy_created_at", "metaxy_write_id", "metaxy_commit_order"]
+
+
+def project(root: Path) -> Path:
+    with FeatureGraph().use():
+        return write_scaleout_project(root, samples=SAMPLES, bucket_rows=BUCKET_ROWS)
+
+
+def cli(config: Path, *args: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with FeatureGraph().use(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(["--config", str(config), *args])
+    return code, err.getvalue()
+
+
+def latest_views(config: Path) -> dict[str, pl.DataFrame]:
+    """Every downstream feature's latest view at the new version, without timestamps, write ids and order."""
+    store = MetaxyConfig.load(config).get_store()
+    graph = scaleout_graph(2)
+    return {
+        key: store.read_metadata(key, graph=graph).collect().drop(VOLATILE, strict=False).sort("sample_uid")
+        for key in DOWNSTREAM
+    }
+
+
+def data_commits(config: Path, key: str) -> int:
+    """Appends to a feature's table (seeding made one; every carried bucket makes one more)."""
+    store = MetaxyConfig.load(config).get_store()
+    history = DeltaTable(store.table_uri(key)).history()
+    return sum(1 for h in history if h.get("operation") in ("WRITE", "CREATE TABLE"))
+
+
+def worker_processes(config: Path) -> set[str]:
+    """Processes (random per-process ids, never reused) that joined a lease as members of a run."""
+    store = MetaxyConfig.load(config).get_store()
+    events = read_system(store, LOCK)
+    assert events is not None
+    joined = events.filter(pl.col("event") == "acquire")
+    return set(joined["process"].to_list()) - set(joined.head(1)["process"].to_list())
+
+
+def test_two_workers_give_the_latest_view_of_the_sequential_apply(tmp_path: Path) -> None:
+    sequential, parallel = project(tmp_path / "seq"), project(tmp_path / "par")
+
+    assert cli(sequential, "migrations", "apply")[0] == 0
+    code, err = cli(parallel, "migrations", "apply", "--workers", "2")
+    assert code == 0, err
+
+    expected, got = latest_views(sequential), latest_views(parallel)
+    for key in DOWNSTREAM:
+        assert got[key].height == SAMPLES
+        assert got[key].equals(expected[key]), key
+        assert f"{key.rsplit('/', 1)[-1]}_value" in got[key].columns  # the user column was carried
+        # one commit per bucket, as the sequential run makes: no bucket was written twice
+        assert data_commits(parallel, key) == data_commits(sequential, key) == 1 + SAMPLES // BUCKET_ROWS
+    assert len(worker_processes(parallel)) == 2  # the units ran in both worker processes
+    state = read_states(MetaxyConfig.load(parallel).get_store(), "wide")[MIGRATION_ID]
+    assert state.completed
+    assert sorted(f for (_, f) in state.steps) == sorted(DOWNSTREAM)
+    assert {s.rows for s in state.steps.values()} == {SAMPLES}
+
+
+def test_a_rerun_after_workers_resumes_without_writing_twice(tmp_path: Path) -> None:
+    config = project(tmp_path / "p")
+    assert cli(config, "migrations", "apply", "--workers", "2")[0] == 0
+    commits = {key: data_commits(config, key) for key in DOWNSTREAM}
+    views = latest_views(config)
+
+    # Run the units of the whole operation again by hand (as a resumed run would): nothing new is written.
+    with FeatureGraph().use():
+        cfg = MetaxyConfig.load(config)
+        graph = cfg.load_features()
+        store = cfg.get_store()
+        migration = cfg.load_chain(graph).get(MIGRATION_ID)
+        executor = MigrationExecutor(store, project="wide", graph=graph, batch_rows=BUCKET_ROWS)
+        fresh = dataclasses.replace(read_states(store, "wide")[MIGRATION_ID], steps={})
+        planned = plan_units(executor, migration, 0, fresh)
+        with executor.lock:
+            results = [run_unit(executor, migration, unit) for layer in planned for unit in layer]
+    assert {r.status for r in results} == {"completed"} and sum(r.rows for r in results) == 0
+    assert {key: data_commits(config, key) for key in DOWNSTREAM} == commits
+    assert all(latest_views(config)[key].equals(views[key]) for key in DOWNSTREAM)
+
+
+def test_units_are_planned_per_layer_and_bucket_and_travel_as_json(tmp_path: Path) -> None:
+    config = project(tmp_path / "p")
+    with FeatureGraph().use():
+        cfg = MetaxyConfig.load(config)
+        graph = cfg.load_features()
+        store = cfg.get_store()
+        migration = cfg.load_chain(graph).get(MIGRATION_ID)
+        executor = MigrationExecutor(store, project="wide", graph=graph, batch_rows=BUCKET_ROWS)
+        planned = plan_units(executor, migration, 0, MigrationState(migration_id=MIGRATION_ID))
+    assert [sorted({u.feature for u in layer}) for layer in planned] == [sorted([LEFT, RIGHT]), [BELOW]]
+    for layer in planned:
+        per_feature: dict[str, list[int | None]] = {}
+        for unit in layer:
+            per_feature.setdefault(unit.feature, []).append(unit.bucket)
+            assert Unit.model_validate_json(unit.model_dump_json()) == unit
+        assert all(sorted(b) == [0, 1, 2, 3] for b in per_feature.values())  # type: ignore[type-var]
+    assert len({u.key for layer in planned for u in layer}) == 12  # unique Dagster mapping keys
+    depth = layers(scaleout_graph(2), [FeatureKey(k) for k in (BELOW, LEFT, RIGHT)])
+    assert {str(k): v for k, v in depth.items()} == {LEFT: 0, RIGHT: 0, BELOW: 1}
+
+
+def test_workers_share_the_run_lease_and_leave_it_to_their_coordinator(tmp_path: Path) -> None:
+    config = project(tmp_path / "p")
+    store = MetaxyConfig.load(config).get_store()
+    with pytest.raises(LockLostError):  # a worker never starts a lease its run does not hold
+        StoreLock(store, "run-a", member=True, heartbeat=False).acquire()
+
+    coordinator = StoreLock(store, "run-a", heartbeat=False)
+    with coordinator:
+        worker = StoreLock(store, "run-a", member=True, heartbeat=False, pid=os.getpid())
+        with worker:
+            assert worker.token == coordinator.token  # one fencing token for the whole run
+        lease = coordinator.lease()
+        assert lease is not None and lease.owner == "run-a"  # the worker left without releasing it
+        with pytest.raises(LockedError, match="locked by run run-a"):
+            StoreLock(store, "run-b", heartbeat=False).acquire()
+    assert coordinator.lease() is None  # the coordinator released it at the end
+
+
+def test_workers_below_one_are_refused_with_one_failed_line(tmp_path: Path) -> None:
+    config = project(tmp_path / "p")
+    code, err = cli(config, "migrations", "apply", "--workers", "0")
+    assert code == 1
+    assert [line for line in err.splitlines() if line.startswith("FAILED:")] == [
+        "FAILED: --workers 0: give 1 or more worker processes"
+    ]
