@@ -11,7 +11,7 @@ import random
 import re
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -20,7 +20,17 @@ from deltalake.transaction import Transaction
 
 from metaxy_core.errors import MetaxyError, StoreError, StoreUnreachableError, redact
 from metaxy_core.store._integrity import check_column_types, damaged_log_message, typed_nulls, verify_log
-from metaxy_core.store._storage import is_remote, secret_values
+from metaxy_core.store._panics import quiet_panics
+from metaxy_core.store._storage import (
+    DEFAULT_TIMEOUT,
+    chain_credentials,
+    endpoint_of,
+    is_remote,
+    is_s3_options,
+    parse_duration,
+    secret_values,
+    timeout_seconds,
+)
 from metaxy_core.store.order import written
 from metaxy_core.store.provenance import COMMIT_ORDER
 from metaxy_core.store.scope import Fence, current_fence
@@ -52,15 +62,22 @@ _STORAGE_ERRORS = (DeltaError, OSError, pl.exceptions.PolarsError, RuntimeError,
 
 @contextmanager
 def guard(action: str, uri: str, options: Mapping[str, str] | None) -> Iterator[None]:
+    remote = is_remote(uri)
     try:
-        yield
+        with quiet_panics() if remote else nullcontext():
+            yield
     except MetaxyError:
         raise
-    except Exception as exc:
+    except BaseException as exc:
         # delta-rs raises a bare ``Exception`` for errors from the Arrow C stream ("Cast error: Cannot cast
-        # string 'a' to value of Int64 type" when a column's type differs from the table's); other types we
-        # do not know stay unhandled.
-        if not isinstance(exc, _STORAGE_ERRORS) and type(exc) is not Exception:
+        # string 'a' to value of Int64 type" when a column's type differs from the table's); a Rust panic in
+        # delta-rs/object_store arrives as pyo3's ``PanicException`` (a ``BaseException``); other types we do
+        # not know stay unhandled.
+        panic = type(exc).__name__ == "PanicException"
+        if not panic and (
+            not isinstance(exc, Exception)
+            or (not isinstance(exc, _STORAGE_ERRORS) and type(exc) is not Exception)
+        ):
             raise
         message = redact(f"{type(exc).__name__}: {exc}", secret_values(options))
         lowered = message.lower()
@@ -68,7 +85,14 @@ def guard(action: str, uri: str, options: Mapping[str, str] | None) -> Iterator[
             damaged = damaged_log_message(uri, options or {})
             if damaged is not None:
                 raise damaged from None
-        if is_remote(uri) and any(h in lowered for h in _UNREACHABLE_HINTS):
+        if remote and any(h in lowered for h in _TIMEOUT_HINTS):
+            raise StoreUnreachableError(stalled_message(action, uri, options or {})) from None
+        if panic:
+            raise StoreError(
+                f"cannot {action} {uri}: the storage client failed internally ({_first_line(message)}); "
+                "nothing was committed by this call: re-run the command"
+            ) from None
+        if remote and any(h in lowered for h in _UNREACHABLE_HINTS):
             bucket = uri.split("://", 1)[1].split("/", 1)[0]
             cause = (
                 f"bucket {bucket!r} does not exist"
@@ -87,6 +111,28 @@ def guard(action: str, uri: str, options: Mapping[str, str] | None) -> Iterator[
         raise StoreError(f"cannot {action} {uri}: {_first_line(message)}") from None
 
 
+#: a request got no answer in time (reqwest/object_store, botocore); not "timeout" alone: polars prints its
+#: ``retry_timeout`` setting in every error
+_TIMEOUT_HINTS = (
+    "timed out",
+    "read timeout on endpoint",
+    "connect timeout on endpoint",
+    "deadline has elapsed",
+)
+
+
+def stalled_message(action: str, uri: str, options: Mapping[str, str]) -> str:
+    """One message for a store call that got no answer in time: the endpoint, the setting, the way on."""
+    timeout = options.get("timeout", DEFAULT_TIMEOUT)
+    return (
+        f"cannot {action} {uri}: the S3 endpoint {endpoint_of(options)} timed out (no answer within the "
+        f"store's timeout, {timeout}): it is unreachable or stalled. Check that it is up (AWS_ENDPOINT_URL, "
+        "network, proxy); if it is only slow, raise the `timeout` storage option "
+        '(METAXY_STORE_STORAGE_OPTIONS=\'{"timeout": "60s"}\', or timeout = "60s" under '
+        "[store.storage_options]). Then re-run: the step resumes and removes the files the stalled write left"
+    )
+
+
 _DAMAGED_LOG_HINTS = ("json error", "truncated record", "invalid json", "eof while parsing")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: where a Rust backtrace starts in a delta-rs message (frames ``0: <unknown>`` ...): never shown
@@ -103,11 +149,11 @@ def table_exists(uri: str, options: Mapping[str, str]) -> bool:
     with guard("open the table at", uri, options):
         if is_remote(uri):
             try:
-                DeltaTable(uri, storage_options=dict(options))
+                DeltaTable(uri, storage_options=delta_options(options))
                 return True
             except TableNotFoundError:
                 return False
-        return DeltaTable.is_deltatable(uri, storage_options=dict(options))
+        return DeltaTable.is_deltatable(uri, storage_options=delta_options(options))
 
 
 def open_table(uri: str, options: Mapping[str, str], version: int | None = None) -> DeltaTable | None:
@@ -118,7 +164,7 @@ def open_table(uri: str, options: Mapping[str, str], version: int | None = None)
     """
     with guard("open the table at", uri, options):
         try:
-            table = DeltaTable(uri, storage_options=dict(options), version=version)
+            table = DeltaTable(uri, storage_options=delta_options(options), version=version)
         except TableNotFoundError:
             return None
         verify_log(uri, options, table)
@@ -130,10 +176,35 @@ def scan_table(table: DeltaTable, options: Mapping[str, str]) -> pl.LazyFrame:
     return pl.scan_delta(table, storage_options=polars_options(options))
 
 
+def delta_options(options: Mapping[str, str]) -> dict[str, str]:
+    """The options delta-rs gets for one call: the store's, plus the AWS chain's credentials as of now when
+    none are given explicitly (delta-rs' own resolution knows no profiles unless forced, and a table opened
+    now keeps its credentials for its lifetime, so they are looked up at every open)."""
+    creds = chain_credentials(options) if is_s3_options(options) else {}
+    return {**options, **{k.upper(): v for k, v in creds.items()}}
+
+
 def polars_options(options: Mapping[str, str]) -> dict[str, object] | None:
-    """polars re-reads the table's options for its parquet reader and wants ``max_retries`` as an int."""
+    """Options for polars' own object-store client (its Parquet reader), merged over the table's options.
+
+    polars re-reads the table's options but has no request timeout by default, so a stalled S3 endpoint
+    hangs a read forever: it gets the store's ``timeout`` and ``connect_timeout``, and its own retry budget
+    (``retry_timeout_ms``, an int, like ``max_retries``) set to the same timeout. Credentials from the AWS
+    chain are added as of this call (:func:`~metaxy_core.store._storage.chain_credentials`): polars cannot
+    read profiles itself, and resolving them here keeps a rotated token working for the next read.
+    """
+    out: dict[str, object] = {}
     value = options.get("max_retries")
-    return {"max_retries": int(value)} if value is not None and str(value).isdigit() else None
+    if value is not None and str(value).isdigit():
+        out["max_retries"] = int(value)
+    if is_s3_options(options):
+        out["timeout"] = options.get("timeout", DEFAULT_TIMEOUT)
+        if "connect_timeout" in options:
+            out["connect_timeout"] = options["connect_timeout"]
+        retry = parse_duration(options.get("retry_timeout", "")) or timeout_seconds(options)
+        out["retry_timeout_ms"] = max(int(retry * 1000), 1)
+        out.update({k.upper(): v for k, v in chain_credentials(options).items()})
+    return out or None
 
 
 def append(
@@ -231,7 +302,7 @@ def commit_at(
                 uri,
                 rows,
                 mode="error",
-                storage_options=dict(options),
+                storage_options=delta_options(options),
                 partition_by=partition_by,
                 commit_properties=properties,
             )
@@ -268,7 +339,7 @@ def fenced_properties(fence: Fence | None, table: DeltaTable) -> CommitPropertie
 
 def _open_for_commit(uri: str, options: Mapping[str, str]) -> DeltaTable | None:
     try:
-        table = DeltaTable(uri, storage_options=dict(options))
+        table = DeltaTable(uri, storage_options=delta_options(options))
     except TableNotFoundError:
         return None
     verify_log(uri, options, table)

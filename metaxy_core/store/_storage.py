@@ -1,9 +1,17 @@
-"""Storage options for Delta Lake: local paths, ``s3://`` URIs, credentials and which of them are secret.
+"""Storage options for Delta Lake: local paths, ``s3://`` URIs, credentials, timeouts, and which are secret.
 
-S3 credentials come from boto3's standard chain (explicit profile, environment, shared config, instance or
-container role) and are turned into delta-rs storage options; options given explicitly always win. Secret
-values never leave the store unredacted: every error message built from a delta-rs/boto3 exception passes
-through :func:`metaxy_core.errors.redact` with :func:`secret_values`.
+**Credentials** for S3 are resolved where they are used, never frozen into the options: delta-rs resolves the
+standard AWS chain itself (environment, ``AWS_PROFILE`` and the shared files, web identity/IRSA, container and
+instance roles) for every table it opens, and the two other S3 clients of the store (polars' Parquet reader,
+boto3 for log listings) get the chain's current credentials at each call (:func:`chain_credentials`). A token
+that rotates during a long step is therefore picked up by the next store call. Keys given explicitly in the
+storage options always win and are used as given. Secret values never leave the store unredacted: every error
+message built from a delta-rs/boto3 exception passes through :func:`metaxy_core.errors.redact` with
+:func:`secret_values`.
+
+**Timeouts**: one storage option, ``timeout`` (default :data:`DEFAULT_TIMEOUT`), bounds how long any store
+request to S3 may go without an answer; it is handed to delta-rs, to polars' reader and to boto3
+(:func:`timeout_seconds`), so a stalled endpoint fails a store call in about that time instead of hanging.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,11 +50,67 @@ def normalize_root(root: str | Path) -> str:
     return str(Path(text.removeprefix("file://")).expanduser().resolve())
 
 
-# Bounded retries for S3: object_store retries a failing request for up to 180 s by default, so an endpoint
-# that does not answer (or a bucket behind a firewall) hangs a command for minutes. These keys are
-# case-sensitive in delta-rs, so they stay lower case; explicit options win. ``max_retries`` is deliberately
-# not defaulted: polars re-reads a DeltaTable's options for its parquet reader and rejects it as a string.
-S3_DEFAULT_OPTIONS = {"retry_timeout": "15s", "connect_timeout": "5s"}
+# Bounded requests for S3. object_store retries a failing request for up to 180 s by default and polars'
+# Parquet reader has no request timeout at all, so a server that stops answering (frozen, a black-holed route,
+# a stuck proxy) would hang a command for minutes, or forever while reading. ``timeout`` bounds one request
+# (connect + answer + body); ``retry_timeout`` (default: the same, at most 15 s) stops retrying once that long
+# has passed, so one stalled request fails the call in about ``timeout``. Keys are case-sensitive in
+# delta-rs, so they stay lower case; explicit options win. ``max_retries`` is not defaulted: polars re-reads
+# a DeltaTable's options for its Parquet reader and rejects it as a string (:func:`._io.polars_options`).
+DEFAULT_TIMEOUT = "30s"
+#: upper bounds of the TCP connect timeout and of the time spent retrying failed requests (refused
+#: connections, 5xx answers); the request ``timeout`` if that is shorter
+CONNECT_TIMEOUT_S = 5.0
+RETRY_TIMEOUT_S = 15.0
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|secs|sec|s|mins|min|m|h)?\s*", re.IGNORECASE)
+_UNIT_S = {"ms": 0.001, "s": 1.0, "sec": 1.0, "secs": 1.0, "m": 60.0, "min": 60.0, "mins": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a duration such as ``30s``, ``500ms``, ``1m 30s`` or ``45`` (seconds); None if not one."""
+    total, pos, text = 0.0, 0, str(text)
+    while pos < len(text):
+        match = _DURATION.match(text, pos)
+        if match is None or match.end() == pos:
+            return None
+        total += float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
+        pos = match.end()
+    return total if text.strip() else None
+
+
+def timeout_seconds(options: Mapping[str, str]) -> float:
+    """The store's request timeout in seconds (the ``timeout`` option, default :data:`DEFAULT_TIMEOUT`)."""
+    return parse_duration(options.get("timeout", DEFAULT_TIMEOUT)) or 30.0
+
+
+def _s3_timeouts(given: Mapping[str, str]) -> dict[str, str]:
+    """``timeout``, ``retry_timeout`` and ``connect_timeout`` for delta-rs, checked and completed."""
+    for key in ("timeout", "retry_timeout", "connect_timeout"):
+        if key in given and not parse_duration(given[key]):
+            raise ConfigError(
+                f"storage option {key}={given[key]!r} is not a positive duration; write it like "
+                f"'30s', '500ms' or '2m'"
+            )
+    timeout = given.get("timeout", DEFAULT_TIMEOUT)
+    seconds = parse_duration(timeout) or 30.0
+    return {
+        "timeout": timeout,
+        "retry_timeout": given.get("retry_timeout", f"{min(seconds, RETRY_TIMEOUT_S):g}s"),
+        "connect_timeout": given.get("connect_timeout", f"{min(seconds, CONNECT_TIMEOUT_S):g}s"),
+    }
+
+
+def is_s3_options(options: Mapping[str, str]) -> bool:
+    """Whether ``options`` were resolved for an S3 root (they always carry a region and a timeout then)."""
+    return "timeout" in options and "AWS_REGION" in options
+
+
+def endpoint_of(options: Mapping[str, str]) -> str:
+    """The S3 endpoint the store talks to (for messages): the configured one or AWS's regional one."""
+    return (
+        options.get("AWS_ENDPOINT_URL")
+        or f"https://s3.{options.get('AWS_REGION', 'us-east-1')}.amazonaws.com"
+    )
 
 
 def _normalize_key(key: object) -> str:
@@ -55,22 +120,24 @@ def _normalize_key(key: object) -> str:
 
 
 def resolve_storage_options(root: str, explicit: Mapping[str, str] | None) -> dict[str, str]:
-    """Options delta-rs needs for ``root``: explicit ones, completed from boto3's chain for S3."""
+    """Options delta-rs needs for ``root``: the explicit ones, completed for S3 with the region, the endpoint
+    and the timeouts. Credentials are not resolved here (see the module docstring): an explicit profile is
+    checked and kept as ``AWS_PROFILE``; the chain is resolved by each client when it is used.
+
+    Raises:
+        ConfigError: an unknown or broken AWS profile, or a timeout option that is not a duration.
+    """
     given = {_normalize_key(k): str(v) for k, v in (explicit or {}).items() if v is not None}
     if not is_remote(root):
         return given
 
     options: dict[str, str] = {}
     if "AWS_ACCESS_KEY_ID" not in given:
-        session, frozen = _aws_chain(root, given.pop("AWS_PROFILE", None) or None)
-        if frozen is not None:
-            options["AWS_ACCESS_KEY_ID"] = frozen.access_key
-            options["AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
-            if frozen.token:
-                options["AWS_SESSION_TOKEN"] = frozen.token
+        session = _aws_session(root, given.get("AWS_PROFILE") or None)
         if session.region_name:
             options["AWS_REGION"] = session.region_name
-    given.pop("AWS_PROFILE", None)
+    else:
+        given.pop("AWS_PROFILE", None)  # explicit keys win over a profile
     endpoint = (
         given.get("AWS_ENDPOINT_URL")
         or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -83,21 +150,19 @@ def resolve_storage_options(root: str, explicit: Mapping[str, str] | None) -> di
     options.setdefault(
         "AWS_REGION", os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     )
-    options.update(S3_DEFAULT_OPTIONS)
+    options.update(_s3_timeouts(given))
     options.update(given)
     return options
 
 
-def _aws_chain(root: str, profile: str | None) -> tuple[Any, Any]:
-    """boto3's session and frozen credentials (or None), with its errors (unknown profile, broken config,
-    failing credential_process/SSO) turned into a :class:`ConfigError` that says what to fix."""
+def _aws_session(root: str, profile: str | None) -> Any:
+    """A boto3 session for ``profile`` (None: the default chain), with its errors (unknown profile, broken
+    config) turned into a :class:`ConfigError` that says what to fix. No credentials are resolved here."""
     import boto3
     from botocore.exceptions import BotoCoreError
 
     try:
-        session = boto3.Session(profile_name=profile)
-        credentials = session.get_credentials()
-        return session, (credentials.get_frozen_credentials() if credentials is not None else None)
+        return boto3.Session(profile_name=profile)
     except BotoCoreError as exc:
         raise ConfigError(
             f"cannot resolve AWS credentials for store {root}: {redact(str(exc))}; check AWS_PROFILE and "
@@ -106,13 +171,90 @@ def _aws_chain(root: str, profile: str | None) -> tuple[Any, Any]:
         ) from None
 
 
+# Sessions of the AWS chain, per profile and per state of what the chain reads (environment variables and the
+# shared files' modification times): a rewritten credentials file or environment gives a new session, while
+# refreshable credentials (web identity, assumed roles, instance/container roles) are refreshed by boto3
+# itself inside one session.
+_CHAIN_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+_SESSIONS: dict[tuple[object, ...], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _chain_state(profile: str | None) -> tuple[object, ...]:
+    env = tuple(os.environ.get(name) for name in _CHAIN_ENV)
+    files = []
+    for variable, default in (
+        ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+        ("AWS_CONFIG_FILE", "~/.aws/config"),
+    ):
+        try:
+            files.append(os.stat(os.path.expanduser(os.environ.get(variable) or default)).st_mtime_ns)
+        except OSError:
+            files.append(None)
+    return (profile, env, tuple(files))
+
+
+def _chain_session(profile: str | None) -> Any:
+    state = _chain_state(profile)
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(state)
+    if session is None:
+        import boto3
+
+        session = boto3.Session(profile_name=profile)
+        with _SESSIONS_LOCK:
+            if len(_SESSIONS) > 64:
+                _SESSIONS.clear()
+            _SESSIONS[state] = session
+    return session
+
+
+def chain_credentials(options: Mapping[str, str]) -> dict[str, str]:
+    """The AWS chain's credentials as of now, for clients that cannot resolve the chain themselves.
+
+    Empty when the options carry explicit keys (those are used as given) or the chain has none (the client
+    then tries anonymous access and the store reports the refusal). Resolved at every call, never cached
+    beyond boto3's own refresh, so a rotated key or token reaches the next store call.
+    """
+    if "AWS_ACCESS_KEY_ID" in options:
+        return {}
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        credentials = _chain_session(options.get("AWS_PROFILE") or None).get_credentials()
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+    except BotoCoreError as exc:
+        raise ConfigError(f"cannot resolve AWS credentials: {redact(str(exc))}; check AWS_PROFILE") from None
+    if frozen is None:
+        return {}
+    out = {"aws_access_key_id": frozen.access_key, "aws_secret_access_key": frozen.secret_key}
+    if frozen.token:
+        out["aws_session_token"] = frozen.token
+    _WIRE_FILTER.secrets.update(v for v in out.values() if v)
+    return out
+
+
 def secret_values(options: Mapping[str, str] | None) -> list[str]:
-    """Values of options that are credentials (access keys, secrets, tokens, passwords)."""
-    return [
+    """Values of options that are credentials (access keys, secrets, tokens, passwords), and the ones this
+    process resolved from the AWS chain (they are not in the options but could appear in a client's error)."""
+    given = [
         str(v)
         for k, v in (options or {}).items()
         if v and len(str(v)) >= 4 and any(h in str(k).upper() for h in _SECRET_HINTS)
     ]
+    return given + sorted(s for s in _WIRE_FILTER.secrets if len(s) >= 4 and s not in given)
 
 
 # ------------------------------------------------------------------------------------------ object metadata
@@ -121,18 +263,26 @@ def secret_values(options: Mapping[str, str] | None) -> list[str]:
 # paths use the file system; S3 uses boto3, whose requests release the GIL while they wait (delta-rs' Python
 # file-system handler holds it, which stalls every other thread of the process for the length of a request,
 # and deadlocks against an S3 server running in the same process).
-_CLIENTS: dict[tuple[tuple[str, str], ...], Any] = {}
+_CLIENTS: dict[tuple[object, ...], Any] = {}
 
 
 def _s3_client(options: Mapping[str, str]) -> Any:
-    key = tuple(sorted(options.items()))
+    """A boto3 S3 client for ``options``: explicit keys as given, else the AWS chain's session as it is now
+    (a new client when the chain's environment or files changed); requests bounded by the store's timeout."""
+    explicit = "AWS_ACCESS_KEY_ID" in options
+    key: tuple[object, ...] = (
+        tuple(sorted(options.items())),
+        None if explicit else _chain_state(options.get("AWS_PROFILE") or None),
+    )
     client = _CLIENTS.get(key)
     if client is None:
         import boto3
         from botocore.config import Config
 
         endpoint = options.get("AWS_ENDPOINT_URL")
-        client = boto3.session.Session().client(
+        timeout = timeout_seconds(options)
+        session = boto3.session.Session() if explicit else _chain_session(options.get("AWS_PROFILE") or None)
+        client = session.client(
             "s3",
             region_name=options.get("AWS_REGION") or None,
             endpoint_url=endpoint or None,
@@ -140,12 +290,15 @@ def _s3_client(options: Mapping[str, str]) -> Any:
             aws_secret_access_key=options.get("AWS_SECRET_ACCESS_KEY") or None,
             aws_session_token=options.get("AWS_SESSION_TOKEN") or None,
             config=Config(
-                connect_timeout=5,
-                read_timeout=30,
-                retries={"max_attempts": 3},
+                connect_timeout=min(timeout, CONNECT_TIMEOUT_S),
+                # two attempts of half the timeout each: a stalled endpoint fails a call in about `timeout`
+                read_timeout=max(timeout / 2, 0.5),
+                retries={"mode": "standard", "total_max_attempts": 2},
                 s3={"addressing_style": "path"} if endpoint else {},
             ),
         )
+        if len(_CLIENTS) > 64:
+            _CLIENTS.clear()
         _CLIENTS[key] = client
         _redact_wire_logs(secret_values(options) + [options.get("AWS_ACCESS_KEY_ID", "")])
     return client

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -79,8 +81,23 @@ class S3Server:
         """Serve again on the same port after :meth:`stop`."""
         self._command("start")
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (to freeze it from another process: ``SIGSTOP``/``SIGCONT``)."""
+        return self._child.pid
+
+    def freeze(self) -> None:
+        """Stop the server's process (SIGSTOP): connections are accepted by the kernel, nothing answers."""
+        os.kill(self._child.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server run again (SIGCONT); requests it had accepted are answered late."""
+        os.kill(self._child.pid, signal.SIGCONT)
+
     def close(self) -> None:
         """End the child process (its state goes with it)."""
+        if self._child.poll() is None:
+            self.thaw()  # a frozen child would not read the closed stdin
         if self._child.stdin is not None and not self._child.stdin.closed:
             try:
                 self._child.stdin.close()

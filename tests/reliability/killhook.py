@@ -10,6 +10,9 @@ The plan may contain:
 * ``timer``: SIGKILL this process that many seconds after the CLI starts, wherever it is;
 * ``host``: pretend to run on another host (``socket.gethostname``), so a lease it leaves behind cannot be
   recognised as a dead local process and must expire;
+* ``freeze_pid`` + ``freeze_at``: SIGSTOP that process (an S3 server) once, ``read``: at the first scan of a
+  feature table after the first lock commit (the step's read phase), ``write``: just before the first commit
+  to a feature table (the step's write phase); the time is logged as ``{"frozen_at": <epoch seconds>}``;
 * ``host_id``: pretend to run under another host identity (``metaxy_core._process.host_identity``: hostname,
   boot id, pid namespace), e.g. another container with the same hostname.
 
@@ -83,12 +86,41 @@ def _hooked(real: Any) -> Any:
     return commit
 
 
+_frozen = False
+_locked = False
+
+
+def _freeze(phase: str) -> None:
+    """SIGSTOP the plan's ``freeze_pid`` (once) when the plan freezes at ``phase``."""
+    global _frozen
+    if _frozen or PLAN.get("freeze_at") != phase or not PLAN.get("freeze_pid"):
+        return
+    _frozen = True
+    os.kill(int(PLAN["freeze_pid"]), signal.SIGSTOP)
+    if _log_fd is not None:
+        os.write(_log_fd, (json.dumps({"frozen_at": time.time(), "phase": phase}) + "\n").encode())
+
+
+def _hooked_scan(real: Any) -> Any:
+    def scan_table(table: Any, *args: Any, **kwargs: Any) -> Any:
+        frame = real(table, *args, **kwargs)
+        if _locked and "_metaxy_system" not in str(getattr(table, "table_uri", "")):
+            _freeze("read")
+        return frame
+
+    return scan_table
+
+
 def _commit(real: Any, target: Any, frame: Any, *args: Any, **kwargs: Any) -> Any:
-    global _count
+    global _count, _locked
     _count += 1
+    info = _describe(target, frame)
     if _log_fd is not None:  # os.write: nothing buffered in the process when SIGKILL lands
-        line = {"n": _count, "t": round(time.monotonic() - START, 4), **_describe(target, frame)}
+        line = {"n": _count, "t": round(time.monotonic() - START, 4), **info}
         os.write(_log_fd, (json.dumps(line) + "\n").encode())
+    _locked = _locked or info["kind"] == "lock"
+    if info["kind"] == "data":
+        _freeze("write")
     if _count != PLAN.get("kill_at"):
         return real(target, frame, *args, **kwargs)
     how = PLAN.get("how", "before")
@@ -120,6 +152,7 @@ def main() -> int:
     from metaxy_core.store import _io
 
     _io.append = _hooked(_io.append)
+    _io.scan_table = _hooked_scan(_io.scan_table)
     lock.cas_append = _hooked_cas(lock.cas_append)
     try:  # the bulk writer of bucketed reconciliation commits Parquet files it wrote itself
         from metaxy_core.store import bulk

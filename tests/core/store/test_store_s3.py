@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 
 from metaxy_core import DeltaMetadataStore, FeatureGraph
-from metaxy_core.errors import StoreUnreachableError
-from metaxy_core.store._storage import S3_DEFAULT_OPTIONS, resolve_storage_options
+from metaxy_core.errors import ConfigError, StoreUnreachableError
+from metaxy_core.store._io import polars_options
+from metaxy_core.store._storage import parse_duration, resolve_storage_options
 from metaxy_core.testing import S3Location, video_graph
 from metaxy_core.testing import video_raw_rows as raw_rows
 
@@ -60,7 +61,7 @@ def test_core_round_trip_on_s3(s3: S3Location, video: FeatureGraph) -> None:
     assert any(k.startswith(f"{s3.prefix}/_metaxy_system/snapshots/") for k in keys)
 
 
-def test_credentials_come_from_the_boto3_chain_when_only_env_vars_are_set(
+def test_credentials_come_from_the_aws_chain_when_only_env_vars_are_set(
     s3: S3Location, video: FeatureGraph, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.key_id)
@@ -69,8 +70,7 @@ def test_credentials_come_from_the_boto3_chain_when_only_env_vars_are_set(
     store = DeltaMetadataStore(s3.root)  # no storage options at all
 
     options = store.storage_options
-    assert options["AWS_ACCESS_KEY_ID"] == s3.key_id
-    assert options["AWS_SECRET_ACCESS_KEY"] == s3.secret
+    assert "AWS_ACCESS_KEY_ID" not in options and "AWS_SECRET_ACCESS_KEY" not in options  # resolved at use
     assert options["AWS_ENDPOINT_URL"] == s3.endpoint
     assert options["AWS_ALLOW_HTTP"] == "true"  # the endpoint is plain http
     assert options["AWS_REGION"] == "us-east-1"
@@ -87,8 +87,8 @@ def test_credentials_come_from_a_named_profile(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
     store = DeltaMetadataStore(s3.root, {"AWS_PROFILE": "metaxy-test", "AWS_ENDPOINT_URL": s3.endpoint})
 
-    assert store.storage_options["AWS_SECRET_ACCESS_KEY"] == s3.secret
-    assert "AWS_PROFILE" not in store.storage_options  # delta-rs does not take it; the keys replace it
+    assert store.storage_options["AWS_PROFILE"] == "metaxy-test"  # kept: each client resolves it at use
+    assert "AWS_SECRET_ACCESS_KEY" not in store.storage_options
     store.write_metadata(RAW, raw_rows([1]), graph=video)
     assert store.read_metadata(RAW, graph=video).collect().height == 1
 
@@ -152,17 +152,50 @@ def test_lower_case_retry_options_reach_delta_rs_and_polars(
 
 
 # ---------------------------------------------------------------------------------- storage options
-def test_s3_options_get_bounded_retry_defaults_that_explicit_options_override() -> None:
-    assert S3_DEFAULT_OPTIONS == {"retry_timeout": "15s", "connect_timeout": "5s"}
-    options = resolve_storage_options(
-        "s3://b/p",
-        {"aws_access_key_id": "k", "aws_secret_access_key": "s", "max_retries": "7", "connect_timeout": "1s"},
+def test_s3_options_get_a_request_timeout_and_bounded_retries_that_explicit_options_override() -> None:
+    keys = {"aws_access_key_id": "k", "aws_secret_access_key": "s"}
+    defaults = resolve_storage_options("s3://b/p", keys)
+    assert (defaults["timeout"], defaults["retry_timeout"], defaults["connect_timeout"]) == (
+        "30s",
+        "15s",
+        "5s",
     )
+    options = resolve_storage_options("s3://b/p", {**keys, "max_retries": "7", "connect_timeout": "1s"})
     assert options["AWS_ACCESS_KEY_ID"] == "k"  # AWS keys are normalised to upper case
     assert options["max_retries"] == "7"  # other keys stay as given: delta-rs matches them case-sensitively
     assert options["connect_timeout"] == "1s"  # explicit wins over the default
-    assert options["retry_timeout"] == "15s"
     assert not {"MAX_RETRIES", "CONNECT_TIMEOUT", "aws_access_key_id"} & set(options)
+    # a short timeout shortens the retry budget and the connect timeout with it
+    short = resolve_storage_options("s3://b/p", {**keys, "timeout": "4s"})
+    assert (short["timeout"], short["retry_timeout"], short["connect_timeout"]) == ("4s", "4s", "4s")
+
+
+def test_a_timeout_option_that_is_not_a_duration_is_refused_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"timeout='soon' is not a positive duration.*'30s'"):
+        resolve_storage_options("s3://b/p", {"AWS_ACCESS_KEY_ID": "k", "timeout": "soon"})
+    assert [parse_duration(t) for t in ("30s", "500ms", "1m 30s", "45", "2 min", "x", "")] == [
+        30.0,
+        0.5,
+        90.0,
+        45.0,
+        120.0,
+        None,
+        None,
+    ]
+
+
+def test_polars_reader_gets_the_store_timeout_and_its_retry_budget_as_ints() -> None:
+    options = resolve_storage_options(
+        "s3://b/p",
+        {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "timeout": "4s", "max_retries": "2"},
+    )
+    assert polars_options(options) == {
+        "max_retries": 2,
+        "timeout": "4s",
+        "connect_timeout": "4s",
+        "retry_timeout_ms": 4000,
+    }
+    assert polars_options({"some_local_option": "x"}) is None  # a local store: nothing for polars
 
 
 def test_local_roots_get_the_options_as_given() -> None:
