@@ -24,6 +24,9 @@ Sections (``--sections``, default all):
 ``history``
     ``read_metadata(...).collect()`` of the current version of a 1M-sample feature after 0..8 reconciliations
     (each adds a full version), against the same query without the Delta log's file statistics.
+``s3``
+    Reconciliation on a moto S3 server on 127.0.0.1 at each ``--s3-sizes`` (the clustered store uploaded)
+    against a bare ``DataFrame.write_delta`` of the same output rows to the same server (see ``_scale_s3``).
 ``maint``
     A table of 1000 small appends (1000 rows each): file count and read time before and after
     ``optimize`` + ``checkpoint`` + ``vacuum``.
@@ -773,6 +776,33 @@ def section_dagster(args: argparse.Namespace, base: Path) -> None:
     )
 
 
+def section_s3(args: argparse.Namespace, base: Path) -> None:
+    import _scale_s3
+
+    rows = _scale_s3.section_s3(
+        args.s3_sizes,
+        args.repeat,
+        lambda n: pristine(base, n, "clustered", args.rebuild),
+        base,
+        [(label, code) for label, code, _ in _systems(args, base)],
+    )
+    print()
+    print(
+        C.fmt_table(
+            "Reconciliation on an S3-compatible server (moto, 127.0.0.1) vs a bare write_delta of its output "
+            f"to the same server (best of {args.repeat}; load average {_load()})",
+            ["rows", "what", "seconds", "cpu s", "peak RSS MiB", "throughput vs bare"],
+            rows,
+        )
+    )
+
+
+def _load() -> str:
+    import os
+
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -782,9 +812,10 @@ def main() -> None:
     parser.add_argument(
         "--all-shuffled", action="store_true", help="shuffled layout at every size (default: first)"
     )
-    parser.add_argument("--sections", default="recon,read,resolve,history,maint,dagster")
+    parser.add_argument("--sections", default="recon,read,resolve,history,maint,dagster,s3")
     parser.add_argument("--migrations", type=int, default=200, help="chain length of the dagster section")
     parser.add_argument("--resolve-rows", type=int, default=1_000_000)
+    parser.add_argument("--s3-sizes", default="1000000,2000000,4000000", help="row counts of the s3 section")
     parser.add_argument("--appends", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (best of) for short measurements")
     parser.add_argument("--recon-repeat", type=int, default=1, help="repetitions of each reconciliation")
@@ -795,6 +826,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.s3_sizes = [int(s) for s in args.s3_sizes.split(",") if s]
     args.layouts = [s for s in args.layouts.split(",") if s]
     base = Path(args.dir)
     base.mkdir(parents=True, exist_ok=True)
@@ -815,6 +847,8 @@ def main() -> None:
         section_maint(args, base)
     if "dagster" in sections:
         section_dagster(args, base)
+    if "s3" in sections:
+        section_s3(args, base)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
 
 
