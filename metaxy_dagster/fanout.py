@@ -292,6 +292,7 @@ def _run_unit(
             "metaxy/pid": result.pid,
             "metaxy/host": result.host,
             "metaxy/cpu_s": round(result.cpu_s, 3),
+            "metaxy/peak_rss_mib": round(result.peak_rss_mib, 1),
             "metaxy/duration_s": round(result.duration_s, 3),
         },
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -119,6 +120,8 @@ class UnitResult(BaseModel):
     host: str = ""
     duration_s: float = 0.0
     cpu_s: float = 0.0
+    #: peak resident memory of the process that ran the unit, so far (MiB; what a worker must be given)
+    peak_rss_mib: float = 0.0
 
 
 #: runs independent units of a migration (one layer) and returns their results, in any order
@@ -220,6 +223,7 @@ def run_unit(executor: MigrationExecutor, migration: Migration, unit: Unit) -> U
         writes=dict(scope.rows_by_feature),
         duration_s=time.perf_counter() - start,
         cpu_s=time.process_time() - cpu,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **where,
         **done,
     )
