@@ -216,6 +216,7 @@ def append(
     derived: bool = False,
     fence: Fence | None = None,
     what: str | None = None,
+    custom_metadata: Mapping[str, str] | None = None,
 ) -> int | None:
     """Atomically append one frame (one Delta commit), stamping its commit order; returns the version.
 
@@ -227,7 +228,8 @@ def append(
     already carry their order (``2·R+1``): they may land at any version. ``fence`` (default: the lease
     held in this context, if any) is checked before each attempt and carried by the commit. The version
     returned is None for derived rows (delta-rs may retry them past other commits). ``what`` names the
-    target in errors (default: the URI).
+    target in errors (default: the URI). ``custom_metadata`` goes into the commit's ``commitInfo`` (facts
+    about the rows that readers may rely on, see :func:`metaxy_core.store.layout.default_data_versions`).
 
     Raises:
         MetadataSchemaError: a column's type differs from the table's (see :mod:`._integrity`).
@@ -256,6 +258,7 @@ def append(
                     partition_by=partition_by,
                     exact=not derived,
                     what=what,
+                    custom_metadata=custom_metadata,
                 )
                 return None if derived else version
             except CommitConflict:
@@ -282,6 +285,7 @@ def commit_at(
     partition_by: list[str] | None = None,
     exact: bool = True,
     what: str | None = None,
+    custom_metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Commit ``rows`` to the table as it was opened (``table``; None: create it), in one attempt.
 
@@ -294,7 +298,9 @@ def commit_at(
         rows = typed_nulls(uri, table, rows)
     transactions = _fenced_transactions(fence, table)
     properties = CommitProperties(
-        max_commit_retries=0 if exact else None, app_transactions=transactions or None
+        max_commit_retries=0 if exact else None,
+        app_transactions=transactions or None,
+        custom_metadata=dict(custom_metadata) if custom_metadata else None,
     )
     try:
         if table is None:
@@ -331,10 +337,18 @@ def _fenced_transactions(fence: Fence | None, table: DeltaTable | None) -> list[
     return [Transaction(app_id=fence.app_id, version=fence.token)]
 
 
-def fenced_properties(fence: Fence | None, table: DeltaTable) -> CommitProperties | None:
-    """Commit properties carrying ``fence`` for a writer that commits ``table`` itself (the bulk writer)."""
+def fenced_properties(
+    fence: Fence | None, table: DeltaTable, custom_metadata: Mapping[str, str] | None = None
+) -> CommitProperties | None:
+    """Commit properties carrying ``fence`` (and ``custom_metadata``, see :func:`append`) for a writer that
+    commits ``table`` itself (the bulk writer)."""
     transactions = _fenced_transactions(fence, table)
-    return CommitProperties(app_transactions=transactions) if transactions else None
+    if not transactions and not custom_metadata:
+        return None
+    return CommitProperties(
+        app_transactions=transactions or None,
+        custom_metadata=dict(custom_metadata) if custom_metadata else None,
+    )
 
 
 def _open_for_commit(uri: str, options: Mapping[str, str]) -> DeltaTable | None:
