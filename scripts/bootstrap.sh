@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create ./.venv and install metaxy-dagster with its test extras at exactly the versions in uv.lock.
-# Sourced by run-example.sh and run-tests.sh (and so by CI); safe to re-run: a no-op sync takes ~50 ms.
+# Sourced by run-example.sh and run-tests.sh (and so by CI); safe to re-run: a no-op sync takes ~1.5 s.
 #
 # uv itself comes from the package index, pinned below, into .tools/ (never into the project's venv).
 # `--locked` refuses to install when pyproject.toml changed without the lock: refresh it with
@@ -19,5 +19,10 @@ fi
 export UV_PYTHON="${UV_PYTHON:-$PYTHON}"
 export UV_PROJECT_ENVIRONMENT="$PWD/.venv"
 export UV_LINK_MODE="${UV_LINK_MODE:-copy}"
+# Compile the installed modules to bytecode once (~20 s on 2 cores the first time, ~1.5 s to re-check):
+# where PYTHONDONTWRITEBYTECODE is set (as on CI) nothing else ever writes the caches, and every Python process
+# (each `metaxy` command, each Dagster step process, each test subprocess) would compile everything it imports
+# again: 1.9 s instead of 1.0 s to import the CLI, 4.0 s instead of 1.9 s to import dagster.
+export UV_COMPILE_BYTECODE="${UV_COMPILE_BYTECODE:-1}"
 # uv prints what it resolves, downloads and installs (to stderr), so a first install shows its progress.
 .tools/bin/uv sync --locked --extra test
