@@ -32,7 +32,7 @@ import polars as pl
 from metaxy_core.errors import MetadataNotFoundError
 from metaxy_core.store import bulk
 from metaxy_core.store.buckets import DEFAULT_PARTITION_ROWS, Buckets, Partitioning, plan
-from metaxy_core.store.layout import Layout, feature_layout, newest_rows
+from metaxy_core.store.layout import Layout, feature_default_data_versions, feature_layout, newest_rows
 from metaxy_core.store.order import derived
 from metaxy_core.store.provenance import (
     COMMIT_ORDER,
@@ -74,6 +74,8 @@ class CarryOverResult:
     commits: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     paired: int = 0  # buckets whose rows were paired with their upstream rows by position, without a join
+    #: the Delta log proved the old rows' data versions are the defaults: those columns were not read
+    default_data_versions_proven: bool = False
 
 
 @contextmanager
@@ -134,19 +136,28 @@ def carry_over(
     if old_where is None or done_where is None:
         return result
     keep = [c for c in schema if c not in (PROVENANCE_BY_FIELD, SNAPSHOT_VERSION, WRITE_ID, FEATURE_VERSION)]
-    # The stored data-version struct only matters for custom data versions: null it for default ones, so
-    # that a spill of the old rows (hash buckets) writes and reads a fraction of it.
-    dvbf = pl.col(DATA_VERSION_BY_FIELD)
-    old_rows = (
-        scan.filter(pl.col(FEATURE_VERSION) == old_version)
-        .select(keep)
-        .with_columns(
-            pl.when(pl.col(DATA_VERSION) == pl.col(PROVENANCE))
-            .then(pl.lit(None, dtype=schema[DATA_VERSION_BY_FIELD]))
-            .otherwise(dvbf)
-            .alias(DATA_VERSION_BY_FIELD)
+    # When the Delta log proves every old row has its default data version (recorded by the writers), the
+    # old provenance and data versions (two long hash strings per row) are not read at all: the carried rows'
+    # data versions follow the new provenance.
+    proven = _lean_stamp_ok(schema, spec) and feature_default_data_versions(store, key, old_version)
+    result.default_data_versions_proven = proven
+    if proven:
+        old_rows = scan.filter(pl.col(FEATURE_VERSION) == old_version).select(
+            [c for c in keep if c not in (PROVENANCE, DATA_VERSION, DATA_VERSION_BY_FIELD)]
         )
-    )
+    else:
+        # The stored data-version struct only matters for custom data versions: null it for default ones,
+        # so that a spill of the old rows (hash buckets) writes and reads a fraction of it.
+        old_rows = (
+            scan.filter(pl.col(FEATURE_VERSION) == old_version)
+            .select(keep)
+            .with_columns(
+                pl.when(pl.col(DATA_VERSION) == pl.col(PROVENANCE))
+                .then(pl.lit(None, dtype=schema[DATA_VERSION_BY_FIELD]))
+                .otherwise(pl.col(DATA_VERSION_BY_FIELD))
+                .alias(DATA_VERSION_BY_FIELD)
+            )
+        )
     inputs: list[tuple[str, pl.LazyFrame, Layout]] = [
         ("old", old_rows, old_where),
         ("done", scan.filter(pl.col(FEATURE_VERSION) == new_version).select(ids), done_where),
@@ -204,11 +215,12 @@ def carry_over(
                 # The stored data-version struct is only needed for custom data versions; most rows have the
                 # default one (equal to the provenance), so read it only for buckets that have others.
                 old_rows = buckets.get("old", b)
-                todo = old_rows.drop(DATA_VERSION_BY_FIELD).collect()
+                todo = old_rows.collect() if proven else old_rows.drop(DATA_VERSION_BY_FIELD).collect()
                 seen += todo.height
-                dv = todo.get_column(DATA_VERSION)
-                if not lean or dv.has_nulls() or not (dv == todo.get_column(PROVENANCE)).all():
-                    todo = old_rows.collect()
+                if not proven:
+                    dv = todo.get_column(DATA_VERSION)
+                    if not lean or dv.has_nulls() or not (dv == todo.get_column(PROVENANCE)).all():
+                        todo = old_rows.collect()
                 if repeats["old"]:
                     todo = newest_rows(todo, ids)
                 if todo.height and inputs[1][2].rows:
@@ -234,7 +246,7 @@ def carry_over(
                     result.rows += rows
                     result.missing += todo.height - rows
                     continue
-                if lean and not todo.get_column(DATA_VERSION).has_nulls():
+                if proven or (lean and not todo.get_column(DATA_VERSION).has_nulls()):
                     stamped = _stamp_carried(
                         carried, spec, new_graph, write_id, snapshot_version, commit_order
                     )

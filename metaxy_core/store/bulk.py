@@ -26,7 +26,15 @@ from deltalake.exceptions import CommitFailedError
 
 from metaxy_core.store import _io, _storage
 from metaxy_core.store._storage import is_remote
-from metaxy_core.store.provenance import COMMIT_ORDER, FEATURE_VERSION, SNAPSHOT_VERSION, WRITE_ID
+from metaxy_core.store.provenance import (
+    COMMIT_ORDER,
+    COMMIT_ORDER_FACT,
+    FEATURE_VERSION,
+    ROWS_FACT,
+    SNAPSHOT_VERSION,
+    WRITE_ID,
+    data_version_facts,
+)
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -101,10 +109,15 @@ def append_frames(
     total = sum(f.height for f in frames)
     if fence is not None and not fence.guards(uri):
         fence = None
+    facts = data_version_facts(frames)
+    if facts:  # which rows the facts are about (derived rows: their commit order is not the version)
+        order = frames[0].get_column(COMMIT_ORDER)
+        if all(f.get_column(COMMIT_ORDER).n_unique() == 1 for f in frames) and order.n_unique() == 1:
+            facts.update({COMMIT_ORDER_FACT: str(order[0]), ROWS_FACT: str(total)})
     table = _io.open_table(uri, options)
     if table is None or not _native_compatible(table, frames[0].schema):
         frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed", rechunk=False)
-        _io.append(uri, frame, options, derived=True, fence=fence)
+        _io.append(uri, frame, options, derived=True, fence=fence, custom_metadata=facts)
         return total
     from deltalake.transaction import AddAction
 
@@ -146,7 +159,7 @@ def append_frames(
                         actions,
                         mode="append",
                         schema=table.schema(),
-                        commit_properties=_io.fenced_properties(fence, table),
+                        commit_properties=_io.fenced_properties(fence, table, facts),
                     )
                     break
                 except CommitFailedError:

@@ -284,7 +284,13 @@ class DeltaMetadataStore(MetadataStore):
         rows = _io.collect(frame, self.table_uri(spec.key), self.storage_options)
         self._check_unique_ids(spec, rows)
         rows = rows.drop("__no_upstream", strict=False)
-        _io.append(self.table_uri(spec.key), rows, self.storage_options, what=f"rows for feature {spec.key}")
+        _io.append(
+            self.table_uri(spec.key),
+            rows,
+            self.storage_options,
+            what=f"rows for feature {spec.key}",
+            custom_metadata=provenance.data_version_facts([rows]),
+        )
         write.count(rows.height)
         return rows.height
 

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from metaxy_core.store import _io, order
-from metaxy_core.store.provenance import FEATURE_VERSION, WRITE_ID
+from metaxy_core.store.provenance import (
+    COMMIT_ORDER,
+    COMMIT_ORDER_FACT,
+    DEFAULT_DATA_VERSIONS_FACT,
+    FEATURE_VERSION,
+    ROWS_FACT,
+    WRITE_ID,
+)
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -137,6 +144,69 @@ def table_layout(
         )
     )
     return Layout(rows, ranges, single)
+
+
+#: commits of history read at most to prove a fact about a feature version's rows (else: read the rows)
+MAX_FACT_COMMITS = 1000
+
+
+def default_data_versions(
+    table: DeltaTable, feature_version: str, *, max_commits: int = MAX_FACT_COMMITS
+) -> bool:
+    """Whether the Delta log proves every row of ``feature_version`` has its default data version.
+
+    Writers record the fact in the commit (:func:`metaxy_core.store.provenance.data_version_facts`); each
+    file's ``metaxy_commit_order`` statistics (min == max) name the commit(s) its rows came from: ``2·V``
+    is the commit at version ``V``; ``2·R+1`` (rows derived from a read at ``R``, bulk commits) the commits
+    recording that order, whose recorded row counts must add up to the files' rows (a commit that did not
+    record it would leave rows unaccounted for). Anything unknown (missing statistics, files mixing commits,
+    commits older than ``max_commits``, a table written by another tool) answers False: read the rows.
+    """
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    lo, hi = f"min.{COMMIT_ORDER}", f"max.{COMMIT_ORDER}"
+    if actions.height == 0 or not {lo, hi, "num_records"} <= set(actions.columns):
+        return False
+    every_file = actions
+    vlo, vhi = f"min.{FEATURE_VERSION}", f"max.{FEATURE_VERSION}"
+    if vlo in actions.columns and vhi in actions.columns:  # files that may hold the version
+        actions = actions.filter(
+            pl.col(vlo).is_null()
+            | pl.col(vhi).is_null()
+            | ((pl.col(vlo) <= feature_version) & (pl.col(vhi) >= feature_version))
+        )
+    files = actions.filter(pl.col("num_records") > 0)
+    if files.height == 0:
+        return False
+    if not files.select((pl.col(lo).is_not_null() & (pl.col(lo) == pl.col(hi))).all()).item():
+        return False
+    orders = files.get_column(lo).unique().to_list()
+    oldest = min(orders) // 2
+    window = table.version() - oldest + 1
+    if window > max_commits:
+        return False
+    commits = {int(c["version"]): c for c in table.history(limit=window) if "version" in c}
+    for order_value in orders:
+        if order_value % 2 == 0:
+            info = commits.get(order_value // 2, {})
+            if info.get(DEFAULT_DATA_VERSIONS_FACT) != "true":
+                return False
+            continue
+        recorded = [c for c in commits.values() if c.get(COMMIT_ORDER_FACT) == str(order_value)]
+        if not recorded or any(c.get(DEFAULT_DATA_VERSIONS_FACT) != "true" for c in recorded):
+            return False
+        # the recording commits' rows against the rows of that order in every file (any feature version)
+        stored = every_file.filter((pl.col(lo) == order_value) & (pl.col(hi) == order_value))
+        if sum(int(c.get(ROWS_FACT, -1)) for c in recorded) != int(stored.get_column("num_records").sum()):
+            return False
+    return True
+
+
+def feature_default_data_versions(
+    store: DeltaMetadataStore, feature: FeatureKey, feature_version: str
+) -> bool:
+    """:func:`default_data_versions` for ``feature``'s table in ``store`` (False without a table)."""
+    table = _io.open_table(store.table_uri(feature), store.storage_options)
+    return table is not None and default_data_versions(table, feature_version)
 
 
 def feature_layout(

@@ -60,6 +60,30 @@ TIMESTAMP = pl.Datetime("us", "UTC")
 SEPARATOR = "|"
 
 
+#: commitInfo key: every row of the commit has its default data version (equal to its provenance)
+DEFAULT_DATA_VERSIONS_FACT = "metaxy.default_data_versions"
+#: commitInfo keys of a commit of derived rows (bulk writer): their commit order and how many rows it added
+COMMIT_ORDER_FACT = "metaxy.commit_order"
+ROWS_FACT = "metaxy.rows"
+
+
+def data_version_facts(frames: Sequence[pl.DataFrame]) -> dict[str, str]:
+    """What a commit of ``frames`` records about its rows' data versions, for readers to rely on.
+
+    Reconciliation reads the old rows' provenance and data-version columns (two long hash strings per row)
+    only to learn that the data versions are the defaults; a commit whose rows all have them says so
+    (``{DEFAULT_DATA_VERSIONS_FACT: "true"}``, see :func:`metaxy_core.store.layout.default_data_versions`).
+    Nothing is recorded otherwise: absence means "not known", and readers check the rows.
+    """
+    for frame in frames:
+        if DATA_VERSION not in frame.columns or PROVENANCE not in frame.columns:
+            return {}
+        dv = frame.get_column(DATA_VERSION)
+        if dv.has_nulls() or not (dv == frame.get_column(PROVENANCE)).all():
+            return {}
+    return {DEFAULT_DATA_VERSIONS_FACT: "true"}
+
+
 def row_hash(parts: Sequence[pl.Expr]) -> pl.Expr:
     """XXH3-64 over the ``|``-joined string parts, as a decimal string."""
     joined = pl.concat_str(list(parts), separator=SEPARATOR)

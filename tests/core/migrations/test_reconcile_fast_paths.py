@@ -1,17 +1,27 @@
 """Reconciliation's shortcuts are taken when their precondition holds, skipped when it does not, and never
 change the result: rows paired by position with their upstream rows when both sides hold the same ids in the
-same order (else the join)."""
+same order (else the join); the old rows' provenance and data versions left unread when the Delta log proves
+them defaults (else read and checked); the bulk path on S3."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import polars as pl
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from metaxy_core import DeltaMetadataStore
 from metaxy_core.migrations.reconcile import CarryOverResult, carry_over
-from metaxy_core.store.provenance import COMMIT_ORDER, CREATED_AT, PROVENANCE_BY_FIELD, WRITE_ID
+from metaxy_core.store.provenance import (
+    COMMIT_ORDER,
+    CREATED_AT,
+    DATA_VERSION,
+    DATA_VERSION_BY_FIELD,
+    FEATURE_VERSION,
+    PROVENANCE,
+    PROVENANCE_BY_FIELD,
+    WRITE_ID,
+)
 from metaxy_core.testing import video_graph
 
 EMB, RAW = "video/embeddings", "video/raw"
@@ -86,3 +96,83 @@ def test_on_s3_buckets_are_written_as_zstd_parquet_by_the_bulk_writer_with_the_l
     table = DeltaTable(store.table_uri(EMB), storage_options=store.storage_options)
     paths = table.get_add_actions(flatten=True).column("path").to_pylist()
     assert len([p for p in paths if p.endswith(".zstd.parquet")]) == result.buckets
+
+
+# ------------------------------------------------------------------------------ default data versions
+def test_old_rows_recorded_with_default_data_versions_are_carried_without_reading_those_columns(
+    tmp_path, monkeypatch
+):
+    from metaxy_core.migrations import reconcile as engine
+
+    store = build(tmp_path / "s", emb_order="sorted")
+    read: list[list[str]] = []
+    original = engine.pair_rows
+    monkeypatch.setattr(engine, "pair_rows", lambda todo, *a: read.append(todo.columns) or original(todo, *a))
+    latest, result = reconcile(store, 100)
+    assert result.default_data_versions_proven and result.rows == N
+    assert all(DATA_VERSION not in cols and PROVENANCE not in cols for cols in read)
+    # the same rows as when the columns are read (the fact withheld)
+    monkeypatch.setattr(engine, "feature_default_data_versions", lambda *a: False)
+    again, slow = reconcile(build(tmp_path / "t", emb_order="sorted"), 100)
+    assert not slow.default_data_versions_proven and again.equals(latest)
+    assert (latest[DATA_VERSION] == latest[PROVENANCE]).all()
+
+
+def test_a_table_written_by_another_tool_without_the_fact_reads_the_columns(tmp_path):
+    store = build(tmp_path / "s", emb_order="sorted")
+    # another writer (plain delta-rs, no commit facts) appends rows of the old version
+    rows = store.read_metadata(EMB, graph=video_graph(transcript="1", refined=False)).collect().head(0)
+    extra = (
+        pl.scan_delta(store.table_uri(EMB))
+        .head(5)
+        .collect()
+        .with_columns(
+            pl.format("x{}", "sample_uid").alias("sample_uid"), pl.lit(99, pl.Int64).alias(COMMIT_ORDER)
+        )
+        .select(rows.columns)
+    )
+    write_deltalake(store.table_uri(EMB), extra.to_arrow(), mode="append")
+    latest, result = reconcile(store, 10**6)
+    assert not result.default_data_versions_proven and result.rows == N and result.missing == 5
+
+
+def test_custom_data_versions_are_never_taken_for_defaults(tmp_path):
+    store = build(tmp_path / "s", emb_order="sorted")
+    old = video_graph(transcript="1", refined=False)
+    custom = (
+        store.read_metadata(EMB, graph=old)
+        .collect()
+        .head(3)
+        .with_columns(
+            pl.struct(pl.lit("c1").alias("embedding"), pl.lit("c2").alias("transcript")).alias(
+                DATA_VERSION_BY_FIELD
+            ),
+            pl.lit("custom").alias(DATA_VERSION),
+        )
+        .drop(FEATURE_VERSION, CREATED_AT, WRITE_ID, COMMIT_ORDER)
+    )
+    store.write_metadata(EMB, custom, graph=old)
+    latest, result = reconcile(store, 10**6)
+    assert not result.default_data_versions_proven
+    kept = latest.filter(pl.col("sample_uid").is_in(custom["sample_uid"].to_list()))
+    assert kept[DATA_VERSION].to_list() == ["custom"] * 3
+
+
+def test_rows_carried_by_a_reconciliation_prove_their_defaults_to_the_next_one(tmp_path):
+    store = build(tmp_path / "s", emb_order="sorted")
+    _, first = reconcile(store, 100)
+    v2, v3 = (
+        video_graph(transcript="1", refined=True),
+        video_graph(transcript="1", embedding="2", refined=True),
+    )
+    # a second lineage-only change: carry the bulk-written rows again
+    result = carry_over(
+        store,
+        v3.spec(EMB),
+        old_graph=v2,
+        new_graph=v3,
+        write_id="w2",
+        snapshot_version=v3.snapshot_version,
+        partition_rows=100,
+    )
+    assert first.default_data_versions_proven and result.default_data_versions_proven and result.rows == N
