@@ -123,7 +123,8 @@ def build_fanout_graph(
             else f"{where}: take the run's lease and yield the units of layer 0.",
             compute_fn=body,
             ins=ins,
-            outs={"units": DynamicOut(str, is_required=False)},
+            # required, even when it yields no unit: the collect downstream then gets [] (not skipped)
+            outs={"units": DynamicOut(str)},
             required_resource_keys=keys,
             tags=tags,
             pool=pool,
@@ -179,8 +180,8 @@ def build_fanout_graph(
     def fanout(**upstream: Any) -> Any:
         collected = plans[0].alias("plan_0")(**upstream).map(unit_ops[0].alias("units_0")).collect()
         for s in range(1, stages):
-            planned = plans[s].alias(f"plan_{s}")(previous=collected)
-            collected = planned.map(unit_ops[s].alias(f"units_{s}")).collect()
+            units = plans[s].alias(f"plan_{s}")(previous=collected)
+            collected = units.map(unit_ops[s].alias(f"units_{s}")).collect()
         return finish.alias("finish")(previous=collected)
 
     return fanout

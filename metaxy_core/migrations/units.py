@@ -25,7 +25,7 @@ import re
 import resource
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -248,7 +248,7 @@ def finish_step(
     failed = [r for r in results if r.status == StepStatus.FAILED]
     rows = sum(r.rows for r in results)
     if failed:
-        return _fail(executor, migration, op, first, failed[0], rows, writes)
+        _fail(executor, migration, op, first, failed[0], rows, writes)
     if first.bucket is None:
         status, note = results[0].status, results[0].note
     else:
@@ -262,7 +262,7 @@ def finish_step(
         rows=rows,
         duration_s=max((r.duration_s for r in results), default=0.0),
         note=note,
-    )
+    )  # its duration is the longest unit's: units of a step run side by side
     executor.lock.renew()  # first: a run whose lease was taken over must not record its step
     executor.record_step(migration, result, first.write_id, writes)
     executor.notify(result)
@@ -277,7 +277,8 @@ def _fail(
     failed: UnitResult,
     rows: int,
     writes: dict[str, int],
-) -> StepResult:
+) -> NoReturn:
+    """Record the step as failed (and the migration) and raise :class:`MigrationFailed` naming the unit."""
     message = failed.error or "failed"
     result = StepResult(
         op_index=unit.op_index,

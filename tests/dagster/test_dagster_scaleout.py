@@ -150,3 +150,26 @@ def test_a_killed_unit_is_resumed_by_reexecution_without_redoing_finished_units(
     assert all(final[key] >= after_kill[key] for key in DOWNSTREAM)
     expected, got = latest_views(reference), latest_views(config)
     assert all(got[key].equals(expected[key]) for key in DOWNSTREAM)
+
+
+def test_a_dry_run_of_a_fanned_out_reconciliation_yields_no_units_and_writes_nothing(tmp_path: Path) -> None:
+    from scaleout_jobs import apply_job
+
+    from metaxy_dagster import run_config_for
+
+    config = project(tmp_path / "p")
+    before = data_commits(config)
+    run_config = {**run_config_for(dry_run=True), "execution": {"config": {"in_process": {}}}}
+    with FeatureGraph().use(), dg.instance_for_test() as instance:
+        result = apply_job(str(config)).execute_in_process(run_config=run_config, instance=instance)
+    assert result.success
+    steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert not [key for key in steps if ".units_" in key]  # a plan runs whole, in the finish step
+    assert any(key.endswith(".finish") for key in steps)
+    planned = [
+        e.asset_observation_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert planned  # the plan is observed on the migration and its feature assets
+    assert data_commits(config) == before
