@@ -280,6 +280,7 @@ def _fail(
 ) -> NoReturn:
     """Record the step as failed (and the migration) and raise :class:`MigrationFailed` naming the unit."""
     message = failed.error or "failed"
+    where = f" (pid {failed.pid} on {failed.host})" if failed.pid else ""
     result = StepResult(
         op_index=unit.op_index,
         op_id=op.op_id,
@@ -288,7 +289,7 @@ def _fail(
         status=StepStatus.FAILED,
         rows=rows,
         duration_s=failed.duration_s,
-        error=f"unit {failed.unit.label} (pid {failed.pid} on {failed.host}): {message}",
+        error=f"unit {failed.unit.label}{where}: {message}",
     )
     try:
         executor.record_step(migration, result, unit.write_id, writes)
@@ -304,9 +305,9 @@ def _fail(
     except MetaxyError as record_error:  # the unit's own error is the one to report
         executor.log.warning("could not record the failure in the migration log: %s", record_error)
     executor.notify(result)
-    where = f"{migration.source_path}: " if migration.source_path else ""
+    path = f"{migration.source_path}: " if migration.source_path else ""
     raise MigrationFailed(
-        f"{where}migration {migration.migration_id}, operation {op.op_id} on {unit.feature} failed: "
+        f"{path}migration {migration.migration_id}, operation {op.op_id} on {unit.feature} failed: "
         f"{result.error}. Completed steps and buckets are kept; fix the cause and re-run `metaxy migrations "
         "apply` to resume here.",
         MigrationResult(

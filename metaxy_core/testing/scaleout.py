@@ -9,9 +9,12 @@ has a user column, which reconciliation must keep.
 
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
 import uuid
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -24,6 +27,8 @@ RAW, LEFT, RIGHT, BELOW = "wide/raw", "wide/left", "wide/right", "wide/below"
 DOWNSTREAM = (LEFT, RIGHT, BELOW)
 #: the environment variable the project's entrypoint reads its code version from (default 2)
 VERSION_ENV = "METAXY_SCALEOUT_VERSION"
+#: a file path: the first process of the project to reach a bulk commit creates it and SIGKILLs itself
+KILL_ENV = "METAXY_SCALEOUT_KILL_MARKER"
 MIGRATION_ID = "20250101_000000_wide_v1_to_v2"
 
 
@@ -55,6 +60,29 @@ def declare_scaleout_features(version: int) -> FeatureGraph:
     for spec in scaleout_specs(version):
         graph.add(spec)
     return graph
+
+
+def install_fault_hooks() -> None:
+    """What the project's entrypoint calls: with ``METAXY_SCALEOUT_KILL_MARKER`` set, the first process to
+    reach a bulk commit (a worker, mid-unit: its bucket is computed, not committed) claims the marker file
+    and SIGKILLs itself. Patches the public ``metaxy_core.store.bulk.append_frames``; the engine has no test
+    paths."""
+    marker = os.environ.get(KILL_ENV)
+    if not marker:
+        return
+    from metaxy_core.store import bulk
+
+    real = bulk.append_frames
+
+    def append_frames(*args: Any, **kwargs: Any) -> Any:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+    bulk.append_frames = append_frames
 
 
 def scaleout_graph(version: int) -> FeatureGraph:
@@ -89,8 +117,9 @@ def write_scaleout_project(root: Path, *, samples: int = 400, bucket_rows: int =
     root.mkdir(parents=True, exist_ok=True)
     module = f"scaleout_features_{uuid.uuid4().hex[:10]}"
     (root / f"{module}.py").write_text(
-        "import os\n\nfrom metaxy_core.testing.scaleout import VERSION_ENV, declare_scaleout_features\n\n"
-        "declare_scaleout_features(int(os.environ.get(VERSION_ENV, '2')))\n"
+        "import os\n\nfrom metaxy_core.testing import scaleout\n\n"
+        "scaleout.declare_scaleout_features(int(os.environ.get(scaleout.VERSION_ENV, '2')))\n"
+        "scaleout.install_fault_hooks()\n"
     )
     config = root / "metaxy.toml"
     config.write_text(
@@ -117,12 +146,14 @@ def write_scaleout_project(root: Path, *, samples: int = 400, bucket_rows: int =
 __all__ = [
     "BELOW",
     "DOWNSTREAM",
+    "KILL_ENV",
     "LEFT",
     "MIGRATION_ID",
     "RAW",
     "RIGHT",
     "VERSION_ENV",
     "declare_scaleout_features",
+    "install_fault_hooks",
     "scaleout_graph",
     "scaleout_specs",
     "seed_scaleout_store",

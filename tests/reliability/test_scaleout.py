@@ -28,6 +28,7 @@ from metaxy_core.store.system import LOCK, read_system
 from metaxy_core.testing.scaleout import (
     BELOW,
     DOWNSTREAM,
+    KILL_ENV,
     LEFT,
     MIGRATION_ID,
     RIGHT,
@@ -166,3 +167,25 @@ def test_workers_below_one_are_refused_with_one_failed_line(tmp_path: Path) -> N
     assert [line for line in err.splitlines() if line.startswith("FAILED:")] == [
         "FAILED: --workers 0: give 1 or more worker processes"
     ]
+
+
+def test_a_worker_killed_mid_unit_fails_the_apply_and_the_next_apply_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference, config = project(tmp_path / "seq"), project(tmp_path / "par")
+    assert cli(reference, "migrations", "apply")[0] == 0
+    # The first worker to reach a bulk commit is SIGKILLed: its bucket is computed, not committed.
+    monkeypatch.setenv(KILL_ENV, str(tmp_path / "killed"))
+    code, err = cli(config, "migrations", "apply", "--workers", "2")
+    failed = [line for line in err.splitlines() if line.startswith("FAILED:")]
+    assert code == 1 and len(failed) == 1, err
+    assert "its worker process died" in failed[0] and "bucket" in failed[0] and "re-run" in failed[0]
+    state = read_states(MetaxyConfig.load(config).get_store(), "wide")[MIGRATION_ID]
+    assert not state.completed
+
+    code, err = cli(config, "migrations", "apply")  # the lease was released: the next apply resumes at once
+    assert code == 0, err
+    expected, got = latest_views(reference), latest_views(config)
+    for key in DOWNSTREAM:
+        assert got[key].equals(expected[key]), key
+        assert data_commits(config, key) == data_commits(reference, key)  # no bucket committed twice
