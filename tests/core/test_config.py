@@ -313,3 +313,26 @@ def test_an_entrypoint_that_cannot_be_imported_names_the_file_and_module(
         f"{config_file}: entrypoint 'no_such_module_xyz' could not be imported (No module named "
         f"'no_such_module_xyz'); check `entrypoints` and that {tmp_path} contains it"
     )
+
+
+def test_scale_out_keys_come_from_the_file_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "metaxy.toml", "bucket_rows = 250000\nworkers = 4\n")
+    config = MetaxyConfig.load(start_dir=tmp_path)
+    assert (config.bucket_rows, config.workers) == (250_000, 4)
+    monkeypatch.setenv("METAXY_BUCKET_ROWS", "50000")
+    monkeypatch.setenv("METAXY_WORKERS", "2")
+    config = MetaxyConfig.load(start_dir=tmp_path)
+    assert (config.bucket_rows, config.workers) == (50_000, 2)
+    assert (MetaxyConfig().bucket_rows, MetaxyConfig().workers) == (1_000_000, 1)  # today's behaviour
+
+
+def test_a_bucket_of_no_rows_names_the_file_and_the_key(tmp_path: Path) -> None:
+    config_file = write(tmp_path / "metaxy.toml", "bucket_rows = 0\n")
+    with pytest.raises(ConfigError) as exc:
+        MetaxyConfig.load(start_dir=tmp_path)
+    assert str(exc.value) == (
+        f"{config_file}: invalid metaxy configuration: bucket_rows: "
+        + pydantic_message(Annotated[int, Field(gt=0)], 0)
+    )
