@@ -51,7 +51,21 @@ def resolve_update(
     expected = store.expected_provenance(spec, graph) if spec.deps else None
     expected, requested_ids = expected_rows(spec, samples, expected)
     stored = store.current_rows(spec, graph, any_version=True)
-    return compare(spec, graph, expected, requested_ids, stored)
+    inc = compare(spec, graph, expected, requested_ids, stored)
+    ids = list(spec.id_columns)
+
+    def one_pass() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """The three frames from the expected and the stored rows, each collected once (narrow)."""
+        if stored is None:
+            return compare_collected(
+                spec, graph, expected.collect(), requested_ids, None, expected_unique=False
+            )
+        narrow = stored.select([*ids, PROVENANCE_BY_FIELD, PROVENANCE, FEATURE_VERSION])
+        expected_df, stored_df = pl.collect_all([expected, narrow])
+        unique = bool(spec.deps) and samples is None  # derived from upstream rows: one per sample
+        return compare_collected(spec, graph, expected_df, requested_ids, stored_df, expected_unique=unique)
+
+    return OnePassIncrement(added=inc.added, changed=inc.changed, removed=inc.removed, one_pass=one_pass)
 
 
 def expected_rows(
@@ -336,7 +350,7 @@ def bucketed_increment(
         )
         return added, changed, removed
 
-    return BucketedIncrement(
+    return OnePassIncrement(
         added=frame("added"), changed=frame("changed"), removed=frame("removed"), one_pass=one_pass
     )
 
@@ -345,12 +359,12 @@ _FRAMES = ("added", "changed", "removed")
 
 
 @dataclass(frozen=True)
-class BucketedIncrement(Increment):
-    """An increment computed bucket by bucket; :meth:`collect` computes each bucket's comparison once.
+class OnePassIncrement(Increment):
+    """An increment whose :meth:`collect` computes the comparison once for its three frames.
 
-    Each frame alone is a lazy IO source that recomputes the comparison per bucket (so that counting or
-    sinking one frame stays bounded); collecting the three separately would do that work three times, so
-    ``collect`` runs one pass that collects the three frames of each bucket together.
+    Each frame alone stays lazy (for a bucketed increment, an IO source that recomputes the comparison per
+    bucket, so that counting or sinking one frame stays bounded); collecting the three separately would do
+    that work three times, so ``collect`` runs one pass (per bucket) that yields the three frames together.
     """
 
     one_pass: Callable[[], tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] | None = field(
