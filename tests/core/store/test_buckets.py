@@ -302,3 +302,13 @@ def test_collecting_a_bucketed_increment_compares_each_bucket_once(tmp_path, mon
     for name, alone in zip(("added", "changed", "removed"), separately, strict=True):
         assert getattr(together, name).sort(ids).equals(alone), name
     assert (together.added.height, together.changed.height, together.removed.height) == (12, 588, 3)
+    # a single query (small input) collects its three frames in one pass too, with the same rows
+    store.partition_rows = 10**9
+    single = store.resolve_update(EMB, graph=new)
+    assert isinstance(single, increment.OnePassIncrement)
+    one_pass = single.collect()
+    for name in ("added", "changed", "removed"):
+        alone = getattr(single, name).collect().sort(ids)
+        assert getattr(one_pass, name).sort(ids).equals(alone) and alone.equals(
+            getattr(together, name).sort(ids)
+        )
