@@ -242,6 +242,8 @@ def append(
     with guard("write to", uri, options):
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             table = _open_for_commit(uri, options)
+            if attempt == 1:
+                clean_leftovers(uri, options, table, frame, fence)
             version = 0 if table is None else table.version() + 1
             rows = (
                 frame
@@ -269,6 +271,18 @@ def append(
                     ) from None
                 _backoff(attempt)
     raise AssertionError("unreachable")
+
+
+def clean_leftovers(
+    uri: str, options: Mapping[str, str], table: DeltaTable | None, rows: pl.DataFrame, fence: Fence | None
+) -> None:
+    """Before a step's first commit to ``uri``: remove the files an earlier, failed attempt of the same step
+    uploaded there without committing them (see :mod:`metaxy_core.store.orphans`; once per step, table and
+    lease in a process)."""
+    from metaxy_core.store import orphans
+
+    with guard("clean up uncommitted files of", uri, options):
+        orphans.clean_before_write(uri, options, table, rows, fence if fence is not None else current_fence())
 
 
 class CommitConflict(Exception):

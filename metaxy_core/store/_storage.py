@@ -410,3 +410,65 @@ def read_bytes(path: str, options: Mapping[str, str]) -> bytes:
         return bytes(_s3_client(options).get_object(Bucket=bucket, Key=key)["Body"].read())
     except (BotoCoreError, ClientError) as exc:
         raise _as_os_error(exc) from None
+
+
+def list_data_files(folder: str, options: Mapping[str, str]) -> dict[str, tuple[int, Any]]:
+    """Relative path -> (size, modification time) of the files under a table's folder, skipping its log and
+    every folder whose name starts with ``_`` or ``.`` (Delta's own); partition folders are descended into."""
+    from datetime import UTC, datetime
+
+    out: dict[str, tuple[int, Any]] = {}
+    if not is_remote(folder):
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if not d.startswith(("_", "."))]
+            for name in filenames:
+                if name.startswith(("_", ".")):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    stat = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                when = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
+                out[os.path.relpath(path, folder).replace(os.sep, "/")] = (stat.st_size, when)
+        return out
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = _bucket_key(folder)
+    pending = [f"{prefix}/"]
+    try:
+        pages = _s3_client(options).get_paginator("list_objects_v2")
+        while pending:
+            current = pending.pop()
+            for page in pages.paginate(Bucket=bucket, Prefix=current, Delimiter="/"):
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(current) :]
+                    if name and not name.startswith(("_", ".")):
+                        out[item["Key"][len(prefix) + 1 :]] = (int(item["Size"]), item["LastModified"])
+                for sub in page.get("CommonPrefixes", []):
+                    if not sub["Prefix"][len(current) :].startswith(("_", ".")):
+                        pending.append(sub["Prefix"])
+    except (BotoCoreError, ClientError) as exc:
+        raise _as_os_error(exc) from None
+    return out
+
+
+def delete_files(folder: str, names: list[str], options: Mapping[str, str]) -> None:
+    """Delete ``names`` (paths relative to ``folder``); files already gone are fine."""
+    if not is_remote(folder):
+        for name in names:
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = _bucket_key(folder)
+    client = _s3_client(options)
+    try:
+        for start in range(0, len(names), 1000):
+            batch = [{"Key": f"{prefix}/{n}"} for n in names[start : start + 1000]]
+            client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+    except (BotoCoreError, ClientError) as exc:
+        raise _as_os_error(exc) from None

@@ -115,6 +115,7 @@ def append_frames(
         if all(f.get_column(COMMIT_ORDER).n_unique() == 1 for f in frames) and order.n_unique() == 1:
             facts.update({COMMIT_ORDER_FACT: str(order[0]), ROWS_FACT: str(total)})
     table = _io.open_table(uri, options)
+    _io.clean_leftovers(uri, options, table, frames[0], fence)  # a re-run: what a failed attempt left
     if table is None or not _native_compatible(table, frames[0].schema):
         frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed", rechunk=False)
         _io.append(uri, frame, options, derived=True, fence=fence, custom_metadata=facts)
