@@ -50,14 +50,18 @@ def build(root: Path | str, *, emb_order: str, options: dict[str, str] | None = 
     return store
 
 
-def reconcile(store: DeltaMetadataStore, partition_rows: int) -> tuple[pl.DataFrame, CarryOverResult]:
-    old, new = video_graph(transcript="1", refined=False), video_graph(transcript="1", refined=True)
+def reconcile(
+    store: DeltaMetadataStore, partition_rows: int, *, embedding: str = "1", refined_before: bool = False
+) -> tuple[pl.DataFrame, CarryOverResult]:
+    """Carry the embeddings over from the graph before (coarse lineage) to the refined one."""
+    old = video_graph(transcript="1", refined=refined_before)
+    new = video_graph(transcript="1", refined=True, embedding=embedding)
     result = carry_over(
         store,
         new.spec(EMB),
         old_graph=old,
         new_graph=new,
-        write_id="w",
+        write_id=f"w{embedding}",
         snapshot_version=new.snapshot_version,
         partition_rows=partition_rows,
     )
@@ -161,18 +165,6 @@ def test_custom_data_versions_are_never_taken_for_defaults(tmp_path):
 def test_rows_carried_by_a_reconciliation_prove_their_defaults_to_the_next_one(tmp_path):
     store = build(tmp_path / "s", emb_order="sorted")
     _, first = reconcile(store, 100)
-    v2, v3 = (
-        video_graph(transcript="1", refined=True),
-        video_graph(transcript="1", embedding="2", refined=True),
-    )
-    # a second lineage-only change: carry the bulk-written rows again
-    result = carry_over(
-        store,
-        v3.spec(EMB),
-        old_graph=v2,
-        new_graph=v3,
-        write_id="w2",
-        snapshot_version=v3.snapshot_version,
-        partition_rows=100,
-    )
+    # a second change (a field's code version): the bulk-written rows are carried again
+    _, result = reconcile(store, 100, embedding="2", refined_before=True)
     assert first.default_data_versions_proven and result.default_data_versions_proven and result.rows == N
