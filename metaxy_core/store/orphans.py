@@ -76,7 +76,7 @@ def clean_before_write(
     acquired = modified_at(lock_commit, options)
     if acquired is None:  # the lock commit is gone (log retention): no safe bound
         return 0, 0
-    current = set(table.files())
+    current = {unquote(str(path)) for path in table.get_add_actions(flatten=True).column("path").to_pylist()}
     candidates = {
         name: (size, when)
         for name, (size, when) in list_data_files(uri, options).items()

@@ -3,14 +3,18 @@
     python -m metaxy_core.testing._moto_server PORT
 
 Prints ``ready`` once it listens, then reads commands from stdin: ``stop`` (close the listening socket and
-every open connection, keep the buckets), ``start`` (listen on the same port again); each is acknowledged
-with one line. End of stdin ends the process. moto is imported here only, so the settings it reads from the
-environment at import (``INITIAL_NO_AUTH_ACTION_COUNT``, ...) are the child's.
+every open connection, keep the buckets), ``start`` (listen on the same port again), ``freeze-on METHOD
+TEXT`` (SIGSTOP itself on the next such request whose path contains TEXT, before handling it; after SIGCONT
+that request, and those parsed in the 3 s after, are dropped unanswered); each is acknowledged with one
+line. End of stdin ends the process.
+moto is imported here only, so the settings it reads from the environment at import
+(``INITIAL_NO_AUTH_ACTION_COUNT``, ...) are the child's.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -18,6 +22,9 @@ import time
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
+
+#: after a ``freeze-on`` freeze ends, requests are dropped for this long (those the kernel queued meanwhile)
+DROP_AFTER_THAW_S = 3.0
 
 
 class StoppableServer:
@@ -36,6 +43,33 @@ class StoppableServer:
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._app = DomainDispatcherApplication(create_backend_app)
+        self._freeze: tuple[str, str] | None = None
+        self._drop_until = 0.0
+
+    def arm_freeze(self, method: str, needle: str) -> None:
+        """Freeze the whole process (SIGSTOP to itself) on the next ``method`` request whose path contains
+        ``needle``, before handling it."""
+        with self._lock:
+            self._freeze = (method.upper(), needle)
+
+    def froze_on(self, method: str, path: str) -> bool:
+        """Whether this request triggers the armed freeze; if so the process is stopped (SIGSTOP) until
+        SIGCONT, and requests parsed in the seconds after that are dropped (:meth:`dropping`)."""
+        with self._lock:
+            if self._freeze is None or method != self._freeze[0] or self._freeze[1] not in path:
+                return False
+            self._freeze = None
+            self._drop_until = float("inf")  # other threads resume with this one: drop from now on
+        # Directed at this thread, the stop is immediate (sent to the process, a signal may be delivered
+        # to another thread while this one goes on for a moment).
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+        with self._lock:
+            self._drop_until = time.monotonic() + DROP_AFTER_THAW_S
+        return True
+
+    def dropping(self) -> bool:
+        with self._lock:
+            return time.monotonic() < self._drop_until
 
     def _handler(self) -> type[MotoRequestHandler]:
         owner = self
@@ -50,7 +84,15 @@ class StoppableServer:
                 if owner.down:
                     self.close_connection = True
                     return False
-                return super().parse_request()
+                if not super().parse_request():
+                    return False
+                if owner.froze_on(self.command, self.path) or owner.dropping():
+                    # Stopped until SIGCONT; then this request and those the kernel queued meanwhile (the
+                    # client's retries) are dropped unanswered, as a hung server's would be: applying them
+                    # late would commit a write its client already gave up on.
+                    self.close_connection = True
+                    return False
+                return True
 
             def finish(self) -> None:
                 with owner._lock:
@@ -103,6 +145,9 @@ def main(argv: list[str]) -> None:
             server.stop()
         elif command == "start":
             server.start()
+        elif command.startswith("freeze-on "):
+            _, method, needle = command.split(" ", 2)
+            server.arm_freeze(method, needle)
         print(command, flush=True)
     server.stop()
 

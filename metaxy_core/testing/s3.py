@@ -90,6 +90,23 @@ class S3Server:
         """Stop the server's process (SIGSTOP): connections are accepted by the kernel, nothing answers."""
         os.kill(self._child.pid, signal.SIGSTOP)
 
+    def freeze_on(self, method: str, path_contains: str) -> None:
+        """Freeze the server (as :meth:`freeze`) when the next ``method`` request whose path contains
+        ``path_contains`` arrives, before it is handled (e.g. ``"PUT", "/video__emb/_delta_log/"``: the first
+        commit to that table, after its data files were uploaded). After :meth:`thaw` that request and those
+        arriving in the next 3 s (the client's retries the kernel queued) are dropped unanswered, like
+        requests to a server that hung."""
+        self._command(f"freeze-on {method} {path_contains}")
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the server's process is stopped (SIGSTOP)."""
+        try:
+            with open(f"/proc/{self._child.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+        except OSError:
+            return False
+
     def thaw(self) -> None:
         """Let a frozen server run again (SIGCONT); requests it had accepted are answered late."""
         os.kill(self._child.pid, signal.SIGCONT)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,3 +241,96 @@ def test_a_hanging_endpoint_is_bounded_by_the_request_timeout_which_the_user_can
             _assert_one_clear_failure(proc, mentions=[f"s3://{BUCKET}/hang", "unreachable", "timed out"])
     print("time to fail against a hanging endpoint:", json.dumps(timings))
     assert timings["default"] < FAIL_WITHIN_S and timings["timeout=2s,retry_timeout=4s"] < 15, timings
+
+
+# ------------------------------------------------------------------------------------- a frozen server
+#: the store's request timeout in the stall tests (the default is 30 s)
+STALL_TIMEOUT_S = 4
+#: allowed on top of it: the stalled request's own retry, a second request already in flight, CLI exit
+STALL_MARGIN_S = 2 * STALL_TIMEOUT_S + 6
+FEATURE_TABLES = ["video__raw", "video__emb", "video__cap", "video__joint"]
+
+
+def _uncommitted_files(server: S3Server, root: str) -> dict[str, int]:
+    """Key -> size of the data files under the feature tables that no table's latest version references."""
+    bucket, prefix = root.removeprefix("s3://").split("/", 1)
+    client = server.client(key_id=KEY_ID, secret=SECRET)
+    out = {}
+    for table in FEATURE_TABLES:
+        uri = f"{root}/{table}"
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{table}/").get("Contents", [])
+        options = {**_options(server.endpoint), "AWS_ALLOW_HTTP": "true"}
+        referenced = set(DeltaTable(uri, storage_options=options).file_uris())
+        for item in listed:
+            if item["Key"].endswith(".parquet") and f"s3://{bucket}/{item['Key']}" not in referenced:
+                out[item["Key"]] = int(item["Size"])
+    return out
+
+
+def _watch_freeze(server: S3Server) -> list[float]:
+    """Epoch times at which ``server`` was seen stopped (polled every 5 ms in a thread until it is)."""
+    seen: list[float] = []
+
+    def poll() -> None:
+        deadline = time.monotonic() + 300
+        while not server.frozen and time.monotonic() < deadline:
+            time.sleep(0.005)
+        seen.append(time.time())
+
+    threading.Thread(target=poll, daemon=True).start()
+    return seen
+
+
+@pytest.mark.parametrize("phase", ["read", "upload", "commit"])
+def test_a_server_frozen_mid_step_fails_it_within_the_timeout_and_the_rerun_completes(
+    phase: str, local_reference: dict[str, object], tmp_path: Path
+) -> None:
+    """SIGSTOP on the S3 server (it accepts connections and never answers, like a hung endpoint) while a
+    step reads its inputs (``read``), as it uploads its first data file (``upload``), or once its files are
+    uploaded and it commits them (``commit``): one clear FAILED line naming the endpoint and the setting, no
+    Rust panic text, within the timeout plus a margin; after SIGCONT the re-run removes the files the failed
+    step left uncommitted and completes with the latest views of an uninterrupted run."""
+    server = S3Server()
+    try:
+        server.client(key_id=KEY_ID, secret=SECRET).create_bucket(Bucket=BUCKET)
+        root = f"s3://{BUCKET}/frozen-{phase}"
+        store = DeltaMetadataStore(root, _options(server.endpoint), project=s.PROJECT)
+        s.seed_store(store)
+        project = s.write_project(tmp_path / "p", root=root, migration=s.migration_yaml())
+        timeouts = json.dumps({"timeout": f"{STALL_TIMEOUT_S}s"})
+        env = _env(server.endpoint, METAXY_STORE_STORAGE_OPTIONS=timeouts)
+        plan = {"freeze_pid": server.pid, "freeze_at": "write" if phase == "upload" else "read"}
+        if phase == "commit":  # the first commit to a feature table: its data file is already uploaded
+            plan = {}
+            server.freeze_on("PUT", "/video__cap/_delta_log/0")
+        frozen = _watch_freeze(server)
+        apply = s.spawn_cli(
+            ["migrations", "apply"], project, {**env, "METAXY_TEST_HOOK": json.dumps(plan)}, hook=True
+        )
+        out, err = apply.communicate(timeout=STALL_TIMEOUT_S * 10 + 60)
+        ended = time.time()
+        assert frozen, (out, err)
+        took = ended - frozen[0]
+        print(f"{phase}: failed {took:.1f} s after the server froze (timeout {STALL_TIMEOUT_S} s)")
+        proc = type("P", (), {"returncode": apply.returncode, "stdout": out, "stderr": err})()
+        _assert_one_clear_failure(
+            proc, mentions=[root, server.endpoint, "timed out", "`timeout` storage option", "re-run"]
+        )
+        assert "panicked" not in err and "RUST_BACKTRACE" not in err, err
+        assert took < STALL_TIMEOUT_S + STALL_MARGIN_S, (took, err)
+
+        server.thaw()
+        time.sleep(3.5)  # requests queued while frozen are dropped for 3 s after a freeze_on freeze
+        left = _uncommitted_files(server, root)
+        print(f"{phase}: the failed step left {len(left)} uncommitted files, {sum(left.values())} bytes")
+        if phase == "commit":
+            assert left, "the failed commit's data file is on the server, uncommitted"
+        rerun = s.run_cli(["migrations", "apply"], project, env)
+        assert rerun.returncode == 0, s.output(rerun)
+        views = s.latest_views(store)
+        s.assert_frames_equal(views, local_reference)  # type: ignore[arg-type]
+        s.assert_no_duplicates(store, views)
+        s.assert_log_consistent(store)
+        assert _uncommitted_files(server, root) == {}, "the re-run removes what the failed step left"
+    finally:
+        server.close()
