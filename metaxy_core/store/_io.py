@@ -27,8 +27,10 @@ from metaxy_core.store._storage import (
     endpoint_of,
     is_remote,
     is_s3_options,
+    note_stall,
     parse_duration,
     secret_values,
+    stalled_since,
     timeout_seconds,
 )
 from metaxy_core.store.order import written
@@ -63,6 +65,12 @@ _STORAGE_ERRORS = (DeltaError, OSError, pl.exceptions.PolarsError, RuntimeError,
 @contextmanager
 def guard(action: str, uri: str, options: Mapping[str, str] | None) -> Iterator[None]:
     remote = is_remote(uri)
+    ago = stalled_since(options) if remote and options else None
+    if ago is not None:  # the endpoint timed out moments ago (see _storage.note_stall): fail now
+        raise StoreUnreachableError(
+            f"cannot {action} {uri}: the S3 endpoint {endpoint_of(options or {})} timed out {ago:.1f} s ago "
+            f"(store timeout {(options or {}).get('timeout', DEFAULT_TIMEOUT)}); not called again yet"
+        )
     try:
         with quiet_panics() if remote else nullcontext():
             yield
@@ -86,6 +94,7 @@ def guard(action: str, uri: str, options: Mapping[str, str] | None) -> Iterator[
             if damaged is not None:
                 raise damaged from None
         if remote and any(h in lowered for h in _TIMEOUT_HINTS):
+            note_stall(options or {})
             raise StoreUnreachableError(stalled_message(action, uri, options or {})) from None
         if panic:
             raise StoreError(
@@ -119,6 +128,13 @@ _TIMEOUT_HINTS = (
     "connect timeout on endpoint",
     "deadline has elapsed",
 )
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` (from delta-rs, polars or boto3) is a request that got no answer in time; if so the
+    endpoint's circuit breaker is not set here (:func:`guard` does), callers just skip best-effort calls."""
+    text = str(exc).lower()
+    return any(h in text for h in _TIMEOUT_HINTS)
 
 
 def stalled_message(action: str, uri: str, options: Mapping[str, str]) -> str:

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,30 @@ def _s3_timeouts(given: Mapping[str, str]) -> dict[str, str]:
         "retry_timeout": given.get("retry_timeout", f"{min(seconds, RETRY_TIMEOUT_S):g}s"),
         "connect_timeout": given.get("connect_timeout", f"{min(seconds, CONNECT_TIMEOUT_S):g}s"),
     }
+
+
+# A circuit breaker per endpoint: once a request to it timed out, every store call to it fails at once for
+# the next `timeout` seconds instead of waiting a full timeout again. Without it, a stalled step waits once
+# for the request that stalled and once more for each clean-up call that follows (removing its uploaded
+# files, releasing the lease), which made a stall take two or three timeouts to fail.
+_STALLS: dict[str, float] = {}
+_STALLS_LOCK = threading.Lock()
+
+
+def note_stall(options: Mapping[str, str]) -> None:
+    """Record that a request to the options' endpoint just timed out."""
+    with _STALLS_LOCK:
+        _STALLS[endpoint_of(options)] = time.monotonic()
+
+
+def stalled_since(options: Mapping[str, str]) -> float | None:
+    """Seconds since a request to the options' endpoint timed out, if that was less than `timeout` ago."""
+    with _STALLS_LOCK:
+        at = _STALLS.get(endpoint_of(options))
+    if at is None:
+        return None
+    ago = time.monotonic() - at
+    return ago if ago < timeout_seconds(options) else None
 
 
 def is_s3_options(options: Mapping[str, str]) -> bool:
@@ -269,6 +294,11 @@ _CLIENTS: dict[tuple[object, ...], Any] = {}
 def _s3_client(options: Mapping[str, str]) -> Any:
     """A boto3 S3 client for ``options``: explicit keys as given, else the AWS chain's session as it is now
     (a new client when the chain's environment or files changed); requests bounded by the store's timeout."""
+    ago = stalled_since(options)
+    if ago is not None:  # the endpoint timed out moments ago: fail now rather than wait for it again
+        raise OSError(
+            f"the S3 endpoint {endpoint_of(options)} timed out {ago:.1f} s ago; not called again yet"
+        )
     explicit = "AWS_ACCESS_KEY_ID" in options
     key: tuple[object, ...] = (
         tuple(sorted(options.items())),

@@ -176,9 +176,11 @@ def append_frames(
                         raise
                     table = latest
                     time.sleep(random.uniform(0.0, min(1.0, 0.02 * 2**attempt)))
-        except BaseException:
-            for path in written:
-                with contextlib.suppress(Exception):  # best effort: what stays is unreferenced (vacuum)
+        except BaseException as exc:
+            # Best effort: what stays is unreferenced, removed by the step's re-run (store/orphans.py) or a
+            # vacuum. Not after a timeout: the endpoint is stalled, a delete would wait a full timeout again.
+            for path in [] if _io.timed_out(exc) else written:
+                with contextlib.suppress(Exception):
                     _delete_object(path, options) if remote else os.remove(path)
             raise
     return total

@@ -244,8 +244,8 @@ def test_a_hanging_endpoint_is_bounded_by_the_request_timeout_which_the_user_can
 
 
 # ------------------------------------------------------------------------------------- a frozen server
-#: the store's request timeout in the stall tests (the default is 30 s)
-STALL_TIMEOUT_S = 4
+#: the store's request timeout in the stall tests; METAXY_TEST_STALL_TIMEOUT_S=30 measures the default (30 s)
+STALL_TIMEOUT_S = int(os.environ.get("METAXY_TEST_STALL_TIMEOUT_S", "4"))
 #: allowed on top of it: the stalled request's own retry, a second request already in flight, CLI exit
 STALL_MARGIN_S = 2 * STALL_TIMEOUT_S + 6
 FEATURE_TABLES = ["video__raw", "video__emb", "video__cap", "video__joint"]
@@ -297,8 +297,8 @@ def test_a_server_frozen_mid_step_fails_it_within_the_timeout_and_the_rerun_comp
         store = DeltaMetadataStore(root, _options(server.endpoint), project=s.PROJECT)
         s.seed_store(store)
         project = s.write_project(tmp_path / "p", root=root, migration=s.migration_yaml())
-        timeouts = json.dumps({"timeout": f"{STALL_TIMEOUT_S}s"})
-        env = _env(server.endpoint, METAXY_STORE_STORAGE_OPTIONS=timeouts)
+        timeouts = {} if STALL_TIMEOUT_S == 30 else {"timeout": f"{STALL_TIMEOUT_S}s"}  # 30 s: the default
+        env = _env(server.endpoint, METAXY_STORE_STORAGE_OPTIONS=json.dumps(timeouts))
         plan = {"freeze_pid": server.pid, "freeze_at": "write" if phase == "upload" else "read"}
         if phase == "commit":  # the first commit to a feature table: its data file is already uploaded
             plan = {}
