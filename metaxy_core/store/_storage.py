@@ -225,7 +225,8 @@ def _chain_state(profile: str | None) -> tuple[object, ...]:
         ("AWS_CONFIG_FILE", "~/.aws/config"),
     ):
         try:
-            files.append(os.stat(os.path.expanduser(os.environ.get(variable) or default)).st_mtime_ns)
+            stat = os.stat(os.path.expanduser(os.environ.get(variable) or default))
+            files.append((stat.st_mtime_ns, stat.st_size))
         except OSError:
             files.append(None)
     return (profile, env, tuple(files))

@@ -1,19 +1,25 @@
 """DeltaMetadataStore on S3: the core round trip against a real S3 API (moto's server), credentials from
-boto3's chain, and clear, secret-free, bounded failures for a missing bucket or an unreachable endpoint."""
+the AWS chain resolved at each call (a key rotated under a running store), and clear, secret-free, bounded
+failures for a missing bucket, an unreachable endpoint or refused credentials."""
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
+from botocore.exceptions import ClientError
 
 from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.errors import ConfigError, StoreUnreachableError
 from metaxy_core.store._io import polars_options
 from metaxy_core.store._storage import parse_duration, resolve_storage_options
-from metaxy_core.testing import S3Location, video_graph
+from metaxy_core.testing import S3Location, S3Server, video_graph
 from metaxy_core.testing import video_raw_rows as raw_rows
 
 RAW, EMB = "video/raw", "video/embeddings"
@@ -229,3 +235,109 @@ def test_delta_rs_readers_that_hold_the_gil_work_against_the_test_server(
     store.write_metadata(RAW, raw_rows([1, 2, 3]), graph=video)
     table = DeltaTable(store.table_uri(RAW), storage_options=store.storage_options)
     assert sum(batch.num_rows for batch in table.scan()) == 3
+
+
+# --------------------------------------------------------------------------- credentials that rotate
+@pytest.fixture(scope="module")
+def iam_s3() -> Iterator[tuple[S3Server, Any]]:
+    """A moto server that checks every request's signature against its IAM users' keys (after the first five
+    requests), an admin and a worker user allowed everything, and a bucket; yields (server, the admin's IAM
+    client) to create and delete the worker's keys."""
+    server = S3Server(env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "5"})
+    try:
+        bootstrap = server.client("iam", key_id="bootstrap", secret="bootstrap")
+        policy = json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        )
+        for user in ("admin", "worker"):
+            bootstrap.create_user(UserName=user)
+            bootstrap.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=policy)
+        admin = bootstrap.create_access_key(UserName="admin")["AccessKey"]  # the fifth: auth from now on
+        signed = {"key_id": admin["AccessKeyId"], "secret": admin["SecretAccessKey"]}
+        server.client(**signed).create_bucket(Bucket="rotating")
+        yield server, server.client("iam", **signed)
+    finally:
+        server.close()
+
+
+def _new_key(iam: Any) -> tuple[str, str]:
+    key = iam.create_access_key(UserName="worker")["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def _rotated(iam: Any, old: tuple[str, str]) -> tuple[str, str]:
+    """A new key for the worker; the old one is deleted (refused from now on)."""
+    new = _new_key(iam)
+    iam.delete_access_key(UserName="worker", AccessKeyId=old[0])
+    return new
+
+
+@pytest.mark.parametrize("source", ["profile", "environment"])
+def test_a_key_rotated_between_two_calls_of_one_store_object_is_used_by_the_second(
+    source: str,
+    iam_s3: tuple[S3Server, Any],
+    video: FeatureGraph,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Credentials come from the AWS chain when each store call is made, not when the store object was
+    built: a long-running worker survives a key rotated under it (a rewritten credentials file, as a secrets
+    agent does, or a changed environment), and no key ever shows in the store's options or repr."""
+    server, iam = iam_s3
+    credentials = tmp_path / "credentials"
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+
+    def provide(key: tuple[str, str]) -> None:
+        if source == "profile":
+            credentials.write_text(
+                f"[worker]\naws_access_key_id = {key[0]}\naws_secret_access_key = {key[1]}\n"
+            )
+        else:
+            monkeypatch.setenv("AWS_ACCESS_KEY_ID", key[0])
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key[1])
+
+    first = _new_key(iam)
+    provide(first)
+    options = {
+        "AWS_ENDPOINT_URL": server.endpoint,
+        **({"AWS_PROFILE": "worker"} if source == "profile" else {}),
+    }
+    store = DeltaMetadataStore(f"s3://rotating/{source}", options)
+    store.write_metadata(RAW, raw_rows([1, 2]), graph=video)
+    assert store.read_metadata(RAW, graph=video).collect().height == 2
+
+    second = _rotated(iam, first)
+    provide(second)
+    with pytest.raises(ClientError):  # the rotation is real: the first key is refused now
+        server.client(key_id=first[0], secret=first[1]).list_objects_v2(Bucket="rotating")
+    store.write_metadata(RAW, raw_rows([3]), graph=video)  # the same store object, the new key
+    assert store.read_metadata(RAW, graph=video).collect().height == 3
+    assert store.resolve_update(EMB, graph=video).counts()["added"] == 3
+
+    for key in (first, second):
+        assert key[0] not in str(store.storage_options) and key[1] not in str(store.storage_options)
+        assert key[1] not in repr(store)
+    iam.delete_access_key(UserName="worker", AccessKeyId=second[0])
+
+
+def test_a_refused_rotated_key_fails_clearly_without_showing_it(
+    iam_s3: tuple[S3Server, Any], video: FeatureGraph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, iam = iam_s3
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    key = _new_key(iam)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key[1])
+    store = DeltaMetadataStore("s3://rotating/refused", {"AWS_ENDPOINT_URL": server.endpoint})
+    store.write_metadata(RAW, raw_rows([1]), graph=video)
+    iam.delete_access_key(UserName="worker", AccessKeyId=key[0])  # revoked, nothing replaces it
+    with pytest.raises(StoreUnreachableError, match="credentials") as refused:
+        store.read_metadata(RAW, graph=video).collect()
+    assert key[1] not in str(refused.value) and key[0] not in str(refused.value)
