@@ -1,8 +1,11 @@
 """Units of work: one operation's steps split so that many processes or hosts can run them at once.
 
 A step (migration, operation, feature) of an operation that opts in (``DataVersionReconciliation`` does, see
-:meth:`~metaxy_core.migrations.ops.BaseOperation.plan_units`) splits into **units**: one per bucket of the
-feature's samples, planned once (:func:`plan_units`) so that every worker agrees on which samples are whose.
+:meth:`~metaxy_core.migrations.ops.BaseOperation.plan_units`) splits into **units** of the feature's sample
+buckets, planned once (:func:`plan_units`) so that every worker agrees on which samples are whose: one
+bucket per unit when buckets are id ranges (each reads only its own files), about ``sqrt(k)`` interleaved
+buckets per unit when they are id hashes (each unit reads the whole table once and keeps its share, so
+fewer, larger units read less in total).
 Features of one topological *layer* of the operation's features are independent, so all their units may
 run at once; a layer starts when the one before it is done (its rows are the next layer's upstream).
 
@@ -20,6 +23,7 @@ lease: the run's coordinator holds it, workers join it (``StoreLock(member=True)
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import resource
@@ -63,10 +67,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 class Unit(BaseModel):
     """One unit of work: some buckets of one (migration, operation, feature) step, or the whole step.
 
-    ``bucket`` None means the whole step in one unit (the operation does not split, or has nothing to
-    split: a new, unchanged or root feature). Otherwise the unit is bucket ``bucket`` of ``bucket_count``
-    buckets of samples; ``boundaries`` are the range plan's cuts on the first id column (None: hash
-    buckets). ``epoch`` is the migration's apply epoch (a re-apply after a rollback writes under new ids).
+    ``buckets`` None means the whole step in one unit (the operation does not split, or has nothing to
+    split: a new, unchanged or root feature). Otherwise the unit is buckets ``buckets`` of ``bucket_count``
+    buckets of samples (done one after another: memory follows one bucket); ``boundaries`` are the range
+    plan's cuts on the first id column (None: hash buckets). ``epoch`` is the migration's apply epoch (a
+    re-apply after a rollback writes under new ids).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -75,7 +80,7 @@ class Unit(BaseModel):
     op_index: int
     feature: str
     layer: int = 0
-    bucket: int | None = None
+    buckets: tuple[int, ...] | None = None
     bucket_count: int = 1
     ids: tuple[str, ...] = ()
     boundaries: list[Any] | None = None
@@ -84,15 +89,21 @@ class Unit(BaseModel):
     @property
     def key(self) -> str:
         """A name unique within the step's units, safe as a Dagster mapping key (letters, digits, ``_``)."""
-        part = "all" if self.bucket is None else f"b{self.bucket}_of_{self.bucket_count}"
+        if self.buckets is None:
+            part = "all"
+        else:
+            first, n = self.buckets[0], len(self.buckets)
+            part = f"b{first}_of_{self.bucket_count}" + (f"_x{n}" if n > 1 else "")
         return f"{_UNSAFE.sub('_', self.feature)}__{part}"
 
     @property
     def label(self) -> str:
-        """How logs name the unit: ``<feature> bucket 3/8`` (or ``<feature>`` for a whole step)."""
-        if self.bucket is None:
+        """How logs name the unit: ``<feature> bucket 3/8``, ``<feature> buckets 1,5,9/12``, or ``<feature>``
+        for a whole step."""
+        if self.buckets is None:
             return self.feature
-        return f"{self.feature} bucket {self.bucket + 1}/{self.bucket_count}"
+        numbers = ",".join(str(b + 1) for b in self.buckets)
+        return f"{self.feature} bucket{'s' if len(self.buckets) > 1 else ''} {numbers}/{self.bucket_count}"
 
     @property
     def write_id(self) -> str:
@@ -148,6 +159,16 @@ def layers(graph: FeatureGraph, features: Sequence[FeatureKey]) -> dict[FeatureK
     return layer
 
 
+def unit_shares(plan: Partitioning) -> list[tuple[int, ...]]:
+    """The buckets of each unit of a step planned as ``plan``: one bucket per unit for id ranges (a unit
+    reads only its files); for id hashes ``ceil(sqrt(k))`` units of interleaved buckets, because every unit
+    reads the whole table once to keep its share: ``k`` units would read it ``k`` times."""
+    if plan.mode != "hash":
+        return [(b,) for b in range(plan.k)]
+    units = math.ceil(math.sqrt(plan.k))
+    return [tuple(range(u, plan.k, units)) for u in range(units)]
+
+
 def plan_units(
     executor: MigrationExecutor, migration: Migration, op_index: int, state: MigrationState
 ) -> list[list[Unit]]:
@@ -179,9 +200,9 @@ def plan_units(
                 cuts = None if plan.boundaries is None else plan.boundaries.to_list()
                 units = [
                     base.model_copy(
-                        update={"bucket": b, "bucket_count": plan.k, "ids": plan.ids, "boundaries": cuts}
+                        update={"buckets": share, "bucket_count": plan.k, "ids": plan.ids, "boundaries": cuts}
                     )
-                    for b in range(plan.k)
+                    for share in unit_shares(plan)
                 ]
             grouped.setdefault(depth[feature], []).extend(units)
     return [grouped[k] for k in sorted(grouped)]
@@ -204,7 +225,7 @@ def run_unit(executor: MigrationExecutor, migration: Migration, unit: Unit) -> U
     ):
         try:
             ctx = executor.context(migration, unit.op_index, dry_run=False)
-            if unit.bucket is None:
+            if unit.buckets is None:
                 outcome = outcome_of(op.run(ctx, feature), method=method)
                 status = step_status(outcome, op.op_id)
                 done = {"rows": outcome.rows, "note": outcome.note, "status": status}
@@ -212,7 +233,7 @@ def run_unit(executor: MigrationExecutor, migration: Migration, unit: Unit) -> U
                 scan = executor.store.scan_feature(feature)
                 assert scan is not None, "a planned feature has a table"
                 dtype = scan.collect_schema()[unit.ids[0]]
-                got = op.run_unit(ctx, feature, unit.partitioning(dtype), [unit.bucket])
+                got = op.run_unit(ctx, feature, unit.partitioning(dtype), unit.buckets)
                 done = {"rows": got.rows, "commits": got.commits, "skipped": got.skipped}
         except LockLostError as exc:  # fenced out: the run must stop; say so as it is
             done = {"status": StepStatus.FAILED, "error": str(exc)}
@@ -249,7 +270,7 @@ def finish_step(
     rows = sum(r.rows for r in results)
     if failed:
         _fail(executor, migration, op, first, failed[0], rows, writes)
-    if first.bucket is None:
+    if first.buckets is None:
         status, note = results[0].status, results[0].note
     else:
         status, note = StepStatus.COMPLETED, op.units_note(feature, sum(r.skipped for r in results))
@@ -394,4 +415,5 @@ __all__ = [
     "run_in_process",
     "run_unit",
     "splits",
+    "unit_shares",
 ]

@@ -23,7 +23,8 @@ from metaxy_core.migrations.executor import MigrationExecutor
 from metaxy_core.migrations.lock import LockedError, LockLostError, StoreLock
 from metaxy_core.migrations.progress import read_states
 from metaxy_core.migrations.state import MigrationState
-from metaxy_core.migrations.units import Unit, layers, plan_units, run_unit
+from metaxy_core.migrations.units import Unit, layers, plan_units, run_unit, unit_shares
+from metaxy_core.store.buckets import Partitioning
 from metaxy_core.store.system import LOCK, read_system
 from metaxy_core.testing.scaleout import (
     BELOW,
@@ -132,12 +133,17 @@ def test_units_are_planned_per_layer_and_bucket_and_travel_as_json(tmp_path: Pat
         planned = plan_units(executor, migration, 0, MigrationState(migration_id=MIGRATION_ID))
     assert [sorted({u.feature for u in layer}) for layer in planned] == [sorted([LEFT, RIGHT]), [BELOW]]
     for layer in planned:
-        per_feature: dict[str, list[int | None]] = {}
+        per_feature: dict[str, list[int]] = {}
         for unit in layer:
-            per_feature.setdefault(unit.feature, []).append(unit.bucket)
+            assert unit.buckets is not None and unit.bucket_count == 4
+            per_feature.setdefault(unit.feature, []).extend(unit.buckets)
             assert Unit.model_validate_json(unit.model_dump_json()) == unit
-        assert all(sorted(b) == [0, 1, 2, 3] for b in per_feature.values())  # type: ignore[type-var]
-    assert len({u.key for layer in planned for u in layer}) == 12  # unique Dagster mapping keys
+        assert all(sorted(b) == [0, 1, 2, 3] for b in per_feature.values())  # every bucket, once
+    # one file per table: hash buckets, so 2 units of 2 interleaved buckets each (sqrt(4)) per feature
+    assert len({u.key for layer in planned for u in layer}) == 6  # unique Dagster mapping keys
+    assert unit_shares(Partitioning(4, ("sample_uid",))) == [(0, 2), (1, 3)]
+    ranges = Partitioning(3, ("sample_uid",), pl.Series([10, 20]))
+    assert unit_shares(ranges) == [(0,), (1,), (2,)]  # id ranges: one bucket per unit
     depth = layers(scaleout_graph(2), [FeatureKey(k) for k in (BELOW, LEFT, RIGHT)])
     assert {str(k): v for k, v in depth.items()} == {LEFT: 0, RIGHT: 0, BELOW: 1}
 
