@@ -102,7 +102,7 @@ class _Relay:
     def close(self) -> None:
         """Put the saved stderr back on descriptor 2; the relay drains the pipe and ends."""
         os.dup2(self.saved, 2)  # closes the pipe's last write end: the relay reads EOF
-        self.thread.join(timeout=5)
+        self.thread.join(timeout=1)  # a child process started meanwhile may hold the pipe: it relays on
 
 
 @contextmanager

@@ -341,3 +341,57 @@ def test_a_refused_rotated_key_fails_clearly_without_showing_it(
     with pytest.raises(StoreUnreachableError, match="credentials") as refused:
         store.read_metadata(RAW, graph=video).collect()
     assert key[1] not in str(refused.value) and key[0] not in str(refused.value)
+
+
+# ------------------------------------------------------------------------------------------ Rust panics
+_RELAY_SCRIPT = r"""
+import os
+from metaxy_core.store._panics import quiet_panics
+
+panic = (
+    b"thread 'tokio-runtime-worker' panicked at object_store/src/client/retry.rs:12:34:\n"
+    b"called `Result::unwrap()` on an `Err` value: Timeout\n"
+    b"note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n"
+)
+os.write(2, b"before\n")
+with quiet_panics():
+    os.write(2, b"inside 1\n")
+    os.write(2, panic)
+    os.write(2, b"inside 2\n")
+    with quiet_panics():  # nested (another guarded call, or another thread's)
+        os.write(2, panic.replace(b"tokio-runtime-worker", b"other"))
+    os.write(2, b"progress 50%\r")
+os.write(2, panic.replace(b"tokio-runtime-worker", b"outside"))
+os.write(2, b"after\n")
+"""
+
+
+def test_rust_panic_text_is_kept_off_stderr_during_guarded_calls_and_everything_else_passes() -> None:
+    """Rust's panic hook writes straight to descriptor 2; while a guarded S3 call runs, panic blocks are
+    dropped (kept at DEBUG) and every other byte reaches stderr in order; outside, nothing is filtered."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _RELAY_SCRIPT], capture_output=True, timeout=60, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert err.startswith("before\ninside 1\ninside 2\nprogress 50%\r"), err
+    assert "tokio-runtime-worker" not in err and "'other'" not in err
+    assert "thread 'outside' panicked" in err and err.endswith("after\n")  # outside a guarded call: kept
+    assert err.count("RUST_BACKTRACE") == 1
+
+
+def test_a_rust_panic_inside_a_guarded_store_call_becomes_one_store_error() -> None:
+    """pyo3 raises PanicException (a BaseException) for a panic on the calling thread; the store reports it
+    as a StoreError naming the table, never as a traceback through the user's code."""
+    from metaxy_core.errors import StoreError
+    from metaxy_core.store._io import guard
+
+    options = resolve_storage_options(
+        "s3://b/p", {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "sec-ret"}
+    )
+    with pytest.raises(
+        StoreError, match=r"^cannot write to s3://b/p/t: the storage client failed internally"
+    ):
+        with guard("write to", "s3://b/p/t", options):
+            raise pl.exceptions.PanicException("called `Option::unwrap()` on a `None` value")
