@@ -23,6 +23,7 @@ from metaxy_core.store._integrity import check_column_types, damaged_log_message
 from metaxy_core.store._panics import quiet_panics
 from metaxy_core.store._storage import (
     DEFAULT_TIMEOUT,
+    StalledEndpointError,
     chain_credentials,
     endpoint_of,
     is_remote,
@@ -94,7 +95,8 @@ def guard(action: str, uri: str, options: Mapping[str, str] | None) -> Iterator[
             if damaged is not None:
                 raise damaged from None
         if remote and any(h in lowered for h in _TIMEOUT_HINTS):
-            note_stall(options or {})
+            if not isinstance(exc, StalledEndpointError):  # a refusal of the breaker does not extend it
+                note_stall(options or {})
             raise StoreUnreachableError(stalled_message(action, uri, options or {})) from None
         if panic:
             raise StoreError(

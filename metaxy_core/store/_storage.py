@@ -109,6 +109,10 @@ _STALLS: dict[str, float] = {}
 _STALLS_LOCK = threading.Lock()
 
 
+class StalledEndpointError(OSError):
+    """A call refused by the circuit breaker (the endpoint timed out moments ago); not a new stall."""
+
+
 def note_stall(options: Mapping[str, str]) -> None:
     """Record that a request to the options' endpoint just timed out."""
     with _STALLS_LOCK:
@@ -297,7 +301,7 @@ def _s3_client(options: Mapping[str, str]) -> Any:
     (a new client when the chain's environment or files changed); requests bounded by the store's timeout."""
     ago = stalled_since(options)
     if ago is not None:  # the endpoint timed out moments ago: fail now rather than wait for it again
-        raise OSError(
+        raise StalledEndpointError(
             f"the S3 endpoint {endpoint_of(options)} timed out {ago:.1f} s ago; not called again yet"
         )
     explicit = "AWS_ACCESS_KEY_ID" in options

@@ -395,3 +395,35 @@ def test_a_rust_panic_inside_a_guarded_store_call_becomes_one_store_error() -> N
     ):
         with guard("write to", "s3://b/p/t", options):
             raise pl.exceptions.PanicException("called `Option::unwrap()` on a `None` value")
+
+
+# ------------------------------------------------------------------------------------ a stalled endpoint
+def test_after_a_timeout_calls_to_that_endpoint_fail_at_once_for_one_timeout_then_go_out_again(
+    video: FeatureGraph,
+) -> None:
+    """The circuit breaker: a stalled step must not wait one more timeout for each clean-up call (log the
+    failure, delete uploaded files, release the lease); once the timeout has passed, requests go out again."""
+    import socket
+
+    with socket.socket() as blackhole:  # accepts connections, never answers
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)
+        endpoint = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+        options = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+        store = DeltaMetadataStore("s3://bucket/stalled", {**options, "timeout": "2s"})
+        timings, messages = [], []
+        for pause in (0.0, 0.0, 2.5):
+            time.sleep(pause)
+            started = time.monotonic()
+            with pytest.raises(StoreUnreachableError, match=rf"the S3 endpoint {endpoint} timed out") as exc:
+                store.read_metadata(RAW, graph=video)
+            timings.append(time.monotonic() - started)
+            messages.append(str(exc.value))
+    assert (
+        "no answer within the store's timeout, 2s" in messages[0]
+        and "`timeout` storage option" in messages[0]
+    )
+    assert "s ago (store timeout 2s); not called again yet" in messages[1]
+    assert "no answer within the store's timeout, 2s" in messages[2]
+    first, refused, again = timings
+    assert 1.5 < first < 8 and refused < 0.5 and again > 1.5, timings
