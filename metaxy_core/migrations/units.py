@@ -238,6 +238,7 @@ def run_unit(executor: MigrationExecutor, migration: Migration, unit: Unit) -> U
         except LockLostError as exc:  # fenced out: the run must stop; say so as it is
             done = {"status": StepStatus.FAILED, "error": str(exc)}
         except Exception as exc:
+            exc = executor.store.stalled_error(exc) or exc  # S3 timed out in a frame the operation collected
             done = {"status": StepStatus.FAILED, "error": step_error(exc, method, executor.store.secrets)}
     return UnitResult(
         unit=unit,

@@ -139,6 +139,16 @@ def timed_out(exc: BaseException) -> bool:
     return any(h in text for h in _TIMEOUT_HINTS)
 
 
+def stalled_error(exc: BaseException, uri: str, options: Mapping[str, str]) -> StoreUnreachableError | None:
+    """``exc`` as the stall error :func:`guard` raises, when it is a request to ``uri``'s S3 endpoint that
+    timed out outside the store's guarded calls (a lazy frame an operation collected itself); else None."""
+    if not is_remote(uri) or isinstance(exc, MetaxyError) or not timed_out(exc):
+        return None
+    if not isinstance(exc, StalledEndpointError):
+        note_stall(options)
+    return StoreUnreachableError(stalled_message("read from", uri, options))
+
+
 def stalled_message(action: str, uri: str, options: Mapping[str, str]) -> str:
     """One message for a store call that got no answer in time: the endpoint, the setting, the way on."""
     timeout = options.get("timeout", DEFAULT_TIMEOUT)

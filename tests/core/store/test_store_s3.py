@@ -427,3 +427,29 @@ def test_after_a_timeout_calls_to_that_endpoint_fail_at_once_for_one_timeout_the
     assert "no answer within the store's timeout, 2s" in messages[2]
     first, refused, again = timings
     assert 1.5 < first < 8 and refused < 0.5 and again > 1.5, timings
+
+
+def test_a_timeout_in_a_frame_an_operation_collected_itself_reads_as_the_stores_stall_error(
+    tmp_path: Path,
+) -> None:
+    """Operations collect lazy frames of the store outside its guarded calls; a request that timed out there
+    is reported like any other stall (endpoint, timeout, the setting), other errors are left alone."""
+    options = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }
+    store = DeltaMetadataStore("s3://bucket/ops", {**options, "timeout": "3s"})
+    raw = TimeoutError(
+        "object-store error: Generic S3 error: Error performing GET http://127.0.0.1:9/bucket/ops/p.parquet "
+        "in 3.0s - HTTP error: error sending request\n\nCaused by:\n    operation timed out"
+    )
+    translated = store.stalled_error(raw)
+    assert isinstance(translated, StoreUnreachableError)
+    assert str(translated).startswith(
+        "cannot read from s3://bucket/ops: the S3 endpoint http://127.0.0.1:9 timed out "
+        "(no answer within the store's timeout, 3s)"
+    )
+    assert store.stalled_error(ValueError("a bug in the operation")) is None
+    assert store.stalled_error(StoreUnreachableError("already clear")) is None
+    assert DeltaMetadataStore(tmp_path / "local").stalled_error(raw) is None
