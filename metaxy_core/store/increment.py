@@ -253,6 +253,8 @@ def bucketed_increment(
     if partitioning.k == 1:
         return None
 
+    layouts = {name: where for name, _, _, where in inputs}
+
     def newest(
         frames: Mapping[str, pl.LazyFrame], name: str, key: FeatureKey, version: str | None
     ) -> pl.LazyFrame:
@@ -261,6 +263,9 @@ def bucketed_increment(
         if version is not None:
             lf = lf.filter(pl.col(FEATURE_VERSION) == version)
         key_ids = list(graph.spec(key).id_columns)
+        # a bucket of rows the Delta log proves hold one row per sample holds one too: no count per bucket
+        if layouts[name] is not None and not layouts[name].may_repeat:
+            return lf
         if may_repeat(lf, key_ids, None, uri=store.table_uri(key), options=store.storage_options):
             lf = latest_per_sample(lf, key_ids)
         return lf
