@@ -15,13 +15,14 @@ When the log cannot tell, :func:`may_repeat` counts distinct samples (one pass o
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from metaxy_core.store import _io, order
+from metaxy_core.store import _io, _storage, order
 from metaxy_core.store.provenance import (
     COMMIT_ORDER,
     COMMIT_ORDER_FACT,
@@ -146,21 +147,27 @@ def table_layout(
     return Layout(rows, ranges, single)
 
 
-#: commits of history read at most to prove a fact about a feature version's rows (else: read the rows)
-MAX_FACT_COMMITS = 1000
+#: commit files read at most to prove a fact about a feature version's rows (else: read the rows)
+MAX_FACT_COMMITS = 64
 
 
 def default_data_versions(
-    table: DeltaTable, feature_version: str, *, max_commits: int = MAX_FACT_COMMITS
+    table: DeltaTable,
+    feature_version: str,
+    read_commit: Callable[[int], Mapping[str, Any] | None],
+    *,
+    max_commits: int = MAX_FACT_COMMITS,
 ) -> bool:
     """Whether the Delta log proves every row of ``feature_version`` has its default data version.
 
     Writers record the fact in the commit (:func:`metaxy_core.store.provenance.data_version_facts`); each
     file's ``metaxy_commit_order`` statistics (min == max) name the commit(s) its rows came from: ``2·V``
     is the commit at version ``V``; ``2·R+1`` (rows derived from a read at ``R``, bulk commits) the commits
-    recording that order, whose recorded row counts must add up to the files' rows (a commit that did not
-    record it would leave rows unaccounted for). Anything unknown (missing statistics, files mixing commits,
-    commits older than ``max_commits``, a table written by another tool) answers False: read the rows.
+    after ``R`` recording that order, read forward until their recorded row counts account for every row of
+    that order in the table's files (a commit that did not record it leaves rows unaccounted for).
+    ``read_commit(version)`` returns a commit's ``commitInfo`` (None when its file is gone). Anything
+    unknown (missing statistics, files mixing commits, more than ``max_commits`` commit files to read, a
+    table written by another tool) answers False: read the rows.
     """
     actions = pl.DataFrame(table.get_add_actions(flatten=True))
     lo, hi = f"min.{COMMIT_ORDER}", f"max.{COMMIT_ORDER}"
@@ -179,34 +186,66 @@ def default_data_versions(
         return False
     if not files.select((pl.col(lo).is_not_null() & (pl.col(lo) == pl.col(hi))).all()).item():
         return False
-    orders = files.get_column(lo).unique().to_list()
-    oldest = min(orders) // 2
-    window = table.version() - oldest + 1
-    if window > max_commits:
-        return False
-    commits = {int(c["version"]): c for c in table.history(limit=window) if "version" in c}
-    for order_value in orders:
-        if order_value % 2 == 0:
-            info = commits.get(order_value // 2, {})
-            if info.get(DEFAULT_DATA_VERSIONS_FACT) != "true":
+    budget = [max_commits]
+
+    def commit(version: int) -> Mapping[str, Any]:
+        budget[0] -= 1
+        return (read_commit(version) if budget[0] >= 0 else None) or {}
+
+    latest = table.version()
+    for order_value in sorted(files.get_column(lo).unique().to_list()):
+        if order_value % 2 == 0:  # the commit at version order/2
+            if commit(order_value // 2).get(DEFAULT_DATA_VERSIONS_FACT) != "true":
                 return False
             continue
-        recorded = [c for c in commits.values() if c.get(COMMIT_ORDER_FACT) == str(order_value)]
-        if not recorded or any(c.get(DEFAULT_DATA_VERSIONS_FACT) != "true" for c in recorded):
-            return False
-        # the recording commits' rows against the rows of that order in every file (any feature version)
+        # rows derived from a read at R: bulk commits after R, until their rows are accounted for
         stored = every_file.filter((pl.col(lo) == order_value) & (pl.col(hi) == order_value))
-        if sum(int(c.get(ROWS_FACT, -1)) for c in recorded) != int(stored.get_column("num_records").sum()):
+        left = int(stored.get_column("num_records").sum())
+        version = (order_value - 1) // 2 + 1
+        while left > 0 and version <= latest and budget[0] > 0:
+            info = commit(version)
+            if info.get(COMMIT_ORDER_FACT) == str(order_value):
+                if info.get(DEFAULT_DATA_VERSIONS_FACT) != "true":
+                    return False
+                left -= int(info.get(ROWS_FACT, left + 1))
+            version += 1
+        if left != 0:
             return False
     return True
+
+
+def commit_info(uri: str, options: Mapping[str, str], version: int) -> dict[str, Any] | None:
+    """The ``commitInfo`` of the commit at ``version`` of the table at ``uri`` (None if its file is gone).
+
+    Read with the store's own I/O (boto3 on S3, which releases the GIL while it waits; delta-rs' history
+    holds it), one small file per commit.
+    """
+    path = f"{uri.rstrip('/')}/_delta_log/{version:020d}.json"
+    try:
+        text = _storage.read_bytes(path, options).decode()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if "NoSuchKey" in str(exc) or "404" in str(exc):
+            return None
+        raise
+    for line in text.splitlines():
+        if '"commitInfo"' in line:
+            info = json.loads(line).get("commitInfo")
+            return info if isinstance(info, dict) else None
+    return None
 
 
 def feature_default_data_versions(
     store: DeltaMetadataStore, feature: FeatureKey, feature_version: str
 ) -> bool:
     """:func:`default_data_versions` for ``feature``'s table in ``store`` (False without a table)."""
-    table = _io.open_table(store.table_uri(feature), store.storage_options)
-    return table is not None and default_data_versions(table, feature_version)
+    uri, options = store.table_uri(feature), store.storage_options
+    table = _io.open_table(uri, options)
+    if table is None:
+        return False
+    with _io.guard("read the log of", uri, options):
+        return default_data_versions(table, feature_version, lambda v: commit_info(uri, options, v))
 
 
 def feature_layout(
