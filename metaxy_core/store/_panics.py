@@ -111,8 +111,8 @@ def quiet_panics() -> Iterator[None]:
     global _depth, _relay
     with _lock:
         if _depth == 0:
-            try:
-                _relay = _Relay()
+            try:  # POSIX only: the relay waits on the pipe with select(), which Windows does not do for pipes
+                _relay = _Relay() if os.name == "posix" else None
             except OSError:  # no descriptor 2, or no pipes left: run unfiltered
                 _relay = None
         _depth += 1
