@@ -219,6 +219,9 @@ _CHAIN_ENV = (
 )
 _SESSIONS: dict[tuple[object, ...], Any] = {}
 _SESSIONS_LOCK = threading.Lock()
+#: chain states that found no credentials, and when: not searched again for a minute (anonymous access)
+_EMPTY_CHAINS: dict[tuple[object, ...], float] = {}
+_EMPTY_CHAIN_S = 60.0
 
 
 def _chain_state(profile: str | None) -> tuple[object, ...]:
@@ -262,12 +265,20 @@ def chain_credentials(options: Mapping[str, str]) -> dict[str, str]:
         return {}
     from botocore.exceptions import BotoCoreError
 
+    profile = options.get("AWS_PROFILE") or None
+    state = _chain_state(profile)
+    with _SESSIONS_LOCK:
+        empty_at = _EMPTY_CHAINS.get(state)
+    if empty_at is not None and time.monotonic() - empty_at < _EMPTY_CHAIN_S:
+        return {}
     try:
-        credentials = _chain_session(options.get("AWS_PROFILE") or None).get_credentials()
+        credentials = _chain_session(profile).get_credentials()
         frozen = credentials.get_frozen_credentials() if credentials is not None else None
     except BotoCoreError as exc:
         raise ConfigError(f"cannot resolve AWS credentials: {redact(str(exc))}; check AWS_PROFILE") from None
-    if frozen is None:
+    if frozen is None:  # boto3 does not remember a fruitless search (its last step probes instance metadata)
+        with _SESSIONS_LOCK:
+            _EMPTY_CHAINS[state] = time.monotonic()
         return {}
     out = {"aws_access_key_id": frozen.access_key, "aws_secret_access_key": frozen.secret_key}
     if frozen.token:
