@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "example_project"
 MIGRATIONS = EXAMPLE_DIR / ".metaxy" / "migrations"
@@ -34,3 +44,51 @@ WRITES = {
     CHAIN[3][0]: {"video/files"},
     CHAIN[4][0]: {"video/annotations"},
 }
+
+
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None, *, timeout: float = 120) -> dict:
+    """One GraphQL request to a Dagster webserver: its ``data`` (GraphQL errors fail the test, shown)."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # GraphQL errors come back as HTTP 500: show them
+        raise AssertionError(f"{exc}: {exc.read()[:3000]!r}") from None
+    assert not body.get("errors"), body["errors"]
+    return body["data"]
+
+
+@contextmanager
+def serving(
+    command: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, port: int, timeout: float = 240
+) -> Iterator[str]:
+    """Run a Dagster webserver command (``dagster dev``, ``dg dev``) in its own process group until its
+    GraphQL endpoint answers; yield that endpoint's URL; stop the whole group (SIGINT, then SIGKILL)."""
+    url = f"http://127.0.0.1:{port}/graphql"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                assert process.poll() is None, log_path.read_text()[-4000:]
+                try:
+                    if graphql(url, "{ version }", timeout=30).get("version"):
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, f"{command[0]} did not serve GraphQL in {timeout:.0f}s"
+                time.sleep(1)
+            yield url
+        finally:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

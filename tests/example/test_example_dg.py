@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from example_project.servers import free_port
-from example_testkit import CHAIN, EXAMPLE_DIR, EXAMPLE_GRAPH
+from example_testkit import CHAIN, EXAMPLE_DIR, EXAMPLE_GRAPH, graphql, serving
 
 DG = str(Path(sys.executable).parent / "dg")
 
@@ -79,49 +77,19 @@ def test_dg_scaffold_writes_a_component_that_loads(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dg_dev_serves_the_example(tmp_path: Path) -> None:
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("METAXY_", "AWS_"))}
     env["DAGSTER_HOME"] = str(tmp_path)
-    log = (tmp_path / "dg-dev.log").open("w")
-    process = subprocess.Popen(
-        [DG, "dev", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=EXAMPLE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    port = free_port()
+    command = [DG, "dev", "--host", "127.0.0.1", "--port", str(port)]
     repositories = (
         "{ repositoriesOrError { ... on RepositoryConnection "
         "{ nodes { location { name } jobs { name } } } } }"
     )
-    query = json.dumps({"query": repositories})
-    try:
+    with serving(command, cwd=EXAMPLE_DIR, env=env, log_path=tmp_path / "dg-dev.log", port=port) as url:
         deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (tmp_path / "dg-dev.log").read_text()[-3000:]
-            try:
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/graphql",
-                    data=query.encode(),
-                    headers={"content-type": "application/json"},
-                )
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    nodes = json.loads(response.read())["data"]["repositoriesOrError"]["nodes"]
-                if nodes:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "dg dev did not serve the example"
+        while not (nodes := graphql(url, repositories)["repositoriesOrError"]["nodes"]):
+            assert time.monotonic() < deadline, "dg dev did not load the example's code location"
             time.sleep(1)
-        [repo] = nodes
-        assert repo["location"]["name"] == "metaxy_example"
-        assert "metaxy_migrations_apply" in {j["name"] for j in repo["jobs"]}
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+    [repo] = nodes
+    assert repo["location"]["name"] == "metaxy_example"
+    assert "metaxy_migrations_apply" in {j["name"] for j in repo["jobs"]}

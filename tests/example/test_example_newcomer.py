@@ -14,22 +14,18 @@ daemon), the local S3 and PostgreSQL servers the example's backfills read.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from example_project.servers import free_port
-from example_testkit import CHAIN, EXAMPLE_DIR, WRITES
+from example_testkit import CHAIN, EXAMPLE_DIR, WRITES, graphql, serving
 
 from metaxy_core import DeltaMetadataStore
 from metaxy_core.migrations import progress
@@ -48,21 +44,6 @@ SENSOR_DRY_RUN = """mutation($s: SensorSelector!, $c: String) { sensorDryRun(sel
   __typename
   ... on DryRunInstigationTick { evaluationResult { skipReason error { message }
   runRequests { runKey assetSelection { path } } } } ... on PythonError { message } } }"""
-
-
-def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"content-type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as exc:  # GraphQL errors come back as HTTP 500: show them
-        raise AssertionError(f"{exc}: {exc.read()[:3000]!r}") from None
-    assert not body.get("errors"), body["errors"]
-    return body["data"]
 
 
 def metaxy(project: Path, *args: str) -> str:
@@ -117,29 +98,10 @@ def test_newcomer_path_cli_apply_history_then_a_code_change_keeps_the_location_w
     assert all(states[mid].completed for mid in cli_runs)
 
     port = free_port()
-    url = f"http://127.0.0.1:{port}/graphql"
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     (tmp_path / "dagster_home").mkdir()
-    log = (tmp_path / "dev.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=project,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert process.poll() is None, (tmp_path / "dev.log").read_text()[-4000:]
-            try:
-                if graphql(url, "{ version }").get("version"):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "dagster dev did not come up"
-            time.sleep(1)
+    command = [sys.executable, "-m", "dagster", "dev", "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, cwd=project, env=env, log_path=tmp_path / "dev.log", port=port) as url:
         before = definitions_summary(url)
         migrations = {f"metaxy/migrations/{mid}" for mid, *_ in CHAIN}
         assert migrations <= before["assets"] and "video/audio" in before["assets"]
@@ -189,11 +151,3 @@ def test_newcomer_path_cli_apply_history_then_a_code_change_keeps_the_location_w
         assert result["error"] is None, result
         [request] = result["runRequests"]
         assert [a["path"] for a in request["assetSelection"]] == [["metaxy", "migrations", new]]
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
