@@ -21,7 +21,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -394,6 +395,17 @@ def _bucket_key(uri: str) -> tuple[str, str]:
     return bucket, key.strip("/")
 
 
+@contextmanager
+def _boto_errors() -> Iterator[None]:
+    """boto3/botocore failures inside the block as ``OSError`` (what the store's error translation reads)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise _as_os_error(exc) from None
+
+
 def _as_os_error(exc: Exception) -> OSError:
     """A boto3/botocore failure as an ``OSError`` (what the store's error translation understands)."""
     return OSError(f"{type(exc).__name__}: {exc}")
@@ -407,17 +419,13 @@ def list_sizes(folder: str, options: Mapping[str, str]) -> dict[str, int]:
                 return {e.name: e.stat().st_size for e in entries if e.is_file()}
         except FileNotFoundError:
             return {}
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, prefix = _bucket_key(folder)
     out: dict[str, int] = {}
-    try:
+    with _boto_errors():
         pages = _s3_client(options).get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=bucket, Prefix=f"{prefix}/", Delimiter="/"):
             for item in page.get("Contents", []):
                 out[item["Key"].rsplit("/", 1)[-1]] = int(item["Size"])
-    except (BotoCoreError, ClientError) as exc:
-        raise _as_os_error(exc) from None
     return out
 
 
@@ -449,13 +457,23 @@ def read_bytes(path: str, options: Mapping[str, str]) -> bytes:
     if not is_remote(path):
         with open(path, "rb") as f:
             return f.read()
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, key = _bucket_key(path)
-    try:
+    with _boto_errors():
         return bytes(_s3_client(options).get_object(Bucket=bucket, Key=key)["Body"].read())
-    except (BotoCoreError, ClientError) as exc:
-        raise _as_os_error(exc) from None
+
+
+def put_object(path: str, data: Any, options: Mapping[str, str]) -> None:
+    """Upload ``data`` (bytes or a binary file object) as the object ``path`` (``s3://bucket/key``) with the
+    store's client, credentials and timeouts."""
+    bucket, key = _bucket_key(path)
+    with _boto_errors():
+        _s3_client(options).put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def delete_path(path: str, options: Mapping[str, str]) -> None:
+    """Delete one file (a local path or ``s3://bucket/key``); one already gone is fine."""
+    folder, _, name = path.rstrip("/").rpartition("/")
+    delete_files(folder, [name], options)
 
 
 def list_data_files(folder: str, options: Mapping[str, str]) -> dict[str, tuple[int, Any]]:
@@ -478,11 +496,9 @@ def list_data_files(folder: str, options: Mapping[str, str]) -> dict[str, tuple[
                 when = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
                 out[os.path.relpath(path, folder).replace(os.sep, "/")] = (stat.st_size, when)
         return out
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, prefix = _bucket_key(folder)
     pending = [f"{prefix}/"]
-    try:
+    with _boto_errors():
         pages = _s3_client(options).get_paginator("list_objects_v2")
         while pending:
             current = pending.pop()
@@ -494,8 +510,6 @@ def list_data_files(folder: str, options: Mapping[str, str]) -> dict[str, tuple[
                 for sub in page.get("CommonPrefixes", []):
                     if not sub["Prefix"][len(current) :].startswith(("_", ".")):
                         pending.append(sub["Prefix"])
-    except (BotoCoreError, ClientError) as exc:
-        raise _as_os_error(exc) from None
     return out
 
 
@@ -508,13 +522,9 @@ def delete_files(folder: str, names: list[str], options: Mapping[str, str]) -> N
             except FileNotFoundError:
                 pass
         return
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, prefix = _bucket_key(folder)
-    client = _s3_client(options)
-    try:
+    with _boto_errors():
+        client = _s3_client(options)
         for start in range(0, len(names), 1000):
             batch = [{"Key": f"{prefix}/{n}"} for n in names[start : start + 1000]]
             client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-    except (BotoCoreError, ClientError) as exc:
-        raise _as_os_error(exc) from None

@@ -139,7 +139,7 @@ def append_frames(
                     frame.write_parquet(buffer, compression="zstd", compression_level=1, statistics=False)
                     size = buffer.tell()
                     buffer.seek(0)
-                    _put_object(path, buffer, options)
+                    _storage.put_object(path, buffer, options)
                 else:
                     frame.write_parquet(path, compression="zstd", compression_level=1, statistics=False)
                     size = os.path.getsize(path)
@@ -181,25 +181,9 @@ def append_frames(
             # vacuum. Not after a timeout: the endpoint is stalled, a delete would wait a full timeout again.
             for path in [] if _io.timed_out(exc) else written:
                 with contextlib.suppress(Exception):
-                    _delete_object(path, options) if remote else os.remove(path)
+                    _storage.delete_path(path, options)
             raise
     return total
-
-
-def _put_object(path: str, data: io.BytesIO, options: Mapping[str, str]) -> None:
-    """Upload ``data`` as the object ``path`` (``s3://bucket/key``) with the store's client and timeouts."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, key = _storage._bucket_key(path)
-    try:
-        _storage._s3_client(options).put_object(Bucket=bucket, Key=key, Body=data)
-    except (BotoCoreError, ClientError) as exc:
-        raise _storage._as_os_error(exc) from None
-
-
-def _delete_object(path: str, options: Mapping[str, str]) -> None:
-    bucket, key = _storage._bucket_key(path)
-    _storage._s3_client(options).delete_object(Bucket=bucket, Key=key)
 
 
 class BackgroundWriter:
