@@ -9,6 +9,7 @@ chain in order and re-executes from the failed operation. Step keys read ``<migr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from dagster import (
     AssetKey,
@@ -130,35 +131,21 @@ def _build_asset(
     parent_keys = translator.get_parent_asset_keys(migration, chain)
     parent_inputs = dict(zip(parent_input_names(len(parent_keys)), parent_keys, strict=True))
     ref = refs.refs[migration.migration_id]
-    ops = build_operation_ops(
-        ref,
-        asset_key=spec.key,
-        chain=refs,
-        pool=pool,
-        store_resource_key=store_resource_key,
-        run_resource_key=run_resource_key,
-        op_tags=op_tags,
-        name_prefix=node_prefix,
-    )
+    shared: dict[str, Any] = {
+        "asset_key": spec.key,
+        "chain": refs,
+        "pool": pool,
+        "store_resource_key": store_resource_key,
+        "run_resource_key": run_resource_key,
+        "op_tags": op_tags,
+        "name_prefix": node_prefix,
+    }
     labels = list(ref.op_labels)
-    nodes: list[OpDefinition | GraphDefinition] = list(ops)
+    nodes: list[OpDefinition | GraphDefinition] = list(build_operation_ops(ref, **shared))
     for i, (op_id, op_type) in enumerate(labels if fan_out_stages > 0 else []):
-        if splits_into_units(op_type):
-            nodes[i] = build_fanout_graph(
-                ref,
-                i,
-                op_id,
-                op_type,
-                len(labels),
-                stages=fan_out_stages,
-                asset_key=spec.key,
-                chain=refs,
-                pool=pool,
-                store_resource_key=store_resource_key,
-                run_resource_key=run_resource_key,
-                op_tags=op_tags,
-                name_prefix=node_prefix,
-            )
+        if splits_into_units(op_type):  # this operation's steps run as units of work on the executor
+            count = len(labels)
+            nodes[i] = build_fanout_graph(ref, i, op_id, op_type, count, stages=fan_out_stages, **shared)
     # Each op is invoked under a short alias (`1_reconcile`): with the graph named after the migration, the
     # run view's step keys read `<migration id>.1_reconcile`, not the migration id three times.
     aliases = [
