@@ -312,30 +312,44 @@ class DataVersionReconciliation(BaseOperation):
         done = self._nothing_to_carry(ctx, feature)
         if done is not None:
             return done
-        assert ctx.from_graph is not None
-        new_graph, old_graph, store = ctx.to_graph, ctx.from_graph, ctx.store
-        spec = new_graph.spec(feature)
-        if ctx.dry_run and reconcile.pending_upstreams(ctx, spec.key):
-            rows, note = reconcile.estimate_after_upstreams(ctx, spec.key)
+        if ctx.dry_run and reconcile.pending_upstreams(ctx, feature):
+            rows, note = reconcile.estimate_after_upstreams(ctx, feature)
             return StepOutcome(rows, note=note)
-        # Bounded memory at any table size: samples are processed in buckets sized by `batch_rows`, each
-        # bucket appended in one commit (see metaxy_core.migrations.reconcile).
-        write = None if ctx.dry_run else store.begin_write(spec.key)
+        result = self._carry(ctx, feature)
+        return StepOutcome(result.rows, note=reconcile.missing_note(feature, result.missing))
+
+    def _carry(
+        self,
+        ctx: OperationContext,
+        feature: FeatureKey,
+        partitioning: Partitioning | None = None,
+        buckets: Collection[int] | None = None,
+    ) -> reconcile.CarryOverResult:
+        """Carry ``feature``'s rows over (all buckets, or ``buckets`` of a fixed ``partitioning``: one unit).
+
+        Bounded memory at any table size: samples are processed in buckets sized by ``batch_rows``, each
+        bucket appended in one commit (see :mod:`metaxy_core.migrations.reconcile`).
+        """
+        assert ctx.from_graph is not None
+        spec = ctx.to_graph.spec(feature)
+        write = None if ctx.dry_run else ctx.store.begin_write(spec.key)
         meter = ctx.progress(feature)  # rows at the old version gone through, after every bucket
         result = reconcile.carry_over(
-            store,
+            ctx.store,
             spec,
-            old_graph=old_graph,
-            new_graph=new_graph,
+            old_graph=ctx.from_graph,
+            new_graph=ctx.to_graph,
             write_id=write.write_id if write is not None else None,
             snapshot_version=ctx.to_snapshot_version,
             dry_run=ctx.dry_run,
             partition_rows=ctx.batch_rows,
             on_commit=write.count if write is not None else None,
             on_progress=meter.update,
+            partitioning=partitioning,
+            only_buckets=buckets,
         )
         meter.finish()
-        return StepOutcome(result.rows, note=reconcile.missing_note(feature, result.missing))
+        return result
 
     def plan_units(self, ctx: OperationContext, feature: FeatureKey) -> Partitioning | None:
         if ctx.dry_run or self._nothing_to_carry(ctx, feature) is not None:
@@ -347,24 +361,8 @@ class DataVersionReconciliation(BaseOperation):
     def run_unit(
         self, ctx: OperationContext, feature: FeatureKey, partitioning: Partitioning, buckets: Collection[int]
     ) -> UnitOutcome:
-        assert ctx.from_graph is not None and not ctx.dry_run
-        spec = ctx.to_graph.spec(feature)
-        write = ctx.store.begin_write(spec.key)
-        meter = ctx.progress(feature)
-        result = reconcile.carry_over(
-            ctx.store,
-            spec,
-            old_graph=ctx.from_graph,
-            new_graph=ctx.to_graph,
-            write_id=write.write_id,
-            snapshot_version=ctx.to_snapshot_version,
-            partition_rows=ctx.batch_rows,
-            on_commit=write.count,
-            on_progress=meter.update,
-            partitioning=partitioning,
-            only_buckets=buckets,
-        )
-        meter.finish()
+        assert not ctx.dry_run
+        result = self._carry(ctx, feature, partitioning, buckets)
         return UnitOutcome(result.rows, commits=result.commits, skipped=result.missing)
 
     def units_note(self, feature: FeatureKey, skipped: int) -> str:
