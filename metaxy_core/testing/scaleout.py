@@ -159,3 +159,37 @@ __all__ = [
     "seed_scaleout_store",
     "write_scaleout_project",
 ]
+
+
+#: columns that differ between two runs that computed the same rows
+VOLATILE = ["metaxy_created_at", "metaxy_write_id", "metaxy_commit_order"]
+
+
+def latest_views(config: Path) -> dict[str, pl.DataFrame]:
+    """Every downstream feature's latest view at the new version, without timestamps, write ids and order
+    (what two runs that did the same work must agree on)."""
+    from metaxy_core.config import MetaxyConfig
+
+    store = MetaxyConfig.load(config).get_store()
+    graph = scaleout_graph(2)
+    return {
+        key: store.read_metadata(key, graph=graph).collect().drop(VOLATILE, strict=False).sort("sample_uid")
+        for key in DOWNSTREAM
+    }
+
+
+def data_commits(config: Path) -> dict[str, int]:
+    """Appends to each downstream feature's table (seeding made one; every carried bucket makes one more)."""
+    from deltalake import DeltaTable
+
+    from metaxy_core.config import MetaxyConfig
+
+    store = MetaxyConfig.load(config).get_store()
+    return {
+        key: sum(
+            1
+            for h in DeltaTable(store.table_uri(key)).history()
+            if h.get("operation") in ("WRITE", "CREATE TABLE")
+        )
+        for key in DOWNSTREAM
+    }

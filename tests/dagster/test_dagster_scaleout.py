@@ -13,18 +13,19 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
-from deltalake import DeltaTable
 
 from metaxy_core.cli.app import main
-from metaxy_core.config import MetaxyConfig
 from metaxy_core.graph import FeatureGraph
-from metaxy_core.testing.scaleout import DOWNSTREAM, scaleout_graph, write_scaleout_project
+from metaxy_core.testing.scaleout import (
+    DOWNSTREAM,
+    data_commits,
+    latest_views,
+    write_scaleout_project,
+)
 
 HERE = Path(__file__).resolve().parent
 SAMPLES, BUCKET_ROWS = 200, 50
-VOLATILE = ["metaxy_created_at", "metaxy_write_id", "metaxy_commit_order"]
 RUN_CONFIG = {"execution": {"config": {"multiprocess": {"max_concurrent": 2, "start_method": {"spawn": {}}}}}}
 
 
@@ -52,23 +53,6 @@ def sequential_reference(root: Path) -> Path:
     ):
         assert main(["--config", str(config), "migrations", "apply"]) == 0
     return config
-
-
-def latest_views(config: Path) -> dict[str, pl.DataFrame]:
-    store = MetaxyConfig.load(config).get_store()
-    graph = scaleout_graph(2)
-    return {
-        key: store.read_metadata(key, graph=graph).collect().drop(VOLATILE, strict=False).sort("sample_uid")
-        for key in DOWNSTREAM
-    }
-
-
-def data_commits(config: Path) -> dict[str, int]:
-    store = MetaxyConfig.load(config).get_store()
-    return {
-        key: sum(1 for h in DeltaTable(store.table_uri(key)).history() if h.get("operation") == "WRITE")
-        for key in DOWNSTREAM
-    }
 
 
 def unit_outputs(result: dg.ExecuteJobResult) -> dict[str, dict[str, object]]:

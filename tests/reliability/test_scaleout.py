@@ -14,7 +14,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from deltalake import DeltaTable
 
 from metaxy_core.cli.app import main
 from metaxy_core.config import MetaxyConfig
@@ -33,12 +32,13 @@ from metaxy_core.testing.scaleout import (
     LEFT,
     MIGRATION_ID,
     RIGHT,
+    data_commits,
+    latest_views,
     scaleout_graph,
     write_scaleout_project,
 )
 
 SAMPLES, BUCKET_ROWS = 200, 50
-VOLATILE = ["metaxy_created_at", "metaxy_write_id", "metaxy_commit_order"]
 
 
 def project(root: Path) -> Path:
@@ -51,23 +51,6 @@ def cli(config: Path, *args: str) -> tuple[int, str]:
     with FeatureGraph().use(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         code = main(["--config", str(config), *args])
     return code, err.getvalue()
-
-
-def latest_views(config: Path) -> dict[str, pl.DataFrame]:
-    """Every downstream feature's latest view at the new version, without timestamps, write ids and order."""
-    store = MetaxyConfig.load(config).get_store()
-    graph = scaleout_graph(2)
-    return {
-        key: store.read_metadata(key, graph=graph).collect().drop(VOLATILE, strict=False).sort("sample_uid")
-        for key in DOWNSTREAM
-    }
-
-
-def data_commits(config: Path, key: str) -> int:
-    """Appends to a feature's table (seeding made one; every carried bucket makes one more)."""
-    store = MetaxyConfig.load(config).get_store()
-    history = DeltaTable(store.table_uri(key)).history()
-    return sum(1 for h in history if h.get("operation") in ("WRITE", "CREATE TABLE"))
 
 
 def worker_processes(config: Path) -> set[str]:
@@ -92,7 +75,7 @@ def test_two_workers_give_the_latest_view_of_the_sequential_apply(tmp_path: Path
         assert got[key].equals(expected[key]), key
         assert f"{key.rsplit('/', 1)[-1]}_value" in got[key].columns  # the user column was carried
         # one commit per bucket, as the sequential run makes: no bucket was written twice
-        assert data_commits(parallel, key) == data_commits(sequential, key) == 1 + SAMPLES // BUCKET_ROWS
+        assert data_commits(parallel)[key] == data_commits(sequential)[key] == 1 + SAMPLES // BUCKET_ROWS
     assert len(worker_processes(parallel)) == 2  # the units ran in both worker processes
     state = read_states(MetaxyConfig.load(parallel).get_store(), "wide")[MIGRATION_ID]
     assert state.completed
@@ -103,7 +86,7 @@ def test_two_workers_give_the_latest_view_of_the_sequential_apply(tmp_path: Path
 def test_a_rerun_after_workers_resumes_without_writing_twice(tmp_path: Path) -> None:
     config = project(tmp_path / "p")
     assert cli(config, "migrations", "apply", "--workers", "2")[0] == 0
-    commits = {key: data_commits(config, key) for key in DOWNSTREAM}
+    commits = data_commits(config)
     views = latest_views(config)
 
     # Run the units of the whole operation again by hand (as a resumed run would): nothing new is written.
@@ -118,7 +101,7 @@ def test_a_rerun_after_workers_resumes_without_writing_twice(tmp_path: Path) -> 
         with executor.lock:
             results = [run_unit(executor, migration, unit) for layer in planned for unit in layer]
     assert {r.status for r in results} == {"completed"} and sum(r.rows for r in results) == 0
-    assert {key: data_commits(config, key) for key in DOWNSTREAM} == commits
+    assert data_commits(config) == commits
     assert all(latest_views(config)[key].equals(views[key]) for key in DOWNSTREAM)
 
 
@@ -194,4 +177,4 @@ def test_a_worker_killed_mid_unit_fails_the_apply_and_the_next_apply_finishes_it
     expected, got = latest_views(reference), latest_views(config)
     for key in DOWNSTREAM:
         assert got[key].equals(expected[key]), key
-        assert data_commits(config, key) == data_commits(reference, key)  # no bucket committed twice
+        assert data_commits(config)[key] == data_commits(reference)[key]  # no bucket committed twice
