@@ -302,12 +302,17 @@ def latest_per_sample(lf: pl.LazyFrame, ids: Sequence[str]) -> pl.LazyFrame:
 def newest_rows(df: pl.DataFrame, ids: Sequence[str]) -> pl.DataFrame:
     """The newest row (by commit order) of every sample of an in-memory frame.
 
-    Write batches never repeat a sample, so most frames hold one row per sample: a single grouping finds the
-    few repeated samples, and only their rows are sorted (ties keep one row).
+    Write batches never repeat a sample, so most frames hold one row per sample. That is proven first by
+    counting distinct 64-bit hashes of the ids (all distinct: no sample repeats; ~4x cheaper than grouping
+    the id strings); otherwise a single grouping finds the few repeated samples, and only their rows are
+    sorted (ties keep one row).
     """
     if df.height == 0:
         return df
     ids = list(ids)
+    key = pl.col(ids[0]) if len(ids) == 1 else pl.struct(ids)
+    if df.select(key.hash().n_unique()).item() == df.height:  # equal ids hash equal: no repeated sample
+        return df
     repeated = (
         df.lazy().group_by(ids).agg(pl.len().alias("__n")).filter(pl.col("__n") > 1).drop("__n").collect()
     )

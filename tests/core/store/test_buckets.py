@@ -312,3 +312,19 @@ def test_collecting_a_bucketed_increment_compares_each_bucket_once(tmp_path, mon
         assert getattr(one_pass, name).sort(ids).equals(alone) and alone.equals(
             getattr(together, name).sort(ids)
         )
+
+
+def test_newest_rows_returns_a_frame_without_repeated_samples_as_it_is():
+    """One row per sample is proven by distinct id hashes (no grouping, no copy); composite ids with nulls
+    and ids that differ only in one column are distinct samples, and a real repeat is still resolved."""
+    unique = pl.DataFrame(
+        {"video": ["a", "a", None, None, "b"], "frame": [1, 2, 1, None, None], CREATED_AT: [1, 1, 1, 1, 1]}
+    ).with_columns(pl.col(CREATED_AT).cast(pl.Datetime("us", "UTC")))
+    assert newest_rows(unique, ["video", "frame"]) is unique
+    repeated = pl.concat([unique, unique.tail(1).with_columns(pl.col(CREATED_AT).dt.offset_by("1s"))])
+    newest = newest_rows(repeated, ["video", "frame"])
+    assert newest.height == 5 and newest.filter(pl.col("video") == "b")[CREATED_AT].dt.second().item() == 1
+    single = pl.DataFrame({"uid": ["x", "y", "x"], CREATED_AT: [1, 2, 3]}).with_columns(
+        pl.col(CREATED_AT).cast(pl.Datetime("us", "UTC"))
+    )
+    assert newest_rows(single, ["uid"]).sort("uid")["uid"].to_list() == ["x", "y"]
