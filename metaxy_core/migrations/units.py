@@ -86,6 +86,18 @@ class Unit(BaseModel):
     boundaries: list[Any] | None = None
     epoch: int = 0
 
+    @staticmethod
+    def cuts_of(plan: Partitioning) -> list[Any] | None:
+        """``plan``'s range cuts as JSON values (None: hash buckets), as :meth:`partitioning` reads them back.
+
+        Units travel as JSON to other processes: dates and times go as their physical integers (days, or time
+        units since the epoch), because JSON would turn them into strings that polars no longer casts back.
+        """
+        if plan.boundaries is None:
+            return None
+        cuts = plan.boundaries
+        return (cuts.to_physical() if cuts.dtype.is_temporal() else cuts).to_list()
+
     @property
     def key(self) -> str:
         """A name unique within the step's units, safe as a Dagster mapping key (letters, digits, ``_``)."""
@@ -197,7 +209,7 @@ def plan_units(
             if plan is None:
                 units = [base]
             else:
-                cuts = None if plan.boundaries is None else plan.boundaries.to_list()
+                cuts = Unit.cuts_of(plan)
                 units = [
                     base.model_copy(
                         update={"buckets": share, "bucket_count": plan.k, "ids": plan.ids, "boundaries": cuts}
@@ -238,7 +250,7 @@ def run_unit(executor: MigrationExecutor, migration: Migration, unit: Unit) -> U
         except LockLostError as exc:  # fenced out: the run must stop; say so as it is
             done = {"status": StepStatus.FAILED, "error": str(exc)}
         except Exception as exc:
-            exc = executor.store.stalled_error(exc) or exc  # S3 timed out in a frame the operation collected
+            exc = executor.store.storage_error(exc) or exc  # S3 failed in a frame the operation collected
             done = {"status": StepStatus.FAILED, "error": step_error(exc, method, executor.store.secrets)}
     return UnitResult(
         unit=unit,

@@ -14,7 +14,7 @@ import signal
 import textwrap
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -30,6 +30,8 @@ VERSION_ENV = "METAXY_SCALEOUT_VERSION"
 #: a file path: the first process of the project to reach a bulk commit creates it and SIGKILLs itself
 KILL_ENV = "METAXY_SCALEOUT_KILL_MARKER"
 MIGRATION_ID = "20250101_000000_wide_v1_to_v2"
+#: the type of the projects' id column, ``sample_uid``
+IdType = Literal["int", "date"]
 
 
 def scaleout_specs(version: int) -> list[FeatureSpec]:
@@ -93,12 +95,19 @@ def scaleout_graph(version: int) -> FeatureGraph:
     return graph
 
 
-def seed_scaleout_store(store: DeltaMetadataStore, samples: int, *, chunk: int = 1_000_000) -> None:
+def seed_scaleout_store(
+    store: DeltaMetadataStore, samples: int, *, chunk: int = 1_000_000, id_type: IdType = "int"
+) -> None:
     """Write ``samples`` rows of every feature at version 1, all up to date (in chunks of ``chunk`` rows,
-    each one commit per feature)."""
+    each one commit per feature: several chunks give files clustered on the id, so range buckets).
+
+    ``id_type`` is the type of ``sample_uid``: ``"int"`` (0, 1, ...) or ``"date"`` (1970-01-01 plus that
+    many days), which makes range buckets cut on dates."""
     graph = scaleout_graph(1)
     for start in range(0, samples, chunk):
         uid = pl.int_range(start, min(samples, start + chunk), dtype=pl.Int64, eager=True).alias("sample_uid")
+        if id_type == "date":
+            uid = uid.cast(pl.Int32).cast(pl.Date)
         raw = pl.DataFrame([uid]).with_columns(
             pl.struct(frames=pl.format("frames-{}", "sample_uid")).alias(PROVENANCE_BY_FIELD)
         )
@@ -106,14 +115,23 @@ def seed_scaleout_store(store: DeltaMetadataStore, samples: int, *, chunk: int =
         for key in (LEFT, RIGHT, BELOW):
             added = store.resolve_update(key, graph=graph).collect().added
             column = key.rsplit("/", 1)[-1] + "_value"
-            rows = pl.DataFrame(added).with_columns((pl.col("sample_uid") * 2).alias(column))
+            value = pl.col("sample_uid").to_physical().cast(pl.Int64) * 2
+            rows = pl.DataFrame(added).with_columns(value.alias(column))
             store.write_metadata(key, rows, graph=graph)
 
 
-def write_scaleout_project(root: Path, *, samples: int = 400, bucket_rows: int = 50) -> Path:
+def write_scaleout_project(
+    root: Path,
+    *,
+    samples: int = 400,
+    bucket_rows: int = 50,
+    seed_chunk: int = 1_000_000,
+    id_type: IdType = "int",
+) -> Path:
     """Write a project under ``root``: ``metaxy.toml`` (``bucket_rows``), the entrypoint (code at version 2
     unless ``METAXY_SCALEOUT_VERSION`` says otherwise), both snapshots pushed, ``samples`` rows at version 1
-    and the reconciliation migration 1 -> 2. Returns the config file."""
+    (see :func:`seed_scaleout_store` for ``seed_chunk`` and ``id_type``) and the reconciliation migration
+    1 -> 2. Returns the config file."""
     root.mkdir(parents=True, exist_ok=True)
     module = f"scaleout_features_{uuid.uuid4().hex[:10]}"
     (root / f"{module}.py").write_text(
@@ -137,7 +155,7 @@ def write_scaleout_project(root: Path, *, samples: int = 400, bucket_rows: int =
     store = DeltaMetadataStore(str(root / "store"), project="wide")
     old, new = scaleout_graph(1), scaleout_graph(2)
     store.push_snapshot(old)
-    seed_scaleout_store(store, samples)
+    seed_scaleout_store(store, samples, chunk=seed_chunk, id_type=id_type)
     store.push_snapshot(new)
     write_migration(root / "migrations", MIGRATION_ID, from_snapshot=old, to_snapshot=new)
     return config

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import io
 import os
 from pathlib import Path
@@ -32,6 +33,7 @@ from metaxy_core.testing.scaleout import (
     LEFT,
     MIGRATION_ID,
     RIGHT,
+    IdType,
     data_commits,
     latest_views,
     scaleout_graph,
@@ -81,6 +83,69 @@ def test_two_workers_give_the_latest_view_of_the_sequential_apply(tmp_path: Path
     assert state.completed
     assert sorted(f for (_, f) in state.steps) == sorted(DOWNSTREAM)
     assert {s.rows for s in state.steps.values()} == {SAMPLES}
+
+
+@pytest.mark.parametrize("id_type", ["int", "date"])
+def test_workers_on_clustered_files_give_the_sequential_result_for_int_and_date_ids(
+    tmp_path: Path, id_type: IdType
+) -> None:
+    """Four seed commits of 50 samples each: files clustered on the id. Integer ids get id *range* buckets,
+    whose cuts travel to the spawned workers as JSON; date ids (no range plan for them yet) hash buckets."""
+
+    def clustered(root: Path) -> Path:
+        with FeatureGraph().use():
+            return write_scaleout_project(
+                root, samples=SAMPLES, bucket_rows=BUCKET_ROWS, seed_chunk=BUCKET_ROWS, id_type=id_type
+            )
+
+    sequential, parallel = clustered(tmp_path / "seq"), clustered(tmp_path / "par")
+    with FeatureGraph().use():
+        cfg = MetaxyConfig.load(parallel)
+        graph = cfg.load_features()
+        executor = MigrationExecutor(cfg.get_store(), project="wide", graph=graph, batch_rows=BUCKET_ROWS)
+        migration = cfg.load_chain(graph).get(MIGRATION_ID)
+        planned = plan_units(executor, migration, 0, MigrationState(migration_id=MIGRATION_ID))
+    cuts = planned[0][0].boundaries
+    assert (cuts is not None and len(cuts) == 3) if id_type == "int" else cuts is None
+
+    assert cli(sequential, "migrations", "apply")[0] == 0
+    code, err = cli(parallel, "migrations", "apply", "--workers", "2")
+    assert code == 0, err
+    expected, got = latest_views(sequential), latest_views(parallel)
+    for key in DOWNSTREAM:
+        assert got[key].height == SAMPLES and got[key].equals(expected[key]), key
+        assert got[key].schema["sample_uid"] == (pl.Date if id_type == "date" else pl.Int64)
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        pl.Series([5, 2**40]),
+        pl.Series([2**63 + 5], dtype=pl.UInt64),
+        pl.Series(["a\u00e9", "zz"]),
+        pl.Series([dt.date(2026, 1, 5), dt.date(2026, 3, 1)]),
+        pl.Series([dt.datetime(2026, 1, 5, 12, 30, 1, 1234, tzinfo=dt.UTC)], dtype=pl.Datetime("us", "UTC")),
+        pl.Series([dt.datetime(2026, 1, 5, 12, 30, 1, 123456)], dtype=pl.Datetime("ns")),
+        pl.Series([dt.time(3, 4, 5)]),
+    ],
+    ids=lambda s: str(s.dtype),
+)
+def test_range_cuts_of_every_id_type_survive_the_units_json(cuts: pl.Series) -> None:
+    """A unit's range cuts are rebuilt in another process from JSON with their exact type and values
+    (JSON alone turns dates and times into strings, which polars 2 no longer casts back)."""
+    plan = Partitioning(len(cuts) + 1, ("sample_uid",), cuts)
+    unit = Unit(
+        migration_id="m",
+        op_index=0,
+        feature="f",
+        buckets=(0,),
+        bucket_count=plan.k,
+        ids=plan.ids,
+        boundaries=Unit.cuts_of(plan),
+    )
+    rebuilt = Unit.model_validate_json(unit.model_dump_json()).partitioning(cuts.dtype).boundaries
+    assert rebuilt is not None and rebuilt.dtype == cuts.dtype
+    assert rebuilt.to_list() == cuts.to_list()
 
 
 def test_a_rerun_after_workers_resumes_without_writing_twice(tmp_path: Path) -> None:
