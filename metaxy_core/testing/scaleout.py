@@ -31,7 +31,7 @@ VERSION_ENV = "METAXY_SCALEOUT_VERSION"
 KILL_ENV = "METAXY_SCALEOUT_KILL_MARKER"
 MIGRATION_ID = "20250101_000000_wide_v1_to_v2"
 #: the type of the projects' id column, ``sample_uid``
-IdType = Literal["int", "date"]
+IdType = Literal["int", "string", "date", "datetime"]
 
 
 def scaleout_specs(version: int) -> list[FeatureSpec]:
@@ -101,13 +101,17 @@ def seed_scaleout_store(
     """Write ``samples`` rows of every feature at version 1, all up to date (in chunks of ``chunk`` rows,
     each one commit per feature: several chunks give files clustered on the id, so range buckets).
 
-    ``id_type`` is the type of ``sample_uid``: ``"int"`` (0, 1, ...) or ``"date"`` (1970-01-01 plus that
-    many days), which makes range buckets cut on dates."""
+    ``id_type`` is the type of ``sample_uid``: ``"int"`` (0, 1, ...), ``"string"`` (``"000000001"``...),
+    ``"date"`` (1970-01-01 plus that many days) or ``"datetime"`` (microseconds after the epoch, UTC)."""
     graph = scaleout_graph(1)
     for start in range(0, samples, chunk):
         uid = pl.int_range(start, min(samples, start + chunk), dtype=pl.Int64, eager=True).alias("sample_uid")
         if id_type == "date":
             uid = uid.cast(pl.Int32).cast(pl.Date)
+        elif id_type == "datetime":
+            uid = uid.cast(pl.Datetime("us", "UTC"))
+        elif id_type == "string":
+            uid = uid.cast(pl.String).str.zfill(9)
         raw = pl.DataFrame([uid]).with_columns(
             pl.struct(frames=pl.format("frames-{}", "sample_uid")).alias(PROVENANCE_BY_FIELD)
         )

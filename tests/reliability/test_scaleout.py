@@ -41,6 +41,7 @@ from metaxy_core.testing.scaleout import (
 )
 
 SAMPLES, BUCKET_ROWS = 200, 50
+_ID_DTYPES = {"int": pl.Int64, "string": pl.String, "date": pl.Date, "datetime": pl.Datetime("us", "UTC")}
 
 
 def project(root: Path) -> Path:
@@ -85,12 +86,13 @@ def test_two_workers_give_the_latest_view_of_the_sequential_apply(tmp_path: Path
     assert {s.rows for s in state.steps.values()} == {SAMPLES}
 
 
-@pytest.mark.parametrize("id_type", ["int", "date"])
-def test_workers_on_clustered_files_give_the_sequential_result_for_int_and_date_ids(
+@pytest.mark.parametrize("id_type", ["int", "string", "date", "datetime"])
+def test_workers_on_clustered_files_give_the_sequential_result_for_every_id_type(
     tmp_path: Path, id_type: IdType
 ) -> None:
-    """Four seed commits of 50 samples each: files clustered on the id. Integer ids get id *range* buckets,
-    whose cuts travel to the spawned workers as JSON; date ids (no range plan for them yet) hash buckets."""
+    """Four seed commits of 50 samples each: files clustered on the id. Integer and string ids get id *range*
+    buckets, whose cuts travel to the spawned workers as JSON; dates and times (no range plan for them yet)
+    hash buckets. Either way the workers' result is the sequential one."""
 
     def clustered(root: Path) -> Path:
         with FeatureGraph().use():
@@ -106,7 +108,7 @@ def test_workers_on_clustered_files_give_the_sequential_result_for_int_and_date_
         migration = cfg.load_chain(graph).get(MIGRATION_ID)
         planned = plan_units(executor, migration, 0, MigrationState(migration_id=MIGRATION_ID))
     cuts = planned[0][0].boundaries
-    assert (cuts is not None and len(cuts) == 3) if id_type == "int" else cuts is None
+    assert (cuts is not None and len(cuts) == 3) if id_type in ("int", "string") else cuts is None
 
     assert cli(sequential, "migrations", "apply")[0] == 0
     code, err = cli(parallel, "migrations", "apply", "--workers", "2")
@@ -114,7 +116,7 @@ def test_workers_on_clustered_files_give_the_sequential_result_for_int_and_date_
     expected, got = latest_views(sequential), latest_views(parallel)
     for key in DOWNSTREAM:
         assert got[key].height == SAMPLES and got[key].equals(expected[key]), key
-        assert got[key].schema["sample_uid"] == (pl.Date if id_type == "date" else pl.Int64)
+        assert got[key].schema["sample_uid"] == _ID_DTYPES[id_type]
 
 
 @pytest.mark.parametrize(
