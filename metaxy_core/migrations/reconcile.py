@@ -74,6 +74,9 @@ class CarryOverResult:
     commits: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     paired: int = 0  # buckets whose rows were paired with their upstream rows by position, without a join
+    #: buckets whose old rows were proven one per sample by holding the ids of (deduplicated) upstream rows
+    #: in the same order, instead of counting distinct ids
+    unique_by_position: int = 0
     #: the Delta log proved the old rows' data versions are the defaults: those columns were not read
     default_data_versions_proven: bool = False
 
@@ -205,10 +208,15 @@ def carry_over(
             for name, lf, where in inputs:
                 if only_buckets is not None and partitioning.mode == "hash":  # spill this unit's share only
                     lf = lf.filter(partitioning.key(lf.collect_schema()).is_in(list(todo_buckets)))
-                buckets.add(name, lf, where)
+                # an input of at most a quarter bucket (what a resumed run already carried...) stays in memory
+                buckets.add(name, lf, where, hold_rows=partition_rows // 4)
         result.spilled = list(buckets.spilled)
         seen, total = 0, old_where.rows
+        previous: int | None = None
         for b in todo_buckets:
+            if previous is not None:  # its rows are in memory: free its spill files while this one is read
+                buckets.release(previous)
+            previous = b
             if on_progress is not None and b:
                 on_progress(seen, total)
             with _timed(result, "read"):
@@ -221,8 +229,6 @@ def carry_over(
                     dv = todo.get_column(DATA_VERSION)
                     if not lean or dv.has_nulls() or not (dv == todo.get_column(PROVENANCE)).all():
                         todo = old_rows.collect()
-                if repeats["old"]:
-                    todo = newest_rows(todo, ids)
                 if todo.height and inputs[1][2].rows:
                     done_ids = buckets.get("done", b).collect()
                     if done_ids.height:
@@ -230,11 +236,18 @@ def carry_over(
                 if todo.height == 0:
                     continue
                 ups = {}
+                old_may_repeat = repeats["old"]  # the log could not rule out a sample stored twice
                 for i, dep in enumerate(spec.deps):
                     frame = buckets.get(f"up{i}", b).collect()
                     if repeats[f"up{i}"]:
                         frame = newest_rows(frame, ids)
                     ups[dep.feature] = frame.drop(CREATED_AT, COMMIT_ORDER, strict=False).lazy()
+                    if i == 0 and old_may_repeat and _same_ids(todo, frame, ids):
+                        # each old row matches one of the upstream rows (one per sample), in order
+                        old_may_repeat = False
+                        result.unique_by_position += 1
+                if old_may_repeat:
+                    todo = newest_rows(todo, ids)
             with _timed(result, "compute"):
                 expected = store.expected_provenance(spec, new_graph, upstream=ups).rename(
                     {PROVENANCE_BY_FIELD: "__new_pbf", PROVENANCE: "__new_prov"}
@@ -283,14 +296,17 @@ def pair_rows(todo: pl.DataFrame, expected: pl.DataFrame, ids: list[str]) -> tup
     (tables written in id order, read bucket by bucket; checked here, column by column, which costs a
     comparison per row instead of hashing both sides) the rows are paired by position, which is that join.
     """
-    if todo.height == expected.height and all(
-        todo.get_column(c).equals(
-            expected.get_column(c), check_dtypes=True, check_names=False, null_equal=True
-        )
-        for c in ids
-    ):
+    if _same_ids(todo, expected, ids):
         return pl.concat([todo, expected.drop(ids)], how="horizontal").lazy(), True
     return todo.lazy().join(expected.lazy(), on=ids, how="inner", nulls_equal=True), False
+
+
+def _same_ids(left: pl.DataFrame, right: pl.DataFrame, ids: list[str]) -> bool:
+    """Both frames hold the same ids in the same order (a comparison per row, no hashing)."""
+    return left.height == right.height and all(
+        left.get_column(c).equals(right.get_column(c), check_dtypes=True, check_names=False, null_equal=True)
+        for c in ids
+    )
 
 
 def _default_dv() -> pl.Expr:

@@ -161,7 +161,9 @@ class Buckets:
 
     An input is read directly, one bucket at a time, when that is cheap: always with a single bucket, and in
     range mode when its files are clustered on the id column (each bucket's filter skips the other files).
-    Otherwise it is sunk once, streaming, into per-bucket Parquet files in a local temporary folder.
+    An input the Delta log proves small (at most ``hold_rows`` rows, e.g. the samples a resumed run already
+    carried; always an empty one) is read once and split in memory. Otherwise it is sunk once, streaming,
+    into per-bucket Parquet files in a local temporary folder.
     """
 
     def __init__(self, partitioning: Partitioning, *, directory: str | None = None) -> None:
@@ -169,6 +171,7 @@ class Buckets:
         self._root = directory
         self._dir: str | None = None
         self._direct: dict[str, pl.LazyFrame] = {}
+        self._held: dict[str, dict[int, pl.DataFrame]] = {}
         self._schemas: dict[str, pl.Schema] = {}
         self.spilled: list[str] = []
 
@@ -185,9 +188,20 @@ class Buckets:
             self._dir = None
 
     def add(
-        self, name: str, lf: pl.LazyFrame, where: Layout | None = None, *, max_amplification: float = 1.5
+        self,
+        name: str,
+        lf: pl.LazyFrame,
+        where: Layout | None = None,
+        *,
+        max_amplification: float = 1.5,
+        hold_rows: int = 0,
     ) -> None:
-        """Register an input holding the id columns; ``where`` describes its files (for direct reads)."""
+        """Register an input holding the id columns; ``where`` describes its files (for direct reads).
+
+        ``where.rows`` bounds the input's rows (the files that may hold them): at most ``hold_rows`` and the
+        input is held in memory, split by bucket, instead of spilled (a spill costs a write and a read of
+        every row; an empty input would still be scanned and sunk).
+        """
         schema = lf.collect_schema()
         self._schemas[name] = schema
         part = self.partitioning
@@ -199,6 +213,13 @@ class Buckets:
             where.rows == 0 or where.read_rows(part.boundaries) <= max_amplification * where.rows
         ):
             self._direct[name] = lf
+            return
+        if where is not None and where.rows <= hold_rows:
+            held = lf.with_columns(part.key(schema).alias(BUCKET)).collect()
+            self._held[name] = {
+                int(key[0]): frame
+                for key, frame in held.partition_by(BUCKET, as_dict=True, include_key=False).items()
+            }
             return
         if self._dir is None:
             root = self._root or spill_root()
@@ -222,12 +243,24 @@ class Buckets:
         if name in self._direct:
             lf = self._direct[name]
             return lf if part.k == 1 else lf.filter(part.predicate(b))
+        if name in self._held:
+            held = self._held[name].get(b)
+            return pl.LazyFrame(schema=self._schemas[name]) if held is None else held.lazy()
         assert self._dir is not None
         folder = os.path.join(self._dir, name, f"{BUCKET}={b}")
         files = sorted(os.path.join(folder, f) for f in os.listdir(folder)) if os.path.isdir(folder) else []
         if not files:
             return pl.LazyFrame(schema=self._schemas[name])
         return pl.scan_parquet(files, schema=self._schemas[name])
+
+    def release(self, b: int) -> None:
+        """Forget bucket ``b`` of every input (its spill files are deleted): for callers that read each
+        bucket once, so the disk holds only what is left to read and the deletions overlap the work."""
+        for held in self._held.values():
+            held.pop(b, None)
+        if self._dir is not None:
+            for name in self.spilled:
+                shutil.rmtree(os.path.join(self._dir, name, f"{BUCKET}={b}"), ignore_errors=True)
 
 
 class SharedBuckets:
