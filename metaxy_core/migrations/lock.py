@@ -36,17 +36,25 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from metaxy_core import _process
 from metaxy_core._process import current_pid, hostname, now, process_id
-from metaxy_core.errors import ConfigError, MetaxyError
-from metaxy_core.store.order import committed_version, in_commit_order
-from metaxy_core.store.provenance import COMMIT_ORDER
+from metaxy_core.errors import MetaxyError
+from metaxy_core.migrations.lease import MIN_BEATS_PER_TTL as MIN_BEATS_PER_TTL
+from metaxy_core.migrations.lease import MIN_LOCK_TTL_SECONDS as MIN_LOCK_TTL_SECONDS
+from metaxy_core.migrations.lease import LeaseAge as LeaseAge
+from metaxy_core.migrations.lease import LeaseAliveError as LeaseAliveError
+from metaxy_core.migrations.lease import LeaseInfo as LeaseInfo
+from metaxy_core.migrations.lease import LockedError as LockedError
+from metaxy_core.migrations.lease import LockLostError as LockLostError
+from metaxy_core.migrations.lease import check_lock_settings as check_lock_settings
+from metaxy_core.migrations.lease import fold_lease as fold_lease
+from metaxy_core.migrations.lease import lock_settings_problem as lock_settings_problem
+from metaxy_core.store.order import in_commit_order
 from metaxy_core.store.scope import Fence, fenced
 from metaxy_core.store.system import (
     LOCK,
@@ -54,6 +62,7 @@ from metaxy_core.store.system import (
     CommitConflict,
     cas_append,
     commit_time,
+    committed_after,
     next_version,
     open_system_table,
     read_system,
@@ -67,189 +76,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("metaxy.migrations")
 
-#: the shortest lease accepted: below it a slow storage request (S3 answers in whole seconds) could let a
-#: live holder's lease expire between two heartbeats
-MIN_LOCK_TTL_SECONDS = 5.0
-#: a lease lasts at least this many heartbeat intervals, so one late heartbeat never loses it
-MIN_BEATS_PER_TTL = 3
 #: a heartbeat younger than this many intervals means the holder is alive: ``unlock`` refuses without force
 _FRESH_BEATS = 2
-
-
-def lock_settings_problem(
-    ttl_seconds: float, heartbeat_seconds: float | None = None
-) -> tuple[str, str] | None:
-    """(setting, what is wrong and the fix) when the lease periods are unsafe; None when they are fine.
-
-    The lease must be at least :data:`MIN_LOCK_TTL_SECONDS` long and last at least
-    :data:`MIN_BEATS_PER_TTL` heartbeats, so one slow storage request never lets a live holder's lease expire.
-    """
-    if not ttl_seconds >= MIN_LOCK_TTL_SECONDS:
-        return "lock_ttl_seconds", (
-            f"{ttl_seconds:g} s is too short: a live holder renews its lease every few seconds at best "
-            "and one slow storage request must not let it expire; set it to "
-            f"{MIN_LOCK_TTL_SECONDS:g} or more (METAXY_LOCK_TTL_SECONDS; default 3600)"
-        )
-    if heartbeat_seconds is not None and not 0 < heartbeat_seconds <= ttl_seconds / MIN_BEATS_PER_TTL:
-        return "lock_heartbeat_seconds", (
-            f"{heartbeat_seconds:g} s does not fit lock_ttl_seconds = {ttl_seconds:g}: the lease must last "
-            f"at least {MIN_BEATS_PER_TTL} heartbeats; set it above 0 and at most "
-            f"{ttl_seconds / MIN_BEATS_PER_TTL:.4g} (METAXY_LOCK_HEARTBEAT_SECONDS), or leave it unset "
-            "(a quarter of the TTL)"
-        )
-    return None
-
-
-def check_lock_settings(ttl_seconds: float, heartbeat_seconds: float | None = None) -> None:
-    """Refuse unsafe lease periods (see :func:`lock_settings_problem`).
-
-    Raises:
-        ConfigError: naming the setting, what is wrong and the fix.
-    """
-    problem = lock_settings_problem(ttl_seconds, heartbeat_seconds)
-    if problem is not None:
-        raise ConfigError(f"{problem[0]}: {problem[1]}")
-
-
-@dataclass(frozen=True)
-class LeaseInfo:
-    """A lease as the lock table records it.
-
-    ``acquired_at``/``expires_at``/``beat_at`` are the holder's clock, for people to read; decisions use
-    ``beat_version`` (the lock table version of its last heartbeat) on the storage's clock.
-    """
-
-    owner: str
-    host: str
-    pid: int
-    acquired_at: datetime
-    expires_at: datetime
-    #: fencing token: the lock table version of the acquisition (None: a lease of an earlier version)
-    token: int | None = None
-    host_id: str | None = None
-    process: str | None = None
-    ttl_seconds: float | None = None
-    heartbeat_seconds: float | None = None
-    #: lock table version of the last acquire/renew (its commit time is the heartbeat's time)
-    beat_version: int | None = None
-    beat_at: datetime | None = None
-
-    def describe(self) -> str:
-        return f"run {self.owner} ({self.host}, pid {self.pid})"
-
-
-@dataclass(frozen=True)
-class LeaseAge:
-    """How old a lease's last heartbeat is, on the storage's clock (None: a lease of an earlier version)."""
-
-    seconds: float | None
-    expires: datetime | None
-
-    @property
-    def known(self) -> bool:
-        return self.seconds is not None
-
-
-class LockedError(MetaxyError):
-    """Another run holds the store's migration lock."""
-
-    def __init__(self, holder: LeaseInfo, age: LeaseAge | None = None) -> None:
-        self.holder, self.age = holder, age
-        expires = age.expires if age is not None and age.expires is not None else holder.expires_at
-        beat = (
-            f", last heartbeat {age.seconds:.0f} s ago" if age is not None and age.seconds is not None else ""
-        )
-        super().__init__(
-            f"the store is locked by {holder.describe()} since {holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC "
-            f"(lease expires {expires:%H:%M:%S} UTC unless renewed{beat}); wait for it to finish, or if it "
-            "is dead run `metaxy migrations unlock`"
-        )
-
-
-class LeaseAliveError(MetaxyError):
-    """``unlock`` refused: the lease's heartbeat is fresh, its holder is probably working."""
-
-    def __init__(self, holder: LeaseInfo, age: LeaseAge) -> None:
-        self.holder, self.age = holder, age
-        every = holder.heartbeat_seconds or 0.0
-        super().__init__(
-            f"the migration lock is held by {holder.describe()}, whose last heartbeat was "
-            f"{age.seconds or 0:.0f} s ago (it renews every {every:g} s): it looks alive, and releasing it "
-            "would let a second apply run next to it. Wait for it to finish or stop that process; "
-            "`metaxy migrations unlock --force` releases it anyway (it then stops at its next write)"
-        )
-
-
-class LockLostError(MetaxyError):
-    """This run's lease was taken over (or released by hand): it no longer holds the store's lock."""
-
-    def __init__(self, owner: str, holder: LeaseInfo | None, ttl_seconds: float) -> None:
-        self.owner, self.holder = owner, holder
-        why = (
-            f"its lease ({ttl_seconds:g} s) was not renewed in time and {holder.describe()} took over at "
-            f"{holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
-            if holder is not None and holder.owner != owner
-            else "the lock was released (`metaxy migrations unlock`) while it worked"
-        )
-        super().__init__(
-            f"run {owner} lost the migration lock: {why}; its next write was refused and it stopped, so it "
-            "never works next to the new holder. Check `metaxy migrations status`; if this host was paused "
-            "or cut off from the store for longer than the lease, raise lock_ttl_seconds "
-            "(METAXY_LOCK_TTL_SECONDS)"
-        )
-
-
-def fold_lease(rows: list[dict[str, Any]]) -> LeaseInfo | None:
-    """The lease the lock table's events (in commit order) leave, live or not; None when it is free.
-
-    An ``acquire`` starts a lease (a process of the same run joining a live lease keeps its token), a
-    ``renew`` of the holder moves its heartbeat, a ``release`` of the holder ends it; anything else (a
-    stale process's event) changes nothing.
-    """
-    lease: LeaseInfo | None = None
-    for row in rows:
-        order = row.get(COMMIT_ORDER)
-        version = None if order is None else committed_version(order)
-        event, owner, token = row["event"], row["owner"], row.get("token")
-        same = lease is not None and lease.owner == owner and (token is None or token == lease.token)
-        if event == "acquire":
-            if same and lease is not None and token is not None:  # joined by another process of the run
-                lease = _renewed(lease, row, version)
-                continue
-            lease = LeaseInfo(
-                owner=owner,
-                host=row["host"],
-                pid=row["pid"],
-                acquired_at=row["at"],
-                expires_at=row["expires_at"],
-                token=token,
-                host_id=row.get("host_id"),
-                process=row.get("process"),
-                ttl_seconds=row.get("ttl_s"),
-                heartbeat_seconds=row.get("beat_s"),
-                beat_version=version,
-                beat_at=row["at"],
-            )
-        elif event == "renew" and same and lease is not None:
-            lease = _renewed(lease, row, version)
-        elif event == "release" and same:
-            lease = None
-    return lease
-
-
-def _renewed(lease: LeaseInfo, row: dict[str, Any], version: int | None) -> LeaseInfo:
-    """``lease`` renewed by the process of ``row``: the last process to beat is the one whose liveness counts
-    (processes of one run share its lease)."""
-    return replace(
-        lease,
-        host=row["host"],
-        pid=row["pid"],
-        host_id=row.get("host_id"),
-        process=row.get("process"),
-        beat_version=version,
-        beat_at=row["at"],
-        expires_at=row["expires_at"],
-    )
 
 
 class StoreLock:
@@ -302,6 +130,11 @@ class StoreLock:
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
         self._fence_scope: contextlib.ExitStack | None = None
+        # The lock table version at which this process last saw its lease as its own (its own acquire/renew
+        # commit, or a read), and the table as this process last committed to it: while no commit follows
+        # that version (one HEAD of the next log file), the lease is still ours without reading the table.
+        self._seen: int | None = None
+        self._table: DeltaTable | None = None  # only under self._commits: pyo3 objects are not shared
 
     # ---------------------------------------------------------------- reading
     def _state(self) -> tuple[DeltaTable | None, LeaseInfo | None]:
@@ -398,11 +231,12 @@ class StoreLock:
                 join = lease is not None and lease.owner == self.owner and lease.token is not None
                 token = lease.token if join and lease is not None else next_version(table)
                 try:
-                    cas_append(self.store, LOCK, table, self._event("acquire", token=token))
+                    version = cas_append(self.store, LOCK, table, self._event("acquire", token=token))
                 except CommitConflict:  # someone committed first: read again and decide again
                     _backoff(attempt)
                     continue
                 self._token, self._lost, self._depth = token, None, 1
+                self._keep(table, version)
                 break
             else:
                 raise MetaxyError(
@@ -427,9 +261,35 @@ class StoreLock:
         assert self._token is not None
         if table_token is not None and table_token > self._token:
             self._lose(self.lease())
-        lease = self.lease()
+        seen = self._seen
+        if seen is not None and not committed_after(self.store, LOCK, seen):
+            return  # nothing committed to the lock table since it showed this lease: nobody took it over
+        table, lease = self._state()
         if not self._ours(lease):
             self._lose(lease)
+        if table is not None:
+            self._seen = max(table.version(), self._seen or 0)
+
+    def _keep(self, table: DeltaTable | None, version: int) -> None:
+        """Remember the lock table right after this process committed ``version`` of it under its lease
+        (``table``, updated in place by the commit; call under ``self._commits``)."""
+        self._table = table if table is not None and table.version() == version else None
+        self._seen = version
+
+    def _own_state(self) -> tuple[DeltaTable | None, LeaseInfo | None, bool]:
+        """(table, lease, whether it is ours) for a commit of the holder (call under ``self._commits``).
+
+        When nothing was committed to the lock table since this process's own last commit (one HEAD of the
+        next log file), that commit's table is reused and the lease is ours (``lease`` is then None): a
+        takeover or a release by hand is a later commit. Otherwise the table is read again.
+        """
+        table, seen = self._table, self._seen
+        self._table = None  # used at most once: the caller commits to it, or reads again
+        if table is not None and seen is not None and table.version() == seen:
+            if not committed_after(self.store, LOCK, seen):
+                return table, None, True
+        table, lease = self._state()
+        return table, lease, self._ours(lease)
 
     def _lose(self, lease: LeaseInfo | None) -> None:
         """Record and raise the loss of this lease, naming who took it over (if anyone did)."""
@@ -456,14 +316,16 @@ class StoreLock:
             for attempt in range(1, _ATTEMPTS + 1):
                 if self._lost is not None:
                     raise self._lost
-                table, lease = self._state()
-                if not self._ours(lease):
+                table, lease, ours = self._own_state()
+                if not ours:
                     self._lose(lease)
                 try:
-                    cas_append(self.store, LOCK, table, self._event("renew", token=self._token))
-                    return
+                    version = cas_append(self.store, LOCK, table, self._event("renew", token=self._token))
                 except CommitConflict:
                     _backoff(attempt)
+                    continue
+                self._keep(table, version)
+                return
             raise MetaxyError(f"could not renew the migration lock at {self.uri} (heavy contention)")
 
     def renew(self) -> None:
@@ -525,14 +387,16 @@ class StoreLock:
         self.leave()
         with self._commits:
             for attempt in range(1, _ATTEMPTS + 1):
-                table, lease = self._state()
-                if not self._ours(lease):
+                table, _, ours = self._own_state()
+                if not ours:
                     return  # taken over or released by hand: nothing of ours to release
                 try:
                     cas_append(self.store, LOCK, table, self._event("release", token=self._token))
-                    return
                 except CommitConflict:
                     _backoff(attempt)
+                    continue
+                self._seen = None
+                return
             raise MetaxyError(f"could not release the migration lock at {self.uri} (heavy contention)")
 
     def force_release(self, *, force: bool = False) -> LeaseInfo | None:

@@ -23,12 +23,14 @@ import polars as pl
 from metaxy_core._process import now
 from metaxy_core.migrations.results import EventStatus, MigrationStatus, StepStatus
 from metaxy_core.migrations.state import MIGRATION_LEVEL, MigrationState, StepState, fold
-from metaxy_core.store.order import in_commit_order
+from metaxy_core.store.order import in_commit_order, written
+from metaxy_core.store.provenance import COMMIT_ORDER
 from metaxy_core.store.system import (
     MIGRATION_EVENTS,
     MIGRATION_EVENTS_SCHEMA,
     append_system,
     latest_local_commit,
+    log_tail,
     open_system_table,
     read_system,
 )
@@ -67,31 +69,78 @@ __all__ = [
 ]
 
 
-#: the log as last read by this process, per table URI: (Delta version, rows). A state check re-reads the log
-#: only when its version moved, so Dagster ops and repeated checks in one process pay ~5 ms, not a full read.
-_LOG_CACHE: dict[str, tuple[int, pl.DataFrame]] = {}
+#: the log as last read (or written) by this process, per table URI: (Delta version, a tag of that version's
+#: commit file or None when this process wrote it, rows). A state check re-reads the log only when its version
+#: moved, so Dagster ops and repeated checks in one process pay ~5 ms, not a full read; on S3 the check is
+#: one listing request instead of opening the table, and this process's own events are added to the cache
+#: as it commits them (an apply records three, each followed by a state check).
+_LOG_CACHE: dict[str, tuple[int, str | None, pl.DataFrame]] = {}
 _LOG_CACHE_LOCK = threading.Lock()
 
 
 def read_events(store: DeltaMetadataStore, project: str) -> pl.DataFrame:
     """Every event of ``project`` in commit order, oldest first (never by the writers' clocks; see
     :mod:`metaxy_core.store.order`). The whole log is read once per Delta version and kept."""
-    table = open_system_table(store, EVENTS)
-    if table is None:
-        return pl.DataFrame(schema=MIGRATION_EVENTS_SCHEMA)
-    uri, version = store.system_table_uri(EVENTS), table.version()
+    df = _cached_log(store)
+    if df is None:
+        table = open_system_table(store, EVENTS)
+        if table is None:
+            return pl.DataFrame(schema=MIGRATION_EVENTS_SCHEMA)
+        uri, version = store.system_table_uri(EVENTS), table.version()
+        with _LOG_CACHE_LOCK:
+            cached = _LOG_CACHE.get(uri)
+        if cached is not None and cached[0] == version and not store.is_remote:  # remote: _cached_log decided
+            df = cached[2]
+        else:
+            df = read_system(store, EVENTS, table=table)
+            assert df is not None  # the table exists: it was just opened
+            tag = log_tail(store, EVENTS, version)[0] if store.is_remote else None
+            _keep(uri, version, tag, df)
+    return in_commit_order(df.filter(pl.col("project") == project), "at")
+
+
+def _cached_log(store: DeltaMetadataStore) -> pl.DataFrame | None:
+    """The cached log of a remote store when its version is still the latest (one listing), else None.
+
+    A tag that differs (or a commit file that vanished) means the table is not the one cached: a store
+    re-created under the same URI, as a test server's may be.
+    """
+    uri = store.system_table_uri(EVENTS)
     with _LOG_CACHE_LOCK:
         cached = _LOG_CACHE.get(uri)
-    if cached is not None and cached[0] == version:
-        df = cached[1]
-    else:
-        df = read_system(store, EVENTS, table=table)
-        assert df is not None  # the table exists: it was just opened
-        with _LOG_CACHE_LOCK:
-            if len(_LOG_CACHE) > 16:
-                _LOG_CACHE.clear()
-            _LOG_CACHE[uri] = (version, df)
-    return in_commit_order(df.filter(pl.col("project") == project), "at")
+    if cached is None or not store.is_remote:
+        return None
+    version, tag, df = cached
+    now_tag, later = log_tail(store, EVENTS, version)
+    if now_tag is None or later or (tag is not None and tag != now_tag):
+        return None
+    if tag is None:  # this process committed that version: remember the file it wrote
+        _keep(uri, version, now_tag, df)
+    return df
+
+
+def _keep(uri: str, version: int, tag: str | None, df: pl.DataFrame) -> None:
+    with _LOG_CACHE_LOCK:
+        if len(_LOG_CACHE) > 16:
+            _LOG_CACHE.clear()
+        _LOG_CACHE[uri] = (version, tag, df)
+
+
+def _add_own(uri: str, version: int | None, rows: pl.DataFrame) -> None:
+    """Add events this process just committed at ``version`` to the cached log when it holds the version
+    before (otherwise the next read reads the log again)."""
+    if version is None:
+        return
+    stamped = rows.with_columns(pl.lit(written(version), pl.Int64).alias(COMMIT_ORDER))
+    if version == 0:  # this commit created the log: these are all its rows
+        _keep(uri, version, None, stamped)
+        return
+    with _LOG_CACHE_LOCK:
+        cached = _LOG_CACHE.get(uri)
+    if cached is None or cached[0] != version - 1 or set(stamped.columns) != set(cached[2].columns):
+        return  # not known, or a log of an earlier layout: the next check reads it again
+    before = cached[2]
+    _keep(uri, version, None, pl.concat([before, stamped.select(before.columns).cast(before.schema)]))
 
 
 _STATES_CACHE: dict[tuple[str, str], tuple[tuple[int, int], dict[str, MigrationState]]] = {}
@@ -188,4 +237,5 @@ def record_all(store: DeltaMetadataStore, events: list[dict[str, Any]]) -> None:
         }
         for event in events
     ]
-    append_system(store, EVENTS, pl.DataFrame(rows, schema=MIGRATION_EVENTS_SCHEMA))
+    frame = pl.DataFrame(rows, schema=MIGRATION_EVENTS_SCHEMA)
+    _add_own(store.system_table_uri(EVENTS), append_system(store, EVENTS, frame), frame)

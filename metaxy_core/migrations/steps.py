@@ -145,7 +145,7 @@ class StepRunner:
             except Exception as exc:
                 if isinstance(exc, LockLostError):  # fenced out: nothing may be recorded, say why at once
                     raise
-                exc = self.store.stalled_error(exc) or exc  # S3 timed out in a frame the operation collected
+                exc = self.store.storage_error(exc) or exc  # S3 failed in a frame the operation collected
                 duration = time.perf_counter() - start
                 inner = run is not None and exc is run.failure  # already recorded by the failed operation
                 message = exc.result.error if inner else step_error(exc, method, self.store.secrets)  # type: ignore[union-attr]

@@ -104,17 +104,7 @@ def guard(action: str, uri: str, options: Mapping[str, str] | None) -> Iterator[
                 "nothing was committed by this call: re-run the command"
             ) from None
         if remote and any(h in lowered for h in _UNREACHABLE_HINTS):
-            bucket = uri.split("://", 1)[1].split("/", 1)[0]
-            cause = (
-                f"bucket {bucket!r} does not exist"
-                if "nosuchbucket" in lowered
-                else "the bucket is unreachable or the credentials are refused"
-            )
-            raise StoreUnreachableError(
-                f"cannot {action} {uri}: {cause} "
-                f"({_first_line(message)}). Check that the bucket exists, the endpoint (AWS_ENDPOINT_URL) is "
-                "up, and the credentials (AWS_ACCESS_KEY_ID / profile / role) may access it."
-            ) from None
+            raise StoreUnreachableError(unreachable_message(action, uri, options or {}, message)) from None
         if isinstance(exc, PermissionError):
             raise StoreUnreachableError(
                 f"cannot {action} {uri}: permission denied; check the folder's rights"
@@ -139,14 +129,64 @@ def timed_out(exc: BaseException) -> bool:
     return any(h in text for h in _TIMEOUT_HINTS)
 
 
-def stalled_error(exc: BaseException, uri: str, options: Mapping[str, str]) -> StoreUnreachableError | None:
-    """``exc`` as the stall error :func:`guard` raises, when it is a request to ``uri``'s S3 endpoint that
-    timed out outside the store's guarded calls (a lazy frame an operation collected itself); else None."""
-    if not is_remote(uri) or isinstance(exc, MetaxyError) or not timed_out(exc):
+def collected_error(exc: BaseException, root: str, options: Mapping[str, str]) -> StoreError | None:
+    """``exc`` as the store's one-line error when it is a failed request to the S3 store at ``root`` made
+    outside the store's guarded calls (a lazy frame an operation collected itself); else None.
+
+    A timeout reads as :func:`guard`'s stall error (and sets the endpoint's circuit breaker). Any other S3
+    failure (a refused key, a bucket gone, the server down) names the table the request was for (from the
+    URL in the client's message; the store's root when none is there), the endpoint, what to check and that
+    a re-run resumes; the client's own text is cut to its first line and stripped of secrets.
+    """
+    if not is_remote(root) or isinstance(exc, MetaxyError):
         return None
-    if not isinstance(exc, StalledEndpointError):
-        note_stall(options)
-    return StoreUnreachableError(stalled_message("read from", uri, options))
+    panic = type(exc).__name__ == "PanicException"
+    if not panic and not isinstance(exc, (*_STORAGE_ERRORS, TimeoutError)):
+        return None
+    message = redact(f"{type(exc).__name__}: {exc}", secret_values(options))
+    lowered = message.lower()
+    uri = _table_in(message, root)
+    if timed_out(exc):
+        if not isinstance(exc, StalledEndpointError):
+            note_stall(options)
+        return StoreUnreachableError(stalled_message("read from", uri, options))
+    bucket = root.split("://", 1)[1].split("/", 1)[0]
+    if not panic and "s3 error" not in lowered and "object-store" not in lowered and bucket not in message:
+        return None  # not a request to this store: the operation's own error
+    if any(h in lowered for h in _UNREACHABLE_HINTS):
+        return StoreUnreachableError(unreachable_message("read from", uri, options, message, rerun=True))
+    return StoreError(
+        f"cannot read from {uri} at the S3 endpoint {endpoint_of(options)}: {_first_line(message)}. Check "
+        "the endpoint (AWS_ENDPOINT_URL), the bucket and the credentials; then re-run: the step resumes"
+    )
+
+
+def unreachable_message(
+    action: str, uri: str, options: Mapping[str, str], message: str, *, rerun: bool = False
+) -> str:
+    """One line for an S3 request that was refused or never reached the server (``message``: the client's
+    error, already redacted): the table, the cause, the endpoint, what to check."""
+    lowered = message.lower()
+    bucket = uri.split("://", 1)[1].split("/", 1)[0]
+    cause = (
+        f"bucket {bucket!r} does not exist"
+        if "nosuchbucket" in lowered
+        else "the bucket is unreachable or the credentials are refused"
+    )
+    return (
+        f"cannot {action} {uri}: {cause} at the S3 endpoint {endpoint_of(options)} ({_first_line(message)}). "
+        "Check that the bucket exists, the endpoint (AWS_ENDPOINT_URL) is up, and the credentials "
+        "(AWS_ACCESS_KEY_ID / profile / role) may access it"
+        + ("; then re-run: the step resumes" if rerun else "")
+    )
+
+
+def _table_in(message: str, root: str) -> str:
+    """The store table a client's message names a file of (``<root>/<table>/...`` in a URL or path, or
+    ``<root>/_metaxy_system/<name>/...``), else ``root``."""
+    bucket_and_prefix = root.split("://", 1)[1].rstrip("/")
+    match = re.search(re.escape(bucket_and_prefix) + r"/((?:_metaxy_system/)?[A-Za-z0-9_.=-]+)/", message)
+    return f"{root.rstrip('/')}/{match.group(1)}" if match else root
 
 
 def stalled_message(action: str, uri: str, options: Mapping[str, str]) -> str:

@@ -452,6 +452,36 @@ def modified_at(path: str, options: Mapping[str, str]) -> Any:
     return head["LastModified"]
 
 
+def log_tail(log: str, version: int, options: Mapping[str, str]) -> tuple[str | None, bool]:
+    """(a tag of commit ``version``'s file in the Delta log folder ``log``, whether a later commit exists).
+
+    The tag (S3: the ETag; locally: modification time and size) is None when that commit file is absent.
+    One listing request on S3 (from that version on), two ``stat`` calls locally: what a reader that
+    cached a table at ``version`` needs to know it is still current without opening the table.
+    """
+    name = f"{version:020d}.json"
+    if not is_remote(log):
+        try:
+            stat = os.stat(os.path.join(log, name))
+            tag: str | None = f"{stat.st_mtime_ns}:{stat.st_size}"
+        except FileNotFoundError:
+            tag = None
+        return tag, os.path.exists(os.path.join(log, f"{version + 1:020d}.json"))
+    bucket, prefix = _bucket_key(log)
+    with _boto_errors():
+        listed = _s3_client(options).list_objects_v2(
+            Bucket=bucket, Prefix=f"{prefix}/", StartAfter=f"{prefix}/{version:020d}", MaxKeys=4
+        )
+    tag, later = None, False
+    for item in listed.get("Contents", []):
+        entry = item["Key"].rsplit("/", 1)[-1]
+        if entry == name:
+            tag = str(item.get("ETag"))
+        elif entry[:20].isdigit() and int(entry[:20]) > version:
+            later = True
+    return tag, later
+
+
 def read_bytes(path: str, options: Mapping[str, str]) -> bytes:
     """The content of one (small) file: a local path or ``s3://bucket/key``."""
     if not is_remote(path):

@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from metaxy_core.errors import DryRunWriteError as DryRunWriteError
-from metaxy_core.errors import MetadataNotFoundError, MetadataSchemaError, StoreUnreachableError
+from metaxy_core.errors import MetadataNotFoundError, MetadataSchemaError, StoreError
 from metaxy_core.graph.graph import FeatureGraph, resolve_key
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.graph.spec import FeatureSpec
@@ -94,11 +94,12 @@ class DeltaMetadataStore(MetadataStore):
     def is_remote(self) -> bool:
         return is_remote(self.root_uri)
 
-    def stalled_error(self, exc: BaseException) -> StoreUnreachableError | None:
-        """``exc`` as the store's one-line stall error (endpoint, timeout, the setting to raise) when it is a
-        request to this store's S3 endpoint that timed out in a frame an operation collected itself, outside
-        the store's own calls; None for anything else."""
-        return _io.stalled_error(exc, self.root_uri, self.storage_options)
+    def storage_error(self, exc: BaseException) -> StoreError | None:
+        """``exc`` as the store's one-line error when it is a failed request to this store's S3 endpoint made
+        in a frame an operation collected itself, outside the store's own calls: a timeout reads as the stall
+        error (endpoint, timeout, the setting to raise), anything else (a refused key, a missing bucket, the
+        server down) names the table, the endpoint and what to check. None for anything else."""
+        return _io.collected_error(exc, self.root_uri, self.storage_options)
 
     def table_uri(self, feature: FeatureRef | str) -> str:
         key = resolve_key(feature)

@@ -35,7 +35,7 @@ from metaxy_core._process import hostname, now
 from metaxy_core.errors import SnapshotNotFoundError, StoreError
 from metaxy_core.graph.graph import FeatureGraph
 from metaxy_core.graph.keys import FeatureKey
-from metaxy_core.store import _io
+from metaxy_core.store import _io, _storage
 from metaxy_core.store._io import CommitConflict as CommitConflict
 from metaxy_core.store._storage import modified_at
 from metaxy_core.store.order import in_commit_order, written
@@ -161,9 +161,10 @@ def system_errors(store: DeltaMetadataStore, name: str, action: str) -> Iterator
         yield
 
 
-def append_system(store: DeltaMetadataStore, name: str, rows: pl.DataFrame) -> None:
-    """Append ``rows`` to system table ``name`` in one commit (the table is created by the first one)."""
-    _io.append(store.system_table_uri(name), rows, store.storage_options)
+def append_system(store: DeltaMetadataStore, name: str, rows: pl.DataFrame) -> int | None:
+    """Append ``rows`` to system table ``name`` in one commit (the table is created by the first one);
+    returns the version committed (the rows' commit order is ``2·version``)."""
+    return _io.append(store.system_table_uri(name), rows, store.storage_options)
 
 
 def next_version(table: DeltaTable | None) -> int:
@@ -184,6 +185,29 @@ def cas_append(store: DeltaMetadataStore, name: str, table: DeltaTable | None, r
     with _io.guard("write to", uri, store.storage_options):
         _io.commit_at(uri, table, stamped, store.storage_options, exact=True)
     return version
+
+
+def committed_after(store: DeltaMetadataStore, name: str, version: int) -> bool:
+    """Whether system table ``name`` has a commit after ``version`` (one HEAD of the next log file).
+
+    Commits land at consecutive versions and the newest log file is never cleaned up, so the absence of
+    ``version + 1`` proves that ``version`` is still the latest: a writer that knows the version of its own
+    last commit learns that nobody committed since without reading the table (the lock's fence check).
+    """
+    uri = store.system_table_uri(name)
+    with _io.guard("read the log of", uri, store.storage_options):
+        return modified_at(f"{uri}/_delta_log/{version + 1:020d}.json", store.storage_options) is not None
+
+
+def log_tail(store: DeltaMetadataStore, name: str, version: int) -> tuple[str | None, bool]:
+    """(a tag of commit ``version`` of system table ``name``, None if gone; whether a later commit exists).
+
+    See :func:`metaxy_core.store._storage.log_tail`: one request on S3, so a process that cached the table
+    at ``version`` (the migration log) re-reads it only when it changed.
+    """
+    uri = store.system_table_uri(name)
+    with _io.guard("read the log of", uri, store.storage_options):
+        return _storage.log_tail(f"{uri}/_delta_log", version, store.storage_options)
 
 
 def storage_now(store: DeltaMetadataStore) -> datetime:

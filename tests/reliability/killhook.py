@@ -13,6 +13,9 @@ The plan may contain:
 * ``freeze_pid`` + ``freeze_at``: SIGSTOP that process (an S3 server) once, ``read``: at the first scan of a
   feature table after the first lock commit (the step's read phase), ``write``: just before the first commit
   to a feature table (the step's write phase); the time is logged as ``{"frozen_at": <epoch seconds>}``;
+* ``revoke``: ``{"endpoint", "user", "key_id", "secret"}`` of an IAM access key of a moto server enforcing
+  authentication: that key is deleted (revoked) at the first scan of a feature table after the first lock
+  commit, so the step's reads from then on are refused (403); logged as ``{"revoked_at": <epoch seconds>}``;
 * ``host_id``: pretend to run under another host identity (``metaxy_core._process.host_identity``: hostname,
   boot id, pid namespace), e.g. another container with the same hostname.
 
@@ -101,11 +104,35 @@ def _freeze(phase: str) -> None:
         os.write(_log_fd, (json.dumps({"frozen_at": time.time(), "phase": phase}) + "\n").encode())
 
 
+_revoked = False
+
+
+def _revoke() -> None:
+    """Delete the plan's ``revoke`` access key (once), with that key itself (its user may do anything)."""
+    global _revoked
+    if _revoked or not PLAN.get("revoke"):
+        return
+    _revoked = True
+    import boto3
+
+    key = PLAN["revoke"]
+    boto3.client(
+        "iam",
+        endpoint_url=key["endpoint"],
+        aws_access_key_id=key["key_id"],
+        aws_secret_access_key=key["secret"],
+        region_name="us-east-1",
+    ).delete_access_key(UserName=key["user"], AccessKeyId=key["key_id"])
+    if _log_fd is not None:
+        os.write(_log_fd, (json.dumps({"revoked_at": time.time()}) + "\n").encode())
+
+
 def _hooked_scan(real: Any) -> Any:
     def scan_table(table: Any, *args: Any, **kwargs: Any) -> Any:
         frame = real(table, *args, **kwargs)
         if _locked and "_metaxy_system" not in str(getattr(table, "table_uri", "")):
             _freeze("read")
+            _revoke()
         return frame
 
     return scan_table

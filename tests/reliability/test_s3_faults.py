@@ -5,6 +5,7 @@ an outage the tables are intact and the re-run completes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -334,3 +335,93 @@ def test_a_server_frozen_mid_step_fails_it_within_the_timeout_and_the_rerun_comp
         assert _uncommitted_files(server, root) == {}, "the re-run removes what the failed step left"
     finally:
         server.close()
+
+
+# --------------------------------------------------------------------------------- a key revoked mid-step
+@contextlib.contextmanager
+def _iam_server() -> Iterator[tuple[S3Server, dict[str, tuple[str, str]]]]:
+    """A moto server enforcing IAM authentication, with BUCKET and two access keys of one user allowed
+    everything: ``doomed`` (to revoke) and ``spare``; yields (server, {name: (key id, secret)})."""
+    server = S3Server(env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    try:
+        iam = server.client("iam", key_id="bootstrap", secret="bootstrap")
+        iam.create_user(UserName="metaxy")
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="metaxy", PolicyName="all", PolicyDocument=json.dumps(policy))
+        keys = {}
+        for name in ("doomed", "spare"):
+            key = iam.create_access_key(UserName="metaxy")["AccessKey"]
+            keys[name] = (key["AccessKeyId"], key["SecretAccessKey"])
+        # from here on every request must be signed by a known key
+        server.client(key_id=keys["spare"][0], secret=keys["spare"][1]).create_bucket(Bucket=BUCKET)
+        yield server, keys
+    finally:
+        server.close()
+
+
+def _keyed(options: dict[str, str], key: tuple[str, str]) -> dict[str, str]:
+    return {**options, "AWS_ACCESS_KEY_ID": key[0], "AWS_SECRET_ACCESS_KEY": key[1]}
+
+
+def test_a_key_revoked_before_an_operation_collects_its_frame_reads_as_one_error_naming_table_and_endpoint(
+    tmp_path: Path,
+) -> None:
+    """A lazy frame of the store, collected by an operation itself after its key was revoked (403 from the
+    real server): :meth:`DeltaMetadataStore.storage_error` turns the raw client error into one line naming
+    the table, the endpoint and what to check, without the secret."""
+    with _iam_server() as (server, keys):
+        root = f"s3://{BUCKET}/collected"
+        store = DeltaMetadataStore(root, _keyed(_options(server.endpoint), keys["doomed"]), project=s.PROJECT)
+        s.seed_store(store)
+        frame = store.read_metadata(s.KEYS[0], graph=s.G1)  # opened now, read at collect()
+        iam = server.client("iam", key_id=keys["spare"][0], secret=keys["spare"][1])
+        iam.delete_access_key(UserName="metaxy", AccessKeyId=keys["doomed"][0])
+        with pytest.raises(Exception) as raw:  # noqa: PT011 - whatever the client raises
+            frame.collect()
+        assert "403" in str(raw.value) or "InvalidAccessKeyId" in str(raw.value), raw.value
+        message = str(store.storage_error(raw.value))
+    table = s.KEYS[0].replace("/", "__")
+    assert message.startswith(
+        f"cannot read from {root}/{table}: the bucket is unreachable or the credentials are refused at "
+        f"the S3 endpoint {server.endpoint} ("
+    ), message
+    assert message.endswith("may access it; then re-run: the step resumes") and "\n" not in message
+    assert keys["doomed"][1] not in message
+
+
+def test_a_key_revoked_while_a_step_reads_fails_it_naming_the_table_and_the_endpoint_and_a_new_key_completes(
+    local_reference: dict[str, object], tmp_path: Path
+) -> None:
+    """The step's access key is deleted (IAM) once it has the lease and starts scanning a feature table, so
+    its next requests are refused with 403: one ``FAILED:`` line naming a table of the store, the endpoint
+    and what to check, no secret, no raw client error; the re-run with a valid key completes with the latest
+    views of an uninterrupted run."""
+    with _iam_server() as (server, keys):
+        root = f"s3://{BUCKET}/revoked"
+        store = DeltaMetadataStore(root, _keyed(_options(server.endpoint), keys["spare"]), project=s.PROJECT)
+        s.seed_store(store)
+        project = s.write_project(tmp_path / "p", root=root, migration=s.migration_yaml())
+        key_id, secret = keys["doomed"]
+        revoke = {"endpoint": server.endpoint, "user": "metaxy", "key_id": key_id, "secret": secret}
+        plan = {"log": str(tmp_path / "hook.log"), "revoke": revoke}
+        env = _keyed(_env(server.endpoint), keys["doomed"])
+        apply = s.spawn_cli(
+            ["migrations", "apply"], project, {**env, "METAXY_TEST_HOOK": json.dumps(plan)}, hook=True
+        )
+        out, err = apply.communicate(timeout=180)
+        assert "revoked_at" in (tmp_path / "hook.log").read_text(), (out, err)
+        proc = type("P", (), {"returncode": apply.returncode, "stdout": out, "stderr": err})()
+        _assert_one_clear_failure(
+            proc,
+            mentions=[f"{root}/", server.endpoint, "credentials are refused", "AWS_ACCESS_KEY_ID", "re-run"],
+        )
+        failed = next(line for line in err.splitlines() if line.startswith("FAILED:"))
+        assert "StoreUnreachableError: cannot " in failed and secret not in out + err, failed
+        assert ".." not in failed.replace("...", ""), failed
+
+        rerun = s.run_cli(["migrations", "apply"], project, _keyed(_env(server.endpoint), keys["spare"]))
+        assert rerun.returncode == 0, s.output(rerun)
+        views = s.latest_views(store)
+        s.assert_frames_equal(views, local_reference)  # type: ignore[arg-type]
+        s.assert_no_duplicates(store, views)
+        s.assert_log_consistent(store)

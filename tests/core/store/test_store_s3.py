@@ -113,10 +113,12 @@ def test_a_missing_bucket_is_unreachable_with_a_clear_secret_free_message(
 
     for exc, action in ((read_error, "open the table at"), (write_error, "write to")):
         message = str(exc.value)
-        assert message.startswith(f"cannot {action} {uri}: bucket 'no-such-bucket-metaxy' does not exist (")
+        assert message.startswith(
+            f"cannot {action} {uri}: bucket 'no-such-bucket-metaxy' does not exist at the S3 endpoint "
+        )
         assert message.endswith(
             "Check that the bucket exists, the endpoint (AWS_ENDPOINT_URL) is up, and the credentials "
-            "(AWS_ACCESS_KEY_ID / profile / role) may access it."
+            "(AWS_ACCESS_KEY_ID / profile / role) may access it"
         )
         assert s3.secret not in message and s3.secret not in repr(exc.value)
         assert "\x1b[" not in message  # delta-rs' coloured error chain is cleaned up
@@ -138,7 +140,7 @@ def test_an_unreachable_endpoint_fails_within_the_default_retry_window(
     assert message.startswith(
         "cannot open the table at s3://bucket/prefix/video__raw: the bucket is unreachable or "
     )
-    assert message.endswith("(AWS_ACCESS_KEY_ID / profile / role) may access it.")
+    assert message.endswith("(AWS_ACCESS_KEY_ID / profile / role) may access it")
     assert secret not in message
 
 
@@ -444,12 +446,50 @@ def test_a_timeout_in_a_frame_an_operation_collected_itself_reads_as_the_stores_
         "object-store error: Generic S3 error: Error performing GET http://127.0.0.1:9/bucket/ops/p.parquet "
         "in 3.0s - HTTP error: error sending request\n\nCaused by:\n    operation timed out"
     )
-    translated = store.stalled_error(raw)
+    translated = store.storage_error(raw)
     assert isinstance(translated, StoreUnreachableError)
     assert str(translated).startswith(
         "cannot read from s3://bucket/ops: the S3 endpoint http://127.0.0.1:9 timed out "
         "(no answer within the store's timeout, 3s)"
     )
-    assert store.stalled_error(ValueError("a bug in the operation")) is None
-    assert store.stalled_error(StoreUnreachableError("already clear")) is None
-    assert DeltaMetadataStore(tmp_path / "local").stalled_error(raw) is None
+    assert store.storage_error(ValueError("a bug in the operation")) is None
+    assert store.storage_error(StoreUnreachableError("already clear")) is None
+    assert DeltaMetadataStore(tmp_path / "local").storage_error(raw) is None
+
+
+def test_other_s3_failures_in_a_frame_an_operation_collected_name_the_table_the_endpoint_and_the_checks(
+    tmp_path: Path,
+) -> None:
+    """A refused key, a bucket gone or a server down, met by an operation's own collect(): one line naming
+    the table whose file was requested, the endpoint and what to check, without the secret."""
+    secret = "sEcReT-collected-0042"
+    options = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": secret,
+    }
+    store = DeltaMetadataStore("s3://bucket/ops", options)
+    refused = OSError(
+        "Generic S3 error: Error performing GET http://127.0.0.1:9/bucket/ops/video__raw/part-0.parquet in "
+        f"2ms - Client error with status 403 Forbidden: <Code>InvalidAccessKeyId</Code> {secret}\n\n"
+        "stack backtrace:\n   0: <unknown>"
+    )
+    message = str(store.storage_error(refused))
+    assert message.startswith(
+        "cannot read from s3://bucket/ops/video__raw: the bucket is unreachable or the credentials are "
+        "refused at the S3 endpoint http://127.0.0.1:9 (OSError: Generic S3 error: Error performing GET"
+    )
+    assert "AWS_ACCESS_KEY_ID" in message and "re-run" in message and "\n" not in message
+    assert secret not in message and "backtrace" not in message
+    gone = pl.exceptions.ComputeError(
+        "object-store error: Generic S3 error: NoSuchBucket for "
+        "/bucket/ops/_metaxy_system/lock/_delta_log/0.json"
+    )
+    assert str(store.storage_error(gone)).startswith(
+        "cannot read from s3://bucket/ops/_metaxy_system/lock: bucket 'bucket' does not exist"
+    )
+    other = OSError("Generic S3 error: Error performing PUT http://127.0.0.1:9/bucket/ops/x - 500 SlowDown")
+    assert str(store.storage_error(other)).startswith(
+        "cannot read from s3://bucket/ops at the S3 endpoint http://127.0.0.1:9: OSError: Generic S3 error"
+    )
+    assert store.storage_error(OSError("[Errno 2] No such file or directory: 'model.bin'")) is None
