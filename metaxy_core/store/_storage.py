@@ -308,7 +308,7 @@ def secret_values(options: Mapping[str, str] | None) -> list[str]:
 _CLIENTS: dict[tuple[object, ...], Any] = {}
 
 
-def _s3_client(options: Mapping[str, str]) -> Any:
+def s3_client(options: Mapping[str, str]) -> Any:
     """A boto3 S3 client for ``options``: explicit keys as given, else the AWS chain's session as it is now
     (a new client when the chain's environment or files changed); requests bounded by the store's timeout."""
     ago = stalled_since(options)
@@ -390,13 +390,13 @@ def _redact_wire_logs(secrets: list[str]) -> None:
                 logger.addFilter(_WIRE_FILTER)
 
 
-def _bucket_key(uri: str) -> tuple[str, str]:
+def bucket_key(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.split("://", 1)[1].partition("/")
     return bucket, key.strip("/")
 
 
 @contextmanager
-def _boto_errors() -> Iterator[None]:
+def boto_errors() -> Iterator[None]:
     """boto3/botocore failures inside the block as ``OSError`` (what the store's error translation reads)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -419,10 +419,10 @@ def list_sizes(folder: str, options: Mapping[str, str]) -> dict[str, int]:
                 return {e.name: e.stat().st_size for e in entries if e.is_file()}
         except FileNotFoundError:
             return {}
-    bucket, prefix = _bucket_key(folder)
+    bucket, prefix = bucket_key(folder)
     out: dict[str, int] = {}
-    with _boto_errors():
-        pages = _s3_client(options).get_paginator("list_objects_v2")
+    with boto_errors():
+        pages = s3_client(options).get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=bucket, Prefix=f"{prefix}/", Delimiter="/"):
             for item in page.get("Contents", []):
                 out[item["Key"].rsplit("/", 1)[-1]] = int(item["Size"])
@@ -440,9 +440,9 @@ def modified_at(path: str, options: Mapping[str, str]) -> Any:
             return None
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, key = _bucket_key(path)
+    bucket, key = bucket_key(path)
     try:
-        head = _s3_client(options).head_object(Bucket=bucket, Key=key)
+        head = s3_client(options).head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
@@ -467,9 +467,9 @@ def log_tail(log: str, version: int, options: Mapping[str, str]) -> tuple[str | 
         except FileNotFoundError:
             tag = None
         return tag, os.path.exists(os.path.join(log, f"{version + 1:020d}.json"))
-    bucket, prefix = _bucket_key(log)
-    with _boto_errors():
-        listed = _s3_client(options).list_objects_v2(
+    bucket, prefix = bucket_key(log)
+    with boto_errors():
+        listed = s3_client(options).list_objects_v2(
             Bucket=bucket, Prefix=f"{prefix}/", StartAfter=f"{prefix}/{version:020d}", MaxKeys=4
         )
     tag, later = None, False
@@ -487,17 +487,9 @@ def read_bytes(path: str, options: Mapping[str, str]) -> bytes:
     if not is_remote(path):
         with open(path, "rb") as f:
             return f.read()
-    bucket, key = _bucket_key(path)
-    with _boto_errors():
-        return bytes(_s3_client(options).get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-def put_object(path: str, data: Any, options: Mapping[str, str]) -> None:
-    """Upload ``data`` (bytes or a binary file object) as the object ``path`` (``s3://bucket/key``) with the
-    store's client, credentials and timeouts."""
-    bucket, key = _bucket_key(path)
-    with _boto_errors():
-        _s3_client(options).put_object(Bucket=bucket, Key=key, Body=data)
+    bucket, key = bucket_key(path)
+    with boto_errors():
+        return bytes(s3_client(options).get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def delete_path(path: str, options: Mapping[str, str]) -> None:
@@ -526,10 +518,10 @@ def list_data_files(folder: str, options: Mapping[str, str]) -> dict[str, tuple[
                 when = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
                 out[os.path.relpath(path, folder).replace(os.sep, "/")] = (stat.st_size, when)
         return out
-    bucket, prefix = _bucket_key(folder)
+    bucket, prefix = bucket_key(folder)
     pending = [f"{prefix}/"]
-    with _boto_errors():
-        pages = _s3_client(options).get_paginator("list_objects_v2")
+    with boto_errors():
+        pages = s3_client(options).get_paginator("list_objects_v2")
         while pending:
             current = pending.pop()
             for page in pages.paginate(Bucket=bucket, Prefix=current, Delimiter="/"):
@@ -552,9 +544,9 @@ def delete_files(folder: str, names: list[str], options: Mapping[str, str]) -> N
             except FileNotFoundError:
                 pass
         return
-    bucket, prefix = _bucket_key(folder)
-    with _boto_errors():
-        client = _s3_client(options)
+    bucket, prefix = bucket_key(folder)
+    with boto_errors():
+        client = s3_client(options)
         for start in range(0, len(names), 1000):
             batch = [{"Key": f"{prefix}/{n}"} for n in names[start : start + 1000]]
             client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})

@@ -1,8 +1,9 @@
 """Bulk appends: a batch of frames as one Delta commit, and a background writer that overlaps it with work.
 
 :func:`append_frames` is the write path of bucketed work (reconciliation writes one commit per bucket): it
-writes Parquet files with polars' own (multi-threaded, zstd) writer straight into the table folder (on S3:
-encoded in memory, then one PUT per file) and commits them in one Delta transaction with their statistics.
+writes Parquet files with polars' own (zstd) writer straight into the table folder (on S3: streamed into a
+multipart upload, parts going up while the next ones are encoded, see :mod:`metaxy_core.store.upload`) and
+commits them in one Delta transaction with their statistics.
 Either way a batch of frames is one atomic commit. :class:`BackgroundWriter` runs one such write at a time
 in a thread, so the next bucket is computed while the previous one is written.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import io
 import json
 import os
 import random
@@ -35,6 +35,7 @@ from metaxy_core.store.provenance import (
     WRITE_ID,
     data_version_facts,
 )
+from metaxy_core.store.upload import S3Upload
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -134,12 +135,15 @@ def append_frames(
                 path = f"{uri.rstrip('/')}/{name}" if remote else os.path.join(uri, name)
                 # Statistics for skipping files go to the Delta log (below); row-group statistics cost ~15%
                 # of the write and bulk files are bucket-sized, so they are left out.
-                if remote:  # encoded here (zstd, polars' threads), then one PUT: half delta-rs' snappy bytes
-                    buffer = io.BytesIO()
-                    frame.write_parquet(buffer, compression="zstd", compression_level=1, statistics=False)
-                    size = buffer.tell()
-                    buffer.seek(0)
-                    _storage.put_object(path, buffer, options)
+                if remote:  # zstd (half delta-rs' snappy bytes), uploaded in parts while it is encoded
+                    upload = S3Upload(path, options)
+                    try:
+                        frame.write_parquet(upload, compression="zstd", compression_level=1, statistics=False)
+                        upload.finish()
+                    except BaseException as exc:
+                        upload.abort(quietly=_io.timed_out(exc))
+                        raise
+                    size = upload.size
                 else:
                     frame.write_parquet(path, compression="zstd", compression_level=1, statistics=False)
                     size = os.path.getsize(path)
