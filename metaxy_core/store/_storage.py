@@ -16,6 +16,7 @@ request to S3 may go without an answer; it is handed to delta-rs, to polars' rea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -182,6 +183,7 @@ def resolve_storage_options(root: str, explicit: Mapping[str, str] | None) -> di
     )
     options.update(_s3_timeouts(given))
     options.update(given)
+    warm_client(options)
     return options
 
 
@@ -306,6 +308,36 @@ def secret_values(options: Mapping[str, str] | None) -> list[str]:
 # file-system handler holds it, which stalls every other thread of the process for the length of a request,
 # and deadlocks against an S3 server running in the same process).
 _CLIENTS: dict[tuple[object, ...], Any] = {}
+_CLIENTS_LOCK = threading.Lock()  # one build per key (a shared boto3 session is not thread-safe)
+_WARMING: set[tuple[object, ...]] = set()
+
+
+def _client_key(options: Mapping[str, str]) -> tuple[object, ...]:
+    explicit = "AWS_ACCESS_KEY_ID" in options
+    return (
+        tuple(sorted(options.items())),
+        None if explicit else _chain_state(options.get("AWS_PROFILE") or None),
+    )
+
+
+def warm_client(options: Mapping[str, str]) -> None:
+    """Build the S3 client for ``options`` in a background thread, once per process and options.
+
+    Importing boto3 and building a client takes ~0.2 s; every S3 command needs the client within its first
+    store calls (log listings, the lease's fence checks), so the store starts building it when it is created
+    and the main thread's first requests (delta-rs opening tables) overlap it instead of waiting for it.
+    """
+    key = _client_key(options)
+    with _CLIENTS_LOCK:
+        if key in _CLIENTS or key in _WARMING:
+            return
+        _WARMING.add(key)
+
+    def build() -> None:
+        with contextlib.suppress(Exception):  # the first real call builds it again and reports any error
+            s3_client(options)
+
+    threading.Thread(target=build, name="metaxy-s3-client", daemon=True).start()
 
 
 def s3_client(options: Mapping[str, str]) -> Any:
@@ -317,12 +349,14 @@ def s3_client(options: Mapping[str, str]) -> Any:
             f"the S3 endpoint {endpoint_of(options)} timed out {ago:.1f} s ago; not called again yet"
         )
     explicit = "AWS_ACCESS_KEY_ID" in options
-    key: tuple[object, ...] = (
-        tuple(sorted(options.items())),
-        None if explicit else _chain_state(options.get("AWS_PROFILE") or None),
-    )
+    key = _client_key(options)
     client = _CLIENTS.get(key)
-    if client is None:
+    if client is not None:
+        return client
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is not None:
+            return client
         import boto3
         from botocore.config import Config
 

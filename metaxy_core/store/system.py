@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -260,8 +261,43 @@ def latest_local_commit(store: DeltaMetadataStore, name: str) -> tuple[int, int]
         return None
 
 
+#: small, rarely written system tables as this process last read them: uri -> (their version's identity, rows)
+_SMALL_TABLES: dict[str, tuple[object, pl.DataFrame]] = {}
+_SMALL_TABLES_LOCK = threading.Lock()
+
+
+def _read_small(store: DeltaMetadataStore, name: str) -> pl.DataFrame | None:
+    """The rows of system table ``name``, read again only when it changed since this process last read it
+    (locally: one listing of its log; on S3: one listing request, :func:`log_tail`). For tables an apply reads
+    several times and rarely writes (the pushed snapshots: each migration resolves two graphs from them)."""
+    uri = store.system_table_uri(name)
+    with _SMALL_TABLES_LOCK:
+        cached = _SMALL_TABLES.get(uri)
+    if store.is_remote:
+        if cached is not None:
+            version, tag = cached[0]  # type: ignore[misc]
+            if log_tail(store, name, version) == (tag, False):
+                return cached[1]
+        table = open_system_table(store, name)
+        if table is None:
+            return None
+        df = read_system(store, name, table=table)
+        key: object = (table.version(), log_tail(store, name, table.version())[0])
+    else:
+        key = latest_local_commit(store, name)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        df = read_system(store, name)
+    if df is not None and key is not None:
+        with _SMALL_TABLES_LOCK:
+            if len(_SMALL_TABLES) > 16:
+                _SMALL_TABLES.clear()
+            _SMALL_TABLES[uri] = (key, df)
+    return df
+
+
 def _snapshot_rows(store: DeltaMetadataStore, project: str) -> pl.DataFrame | None:
-    df = read_system(store, SNAPSHOTS)
+    df = _read_small(store, SNAPSHOTS)
     if df is None:
         return None
     df = in_commit_order(df.filter(pl.col("project") == project), "pushed_at")

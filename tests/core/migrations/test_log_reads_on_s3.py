@@ -14,7 +14,7 @@ from metaxy_core.migrations import progress
 from metaxy_core.migrations.lock import LockLostError, StoreLock
 from metaxy_core.migrations.results import EventStatus
 from metaxy_core.store.system import LOCK, MIGRATION_EVENTS, MIGRATION_EVENTS_SCHEMA, append_system
-from metaxy_core.testing import S3Location
+from metaxy_core.testing import S3Location, video_graph
 
 PROJECT = "logs"
 
@@ -105,3 +105,17 @@ def test_the_migration_log_cache_takes_own_events_and_still_sees_other_writers_a
     for migration_id in ("x1", "x2", "x3"):
         append_system(store, MIGRATION_EVENTS, _event(migration_id))
     assert _ids(store) == ["x1", "x2", "x3"]
+
+
+def test_pushed_snapshots_are_read_once_per_change_and_a_push_after_the_read_is_seen(
+    store: DeltaMetadataStore,
+) -> None:
+    first, second = video_graph(), video_graph(embedding="2")
+    assert first.snapshot_version != second.snapshot_version
+    store.push_snapshot(first, project=PROJECT)
+    assert store.latest_snapshot(project=PROJECT).snapshot_version == first.snapshot_version
+    assert store.latest_snapshot(project=PROJECT).snapshot_version == first.snapshot_version  # cached
+    DeltaMetadataStore(store.root_uri, store.storage_options, project=PROJECT).push_snapshot(
+        second, project=PROJECT
+    )
+    assert store.latest_snapshot(project=PROJECT).snapshot_version == second.snapshot_version
