@@ -8,9 +8,14 @@
    pushed, rows of all three features carried over) and ``metaxy migrations apply`` (the 0.1.6 YAML,
    reconciling two features).
 
+``--bucket-rows`` repeats both steps per value on a fresh copy: the import holds one hash bucket of samples of
+one 0.1.6 feature version at a time, so its peak RSS follows ``bucket_rows`` (a huge value imports each
+version in one piece, as before bucketing).
+
 Usage::
 
     .venv/bin/python benchmarks/bench_import_016.py --rows 1000000
+    .venv/bin/python benchmarks/bench_import_016.py --rows 3000000 --bucket-rows 500000,1000000,1000000000
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ class Scores(Feature, spec=FeatureSpec(key="video/clip_scores", id_columns=["sam
 """
 
 
-def timed(cmd: list[str], cwd: Path) -> dict[str, float | int | str]:
+def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, float | int | str]:
     """Run ``cmd`` in ``cwd``; wall time, peak RSS of that process (``wait4``) and its output."""
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
@@ -59,6 +64,7 @@ def timed(cmd: list[str], cwd: Path) -> dict[str, float | int | str]:
             cwd=cwd,
             env={
                 **os.environ,
+                **(env or {}),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")])),
             },
             stdout=log,
@@ -78,6 +84,12 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/metaxy-bench/import016"))
     parser.add_argument("--venv", type=Path, default=Path("/tmp/metaxy016-venv"))
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument(
+        "--bucket-rows",
+        default="1000000",
+        help="comma-separated bucket_rows to import with, each on a fresh copy (e.g. 500000,1000000000: the "
+        "second imports each 0.1.6 feature version in one piece)",
+    )
     args = parser.parse_args()
     legacy = args.dir / f"legacy_{args.rows}"
     if args.rebuild or not (legacy / ".complete").exists():
@@ -87,23 +99,29 @@ def main() -> None:
         make_store.make_project(legacy, make_store.ensure_venv(args.venv), n_samples=args.rows)
         print(f"  {time.perf_counter() - t0:.0f} s")
         (legacy / ".complete").write_text("ok")
-    ours = args.dir / f"ours_{args.rows}"
-    shutil.rmtree(ours, ignore_errors=True)
-    ours.mkdir(parents=True)
-    (ours / "legacy_features.py").write_text(textwrap.dedent(PORTED))
-    (ours / "metaxy.toml").write_text(
-        'project = "legacy"\nentrypoints = ["legacy_features"]\n[store]\nroot = "store"\n'
-    )
-    shutil.copytree(legacy / "store", ours / "store")
-    shutil.copytree(legacy / ".metaxy" / "migrations", ours / ".metaxy" / "migrations")
     rows = 3 * args.rows
-    print(f"{'step':<12} {'rows':>12} {'time':>8} {'rows/s':>10} {'peak RSS':>10}")
-    for verb, n in (("import-016", rows), ("apply", 2 * args.rows)):
-        result = timed([str(OURS_BIN), "migrations", verb], ours)
-        if result["exit"] != 0:
-            raise SystemExit(f"{verb} failed:\n{result['output']}")
-        seconds = float(result["seconds"])
-        print(f"{verb:<12} {n:>12,} {seconds:>7.1f}s {n / seconds:>10,.0f} {result['rss_mib']:>8.0f} MiB")
+    print(f"{'step':<12} {'bucket_rows':>13} {'rows':>12} {'time':>8} {'rows/s':>10} {'peak RSS':>10}")
+    for bucket_rows in [int(b) for b in args.bucket_rows.split(",")]:
+        ours = args.dir / f"ours_{args.rows}"
+        shutil.rmtree(ours, ignore_errors=True)
+        ours.mkdir(parents=True)
+        (ours / "legacy_features.py").write_text(textwrap.dedent(PORTED))
+        (ours / "metaxy.toml").write_text(
+            'project = "legacy"\nentrypoints = ["legacy_features"]\n[store]\nroot = "store"\n'
+        )
+        shutil.copytree(legacy / "store", ours / "store")
+        shutil.copytree(legacy / ".metaxy" / "migrations", ours / ".metaxy" / "migrations")
+        env = {"METAXY_BUCKET_ROWS": str(bucket_rows)}
+        for verb, n in (("import-016", rows), ("apply", 2 * args.rows)):
+            result = timed([str(OURS_BIN), "migrations", verb], ours, env)
+            if result["exit"] != 0:
+                raise SystemExit(f"{verb} failed:\n{result['output']}")
+            seconds = float(result["seconds"])
+            print(
+                f"{verb:<12} {bucket_rows:>13,} {n:>12,} {seconds:>7.1f}s {n / seconds:>10,.0f} "
+                f"{result['rss_mib']:>8.0f} MiB",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -15,5 +15,9 @@ def migrations_import_016(project: Project, source: str | None = None) -> Import
     """
     config = project.config
     return import_016(
-        project.store, project=config.project, migrations_dir=config.migrations_path, source=source
+        project.store,
+        project=config.project,
+        migrations_dir=config.migrations_path,
+        source=source,
+        bucket_rows=config.bucket_rows,
     )

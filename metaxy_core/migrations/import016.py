@@ -24,6 +24,7 @@ ignored here (the rows already carry their effect).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.graph.spec import FeatureDep, FeatureSpec, FieldDep, FieldSpec
 from metaxy_core.migrations import compat
 from metaxy_core.migrations.snapshot_files import SnapshotFiles, snapshots_dir
+from metaxy_core.store.buckets import Buckets, Partitioning, buckets_for
 from metaxy_core.store.delta import DeltaMetadataStore
 from metaxy_core.store.provenance import FEATURE_VERSION, PROVENANCE_BY_FIELD
 
@@ -44,6 +46,8 @@ SYSTEM_DIR_016 = "metaxy-system"
 FEATURE_VERSIONS_016 = "feature_versions"
 _ALL = "__METAXY_ALL_DEP__"
 _TIME_COLUMNS = ("metaxy_updated_at", "metaxy_created_at")
+#: rows of a 0.1.6 feature version held in memory at once (larger versions go in hash buckets of samples)
+DEFAULT_BUCKET_ROWS = 1_000_000
 
 
 class Import016Error(MetaxyError):
@@ -71,17 +75,24 @@ class Import016Report:
 
 
 def import_016(
-    store: DeltaMetadataStore, *, project: str, migrations_dir: Path, source: str | None = None
+    store: DeltaMetadataStore,
+    *,
+    project: str,
+    migrations_dir: Path,
+    source: str | None = None,
+    bucket_rows: int = DEFAULT_BUCKET_ROWS,
 ) -> Import016Report:
     """Import the Metaxy 0.1.6 store at ``source`` (default: ``store``'s root) into ``store``.
+
+    Rows are carried over one feature version at a time, and a version of more than ``bucket_rows`` rows in
+    hash buckets of samples (spilled once to local disk), so memory follows ``bucket_rows``, not the store.
 
     Raises:
         Import016Error: no 0.1.6 store there, no snapshot of ``project`` in it, or a spec this project
             cannot represent.
     """
     root = (source or store.root_uri).rstrip("/")
-    options = store.storage_options
-    versions = _read_delta(f"{root}/{SYSTEM_DIR_016}/{FEATURE_VERSIONS_016}.delta", options)
+    versions = _read_delta(store, f"{root}/{SYSTEM_DIR_016}/{FEATURE_VERSIONS_016}.delta")
     if versions is None:
         raise Import016Error(
             f"no Metaxy 0.1.6 store at {root}: {SYSTEM_DIR_016}/{FEATURE_VERSIONS_016}.delta is missing; "
@@ -102,23 +113,38 @@ def import_016(
     ids = {theirs: graphs[theirs].snapshot_version for theirs in order}
     ids_file = compat.write_snapshot_ids(migrations_dir, ids, source=root)
     report = Import016Report(root, project, ids, pushed, str(ids_file))
-    _import_rows(store, root, options, versions.filter(pl.col("project") == project), graphs, order, report)
+    rows = _Rows(store, root, max(1, bucket_rows))
+    _import_rows(store, rows, versions.filter(pl.col("project") == project), graphs, order, report)
     return report
 
 
-def _read_delta(uri: str, options: dict[str, str]) -> pl.DataFrame | None:
-    """The table at ``uri``, or None when there is none (any other failure is an error naming it)."""
+def _scan_delta(store: DeltaMetadataStore, uri: str) -> pl.LazyFrame | None:
+    """The table at ``uri`` read with the store's options, or None when there is none."""
     if "://" not in uri and not Path(uri, "_delta_log").is_dir():
         return None
     try:
-        return pl.read_delta(uri, storage_options=options or None)
-    except Exception as exc:  # a missing table, whatever delta-rs calls it; anything else is reported
-        text = str(exc).lower()
-        if any(
-            s in text for s in ("not a delta table", "no files in log segment", "not found", "no such file")
-        ):
-            return None
-        raise Import016Error(f"cannot read {uri}: {redact(str(exc), options.values())}") from None
+        return store.scan_external_table(uri)
+    except MetaxyError:
+        raise
+    except Exception as exc:  # anything delta-rs raises: reported naming the table, never its credentials
+        raise Import016Error(f"cannot read {uri}: {redact(str(exc), store.secrets)}") from None
+
+
+def _collect(store: DeltaMetadataStore, lf: pl.LazyFrame, uri: str) -> pl.DataFrame:
+    """``lf`` collected; a failed read of the store's S3 endpoint reads as the store's one-line error."""
+    try:
+        return lf.collect()
+    except Exception as exc:
+        error = store.storage_error(exc)
+        if error is not None:
+            raise error from None
+        raise Import016Error(f"cannot read {uri}: {redact(str(exc), store.secrets)}") from None
+
+
+def _read_delta(store: DeltaMetadataStore, uri: str) -> pl.DataFrame | None:
+    """The (small) table at ``uri``, collected, or None when there is none."""
+    lf = _scan_delta(store, uri)
+    return None if lf is None else _collect(store, lf, uri)
 
 
 # ----------------------------------------------------------------------------------------- snapshots
@@ -254,8 +280,7 @@ def _field_name(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------- rows
 def _import_rows(
     store: DeltaMetadataStore,
-    root: str,
-    options: dict[str, str],
+    source: _Rows,
     versions: pl.DataFrame,
     graphs: dict[str, FeatureGraph],
     order: list[str],
@@ -266,28 +291,73 @@ def _import_rows(
     keys = list(latest.topological_order())
     keys += [k for g in graphs.values() for k in g.topological_order() if k not in keys]
     for key in keys:
-        frame = _read_table(root, key, options)
-        if frame is None:
+        table = source.table(key)
+        if table is None:
             continue
-        for theirs_version in frame[FEATURE_VERSION].unique(maintain_order=True).to_list():
+        for theirs_version, count in source.versions(table):
             graph = _graph_of(key, theirs_version, versions, graphs, order)
-            rows = frame.filter(pl.col(FEATURE_VERSION) == theirs_version)
-            written, skipped = _write(store, key, rows, graph, theirs_version)
-            report.rows[str(key)] = report.rows.get(str(key), 0) + written
-            report.skipped[str(key)] = report.skipped.get(str(key), 0) + skipped
+            for rows, present in source.buckets(table, graph.spec(key), theirs_version, count, graph):
+                written, skipped = _write(store, key, rows, present, graph, theirs_version)
+                report.rows[str(key)] = report.rows.get(str(key), 0) + written
+                report.skipped[str(key)] = report.skipped.get(str(key), 0) + skipped
 
 
-def _read_table(root: str, key: FeatureKey, options: dict[str, str]) -> pl.DataFrame | None:
-    """A 0.1.6 feature table (nested layout ``video/raw.delta``, or flat ``video__raw.delta``), oldest row
-    first."""
-    for path in ("/".join(key.parts), key.to_table_name()):
-        frame = _read_delta(f"{root}/{path}.delta", options)
-        if frame is not None:
-            break
-    else:
+@dataclass
+class _Table:
+    """A 0.1.6 feature table: where it is, its rows (lazily) and the columns that order them in time."""
+
+    uri: str
+    rows: pl.LazyFrame
+    order_by: list[str]
+
+
+@dataclass
+class _Rows:
+    """Reads the 0.1.6 store's feature tables, one feature version, and one bucket of samples, at a time."""
+
+    store: DeltaMetadataStore
+    root: str
+    bucket_rows: int
+
+    def table(self, key: FeatureKey) -> _Table | None:
+        """The 0.1.6 table of ``key`` (nested layout ``video/raw.delta``, or flat ``video__raw.delta``)."""
+        for path in ("/".join(key.parts), key.to_table_name()):
+            uri = f"{self.root}/{path}.delta"
+            rows = _scan_delta(self.store, uri)
+            if rows is not None:
+                schema = rows.collect_schema()
+                return _Table(uri, rows, [c for c in _TIME_COLUMNS if c in schema])  # 0.1.6 orders by time
         return None
-    order_by = [c for c in _TIME_COLUMNS if c in frame.columns]  # 0.1.6 orders rows by time
-    return frame.sort(order_by, nulls_last=False) if order_by else frame
+
+    def versions(self, table: _Table) -> list[tuple[str, int]]:
+        """The table's 0.1.6 feature versions, oldest first (by their oldest row), with their row counts."""
+        first = [pl.col(c).min().alias(c) for c in table.order_by]
+        counts = table.rows.group_by(FEATURE_VERSION).agg(pl.len().alias("__n"), *first)
+        ordered = _collect(self.store, counts, table.uri).sort([*table.order_by, FEATURE_VERSION])
+        return list(zip(ordered[FEATURE_VERSION].to_list(), ordered["__n"].to_list(), strict=True))
+
+    def buckets(
+        self, table: _Table, spec: FeatureSpec, theirs_version: str, count: int, graph: FeatureGraph
+    ) -> Iterator[tuple[pl.DataFrame, pl.LazyFrame | None]]:
+        """The rows of one 0.1.6 feature version, oldest first, with the ids of the samples this project
+        already stores at ``graph``'s version (None: none), one hash bucket of samples at a time."""
+        ids = list(spec.id_columns)
+        rows = table.rows.filter(pl.col(FEATURE_VERSION) == theirs_version)
+        stored = self.store.scan_feature(spec.key)
+        present = (
+            None
+            if stored is None
+            else stored.filter(pl.col(FEATURE_VERSION) == graph.feature_version(spec.key)).select(ids)
+        )
+        with Buckets(Partitioning(buckets_for(count, self.bucket_rows), tuple(ids))) as buckets:
+            buckets.add("rows", rows, None)
+            if present is not None:
+                buckets.add("present", present, None)
+            for b in range(buckets.k):
+                frame = _collect(self.store, buckets.get("rows", b), table.uri)
+                if table.order_by:
+                    frame = frame.sort(table.order_by, nulls_last=False, maintain_order=True)
+                yield frame, None if present is None else buckets.get("present", b)
 
 
 def _graph_of(
@@ -314,9 +384,15 @@ def _graph_of(
 
 
 def _write(
-    store: DeltaMetadataStore, key: FeatureKey, rows: pl.DataFrame, graph: FeatureGraph, theirs_version: str
+    store: DeltaMetadataStore,
+    key: FeatureKey,
+    rows: pl.DataFrame,
+    present: pl.LazyFrame | None,
+    graph: FeatureGraph,
+    theirs_version: str,
 ) -> tuple[int, int]:
-    """Append the rows of one 0.1.6 feature version at ``graph``'s version; (written, skipped)."""
+    """Append rows of one 0.1.6 feature version at ``graph``'s version, but for the samples ``present``
+    names (stored there already: a re-run); (written, skipped)."""
     spec = graph.spec(key)
     ids = list(spec.id_columns)
     rows = rows.unique(subset=ids, keep="last", maintain_order=True)  # newest row per sample (sorted by time)
@@ -326,14 +402,11 @@ def _write(
     if not spec.deps:  # a root feature's provenance is its data's: keep it
         keep.append(PROVENANCE_BY_FIELD)
     rows = rows.select(keep)
-    stored = store.scan_feature(key)
-    if stored is not None:
-        present = stored.filter(pl.col(FEATURE_VERSION) == graph.feature_version(key)).select(ids).unique()
+    skipped = 0
+    if present is not None:
         before = rows.height
-        rows = rows.lazy().join(present, on=ids, how="anti").collect()
+        rows = rows.lazy().join(present.unique(), on=ids, how="anti").collect()
         skipped = before - rows.height
-    else:
-        skipped = 0
     if rows.height == 0:
         return 0, skipped
     written = store.write_metadata(

@@ -163,6 +163,20 @@ class DeltaMetadataStore(MetadataStore):
             lf = lf.filter(~pl.col(WRITE_ID).is_in(hidden))
         return lf, table.version()
 
+    def scan_external_table(self, uri: str) -> pl.LazyFrame | None:
+        """Any Delta table at ``uri``, one this store does not manage (a Metaxy 0.1.6 store's, another
+        tool's), read lazily with this store's storage options; None when there is no table there.
+
+        The read gets what the store's own reads get: credentials from the AWS chain as of this call, the
+        configured request timeouts (a stalled endpoint fails with the store's one-line message), credentials
+        kept out of errors.
+        """
+        table = _io.open_table(uri, self.storage_options)
+        if table is None:
+            return None
+        with _io.guard("read", uri, self.storage_options):
+            return _io.scan_table(table, self.storage_options)
+
     def hidden_write_ids(self, feature: FeatureRef) -> list[str]:
         """Write ids whose rows are hidden from reads (rolled back); see the rollback docs."""
         return system.retracted_write_ids(self, resolve_key(feature))

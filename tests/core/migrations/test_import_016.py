@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from metaxy_core.testing.project import ProjectDir
@@ -105,6 +106,66 @@ def adopted_and_applied(project: ProjectDir, n_samples: int) -> None:
 def test_a_0_1_6_store_and_its_yaml_are_adopted_and_applied(tmp_path: Path) -> None:
     project = adopt(tmp_path / "adopted", FIXTURE / "store", FIXTURE / "migrations")
     adopted_and_applied(project, n_samples=20)
+
+
+def imported_rows(project: ProjectDir) -> dict[str, pl.DataFrame]:
+    """Every row of every feature (all versions), without the columns that differ between two writes."""
+    with project.session() as p:
+        return {
+            f: p.store.scan_feature(f)  # type: ignore[union-attr]
+            .collect()
+            .drop("metaxy_created_at", "metaxy_commit_order")
+            .sort("sample_uid", "metaxy_feature_version")
+            for f in FEATURES
+        }
+
+
+def test_an_import_in_buckets_of_samples_equals_the_import_in_one_piece(tmp_path: Path) -> None:
+    """``bucket_rows`` 3 splits each 0.1.6 feature version (20 samples) into 7 hash buckets, spilled once:
+    what memory follows on a large store; the imported rows are exactly those of an import in one piece."""
+    whole = adopt(tmp_path / "whole", FIXTURE / "store", FIXTURE / "migrations")
+    bucketed = adopt(tmp_path / "bucketed", FIXTURE / "store", FIXTURE / "migrations")
+    assert whole.run("migrations", "import-016").code == 0
+    run = bucketed.run("migrations", "import-016", "--format", "json", env={"METAXY_BUCKET_ROWS": "3"})
+    assert run.code == 0, run.err
+    assert json.loads(run.out)["rows"] == {f: 20 for f in FEATURES}
+    expected, got = imported_rows(whole), imported_rows(bucketed)
+    for feature in FEATURES:
+        assert got[feature].height == 20 and got[feature].equals(expected[feature]), feature
+    with whole.session() as w, bucketed.session() as b:  # one commit per bucket, instead of one
+        assert w.store.table_version("video/raw") == 0 and b.store.table_version("video/raw") >= 4
+
+
+def test_an_import_that_fails_midway_is_finished_by_the_next_one_without_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store refuses the 5th write (a crash, a lost connection): the import fails with one line, the
+    buckets written stay, and the next import writes only what is missing."""
+    from metaxy_core.errors import StoreError
+    from metaxy_core.store.delta import DeltaMetadataStore
+
+    reference = adopt(tmp_path / "reference", FIXTURE / "store", FIXTURE / "migrations")
+    assert reference.run("migrations", "import-016").code == 0
+    project = adopt(tmp_path / "crashed", FIXTURE / "store", FIXTURE / "migrations")
+    real, calls = DeltaMetadataStore.write_metadata, []
+
+    def failing(self: DeltaMetadataStore, *args: object, **kwargs: object) -> int:
+        calls.append(1)
+        if len(calls) == 5:
+            raise StoreError("cannot write to the table: connection reset by peer")
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeltaMetadataStore, "write_metadata", failing)
+    failed = project.run("migrations", "import-016", env={"METAXY_BUCKET_ROWS": "3"})
+    assert failed.code == 1 and len(failed.failed_lines) == 1 and "connection reset" in failed.err
+    monkeypatch.setattr(DeltaMetadataStore, "write_metadata", real)
+    rerun = project.run("migrations", "import-016", "--format", "json", env={"METAXY_BUCKET_ROWS": "3"})
+    assert rerun.code == 0, rerun.err
+    report = json.loads(rerun.out)
+    assert 0 < sum(report["skipped"].values()) and sum(report["rows"].values()) < 3 * 20
+    expected, got = imported_rows(reference), imported_rows(project)
+    for feature in FEATURES:
+        assert got[feature].height == 20 and got[feature].equals(expected[feature]), feature
 
 
 def test_importing_from_a_folder_without_a_0_1_6_store_names_the_fix(tmp_path: Path) -> None:
