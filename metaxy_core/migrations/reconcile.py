@@ -31,7 +31,7 @@ import polars as pl
 
 from metaxy_core.errors import MetadataNotFoundError
 from metaxy_core.store import bulk
-from metaxy_core.store.buckets import DEFAULT_PARTITION_ROWS, Buckets, Partitioning, plan
+from metaxy_core.store.buckets import DEFAULT_PARTITION_ROWS, Buckets, Partitioning, plan, sampled_ranges
 from metaxy_core.store.layout import Layout, feature_default_data_versions, feature_layout, newest_rows
 from metaxy_core.store.order import derived
 from metaxy_core.store.provenance import (
@@ -190,7 +190,12 @@ def carry_over(
                 up_where,
             )
         )
-    partitioning = partitioning or plan(inputs[0][2], ids, partition_rows)
+    if partitioning is None:
+        partitioning = plan(old_where, ids, partition_rows)
+        if partitioning.mode == "hash":  # files not in id order: spill by id ranges, so that the files
+            # written here are in id order and the next reconciliation of this feature needs no spill
+            sampled = scan.filter(pl.col(FEATURE_VERSION) == old_version)
+            partitioning = sampled_ranges(sampled, ids, old_where.rows, partition_rows) or partitioning
     todo_buckets = range(partitioning.k) if only_buckets is None else sorted(set(only_buckets))
     result.buckets, result.mode = partitioning.k, partitioning.mode
     repeats = {name: where.may_repeat for name, _, where in inputs}
@@ -382,7 +387,9 @@ def carry_plan(
     """The buckets :func:`carry_over` would split ``spec``'s rows at the old version into (None: no table).
 
     Made once per step and handed to every unit, so units running at different times (other units' commits
-    change the table's files) agree on which samples are whose."""
+    change the table's files) agree on which samples are whose. Unlike :func:`carry_over` alone, files not
+    in id order keep hash buckets: a unit of a range plan takes one bucket and reads only its files, which
+    only holds for clustered files (with sampled ranges every unit would read the whole table)."""
     pinned = store.scan_feature_at(spec.key)
     if pinned is None:
         return None

@@ -28,7 +28,7 @@ from typing import Any, Self
 import polars as pl
 
 from metaxy_core._process import current_pid, host_tag, hostname, pid_alive
-from metaxy_core.store.layout import Layout
+from metaxy_core.store.layout import RANGE_TYPES, Layout
 
 #: rows per bucket when nothing else is configured (about 0.6 GiB of working memory for a typical table)
 DEFAULT_PARTITION_ROWS = 1_000_000
@@ -129,6 +129,39 @@ def plan(old: Layout, ids: Sequence[str], partition_rows: int) -> Partitioning:
                 len(cuts) + 1, tuple(ids), pl.Series("boundaries", cuts, dtype=old.ranges.schema["lo"])
             )
     return Partitioning(k, tuple(ids))
+
+
+#: sampled ids per bucket when cutting id ranges from a sample (about 3% error on a bucket's size)
+SAMPLE_PER_BUCKET = 1000
+
+
+def sampled_ranges(
+    lf: pl.LazyFrame, ids: Sequence[str], rows: int, partition_rows: int
+) -> Partitioning | None:
+    """Range buckets for rows whose files are not in id order, cut at quantiles of a sample of their ids.
+
+    The inputs are spilled either way (by range instead of by hash, at the same cost), but each bucket's
+    output then covers one id range: the files a reconciliation writes are in id order, so the next one
+    reads them directly (no spill, no check for repeated samples). The sample keeps the rows whose id hash
+    is a multiple of a step (streaming, independent of the row order, ``SAMPLE_PER_BUCKET`` ids per bucket);
+    it also estimates each bucket's rows. None (use hash buckets) for several id columns, an id type
+    without order, or when one bucket would hold more than 1.5 ``partition_rows`` (e.g. a few ids holding
+    most rows).
+    """
+    k = buckets_for(rows, partition_rows)
+    schema = lf.collect_schema()
+    if k == 1 or len(ids) != 1 or schema.get(ids[0]) not in RANGE_TYPES:
+        return None
+    step = max(1, rows // (k * SAMPLE_PER_BUCKET))
+    sample = lf.select(ids[0]).filter(id_hash(ids, schema) % step == 0).collect().get_column(ids[0])
+    known = sample.drop_nulls().sort()
+    if known.len() < k:
+        return None
+    cuts = known.gather([j * known.len() // k for j in range(1, k)]).unique(maintain_order=True)
+    part = Partitioning(cuts.len() + 1, tuple(ids), cuts.alias("boundaries"))
+    per_bucket = sample.to_frame().select(part.key(schema).alias(BUCKET)).get_column(BUCKET).value_counts()
+    biggest = int(per_bucket.get_column("count").max() or 0) * step  # type: ignore[arg-type]
+    return part if biggest <= 1.5 * partition_rows else None
 
 
 def spill_root() -> str:

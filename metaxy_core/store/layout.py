@@ -83,7 +83,8 @@ class Layout:
         return total
 
 
-_RANGE_TYPES = (pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+#: id types whose order file statistics and range buckets can use
+RANGE_TYPES = (pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 #: string statistics this long may have been truncated by the writer; do not reason with them
 _MAX_STAT_CHARS = 31
 
@@ -116,7 +117,7 @@ def table_layout(
     lo_col, hi_col = f"min.{first}", f"max.{first}"
     if (
         len(ids) != 1
-        or schema.get(first) not in _RANGE_TYPES
+        or schema.get(first) not in RANGE_TYPES
         or lo_col not in actions.columns
         or hi_col not in actions.columns
     ):

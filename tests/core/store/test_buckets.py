@@ -124,15 +124,19 @@ def carried(
 
 
 @pytest.mark.parametrize(
-    ("ids", "clustered", "mode"),
-    [(["uid"], True, "range"), (["uid"], False, "hash"), (["video", "frame"], True, "hash")],
+    ("ids", "clustered", "mode", "spilled"),
+    [
+        (["uid"], True, "range", False),  # ranges cut between files: each bucket reads its own
+        (["uid"], False, "range", True),  # ranges cut from a sample of the ids, inputs spilled by range
+        (["video", "frame"], True, "hash", True),  # composite ids: hashes
+    ],
 )
-def test_bucketed_carry_over_equals_one_bucket(tmp_path, ids, clustered, mode):
+def test_bucketed_carry_over_equals_one_bucket(tmp_path, ids, clustered, mode, spilled):
     one, result_one = carried(build(tmp_path / "one", ids, clustered=clustered), ids, partition_rows=10**9)
     many, result_many = carried(build(tmp_path / "many", ids, clustered=clustered), ids, partition_rows=70)
     assert result_one.buckets == 1 and result_many.buckets > 3
     assert result_many.mode == mode
-    assert (result_many.spilled == []) == (mode == "range")
+    assert bool(result_many.spilled) == spilled
     assert result_one.rows == result_many.rows == one.height == 588  # 600 samples, 12 never computed
     assert one.equals(many)
     assert one[ids].n_unique() == one.height
