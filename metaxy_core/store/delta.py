@@ -325,7 +325,9 @@ class DeltaMetadataStore(MetadataStore):
         schema = lf.collect_schema()
         provenance.check_rows(spec, schema)
         if PROVENANCE_BY_FIELD not in schema:  # a downstream feature's rows: provenance from upstream
-            expected = self.expected_provenance(spec, graph)
+            # Only the upstream samples these rows are about are hashed: a pipeline writing one batch of a
+            # large feature would otherwise hash every upstream sample (and hold them) on every write.
+            expected = self.expected_provenance(spec, graph, samples=lf.select(spec.id_columns))
             # rows stay in the caller's order (id order, typically): reconciliation pairs rows by position
             # when a table and its upstream hold the same ids in the same order
             lf = lf.drop([c for c in SYSTEM_COLUMNS if c in schema]).join(
@@ -396,11 +398,13 @@ class DeltaMetadataStore(MetadataStore):
         graph: FeatureGraph,
         *,
         upstream: Mapping[FeatureKey, pl.LazyFrame] | None = None,
+        samples: pl.LazyFrame | None = None,
     ) -> pl.LazyFrame:
         """Expected provenance of every sample computable from the upstream features' current rows.
 
         ``upstream`` (internal) supplies the upstream features' current rows (id columns and
-        ``metaxy_data_version_by_field``) instead of reading them, e.g. one bucket of them.
+        ``metaxy_data_version_by_field``) instead of reading them, e.g. one bucket of them. ``samples``
+        (internal: id columns) limits the result to those samples, before any hashing.
 
         Raises:
             MetadataNotFoundError: an upstream feature has no metadata yet.
@@ -415,6 +419,11 @@ class DeltaMetadataStore(MetadataStore):
                         f"{self.root_uri}; write {dep.feature} first"
                     )
                 upstream[dep.feature] = lf
+        if samples is not None:
+            ids = list(spec.id_columns)
+            upstream = {
+                key: lf.join(samples, on=ids, how="semi", nulls_equal=True) for key, lf in upstream.items()
+            }
         return provenance.provenance_from_upstream(spec, graph, upstream)
 
     def resolve_update(
