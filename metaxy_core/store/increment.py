@@ -48,9 +48,16 @@ def resolve_update(
     bucketed = bucketed_increment(store, spec, graph, samples)
     if bucketed is not None:
         return bucketed
-    expected = store.expected_provenance(spec, graph) if spec.deps else None
+    # A downstream feature's samples restrict every side of the comparison to their ids: only their upstream
+    # rows are hashed and only their stored rows joined (not every sample of both tables).
+    wanted = None
+    if spec.deps and samples is not None and set(spec.id_columns) <= set(samples.collect_schema().names()):
+        wanted = samples.lazy().select(spec.id_columns)
+    expected = store.expected_provenance(spec, graph, samples=wanted) if spec.deps else None
     expected, requested_ids = expected_rows(spec, samples, expected)
     stored = store.current_rows(spec, graph, any_version=True)
+    if stored is not None and wanted is not None:
+        stored = stored.join(wanted, on=list(spec.id_columns), how="semi", nulls_equal=True)
     inc = compare(spec, graph, expected, requested_ids, stored)
     ids = list(spec.id_columns)
 

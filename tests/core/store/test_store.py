@@ -271,6 +271,10 @@ def test_downstream_samples_whose_upstream_rows_are_gone_are_removed(seeded: Del
     seeded.write_metadata(RAW, raw_rows([1, 2]), graph=bumped.graph)
     increment = seeded.resolve_update(EMB, graph=bumped.graph).collect()
     assert (ids(increment.added), ids(increment.changed), ids(increment.removed)) == ([], [1, 2], [3])
+    # asked about samples 2 and 3 only: the comparison is limited to them on every side
+    samples = pl.DataFrame({"sample_uid": [2, 3]})
+    only = seeded.resolve_update(EMB, samples=samples, graph=bumped.graph).collect()
+    assert (ids(only.added), ids(only.changed), ids(only.removed)) == ([], [2], [3])
 
 
 def test_a_downstream_code_version_bump_shows_as_changed_not_added(
