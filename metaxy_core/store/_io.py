@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -28,6 +29,7 @@ from metaxy_core.store._storage import (
     endpoint_of,
     is_remote,
     is_s3_options,
+    log_tail,
     note_stall,
     parse_duration,
     secret_values,
@@ -285,6 +287,7 @@ def append(
     fence: Fence | None = None,
     what: str | None = None,
     custom_metadata: Mapping[str, str] | None = None,
+    keep_open: bool = False,
 ) -> int | None:
     """Atomically append one frame (one Delta commit), stamping its commit order; returns the version.
 
@@ -298,6 +301,9 @@ def append(
     returned is None for derived rows (delta-rs may retry them past other commits). ``what`` names the
     target in errors (default: the URI). ``custom_metadata`` goes into the commit's ``commitInfo`` (facts
     about the rows that readers may rely on, see :func:`metaxy_core.store.layout.default_data_versions`).
+    ``keep_open``: keep the table as this commit leaves it, and start the next ``keep_open`` append to the
+    same table from it when nothing was committed since (one listing request instead of opening the table:
+    for a table one process appends to often, the migration log).
 
     Raises:
         MetadataSchemaError: a column's type differs from the table's (see :mod:`._integrity`).
@@ -309,7 +315,8 @@ def append(
         fence = None
     with guard("write to", uri, options):
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
-            table = _open_for_commit(uri, options)
+            table = _kept_table(uri, options) if keep_open and attempt == 1 else None
+            table = table if table is not None else _open_for_commit(uri, options)
             if attempt == 1:
                 clean_leftovers(uri, options, table, frame, fence)
             version = 0 if table is None else table.version() + 1
@@ -330,6 +337,9 @@ def append(
                     what=what,
                     custom_metadata=custom_metadata,
                 )
+                if keep_open and table is not None and table.version() == version:
+                    with _KEPT_LOCK:
+                        _KEPT[(uri, tuple(sorted(options.items())))] = table
                 return None if derived else version
             except CommitConflict:
                 if attempt == _COMMIT_ATTEMPTS:
@@ -431,6 +441,23 @@ def fenced_properties(
         app_transactions=transactions or None,
         custom_metadata=dict(custom_metadata) if custom_metadata else None,
     )
+
+
+#: tables as this process's last ``keep_open`` append left them: (uri, options) -> table (see :func:`append`)
+_KEPT: dict[tuple[str, tuple[tuple[str, str], ...]], DeltaTable] = {}
+_KEPT_LOCK = threading.Lock()
+
+
+def _kept_table(uri: str, options: Mapping[str, str]) -> DeltaTable | None:
+    """The table as this process's last append left it, when its version is still the latest (its commit file
+    is there and no later one: :func:`~metaxy_core.store._storage.log_tail`); taken out, so one thread at a
+    time commits with it (delta-rs table objects are not shared between threads)."""
+    with _KEPT_LOCK:
+        table = _KEPT.pop((uri, tuple(sorted(options.items()))), None)
+    if table is None:
+        return None
+    tag, later = log_tail(f"{uri}/_delta_log", table.version(), options)
+    return table if tag is not None and not later else None
 
 
 def _open_for_commit(uri: str, options: Mapping[str, str]) -> DeltaTable | None:

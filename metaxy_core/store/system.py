@@ -165,7 +165,7 @@ def system_errors(store: DeltaMetadataStore, name: str, action: str) -> Iterator
 def append_system(store: DeltaMetadataStore, name: str, rows: pl.DataFrame) -> int | None:
     """Append ``rows`` to system table ``name`` in one commit (the table is created by the first one);
     returns the version committed (the rows' commit order is ``2·version``)."""
-    return _io.append(store.system_table_uri(name), rows, store.storage_options)
+    return _io.append(store.system_table_uri(name), rows, store.storage_options, keep_open=True)
 
 
 def next_version(table: DeltaTable | None) -> int:
