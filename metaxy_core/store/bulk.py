@@ -35,7 +35,7 @@ from metaxy_core.store.provenance import (
     WRITE_ID,
     data_version_facts,
 )
-from metaxy_core.store.upload import S3Upload
+from metaxy_core.store.upload import upload_while_writing
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -69,6 +69,12 @@ def _file_stats(df: pl.DataFrame, ids: Sequence[str]) -> str:
         if nulls[name] < df.height:
             mins[name], maxs[name] = _stat_value(s.min()), _stat_value(s.max())
     return json.dumps({"numRecords": df.height, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+
+
+def _parquet_writer(frame: pl.DataFrame) -> Callable[[str], None]:
+    """Writes ``frame`` as a bulk file at a local path: polars' native writer, zstd level 1; row-group
+    statistics are left out (the Delta log gets the file's statistics; they cost ~15% of the write)."""
+    return lambda path: frame.write_parquet(path, compression="zstd", compression_level=1, statistics=False)
 
 
 def _native_compatible(table: DeltaTable, frame_schema: pl.Schema) -> bool:
@@ -136,16 +142,11 @@ def append_frames(
                 # Statistics for skipping files go to the Delta log (below); row-group statistics cost ~15%
                 # of the write and bulk files are bucket-sized, so they are left out.
                 if remote:  # zstd (half delta-rs' snappy bytes), uploaded in parts while it is encoded
-                    upload = S3Upload(path, options)
-                    try:
-                        frame.write_parquet(upload, compression="zstd", compression_level=1, statistics=False)
-                        upload.finish()
-                    except BaseException as exc:
-                        upload.abort(quietly=_io.timed_out(exc))
-                        raise
-                    size = upload.size
+                    size = upload_while_writing(
+                        path, options, _parquet_writer(frame), timed_out=_io.timed_out
+                    )
                 else:
-                    frame.write_parquet(path, compression="zstd", compression_level=1, statistics=False)
+                    _parquet_writer(frame)(path)
                     size = os.path.getsize(path)
                 written.append(path)
                 actions.append(

@@ -1,113 +1,153 @@
-"""Streamed uploads to S3: a file object whose bytes go up in parts while its writer produces the next ones.
+"""Uploads to S3 that overlap the writing of the file: a local file is uploaded in parts while it grows.
 
-The bulk writer (:mod:`metaxy_core.store.bulk`) encodes a bucket's Parquet file with polars straight into an
-:class:`S3Upload`, so on S3 the encoding and the upload of a bucket overlap instead of following each other.
+The bulk writer (:mod:`metaxy_core.store.bulk`) has polars encode a bucket's Parquet file into a local spool
+file (its native writer: no Python call per chunk, so no wait for the GIL while upload threads run) while a
+thread uploads what is already written, part by part (an S3 multipart upload); the object appears when the
+last part is in. A file smaller than one part is one PUT once written. Encoding and uploading a bucket thus
+overlap instead of following each other.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import io
-from collections.abc import Mapping
+import os
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from metaxy_core.store._storage import boto_errors, bucket_key, s3_client
 
-#: part size of a streamed upload (S3 wants at least 5 MiB but the last); smaller objects are one PUT
+#: part size of a multipart upload (S3 wants at least 5 MiB but the last); smaller files are one PUT
 UPLOAD_PART_BYTES = 16 * 1024 * 1024
-#: parts uploading at once while the writer produces the next: bounds the memory a stream holds
+#: parts uploading at once: bounds what is held in memory
 _PARTS_IN_FLIGHT = 2
+#: how often the uploader looks whether the file grew
+_POLL_S = 0.01
 
 
-class S3Upload(io.RawIOBase):
-    """A write-only file that becomes the object ``path`` (``s3://bucket/key``) once :meth:`finish` returns.
+def upload_while_writing(
+    path: str, options: Mapping[str, str], write: Callable[[str], None], *, timed_out: Callable[..., bool]
+) -> int:
+    """Call ``write(local_path)`` (it writes a file there, sequentially) and upload that file as the object
+    ``path`` (``s3://bucket/key``) while it is written; returns its size.
 
-    What is written goes up in parts of :data:`UPLOAD_PART_BYTES` (an S3 multipart upload) sent by background
-    threads while the writer produces the next part, so encoding a large file and uploading it overlap; an
-    object smaller than one part is one PUT at :meth:`finish`. Until then nothing is visible; :meth:`abort`
-    (call it on any failure) abandons the parts. A failed part is raised by :meth:`finish`, never inside
-    ``write`` (a writer such as polars' Parquet writer would wrap it), so the client's error, with its
-    timeout text, reaches the store's error translation as it is. Requests use the store's client (its
-    credentials and timeouts).
+    Nothing is visible at ``path`` until the whole file is in. On any failure the upload is abandoned (its
+    parts dropped; not when ``timed_out(exc)``: the endpoint stalled, an abort would wait again) and the
+    first error is raised: the writer's, or the client's own (as ``OSError``, for the store's error
+    translation). The uploaded bytes are checked against the finished file (CRC32) before the object is
+    completed, so a writer that went back over what it wrote is never committed half-updated.
     """
+    fd, spool = tempfile.mkstemp(prefix="metaxy-upload-", suffix=".parquet")
+    os.close(fd)
+    uploader = _Uploader(path, options, spool)
+    thread = threading.Thread(target=uploader.run, name="metaxy-upload", daemon=True)
+    thread.start()
+    try:
+        try:
+            write(spool)
+        finally:
+            uploader.written.set()
+            thread.join()
+        if uploader.error is not None:
+            raise uploader.error
+        uploader.complete()
+        return uploader.size
+    except BaseException as exc:
+        uploader.abort(quietly=timed_out(exc))
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(spool)
 
-    def __init__(self, path: str, options: Mapping[str, str]) -> None:
-        super().__init__()
-        self._bucket, self._key = bucket_key(path)
-        self._client = s3_client(options)
-        self._buffer = bytearray()
+
+class _Uploader:
+    """Uploads the spool file as it grows (see :func:`upload_while_writing`); errors are kept, not raised."""
+
+    def __init__(self, path: str, options: Mapping[str, str], spool: str) -> None:
+        self.bucket, self.key = bucket_key(path)
+        self.client = s3_client(options)
+        self.spool = spool
+        self.written = threading.Event()  # the writer returned (successfully or not)
+        self.error: BaseException | None = None
+        self.size = 0
+        self._crc = 0
         self._upload_id: str | None = None
         self._parts: list[concurrent.futures.Future[dict[str, Any]]] = []
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._error: BaseException | None = None
-        #: bytes written so far (the object's size once finished)
-        self.size = 0
+        self._small: bytes | None = None  # a file under two parts: one PUT at complete()
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:  # type: ignore[override]
-        view = memoryview(data).cast("B")
-        self.size += view.nbytes
-        if self._error is None:
-            self._buffer += view
-            if len(self._buffer) >= UPLOAD_PART_BYTES:
-                chunk, self._buffer = bytes(self._buffer), bytearray()
-                self._send(chunk)
-        return view.nbytes
+    def run(self) -> None:
+        try:
+            with open(self.spool, "rb") as f:
+                while True:
+                    done = self.written.is_set()  # before the size: once set, the size is final
+                    ready = os.fstat(f.fileno()).st_size - self.size
+                    if ready >= UPLOAD_PART_BYTES or (done and (ready or self._upload_id is None)):
+                        last = done and ready < 2 * UPLOAD_PART_BYTES  # no part below the minimum
+                        chunk = os.pread(f.fileno(), ready if last else UPLOAD_PART_BYTES, self.size)
+                        self.size += len(chunk)
+                        self._crc = zlib.crc32(chunk, self._crc)
+                        if done and self._upload_id is None and last:
+                            self._small = chunk
+                            return
+                        self._send(chunk)
+                        if last:
+                            return
+                    elif done:
+                        return
+                    else:
+                        self.written.wait(_POLL_S)
+        except Exception as exc:  # noqa: BLE001 - raised by upload_while_writing
+            self.error = exc
 
     def _send(self, chunk: bytes) -> None:
-        try:
-            if self._upload_id is None:
-                with boto_errors():
-                    started = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
-                self._upload_id = str(started["UploadId"])
-                self._pool = concurrent.futures.ThreadPoolExecutor(_PARTS_IN_FLIGHT, "metaxy-upload")
-            running = [f for f in self._parts if not f.done()]
-            if len(running) >= _PARTS_IN_FLIGHT:  # memory stays at a few parts: wait for the oldest
-                running[0].result()
-            assert self._pool is not None
-            self._parts.append(self._pool.submit(self._part, len(self._parts) + 1, chunk))
-        except Exception as exc:  # noqa: BLE001 - kept for finish(): the writer must not wrap it
-            self._error = exc
+        if self._upload_id is None:
+            with boto_errors():
+                started = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
+            self._upload_id = str(started["UploadId"])
+            self._pool = concurrent.futures.ThreadPoolExecutor(_PARTS_IN_FLIGHT, "metaxy-upload-part")
+        running = [f for f in self._parts if not f.done()]
+        if len(running) >= _PARTS_IN_FLIGHT:  # memory stays at a few parts: wait for the oldest
+            running[0].result()
+        assert self._pool is not None
+        self._parts.append(self._pool.submit(self._part, len(self._parts) + 1, chunk))
 
     def _part(self, number: int, chunk: bytes) -> dict[str, Any]:
         with boto_errors():
-            answer = self._client.upload_part(
-                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=chunk
+            answer = self.client.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=chunk
             )
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
-    def finish(self) -> None:
-        """Make the object visible (complete the upload, or PUT a small one); raises the first failure."""
-        if self._error is None and self._upload_id is None:
-            with boto_errors():
-                self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
-            return
-        if self._error is None and self._buffer:
-            chunk, self._buffer = bytes(self._buffer), bytearray()
-            self._send(chunk)
-        if self._error is not None:
-            raise self._error
+    def complete(self) -> None:
+        """Make the object visible, once every part is in and they are the finished file."""
         parts = [f.result() for f in self._parts]
-        with boto_errors():
-            self._client.complete_multipart_upload(
-                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
-            )
         self._close_pool()
+        crc = 0
+        with open(self.spool, "rb") as f:
+            while block := f.read(8 * 1024 * 1024):
+                crc = zlib.crc32(block, crc)
+        if crc != self._crc or os.path.getsize(self.spool) != self.size:
+            raise OSError(f"the file written for {self.key} changed while it was uploaded; nothing committed")
+        with boto_errors():
+            if self._upload_id is None:
+                self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._small or b"")
+            else:
+                done = {"Parts": parts}
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload=done
+                )
 
-    def abort(self, *, quietly: bool = False) -> None:
-        """Abandon the upload (best effort): its parts are dropped, no object appears. ``quietly``: do not
-        call the endpoint (it just timed out: an abort would wait a full timeout again)."""
+    def abort(self, *, quietly: bool) -> None:
         for future in self._parts:
             future.cancel()
         self._close_pool()
         if self._upload_id is not None and not quietly:
             with contextlib.suppress(Exception):
-                self._client.abort_multipart_upload(
-                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
-                )
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
 
     def _close_pool(self) -> None:
         if self._pool is not None:

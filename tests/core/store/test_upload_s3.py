@@ -1,65 +1,107 @@
-"""Streamed uploads to a real S3 API (moto's server): a file bigger than one part goes up as a multipart
-upload while it is written and reads back byte for byte; an abandoned upload leaves no object and no open
-upload; a failing endpoint is reported when the upload finishes, not inside the writer's ``write`` call."""
+"""Uploads that overlap the writing of the file, to a real S3 API (moto's server): a file bigger than one part
+goes up in parts while it grows and reads back byte for byte; a writer that fails leaves no object and no open
+upload; a file the writer went back over is never completed; a dead endpoint fails the call with the
+client's error, after the writer finished."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 from metaxy_core.store import upload as upload_module
-from metaxy_core.store.upload import S3Upload
+from metaxy_core.store._io import timed_out
+from metaxy_core.store.upload import upload_while_writing
 from metaxy_core.testing import S3Location
 
 PART = 5 * 1024 * 1024  # S3's smallest part
 
 
-def test_a_file_bigger_than_a_part_is_uploaded_in_parts_while_written_and_reads_back_equal(
+def _open_uploads(s3: S3Location) -> list[object]:
+    return s3.client().list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
+
+
+def _objects(s3: S3Location, name: str) -> list[object]:
+    return s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"{s3.prefix}/{name}").get("Contents", [])
+
+
+def test_a_file_bigger_than_a_part_goes_up_in_parts_while_it_is_written_and_reads_back_equal(
     s3: S3Location, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(upload_module, "UPLOAD_PART_BYTES", PART)
-    data = os.urandom(2 * PART + 12345)
-    upload = S3Upload(f"{s3.root}/big.bin", s3.storage_options)
-    for start in range(0, len(data), 64 * 1024):  # the way a Parquet writer writes: many small pieces
-        upload.write(data[start : start + 64 * 1024])
-    assert s3.client().list_multipart_uploads(Bucket=s3.bucket).get("Uploads"), "parts go up while written"
-    upload.finish()
-    assert upload.size == len(data)
+    data = os.urandom(3 * PART + 12345)
+    seen_open: list[int] = []
+
+    def write(path: str) -> None:  # a slow sequential writer, as polars' Parquet writer is
+        with open(path, "wb") as f:
+            for start in range(0, len(data), PART // 2):
+                f.write(data[start : start + PART // 2])
+                f.flush()
+                time.sleep(0.05)
+            seen_open.append(len(_open_uploads(s3)))
+
+    size = upload_while_writing(f"{s3.root}/big.bin", s3.storage_options, write, timed_out=timed_out)
+    assert size == len(data)
+    assert seen_open == [1], "parts went up before the writer finished"
     body = s3.client().get_object(Bucket=s3.bucket, Key=f"{s3.prefix}/big.bin")["Body"].read()
-    assert body == data
+    assert body == data and not _open_uploads(s3)
 
 
-def test_an_abandoned_upload_leaves_no_object_and_no_open_upload(
-    s3: S3Location, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(upload_module, "UPLOAD_PART_BYTES", PART)
-    upload = S3Upload(f"{s3.root}/gone.bin", s3.storage_options)
-    upload.write(os.urandom(PART + 1))
-    upload.abort()
-    client = s3.client()
-    assert not client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
-    assert not client.list_objects_v2(Bucket=s3.bucket, Prefix=f"{s3.prefix}/gone.bin").get("Contents")
+def test_a_small_file_is_one_put_once_written(s3: S3Location) -> None:
+    def write(path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(b"parquet bytes")
 
-
-def test_a_small_file_is_one_put_at_finish(s3: S3Location) -> None:
-    upload = S3Upload(f"{s3.root}/small.bin", s3.storage_options)
-    upload.write(b"parquet bytes")
-    assert not s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"{s3.prefix}/small.bin").get("Contents")
-    upload.finish()
-    assert (
-        s3.client().get_object(Bucket=s3.bucket, Key=f"{s3.prefix}/small.bin")["Body"].read()
-        == b"parquet bytes"
+    assert upload_while_writing(f"{s3.root}/small.bin", s3.storage_options, write, timed_out=timed_out) == 13
+    assert s3.client().get_object(Bucket=s3.bucket, Key=f"{s3.prefix}/small.bin")["Body"].read() == (
+        b"parquet bytes"
     )
 
 
-def test_a_dead_endpoint_fails_the_upload_at_finish_not_inside_write(
-    closed_endpoint: str, monkeypatch: pytest.MonkeyPatch
+def test_a_writer_that_fails_leaves_no_object_and_no_open_upload(
+    s3: S3Location, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(upload_module, "UPLOAD_PART_BYTES", PART)
+
+    def write(path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(os.urandom(2 * PART + 1))
+            f.flush()
+            time.sleep(0.3)  # its first part is uploading
+        raise ValueError("the encoder failed")
+
+    with pytest.raises(ValueError, match="the encoder failed"):
+        upload_while_writing(f"{s3.root}/gone.bin", s3.storage_options, write, timed_out=timed_out)
+    assert not _open_uploads(s3) and not _objects(s3, "gone.bin")
+
+
+def test_a_file_the_writer_went_back_over_is_never_completed(
+    s3: S3Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upload_module, "UPLOAD_PART_BYTES", PART)
+
+    def write(path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(os.urandom(2 * PART))
+            f.flush()
+            time.sleep(0.3)  # the first part was read and sent
+            f.seek(0)
+            f.write(b"rewritten header")
+
+    with pytest.raises(OSError, match="changed while it was uploaded"):
+        upload_while_writing(f"{s3.root}/moved.bin", s3.storage_options, write, timed_out=timed_out)
+    assert not _open_uploads(s3) and not _objects(s3, "moved.bin")
+
+
+def test_a_dead_endpoint_fails_the_upload_with_the_clients_error(closed_endpoint: str) -> None:
     options = {"AWS_ENDPOINT_URL": closed_endpoint, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
-    upload = S3Upload("s3://bucket/prefix/x.bin", {**options, "timeout": "2s"})
-    assert upload.write(os.urandom(PART + 1)) == PART + 1  # the writer is not interrupted
-    with pytest.raises(OSError, match="Could not connect|connect"):
-        upload.finish()
-    upload.abort(quietly=True)
+
+    def write(path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(b"x" * 1000)
+
+    with pytest.raises(OSError, match="connect"):
+        upload_while_writing(
+            "s3://bucket/prefix/x.bin", {**options, "timeout": "2s"}, write, timed_out=timed_out
+        )
