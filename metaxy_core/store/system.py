@@ -276,7 +276,7 @@ def _read_small(store: DeltaMetadataStore, name: str) -> pl.DataFrame | None:
     if store.is_remote:
         if cached is not None:
             version, tag = cached[0]  # type: ignore[misc]
-            if log_tail(store, name, version) == (tag, False):
+            if tag is not None and log_tail(store, name, version) == (tag, False):
                 return cached[1]
         table = open_system_table(store, name)
         if table is None:
