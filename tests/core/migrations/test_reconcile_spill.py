@@ -24,7 +24,7 @@ import pytest
 
 from metaxy_core import DeltaMetadataStore
 from metaxy_core.migrations.reconcile import CarryOverResult, carry_over, carry_plan
-from metaxy_core.store.buckets import BUCKET, SPILL_DIR_ENV, sampled_ranges
+from metaxy_core.store.buckets import BUCKET, MAX_COMPARED_CUTS, SPILL_DIR_ENV, Partitioning, sampled_ranges
 from metaxy_core.store.provenance import COMMIT_ORDER, CREATED_AT, PROVENANCE_BY_FIELD, WRITE_ID
 from metaxy_core.testing import video_graph
 
@@ -171,3 +171,18 @@ def test_sampled_ranges_fall_back_to_hashes_when_ids_cannot_be_cut_evenly():
     pair = pl.DataFrame({"video": ["a"] * 10, "frame": list(range(10))}).lazy()
     assert sampled_ranges(pair, ["video", "frame"], 10, 2) is None  # several id columns: hashes
     assert sampled_ranges(ids.to_frame().lazy(), ["uid"], 10_000, 10_000) is None  # one bucket
+    # more buckets than cuts that key a spill by streaming comparisons
+    assert sampled_ranges(ids.to_frame().lazy(), ["uid"], 10_000, 10_000 // (MAX_COMPARED_CUTS + 2)) is None
+
+
+def test_range_keys_by_comparisons_equal_the_search_in_the_cuts():
+    """Up to MAX_COMPARED_CUTS cuts a row's range bucket is counted by comparisons (a spill streams);
+    beyond, searched in the cuts: both give every id (nulls included) the same bucket."""
+    uid = pl.Series("uid", [None, "", "a", "b", "b0", "c", "zz", "b", None], dtype=pl.String)
+    for n in (3, MAX_COMPARED_CUTS + 5):
+        cuts = pl.Series("boundaries", sorted({"b", "c", *[f"b{i:03d}" for i in range(n - 2)]}))
+        part = Partitioning(cuts.len() + 1, ("uid",), cuts)
+        keys = uid.to_frame().select(part.key({"uid": pl.String})).to_series()
+        searched = uid.to_frame().select(pl.lit(cuts).search_sorted(pl.col("uid"), side="right")).to_series()
+        assert keys.to_list() == searched.fill_null(0).to_list()
+        assert keys[0] == 0 and keys[1] == 0 and keys[6] == part.k - 1
