@@ -352,6 +352,27 @@ def _vs(best: dict[str, dict[str, Any]], label: str, key: str) -> float | str:
     return best[label][key] / best["baseline"][key]
 
 
+def _recon_row(
+    n: int, layout: str, what: str, b: dict[str, Any], bare: dict[str, Any], vs_seconds: Any, vs_cpu: Any
+) -> list[Any]:
+    """One row of the recon table: a reconciliation's figures and its ratios to the bare write."""
+    if "error" in b:
+        return [n, layout, what, b["error"], "", "", "", "", ""]
+    return [
+        n,
+        layout,
+        what,
+        b["seconds"],
+        n / b["seconds"],
+        b["min_cpu_s"],
+        b["peak_rss_mib"],
+        bare["seconds"] / b["seconds"],
+        bare["seconds"] / b["process_s"],
+        vs_seconds,
+        vs_cpu,
+    ]
+
+
 def section_recon(args: argparse.Namespace, base: Path) -> None:
     rows = []
     systems = _systems(args, base)
@@ -386,44 +407,20 @@ def section_recon(args: argparse.Namespace, base: Path) -> None:
                 rows.append([n, layout, "ours", best["ours"].get("error", "?"), "", "", "", "", ""])
                 continue
             for label, _, _ in systems:
-                b = best[label]
-                if "error" in b:
-                    rows.append([n, layout, f"reconciliation ({label})", b["error"], "", "", "", "", ""])
-                    continue
                 rows.append(
-                    [
+                    _recon_row(
                         n,
                         layout,
                         f"reconciliation ({label})",
-                        b["seconds"],
-                        n / b["seconds"],
-                        b["min_cpu_s"],
-                        b["peak_rss_mib"],
-                        bare["seconds"] / b["seconds"],
-                        bare["seconds"] / b["process_s"],
+                        best[label],
+                        bare,
                         _vs(best, label, "seconds"),
                         _vs(best, label, "min_cpu_s"),
-                    ]
+                    )
                 )
             for label, _, _ in systems if args.second_run else []:
-                b = _best(again[label])
-                if "error" in b:
-                    rows.append([n, layout, f"2nd reconciliation ({label})", b["error"], "", "", "", "", ""])
-                    continue
                 rows.append(
-                    [
-                        n,
-                        layout,
-                        f"2nd reconciliation ({label})",
-                        b["seconds"],
-                        n / b["seconds"],
-                        b["min_cpu_s"],
-                        b["peak_rss_mib"],
-                        bare["seconds"] / b["seconds"],
-                        bare["seconds"] / b["process_s"],
-                        "",
-                        "",
-                    ]
+                    _recon_row(n, layout, f"2nd reconciliation ({label})", _best(again[label]), bare, "", "")
                 )
             rows.append(
                 [
