@@ -440,8 +440,17 @@ def boto_errors() -> Iterator[None]:
         raise _as_os_error(exc) from None
 
 
+#: error codes S3 answers for an object that is not there
+_MISSING_CODES = ("404", "NoSuchKey", "NotFound")
+
+
 def _as_os_error(exc: Exception) -> OSError:
-    """A boto3/botocore failure as an ``OSError`` (what the store's error translation understands)."""
+    """A boto3/botocore failure as an ``OSError`` (what the store's error translation understands); a missing
+    object as ``FileNotFoundError``, as for a local path."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _MISSING_CODES:
+        return FileNotFoundError(f"{type(exc).__name__}: {exc}")
     return OSError(f"{type(exc).__name__}: {exc}")
 
 
@@ -472,17 +481,12 @@ def modified_at(path: str, options: Mapping[str, str]) -> Any:
             return datetime.fromtimestamp(os.stat(path).st_mtime_ns / 1e9, tz=UTC)
         except FileNotFoundError:
             return None
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, key = bucket_key(path)
     try:
-        head = s3_client(options).head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise _as_os_error(exc) from None
-    except BotoCoreError as exc:
-        raise _as_os_error(exc) from None
+        with boto_errors():
+            head = s3_client(options).head_object(Bucket=bucket, Key=key)
+    except FileNotFoundError:
+        return None
     return head["LastModified"]
 
 

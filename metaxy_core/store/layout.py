@@ -224,12 +224,8 @@ def commit_info(uri: str, options: Mapping[str, str], version: int) -> dict[str,
     path = f"{uri.rstrip('/')}/_delta_log/{version:020d}.json"
     try:
         text = _storage.read_bytes(path, options).decode()
-    except FileNotFoundError:
+    except FileNotFoundError:  # locally, or a missing S3 object (see _storage.boto_errors)
         return None
-    except OSError as exc:
-        if "NoSuchKey" in str(exc) or "404" in str(exc):
-            return None
-        raise
     for line in text.splitlines():
         if '"commitInfo"' in line:
             info = json.loads(line).get("commitInfo")
