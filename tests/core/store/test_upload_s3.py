@@ -1,7 +1,8 @@
-"""Uploads that overlap the writing of the file, to a real S3 API (moto's server): a file bigger than one part
-goes up in parts while it grows and reads back byte for byte; a writer that fails leaves no object and no open
-upload; a file the writer went back over is never completed; a dead endpoint fails the call with the
-client's error, after the writer finished."""
+"""Uploads that overlap the writing of the file, to a real S3 API (moto's server): a file that grows past the
+single-PUT size goes up in parts while it grows and reads back byte for byte; one that stays under it is one
+PUT of the finished file (no multipart upload); a writer that fails leaves no object and no open upload; a
+file the writer went back over is never completed; a dead endpoint fails the call with the client's error,
+after the writer finished."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ from metaxy_core.testing import S3Location
 PART = 5 * 1024 * 1024  # S3's smallest part
 
 
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of S3's smallest size, and a multipart upload for anything bigger than one part."""
+    monkeypatch.setattr(upload_module, "UPLOAD_PART_BYTES", PART)
+    monkeypatch.setattr(upload_module, "SINGLE_PUT_BYTES", PART)
+
+
 def _open_uploads(s3: S3Location) -> list[object]:
     return s3.client().list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
 
@@ -26,10 +34,10 @@ def _objects(s3: S3Location, name: str) -> list[object]:
     return s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"{s3.prefix}/{name}").get("Contents", [])
 
 
+@pytest.mark.usefixtures("small_parts")
 def test_a_file_bigger_than_a_part_goes_up_in_parts_while_it_is_written_and_reads_back_equal(
-    s3: S3Location, monkeypatch: pytest.MonkeyPatch
+    s3: S3Location,
 ) -> None:
-    monkeypatch.setattr(upload_module, "UPLOAD_PART_BYTES", PART)
     data = os.urandom(3 * PART + 12345)
     seen_open: list[int] = []
 
@@ -59,11 +67,32 @@ def test_a_small_file_is_one_put_once_written(s3: S3Location) -> None:
     )
 
 
-def test_a_writer_that_fails_leaves_no_object_and_no_open_upload(
+def test_a_file_under_the_single_put_size_is_one_put_of_the_finished_file_without_a_multipart_upload(
     s3: S3Location, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(upload_module, "UPLOAD_PART_BYTES", PART)
+    monkeypatch.setattr(upload_module, "SINGLE_PUT_BYTES", 4 * PART)
+    data = os.urandom(3 * PART + 7)
+    seen_open: list[int] = []
 
+    def write(path: str) -> None:  # several parts' worth, written slowly, then rewritten at its start
+        with open(path, "wb") as f:
+            for start in range(0, len(data), PART):
+                f.write(data[start : start + PART])
+                f.flush()
+                time.sleep(0.05)
+            seen_open.append(len(_open_uploads(s3)))
+            f.seek(0)
+            f.write(b"final header")  # nothing was sent yet: the object is the finished file
+
+    size = upload_while_writing(f"{s3.root}/one.bin", s3.storage_options, write, timed_out=timed_out)
+    assert size == len(data) and seen_open == [0]
+    body = s3.client().get_object(Bucket=s3.bucket, Key=f"{s3.prefix}/one.bin")["Body"].read()
+    assert body == b"final header" + data[12:] and not _open_uploads(s3)
+
+
+@pytest.mark.usefixtures("small_parts")
+def test_a_writer_that_fails_leaves_no_object_and_no_open_upload(s3: S3Location) -> None:
     def write(path: str) -> None:
         with open(path, "wb") as f:
             f.write(os.urandom(2 * PART + 1))
@@ -76,10 +105,8 @@ def test_a_writer_that_fails_leaves_no_object_and_no_open_upload(
     assert not _open_uploads(s3) and not _objects(s3, "gone.bin")
 
 
-def test_a_file_the_writer_went_back_over_is_never_completed(
-    s3: S3Location, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(upload_module, "UPLOAD_PART_BYTES", PART)
+@pytest.mark.usefixtures("small_parts")
+def test_a_file_the_writer_went_back_over_is_never_completed(s3: S3Location) -> None:
 
     def write(path: str) -> None:
         with open(path, "wb") as f:
