@@ -185,7 +185,7 @@ def resolve_theirs(project: Path, venv: Path, timeout: float) -> dict[str, Any]:
 def resolve_ours(project: Path, timeout: float) -> dict[str, Any]:
     script = project / "resolve_ours.py"
     script.write_text(textwrap.dedent(OUR_RESOLVE))
-    cmd = [sys.executable, str(script), str(project / "pristine"), str(Path(__file__).resolve().parent)]
+    cmd = [str(V.OURS_PYTHON), str(script), str(project / "pristine"), str(Path(__file__).resolve().parent)]
     return _with_json(V.timed(cmd, project, V.our_env(project, True), timeout))
 
 
@@ -309,6 +309,7 @@ def main() -> None:
     base.mkdir(parents=True, exist_ok=True)
     print(f"machine: {C.run_isolated(_machine)['machine']}", flush=True)
     venv = V.ensure_venv(Path(args.venv), VERSION)
+    V.ensure_our_venv()
     rows: list[list[Any]] = []
     for n in [int(s) for s in args.rows.split(",") if s]:
         rows += compare(base, n, venv, args.repeat, args.timeout)

@@ -261,6 +261,7 @@ def main() -> None:
     base.mkdir(parents=True, exist_ok=True)
     print(f"machine: {C.run_isolated(_machine)['machine']}", flush=True)
     venv = ensure_venv(Path(args.venv))
+    V.ensure_our_venv()
     rows: list[list[Any]] = []
     for n in [args.rows, *[int(s) for s in args.fallback_sizes.split(",") if s and int(s) < args.rows]]:
         got, ok = compare(base, n, venv, args.repeat, args.timeout)
