@@ -195,3 +195,67 @@ def test_a_store_made_now_by_the_real_metaxy_0_1_6_package_is_adopted_and_applie
     python = make_store.ensure_venv(Path("/tmp/metaxy016-venv"))
     store, migrations = make_store.make_project(tmp_path / "legacy016", python)
     adopted_and_applied(adopt(tmp_path / "adopted", store, migrations), n_samples=make_store.N_SAMPLES)
+
+
+KILLHOOK = Path(__file__).resolve().parents[2] / "reliability" / "killhook.py"
+
+
+def _import_under_hook(project: ProjectDir, plan: dict[str, object], *args: str) -> tuple[int, str, str]:
+    """``metaxy migrations import-016`` in its own process under the kill hook, in 3-sample buckets: its
+    exit code, stdout and stderr."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("METAXY_", "AWS_"))}
+    env.update(
+        METAXY_TEST_HOOK=json.dumps(plan),
+        METAXY_BUCKET_ROWS="3",
+        METAXY_SPILL_DIR=str(project.root / "spill"),
+        PYTHONPATH=str(project.root),
+    )
+    cmd = [sys.executable, str(KILLHOOK), "--config", str(project.root / "metaxy.toml"), "migrations"]
+    proc = subprocess.run(
+        [*cmd, "import-016", *args], cwd=project.root, env=env, capture_output=True, text=True, timeout=120
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_sigkill_anywhere_in_an_import_then_rerun_equals_an_uninterrupted_import(tmp_path: Path) -> None:
+    """The process is SIGKILLed before, inside or just after one of its commits (a bucket of rows, a
+    snapshot push), at points drawn over the whole import; the next import finishes it: every feature
+    version's rows exactly once, equal to an uninterrupted import, the snapshots pushed once, no spill
+    files of the killed process left, and a third import has nothing left to do."""
+    import random
+
+    reference = adopt(tmp_path / "reference", FIXTURE / "store", FIXTURE / "migrations")
+    log = tmp_path / "reference.log"
+    code, _, err = _import_under_hook(reference, {"log": str(log)})
+    assert code == 0, err
+    commits = [json.loads(line) for line in log.read_text().splitlines()]
+    kinds = {c["kind"] for c in commits}
+    assert {"data", "snapshot"} <= kinds and len(commits) >= 10, commits
+    expected = imported_rows(reference)
+
+    rng = random.Random(16)
+    points = rng.sample(range(1, len(commits) + 1), 8)
+    hows = ["before", "after", "during", "before", "after", "during", "before", "after"]
+    killed_at, resumed = [], 0
+    for trial, (n, how) in enumerate(zip(points, hows, strict=True)):
+        project = adopt(tmp_path / f"trial{trial}", FIXTURE / "store", FIXTURE / "migrations")
+        plan = {"kill_at": n, "how": how, "delay": rng.uniform(0.0, 0.02)}
+        code, out, err = _import_under_hook(project, plan)
+        assert code == -9, f"trial {trial} ({how} commit {n}): exited {code}, not killed:\n{out}{err}"
+        killed_at.append(commits[n - 1]["kind"])
+        code, out, err = _import_under_hook(project, {}, "--format", "json")
+        assert code == 0, f"trial {trial} ({how} commit {n}): the re-run failed:\n{err}"
+        resumed += sum(json.loads(out)["skipped"].values()) > 0  # it found work done and kept it
+        got = imported_rows(project)
+        for feature in FEATURES:
+            assert got[feature].height == 20 and got[feature].equals(expected[feature]), (trial, feature)
+        spill = project.root / "spill"
+        assert not (list(spill.iterdir()) if spill.exists() else []), f"trial {trial}: spill files left"
+        again = project.run("migrations", "import-016", "--format", "json")
+        assert again.code == 0 and json.loads(again.out)["pushed"] == [], (trial, again.out)
+        assert set(json.loads(again.out)["rows"].values()) == {0}, (trial, again.out)
+    assert "data" in killed_at and resumed >= 3, (killed_at, resumed)
