@@ -138,7 +138,7 @@ class StoreLock:
 
     # ---------------------------------------------------------------- reading
     def _state(self) -> tuple[DeltaTable | None, LeaseInfo | None]:
-        table = open_system_table(self.store, LOCK)
+        table = open_system_table(self.store, LOCK, for_commit=True)  # callers may commit to it
         if table is None:
             return None, None
         df = read_system(self.store, LOCK, table=table, where=pl.col("project") == self.store.project)
@@ -280,13 +280,17 @@ class StoreLock:
         """(table, lease, whether it is ours) for a commit of the holder (call under ``self._commits``).
 
         When nothing was committed to the lock table since this process's own last commit (one HEAD of the
-        next log file), that commit's table is reused and the lease is ours (``lease`` is then None): a
-        takeover or a release by hand is a later commit. Otherwise the table is read again.
+        next log file), the lease is ours (``lease`` is then None): a takeover or a release by hand is a later
+        commit. That commit's table is reused, or opened without reading its rows when the commit created
+        the table (delta-rs gives no table object then: the first renew of a fresh store). Otherwise the
+        table is read again.
         """
         table, seen = self._table, self._seen
         self._table = None  # used at most once: the caller commits to it, or reads again
-        if table is not None and seen is not None and table.version() == seen:
-            if not committed_after(self.store, LOCK, seen):
+        if seen is not None and not committed_after(self.store, LOCK, seen):
+            if table is None or table.version() != seen:
+                table = open_system_table(self.store, LOCK, for_commit=True)
+            if table is not None and table.version() == seen:  # else a commit landed since the HEAD
                 return table, None, True
         table, lease = self._state()
         return table, lease, self._ours(lease)

@@ -216,29 +216,77 @@ def _first_line(text: str, limit: int = 400) -> str:
 
 
 def table_exists(uri: str, options: Mapping[str, str]) -> bool:
+    if is_remote(uri):  # an open (usually the reader cache's: one listing request) is what answers there
+        return open_table(uri, options) is not None
     with guard("open the table at", uri, options):
-        if is_remote(uri):
-            try:
-                DeltaTable(uri, storage_options=delta_options(options))
-                return True
-            except TableNotFoundError:
-                return False
         return DeltaTable.is_deltatable(uri, storage_options=delta_options(options))
 
 
-def open_table(uri: str, options: Mapping[str, str], version: int | None = None) -> DeltaTable | None:
+def open_table(
+    uri: str, options: Mapping[str, str], version: int | None = None, *, for_commit: bool = False
+) -> DeltaTable | None:
     """The table at ``uri`` (at ``version``, default the latest), or None when there is none.
+
+    **Reads share one open per version.** Without ``version`` the table this process last opened at the
+    latest version is returned again while that version is still the latest: its commit file is there,
+    unchanged, and no later one (Delta commit order, one listing request on S3, two ``stat`` calls locally:
+    :func:`~metaxy_core.store._storage.log_tail`); any later commit, this process's own included, makes the
+    next call open the table again. An apply reads a feature's table in several places (has it rows? its
+    layout at two versions, its commit facts, the scan itself), each an open of ~20-200 ms on S3 (the
+    ``_last_checkpoint`` read, a log listing, the commit files, the damage check): now one. The object is
+    shared, so callers only read it (``pl.scan_delta`` pins the version it was opened at); the cache key
+    holds the credentials resolved now, so a rotated key or token opens the table again with the new one.
+
+    ``for_commit``: a table of the caller's own, never shared, for a caller that commits to it (a commit
+    moves a table object to the version it made).
 
     Raises:
         StoreError: the table cannot be opened, or its log is damaged (the error names the commit file).
     """
     with guard("open the table at", uri, options):
+        resolved = delta_options(options)
+        shared = version is None and not for_commit
+        key = (uri, tuple(sorted(resolved.items())))
+        if shared:
+            table = _still_latest(key, uri, options)
+            if table is not None:
+                return table
         try:
-            table = DeltaTable(uri, storage_options=delta_options(options), version=version)
+            table = DeltaTable(uri, storage_options=resolved, version=version)
         except TableNotFoundError:
             return None
         verify_log(uri, options, table)
+        if shared:
+            tag = log_tail(f"{uri}/_delta_log", table.version(), options)[0]
+            if tag is not None:
+                with _OPENED_LOCK:
+                    if len(_OPENED) > 64:
+                        _OPENED.clear()
+                    _OPENED[key] = (table, tag)
         return table
+
+
+#: tables opened for reading at their latest version, per (uri, resolved options): (table, a tag of the commit
+#: file of its version); see :func:`open_table`
+_OPENED: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[DeltaTable, str]] = {}
+_OPENED_LOCK = threading.Lock()
+
+
+def _still_latest(
+    key: tuple[str, tuple[tuple[str, str], ...]], uri: str, options: Mapping[str, str]
+) -> DeltaTable | None:
+    """The table of ``key`` this process opened, if its version is still the table's latest."""
+    with _OPENED_LOCK:
+        entry = _OPENED.get(key)
+    if entry is None:
+        return None
+    table, tag = entry
+    if log_tail(f"{uri}/_delta_log", table.version(), options) == (tag, False):
+        return table
+    with _OPENED_LOCK:
+        if _OPENED.get(key) is entry:
+            del _OPENED[key]
+    return None
 
 
 def scan_table(table: DeltaTable, options: Mapping[str, str]) -> pl.LazyFrame:

@@ -121,7 +121,7 @@ def append_frames(
         order = frames[0].get_column(COMMIT_ORDER)
         if all(f.get_column(COMMIT_ORDER).n_unique() == 1 for f in frames) and order.n_unique() == 1:
             facts.update({COMMIT_ORDER_FACT: str(order[0]), ROWS_FACT: str(total)})
-    table = _io.open_table(uri, options)
+    table = _io.open_table(uri, options, for_commit=True)
     _io.clean_leftovers(uri, options, table, frames[0], fence)  # a re-run: what a failed attempt left
     if table is None or not _native_compatible(table, frames[0].schema):
         frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed", rechunk=False)
@@ -175,7 +175,7 @@ def append_frames(
                     # sibling writer of the same lease (another unit of this run) committed first: Delta
                     # refuses concurrent commits carrying the same app transaction, so commit the files
                     # again on the table as it now is (derived rows may land at any version).
-                    latest = _io.open_table(uri, options)
+                    latest = _io.open_table(uri, options, for_commit=True)
                     fence.check(None if latest is None else latest.transaction_version(fence.app_id))
                     if latest is None or attempt == _FENCED_ATTEMPTS:
                         raise

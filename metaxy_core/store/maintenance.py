@@ -28,7 +28,7 @@ from metaxy_core.graph.graph import FeatureGraph, resolve_key
 from metaxy_core.graph.keys import FeatureKey
 from metaxy_core.reporting import ProgressCallback, ProgressMeter
 from metaxy_core.store import _io
-from metaxy_core.store.system import EVENT_TABLES, SYSTEM_DIR, SYSTEM_TABLES
+from metaxy_core.store.system import EVENT_TABLES, SYSTEM_DIR, SYSTEM_TABLES, log_reaches
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -135,7 +135,7 @@ def _each_table(
     for i, (label, uri, key) in enumerate(targets):
         if i:
             meter.update(i)  # the tables before this one are done
-        table = _io.open_table(uri, store.storage_options)
+        table = _io.open_table(uri, store.storage_options, for_commit=True)  # the work commits to it
         if table is None or (skip is not None and skip(table)):
             continue
         start = time.perf_counter()
@@ -180,7 +180,7 @@ def optimize(
         report.files_added = int(metrics.get("numFilesAdded", 0))
         report.files_removed = int(metrics.get("numFilesRemoved", 0))
         report.detail = {"z_order": ids} if ids else {}
-        return _io.open_table(uri, store.storage_options) or table
+        return _io.open_table(uri, store.storage_options, for_commit=True) or table
 
     targets = tables(store, feature, graph=graph)
     return _each_table(store, targets, "optimize", work, dry_run=dry_run, on_progress=on_progress)
@@ -235,7 +235,7 @@ def vacuum(
             table.vacuum(dry_run=False, **options)
         report.files_removed = len(removed)
         report.detail = {"retention_hours": retention_hours, "files": sorted(removed)[:20]}
-        return _io.open_table(uri, store.storage_options) or table
+        return _io.open_table(uri, store.storage_options, for_commit=True) or table
 
     targets = tables(store, feature, graph=graph)
     return _each_table(store, targets, "vacuum", work, dry_run=dry_run, on_progress=on_progress)
@@ -275,9 +275,37 @@ def compact_fragmented_system_tables(
 
     def work(table: DeltaTable, uri: str, key: FeatureKey | None, report: TableMaintenance) -> DeltaTable:
         table.optimize.compact()
-        table = _io.open_table(uri, store.storage_options) or table
+        table = _io.open_table(uri, store.storage_options, for_commit=True) or table
         table.create_checkpoint()
         return table
 
-    targets = [(f"{SYSTEM_DIR}/{name}", store.system_table_uri(name), None) for name in EVENT_TABLES]
-    return _each_table(store, targets, "optimize", work, skip=lambda table: _files(table) < min_files)
+    reports: list[TableMaintenance] = []
+    for name in EVENT_TABLES:
+        uri = store.system_table_uri(name)
+        # Each commit to an event table adds one file: it cannot hold min_files files before a commit at
+        # (version counted) + (files short of min_files) exists, which one listing tells without opening it.
+        version, files = _COUNTED.get(uri, (-1, 0))
+        if not log_reaches(store, name, version + min_files - files):
+            continue
+
+        def skip(table: DeltaTable, uri: str = uri) -> bool:
+            _count(uri, table.version(), _files(table))
+            return _COUNTED[uri][1] < min_files
+
+        target = [(f"{SYSTEM_DIR}/{name}", uri, None)]
+        for report in _each_table(store, target, "optimize", work, skip=skip):
+            _count(uri, report.version_after, report.files_after)
+            reports.append(report)
+    return reports
+
+
+#: per event table: (version, data files) when this process last counted them, see
+#: :func:`compact_fragmented_system_tables`
+_COUNTED: dict[str, tuple[int, int]] = {}
+
+
+def _count(uri: str, version: int | None, files: int | None) -> None:
+    if version is not None and files is not None:
+        if len(_COUNTED) > 64:
+            _COUNTED.clear()
+        _COUNTED[uri] = (version, files)

@@ -122,13 +122,14 @@ class PushResult:
     previous_version: str | None
 
 
-def open_system_table(store: DeltaMetadataStore, name: str) -> DeltaTable | None:
+def open_system_table(store: DeltaMetadataStore, name: str, *, for_commit: bool = False) -> DeltaTable | None:
     """System table ``name`` at its latest version; None before its first write.
 
     For readers that need the version they read (a cache keyed by it, the lock's compare-and-swap append):
-    pass the table to :func:`read_system` to read exactly that version.
+    pass the table to :func:`read_system` to read exactly that version. ``for_commit``: the caller commits
+    to the table (:func:`cas_append`), so it gets one of its own (see :func:`._io.open_table`).
     """
-    return _io.open_table(store.system_table_uri(name), store.storage_options)
+    return _io.open_table(store.system_table_uri(name), store.storage_options, for_commit=for_commit)
 
 
 def read_system(
@@ -198,6 +199,29 @@ def committed_after(store: DeltaMetadataStore, name: str, version: int) -> bool:
     uri = store.system_table_uri(name)
     with _io.guard("read the log of", uri, store.storage_options):
         return modified_at(f"{uri}/_delta_log/{version + 1:020d}.json", store.storage_options) is not None
+
+
+def log_reaches(store: DeltaMetadataStore, name: str, version: int) -> bool:
+    """Whether system table ``name`` has a commit (or checkpoint) at ``version`` or later, without opening it.
+
+    One listing request on S3 (log keys sort by version: the first key after every key of ``version - 1``),
+    one directory listing locally.
+    """
+    log = f"{store.system_table_uri(name)}/_delta_log"
+    with _io.guard("read the log of", store.system_table_uri(name), store.storage_options):
+        if not store.is_remote:
+            try:
+                names = os.listdir(log)
+            except FileNotFoundError:
+                return False
+            return any(n[:20].isdigit() and int(n[:20]) >= version for n in names)
+        bucket, prefix = _storage.bucket_key(log)
+        with _storage.boto_errors():
+            listed = _storage.s3_client(store.storage_options).list_objects_v2(
+                Bucket=bucket, Prefix=f"{prefix}/", StartAfter=f"{prefix}/{version - 1:020d}~", MaxKeys=1
+            )
+    first = [item["Key"].rsplit("/", 1)[-1] for item in listed.get("Contents", [])]
+    return bool(first) and first[0][:20].isdigit() and int(first[0][:20]) >= version
 
 
 def log_tail(store: DeltaMetadataStore, name: str, version: int) -> tuple[str | None, bool]:
