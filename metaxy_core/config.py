@@ -96,7 +96,7 @@ class MetaxyConfig(BaseModel):
     migrations_dir: str = ".metaxy/migrations"
     store: StoreConfig = Field(default_factory=StoreConfig)
     lock_ttl_seconds: float = Field(
-        3600.0, gt=0, description="A migration lock whose holder stops renewing it expires after this long."
+        600.0, gt=0, description="A migration lock whose holder stops renewing it expires after this long."
     )
     lock_heartbeat_seconds: float | None = Field(
         None, description="How often a lock holder renews its lease (default: a quarter of the TTL)."
@@ -426,9 +426,11 @@ entrypoints = []
 # Where `metaxy migrations generate` writes migration files and every command reads them.
 migrations_dir = ".metaxy/migrations"
 
-# A migration lock whose holder stops renewing it (a crashed or stalled apply) expires after this many
-# seconds; a live holder renews it every quarter of it (lock_heartbeat_seconds).
-lock_ttl_seconds = 3600
+# A migration lock whose holder stops renewing it (a crashed or stalled apply on another machine) expires
+# after this many seconds; a live holder renews it every quarter of it (lock_heartbeat_seconds), so a long
+# apply keeps it. Raise it where processes may pause longer (a suspended VM): the paused run then loses
+# the lease and stops at its next write instead of another run waiting.
+lock_ttl_seconds = 600
 
 # Samples per bucket of a reconciliation: one unit of work and one commit each; it bounds a worker's memory
 # (about 1 GiB at 1,000,000). Local worker processes of `metaxy migrations apply` (--workers); see

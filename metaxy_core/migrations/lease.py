@@ -34,7 +34,7 @@ def lock_settings_problem(
         return "lock_ttl_seconds", (
             f"{ttl_seconds:g} s is too short: a live holder renews its lease every few seconds at best "
             "and one slow storage request must not let it expire; set it to "
-            f"{MIN_LOCK_TTL_SECONDS:g} or more (METAXY_LOCK_TTL_SECONDS; default 3600)"
+            f"{MIN_LOCK_TTL_SECONDS:g} or more (METAXY_LOCK_TTL_SECONDS; default 600)"
         )
     if heartbeat_seconds is not None and not 0 < heartbeat_seconds <= ttl_seconds / MIN_BEATS_PER_TTL:
         return "lock_heartbeat_seconds", (

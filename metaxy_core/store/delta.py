@@ -65,7 +65,7 @@ class DeltaMetadataStore(MetadataStore):
         storage_options: dict[str, str] | None = None,
         *,
         project: str = "default",
-        lock_ttl_seconds: float = 3600.0,
+        lock_ttl_seconds: float = 600.0,
         lock_heartbeat_seconds: float | None = None,
     ) -> None:
         self.root_uri = normalize_root(root_uri)

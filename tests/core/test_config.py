@@ -93,7 +93,7 @@ def test_no_file_gives_defaults_rooted_at_the_start_folder(tmp_path: Path) -> No
     assert config.entrypoints == []
     assert config.store_root == str(tmp_path / ".metaxy" / "store")
     assert config.migrations_path == tmp_path / ".metaxy" / "migrations"
-    assert config.lock_ttl_seconds == 3600.0
+    assert config.lock_ttl_seconds == 600.0  # ten minutes; a live holder renews every 150 s
 
 
 def test_metaxy_config_names_the_file_explicitly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -95,7 +95,7 @@ def test_the_lease_of_a_killed_holder_on_this_host_is_taken_over_at_once(
     lease = StoreLock(_store(project), "observer").lease()
     assert lease is not None and lease.pid == killed.pid  # the dead holder's lease is still recorded...
     start = time.monotonic()
-    rerun = s.run_cli(["migrations", "apply"], project)  # ...and a default TTL of one hour
+    rerun = s.run_cli(["migrations", "apply"], project)  # ...with a default TTL of ten minutes
     assert rerun.returncode == 0, s.output(rerun)
     assert time.monotonic() - start < 30
     _assert_applied_once(project)
@@ -138,7 +138,7 @@ def test_unlock_spares_a_fresh_lease_and_force_releases_a_lease_left_by_a_dead_r
     template: Path, tmp_path: Path
 ) -> None:
     project = s.copy_project(template, tmp_path / "p")
-    pid = _kill_holder_elsewhere(project, tmp_path, ttl=None)  # default TTL: an hour, heartbeat every 15 min
+    pid = _kill_holder_elsewhere(project, tmp_path, ttl=None)  # default TTL 10 min, heartbeat every 150 s
     refused = s.run_cli(["migrations", "apply"], project)
     assert refused.returncode == 1 and LOCKED.search(refused.stderr), s.output(refused)
     # its heartbeat is seconds old: from here a dead holder on another host looks exactly like a live one
