@@ -20,8 +20,14 @@ from polars.io.plugins import register_io_source
 from metaxy_core.errors import MetadataSchemaError, MetaxyError
 from metaxy_core.store import _io
 from metaxy_core.store.base import FrameLike, Increment
-from metaxy_core.store.buckets import SharedBuckets, plan
-from metaxy_core.store.layout import Layout, latest_per_sample, may_repeat, table_layout
+from metaxy_core.store.buckets import Partitioning, SharedBuckets, plan
+from metaxy_core.store.layout import (
+    Layout,
+    latest_per_sample,
+    may_repeat,
+    row_group_layout,
+    table_layout,
+)
 from metaxy_core.store.provenance import (
     COMMIT_ORDER,
     CREATED_AT,
@@ -35,6 +41,8 @@ from metaxy_core.store.provenance import (
 )
 
 if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
     from metaxy_core.graph.graph import FeatureGraph
     from metaxy_core.graph.keys import FeatureKey
     from metaxy_core.graph.spec import FeatureSpec
@@ -189,9 +197,14 @@ def compare_collected(
     if stored is None:
         return tuple(pl.collect_all(_frames(compare(spec, graph, expected.lazy(), requested_ids, None))))
     ids = list(spec.id_columns)
-    if PROVENANCE_BY_FIELD not in stored.columns:
+    struct = stored.schema.get(PROVENANCE_BY_FIELD)
+    if struct is None:
         assert stored_rows is not None
         struct = stored_rows.collect_schema()[PROVENANCE_BY_FIELD]
+    paired = _paired(spec, graph, expected, stored, struct)
+    if paired is not None:
+        return paired
+    if PROVENANCE_BY_FIELD not in stored.columns:
         stored = stored.with_columns(pl.lit(None, dtype=struct).alias(PROVENANCE_BY_FIELD))
     else:
         stored_rows = None
@@ -220,6 +233,35 @@ def compare_collected(
     return tuple(pl.collect_all([added, changed, removed]))
 
 
+def _paired(
+    spec: FeatureSpec,
+    graph: FeatureGraph,
+    expected: pl.DataFrame,
+    stored: pl.DataFrame,
+    struct: pl.DataType,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None:
+    """The three frames without a join, when ``stored`` holds the ids of ``expected`` in the same order.
+
+    Tables written in id order and read one id range at a time give both sides the same ids in the same
+    order. ``stored`` holds one row per sample, so equal ids row by row mean each expected row's stored row
+    is the one beside it: the join is that pairing (one comparison per row instead of hashing both sides and
+    gathering every column), nothing was added and nothing removed. None when the ids differ anywhere.
+    ``struct`` is the stored provenance struct's type (``removed``'s column, empty here).
+    """
+    ids = list(spec.id_columns)
+    if expected.height != stored.height or not all(
+        expected.get_column(c).equals(stored.get_column(c), check_names=True, null_equal=True) for c in ids
+    ):
+        return None
+    beside = stored.select(
+        pl.col(PROVENANCE).alias("__stored"), pl.col(FEATURE_VERSION).alias("__stored_version")
+    )
+    changed = _changed(spec, graph, pl.concat([expected, beside], how="horizontal").lazy()).collect()
+    removed = {c: stored.schema[c] for c in ids}
+    removed.update({PROVENANCE_BY_FIELD: struct, PROVENANCE: stored.schema[PROVENANCE]})
+    return expected.head(0), changed, pl.DataFrame(schema=removed)
+
+
 def _frames(inc: Increment) -> list[pl.LazyFrame]:
     return [getattr(inc, which).lazy() for which in _FRAMES]
 
@@ -227,6 +269,44 @@ def _frames(inc: Increment) -> list[pl.LazyFrame]:
 def _ordering(schema: Mapping[str, pl.DataType]) -> list[str]:
     """The columns the newest-row selection orders by (the commit order, when the table has it)."""
     return [CREATED_AT, COMMIT_ORDER] if COMMIT_ORDER in schema else [CREATED_AT]
+
+
+#: rows per bucket of a ``resolve_update`` whose inputs' row groups let buckets cut inside files: the three
+#: collected frames (~120 bytes per row) stay, a bucket's working set (its rows decoded and hashed) goes
+ROW_GROUP_BUCKET_ROWS = 262_144
+
+
+def _row_group_plan(
+    ids: list[str],
+    inputs: list[tuple[str, FeatureKey | None, pl.LazyFrame, Layout | None]],
+    tables: Mapping[str, tuple[DeltaTable, pl.Schema, str | None]],
+    bucket_rows: int,
+) -> tuple[Partitioning, list[tuple[str, FeatureKey | None, pl.LazyFrame, Layout | None]]] | None:
+    """Id-range buckets of ``bucket_rows`` cut between Parquet row groups, when every input reads its own.
+
+    Why: memory follows the rows a bucket decodes. Files written in id order hold many row groups of narrow
+    id ranges (the store writes ``_io.ROW_GROUP_ROWS``-row groups), so buckets far smaller than a file read
+    about their own rows, each input once (plus the row groups a cut falls into). The inputs with their
+    row-group layouts, for :class:`SharedBuckets`; None when some input would be read more than 1.5 times
+    (files of one big row group, not in id order, or remote) or no range plan exists: the caller then plans
+    by files, as before.
+    """
+    refined = []
+    for name, key, lf, where in inputs:
+        if where is not None and name in tables:
+            table, schema, version = tables[name]
+            where = row_group_layout(table, where, ids, schema, version)
+        refined.append((name, key, lf, where))
+    wheres = [where for _, _, _, where in refined if where is not None]
+    if not wheres:
+        return None
+    part = plan(max(wheres, key=lambda w: w.rows), ids, bucket_rows)
+    if part.boundaries is None:
+        return None
+    for where in wheres:
+        if where.ranges is None or (where.rows and where.read_rows(part.boundaries) > 1.5 * where.rows):
+            return None
+    return part, refined
 
 
 #: one bucket in memory at a time, even when polars pulls several frames at once (``pl.collect_all``)
@@ -249,12 +329,15 @@ def bucketed_increment(
     ids = list(spec.id_columns)
     # (input name, its feature: None for samples, the rows, what the Delta log says about them)
     inputs: list[tuple[str, FeatureKey | None, pl.LazyFrame, Layout | None]] = []
+    # what the row-group plan needs of each table input: (its table, its schema, the feature version read)
+    tables: dict[str, tuple[DeltaTable, pl.Schema, str | None]] = {}
     table = _io.open_table(store.table_uri(spec.key), store.storage_options)
     scan = store.scan_feature(spec.key) if table is not None else None
-    if scan is not None:
+    if table is not None and scan is not None:
         schema = scan.collect_schema()
         narrow = [*ids, PROVENANCE_BY_FIELD, PROVENANCE, FEATURE_VERSION, *_ordering(schema)]
         inputs.append(("stored", spec.key, scan.select(narrow), table_layout(table, ids, schema, None)))
+        tables["stored"] = (table, schema, None)
     for i, dep in enumerate(spec.deps):
         up_spec = graph.spec(dep.feature)
         up_table = _io.open_table(store.table_uri(up_spec.key), store.storage_options)
@@ -263,6 +346,7 @@ def bucketed_increment(
             return None  # the regular path raises the helpful "write the upstream first" error
         version = graph.feature_version(up_spec.key)
         up_schema = up_scan.collect_schema()
+        tables[f"up{i}"] = (up_table, up_schema, version)
         inputs.append(
             (
                 f"up{i}",
@@ -273,16 +357,21 @@ def bucketed_increment(
         )
     sample_rows = samples.height if isinstance(samples, pl.DataFrame) else 0
     sizes = [where.rows for _, _, _, where in inputs if where is not None] + [sample_rows]
-    if max(sizes) <= store.partition_rows:
-        return None
-    if samples is not None:
-        inputs.append(("samples", None, samples.lazy(), None))
-    biggest = max((where for _, _, _, where in inputs if where is not None), key=lambda w: w.rows)
-    partitioning = plan(biggest, ids, max(1, store.partition_rows // 2))
+    layouts = {name: where for name, _, _, where in inputs}  # files, for the one-row-per-sample proofs
+    fine = max(1, min(store.partition_rows // 2, ROW_GROUP_BUCKET_ROWS))
+    found = _row_group_plan(ids, inputs, tables, fine) if samples is None and max(sizes) > fine else None
+    if found is not None:
+        partitioning, inputs = found
+    else:
+        if max(sizes) <= store.partition_rows:
+            return None
+        if samples is not None:
+            inputs.append(("samples", None, samples.lazy(), None))
+            layouts["samples"] = None
+        biggest = max((where for _, _, _, where in inputs if where is not None), key=lambda w: w.rows)
+        partitioning = plan(biggest, ids, max(1, store.partition_rows // 2))
     if partitioning.k == 1:
         return None
-
-    layouts = {name: where for name, _, _, where in inputs}
 
     def newest(
         frames: Mapping[str, pl.LazyFrame], name: str, key: FeatureKey, version: str | None
@@ -367,15 +456,22 @@ def bucketed_increment(
                 expected, requested_ids, stored = comparison_inputs(
                     {name: buckets.get(name, b) for name, _, _, _ in inputs}
                 )
+                if stored is None:
+                    expected_df, stored_df = expected.collect(), None
+                else:  # both sides read at once (the struct only for removed rows: see compare_collected)
+                    expected_df, stored_df = pl.collect_all(
+                        [expected, stored.select([*ids, PROVENANCE, FEATURE_VERSION])]
+                    )
                 got = compare_collected(
                     spec,
                     graph,
-                    expected.collect(),
+                    expected_df,
                     requested_ids,
-                    None if stored is None else stored.select(pl.exclude(PROVENANCE_BY_FIELD)).collect(),
+                    stored_df,
                     expected_unique=bool(spec.deps) and samples is None,
                     stored_rows=stored,
                 )
+                del expected_df, stored_df  # this bucket's inputs go before the next one is read
             for which, df in zip(_FRAMES, got, strict=True):
                 if df.height:
                     parts[which].append(df)

@@ -19,10 +19,11 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import polars as pl
 
-from metaxy_core.store import _io, _storage, order
+from metaxy_core.store import _io, _storage, footers, order
 from metaxy_core.store.provenance import (
     COMMIT_ORDER,
     COMMIT_ORDER_FACT,
@@ -146,6 +147,76 @@ def table_layout(
         )
     )
     return Layout(rows, ranges, single)
+
+
+#: Parquet footers read at most to refine a layout to row groups (a table of more files keeps file ranges)
+MAX_FOOTER_FILES = 256
+#: id types whose footer statistics decode without doubt (unsigned types may be stored with their sign bit)
+_FOOTER_TYPES = (pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64)
+
+
+def row_group_layout(
+    table: DeltaTable,
+    where: Layout,
+    ids: Sequence[str],
+    schema: Mapping[str, pl.DataType],
+    feature_version: str | None,
+) -> Layout:
+    """``where`` (:func:`table_layout` of the same arguments) with one range per Parquet *row group*.
+
+    Why: a bucket's scan skips row groups by their footer statistics, not only files, so a file of a million
+    rows written in id order (many row groups, each a narrow id range) can be cut into buckets that each read
+    about their own rows. The Delta log describes files only; the footers (:mod:`.footers`) of the files that
+    may hold the rows describe their row groups. A file whose footer cannot tell (no statistics, a type this
+    reads with doubt, truncated strings) keeps its file range; a remote table, one of more than
+    :data:`MAX_FOOTER_FILES` files or ``where`` without ranges is returned as it is. Metadata only: no data
+    is read, and answers only decide how work is cut, never which rows a bucket holds (its filter does).
+    """
+    first = ids[0]
+    if (
+        where.ranges is None
+        or len(ids) != 1
+        or schema.get(first) not in _FOOTER_TYPES
+        or _storage.is_remote(table.table_uri)
+    ):
+        return where
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    if feature_version is not None:
+        lo, hi = f"min.{FEATURE_VERSION}", f"max.{FEATURE_VERSION}"
+        if lo in actions.columns and hi in actions.columns:
+            actions = actions.filter(
+                pl.col(lo).is_null()
+                | pl.col(hi).is_null()
+                | ((pl.col(lo) <= feature_version) & (pl.col(hi) >= feature_version))
+            )
+    actions = actions.filter(pl.col("num_records") > 0)
+    if actions.height > MAX_FOOTER_FILES:
+        return where
+    root = table.table_uri.removeprefix("file://").rstrip("/")
+    string = schema.get(first) == pl.String
+    groups: list[tuple[Any, Any, int]] = []
+    for path, n, lo_file, hi_file in actions.select(
+        "path", "num_records", f"min.{first}", f"max.{first}"
+    ).iter_rows():
+        found = None if "://" in path else footers.row_groups(f"{root}/{unquote(path)}", first)
+        usable = (
+            found is not None
+            and sum(g.rows for g in found) == n
+            and all(
+                isinstance(g.lo, str if string else int)
+                and isinstance(g.hi, str if string else int)
+                and (not string or max(len(g.lo), len(g.hi)) < _MAX_STAT_CHARS)  # type: ignore[arg-type]
+                for g in found
+                if g.rows
+            )
+        )
+        if usable and found is not None:
+            groups.extend((g.lo, g.hi, g.rows) for g in found if g.rows)
+        else:
+            groups.append((lo_file, hi_file, n))
+    dtype = where.ranges.schema["lo"]
+    ranges = pl.DataFrame(groups, schema={"lo": dtype, "hi": dtype, "n": pl.Int64}, orient="row")
+    return Layout(where.rows, ranges, where.single_writes)
 
 
 #: commit files read at most to prove a fact about a feature version's rows (else: read the rows)
