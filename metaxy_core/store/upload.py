@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from metaxy_core.store._storage import boto_errors, bucket_key, s3_client
+from metaxy_core.store.buckets import spill_root
 
 #: part size of a multipart upload (S3 wants at least 5 MiB but the last)
 UPLOAD_PART_BYTES = 16 * 1024 * 1024
@@ -47,7 +48,9 @@ def upload_while_writing(
     translation). The uploaded bytes are checked against the finished file (CRC32) before the object is
     completed, so a writer that went back over what it wrote is never committed half-updated.
     """
-    fd, spool = tempfile.mkstemp(prefix="metaxy-upload-", suffix=".parquet")
+    root = spill_root()  # a bucket's file: the spill folder (METAXY_SPILL_DIR), not a small default /tmp
+    os.makedirs(root, exist_ok=True)
+    fd, spool = tempfile.mkstemp(prefix="metaxy-upload-", suffix=".parquet", dir=root)
     os.close(fd)
     uploader = _Uploader(path, options, spool)
     thread = threading.Thread(target=uploader.run, name="metaxy-upload", daemon=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,20 @@ def test_a_dead_endpoint_fails_the_upload_with_the_clients_error(closed_endpoint
         upload_while_writing(
             "s3://bucket/prefix/x.bin", {**options, "timeout": "2s"}, write, timed_out=timed_out
         )
+
+
+def test_the_file_is_written_in_the_spill_folder_and_removed_after_the_upload(
+    s3: S3Location, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill"  # METAXY_SPILL_DIR: a large disk rather than a small default /tmp
+    monkeypatch.setenv("METAXY_SPILL_DIR", str(spill))
+    seen: list[Path] = []
+
+    def write(path: str) -> None:
+        seen.append(Path(path))
+        Path(path).write_bytes(b"bucket file")
+
+    assert (
+        upload_while_writing(f"{s3.root}/spilled.bin", s3.storage_options, write, timed_out=timed_out) == 11
+    )
+    assert [p.parent for p in seen] == [spill] and list(spill.iterdir()) == []
