@@ -245,20 +245,26 @@ def _machine() -> dict[str, Any]:
     return {"machine": C.machine()}
 
 
-def compare(base: Path, n: int, venv: Path, repeat: int, timeout: float) -> list[list[Any]]:
+def compare(
+    base: Path, n: int, venv: Path, repeat: int, timeout: float, only: str = "all"
+) -> list[list[Any]]:
     theirs_project = prepare_theirs(base, n, venv)
     ours_project = V.prepare_ours(base, n)
     recon: dict[str, list[dict[str, Any]]] = {"ours": [], "theirs": []}
     resolve: dict[str, list[dict[str, Any]]] = {"ours": [], "theirs": []}
     note = ""
     for _ in range(repeat):  # interleaved: load changes hit both alike
-        recon["ours"].append(V.apply_ours(ours_project, timeout))
-        recon["theirs"].append(rebase_theirs(theirs_project, venv, timeout))
-        note = note or check(ours_project, theirs_project, venv, n)  # the stores as reconciled
-        resolve["ours"].append(resolve_ours(ours_project, timeout))
-        resolve["theirs"].append(resolve_theirs(theirs_project, venv, timeout))
+        if only in ("all", "reconciliation"):
+            recon["ours"].append(V.apply_ours(ours_project, timeout))
+            recon["theirs"].append(rebase_theirs(theirs_project, venv, timeout))
+            note = note or check(ours_project, theirs_project, venv, n)  # the stores as reconciled
+        if only in ("all", "resolve"):
+            resolve["ours"].append(resolve_ours(ours_project, timeout))
+            resolve["theirs"].append(resolve_theirs(theirs_project, venv, timeout))
     rows: list[list[Any]] = []
     for what, runs in (("reconciliation", recon), ("resolve_update, 3 frames", resolve)):
+        if not runs["ours"]:
+            continue
         best = {who: _best(r) for who, r in runs.items()}
         for who, label in (("ours", "this project"), ("theirs", f"metaxy {VERSION}")):
             b = best[who]
@@ -304,6 +310,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a run counts as failed")
     parser.add_argument("--dir", default=str(C.ROOT / "vs011"))
     parser.add_argument("--venv", default="/tmp/metaxy011-venv")
+    parser.add_argument(
+        "--only",
+        choices=["all", "reconciliation", "resolve"],
+        default="all",
+        help="run one of the two comparisons (resolve: no reconciliation, so no check of reconciled stores)",
+    )
     args = parser.parse_args()
     base = Path(args.dir)
     base.mkdir(parents=True, exist_ok=True)
@@ -312,7 +324,7 @@ def main() -> None:
     V.ensure_our_venv()
     rows: list[list[Any]] = []
     for n in [int(s) for s in args.rows.split(",") if s]:
-        rows += compare(base, n, venv, args.repeat, args.timeout)
+        rows += compare(base, n, venv, args.repeat, args.timeout, args.only)
     print()
     print(
         C.fmt_table(
