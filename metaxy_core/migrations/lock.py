@@ -332,6 +332,17 @@ class StoreLock:
                 return
             raise MetaxyError(f"could not renew the migration lock at {self.uri} (heavy contention)")
 
+    def check(self) -> None:
+        """Raise :class:`LockLostError` unless the lease held is still this run's, without renewing it.
+
+        One HEAD of the lock table's next log file while nobody committed to it since this process last
+        saw its lease (a takeover or ``unlock --force`` is a later commit); the same check every fenced
+        commit makes. For a step about to record its result: the heartbeat keeps a live lease fresh, so
+        a renewal commit per step (an open, a write, a listing: ~60 ms on S3) would only repeat it.
+        """
+        if self._depth:
+            self._check_fence(None)
+
     def renew(self) -> None:
         """Extend the lease now, after checking it is still ours.
 

@@ -213,7 +213,7 @@ class StepRunner:
         )
         if not dry_run:
             writes = dict(scope.rows_by_feature)
-            self.lock.renew()  # first: a run whose expired lease was taken over must not record its step
+            self.lock.check()  # first: a run whose lease was taken over must not record its step
             self.record_step(migration, result, write_id, writes)
         self.notify(result)
         return result
