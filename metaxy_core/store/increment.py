@@ -4,7 +4,9 @@ The comparison itself (:func:`expected_rows` then :func:`compare`) works on fram
 provenance of the samples and the newest stored row of each sample. :func:`resolve_update` feeds it the
 store's tables in one query, or, when an input is larger than the store's ``partition_rows``, returns lazy
 frames that run the very same comparison once per bucket of samples (:func:`bucketed_increment`), so memory
-follows the bucket size, never the table size.
+follows the bucket size, never the table size. Buckets are cut between Parquet row groups (smaller than files)
+when the footers show each bucket would read about its own rows, and a bucket whose two sides hold the same
+ids in the same order pairs them by position instead of joining them (:func:`compare_collected`).
 """
 
 from __future__ import annotations
