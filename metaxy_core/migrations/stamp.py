@@ -65,7 +65,7 @@ def stamp(executor: MigrationExecutor, chain: MigrationChain, migration_id: str)
                 f"{'it' if len(missing) == 1 else 'them'} first, or run `metaxy migrations baseline "
                 f"{migration_id}` to stamp the chain up to it"
             )
-        executor.lock.renew()  # a run whose lease was taken over must not record anything
+        executor.lock.check()  # a run whose lease was taken over must not record anything
         progress.record_all(executor.store, [_event(executor, migration_id, migration.checksum)])
     return StampResult(migration_id, StampStatus.STAMPED, state.status)
 
@@ -92,7 +92,7 @@ def baseline(
                 "without one: use `metaxy migrations stamp ID` to mark single migrations applied"
             )
         migrations = chain.upto(target)
-        executor.lock.renew()  # a run whose lease was taken over must not record anything
+        executor.lock.check()  # a run whose lease was taken over must not record anything
         # one commit: a baseline interrupted halfway would leave a log that the next baseline refuses
         progress.record_all(
             executor.store, [_event(executor, m.migration_id, m.checksum) for m in migrations]

@@ -297,7 +297,7 @@ def finish_step(
         duration_s=max((r.duration_s for r in results), default=0.0),
         note=note,
     )  # its duration is the longest unit's: units of a step run side by side
-    executor.lock.renew()  # first: a run whose lease was taken over must not record its step
+    executor.lock.check()  # first: a run whose lease was taken over must not record its step
     executor.record_step(migration, result, first.write_id, writes)
     executor.notify(result)
     return result
