@@ -35,7 +35,7 @@ from metaxy_core.store.provenance import (
     WRITE_ID,
     data_version_facts,
 )
-from metaxy_core.store.upload import upload_while_writing
+from metaxy_core.store.upload import upload_pieces
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -75,6 +75,19 @@ def _parquet_writer(frame: pl.DataFrame) -> Callable[[str], None]:
     """Writes ``frame`` as a bulk file at a local path: polars' native writer, zstd level 1; row-group
     statistics are left out (the Delta log gets the file's statistics; they cost ~15% of the write)."""
     return lambda path: frame.write_parquet(path, compression="zstd", compression_level=1, statistics=False)
+
+
+#: in-memory size of the rows of one file of a bulk append to S3: a bucket of ~1M rows of a typical feature
+#: table is a few files, each uploaded while the next is encoded (see :func:`upload_pieces`)
+_PIECE_BYTES = 64 * 1024 * 1024
+
+
+def _pieces(frame: pl.DataFrame) -> list[pl.DataFrame]:
+    """``frame`` cut into consecutive slices of about :data:`_PIECE_BYTES` (zero-copy; order kept, so files
+    of rows in id order stay in id order, each with its own statistics)."""
+    k = max(1, -(-frame.estimated_size() // _PIECE_BYTES))
+    rows = -(-frame.height // k)
+    return [frame.slice(start, rows) for start in range(0, frame.height, rows)]
 
 
 def _native_compatible(table: DeltaTable, frame_schema: pl.Schema) -> bool:
@@ -134,21 +147,29 @@ def append_frames(
     actions = []
     with _io.guard("write to", uri, options):
         try:
+            files: list[tuple[str, pl.DataFrame]] = []  # (file name, its rows)
             for frame in frames:
                 if dict(frame.schema) != dict(frames[0].schema):
                     frame = frame.select(frames[0].columns).cast(dict(frames[0].schema))  # type: ignore[arg-type]
-                name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
-                path = f"{uri.rstrip('/')}/{name}" if remote else os.path.join(uri, name)
-                # Statistics for skipping files go to the Delta log (below); row-group statistics cost ~15%
-                # of the write and bulk files are bucket-sized, so they are left out.
-                if remote:  # zstd (half delta-rs' snappy bytes), uploaded in parts while it is encoded
-                    size = upload_while_writing(
-                        path, options, _parquet_writer(frame), timed_out=_io.timed_out
-                    )
-                else:
-                    _parquet_writer(frame)(path)
-                    size = os.path.getsize(path)
-                written.append(path)
+                for piece in _pieces(frame) if remote else [frame]:
+                    files.append((f"part-00000-{uuid.uuid4()}-c000.zstd.parquet", piece))
+            # Statistics for skipping files go to the Delta log (below); row-group statistics cost ~15% of
+            # the write and bulk files are bucket-sized, so they are left out.
+            if remote:  # zstd (half delta-rs' snappy bytes); a piece goes up while the next is encoded
+                paths = [f"{uri.rstrip('/')}/{name}" for name, _ in files]
+                written.extend(paths)
+                writers = [
+                    (path, _parquet_writer(rows)) for path, (_, rows) in zip(paths, files, strict=True)
+                ]
+                sizes = upload_pieces(writers, options, timed_out=_io.timed_out)
+            else:
+                sizes = []
+                for name, rows in files:
+                    path = os.path.join(uri, name)
+                    _parquet_writer(rows)(path)
+                    written.append(path)
+                    sizes.append(os.path.getsize(path))
+            for (name, rows), size in zip(files, sizes, strict=True):
                 actions.append(
                     AddAction(
                         path=name,
@@ -156,7 +177,7 @@ def append_frames(
                         partition_values={},
                         modification_time=int(time.time() * 1000),
                         data_change=True,
-                        stats=_file_stats(frame, ids),
+                        stats=_file_stats(rows, ids),
                     )
                 )
             for attempt in range(1, _FENCED_ATTEMPTS + 1):

@@ -20,7 +20,7 @@ import os
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from metaxy_core.store._storage import boto_errors, bucket_key, s3_client
@@ -48,10 +48,58 @@ def upload_while_writing(
     translation). The uploaded bytes are checked against the finished file (CRC32) before the object is
     completed, so a writer that went back over what it wrote is never committed half-updated.
     """
+    return _staged(path, options, write, timed_out)()
+
+
+def upload_pieces(
+    files: Iterable[tuple[str, Callable[[str], None]]],
+    options: Mapping[str, str],
+    *,
+    timed_out: Callable[..., bool],
+) -> list[int]:
+    """Upload files written one after the other (``(path, write)`` pairs, see :func:`upload_while_writing`),
+    each one's upload overlapping the writing of the next; returns their sizes, in order.
+
+    A bucket split into a few files goes up while it is still being encoded without a multipart upload
+    (whose assembly costs the server a pass over the object): one PUT in flight, the next file being written.
+    On a failure nothing more is written or sent and the first error is raised once the upload in flight
+    ended; objects already uploaded stay (uncommitted files: the caller removes them, or the step's re-run).
+    """
+    sizes: list[int] = []
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metaxy-upload-put") as pool:
+        pending: concurrent.futures.Future[int] | None = None
+        try:
+            for path, write in files:
+                finish = _staged(path, options, write, timed_out)
+                if pending is not None:
+                    sizes.append(pending.result())
+                pending = pool.submit(finish)
+            if pending is not None:
+                sizes.append(pending.result())
+        except BaseException:
+            if pending is not None:
+                concurrent.futures.wait([pending])  # it removes its own spool file, whatever happens
+            raise
+    return sizes
+
+
+def _staged(
+    path: str, options: Mapping[str, str], write: Callable[[str], None], timed_out: Callable[..., bool]
+) -> Callable[[], int]:
+    """Call ``write`` on a spool file while uploading the parts it grows (a big file); returns the call that
+    ends the upload (one PUT of the finished file, or the multipart completion), removes the spool file and
+    returns the size. A failure before that abandons the upload and removes the file (see
+    :func:`upload_while_writing`)."""
     root = spill_root()  # a bucket's file: the spill folder (METAXY_SPILL_DIR), not a small default /tmp
     os.makedirs(root, exist_ok=True)
     fd, spool = tempfile.mkstemp(prefix="metaxy-upload-", suffix=".parquet", dir=root)
     os.close(fd)
+
+    def fail(exc: BaseException, uploader: _Uploader) -> None:
+        uploader.abort(quietly=timed_out(exc))
+        with contextlib.suppress(OSError):
+            os.remove(spool)
+
     uploader = _Uploader(path, options, spool)
     thread = threading.Thread(target=uploader.run, name="metaxy-upload", daemon=True)
     thread.start()
@@ -63,14 +111,21 @@ def upload_while_writing(
             thread.join()
         if uploader.error is not None:
             raise uploader.error
-        uploader.complete()
-        return uploader.size
     except BaseException as exc:
-        uploader.abort(quietly=timed_out(exc))
+        fail(exc, uploader)
         raise
-    finally:
+
+    def finish() -> int:
+        try:
+            uploader.complete()
+        except BaseException as exc:
+            fail(exc, uploader)
+            raise
         with contextlib.suppress(OSError):
             os.remove(spool)
+        return uploader.size
+
+    return finish
 
 
 class _Uploader:

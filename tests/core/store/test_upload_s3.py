@@ -14,7 +14,7 @@ import pytest
 
 from metaxy_core.store import upload as upload_module
 from metaxy_core.store._io import timed_out
-from metaxy_core.store.upload import upload_while_writing
+from metaxy_core.store.upload import upload_pieces, upload_while_writing
 from metaxy_core.testing import S3Location
 
 PART = 5 * 1024 * 1024  # S3's smallest part
@@ -150,3 +150,83 @@ def test_the_file_is_written_in_the_spill_folder_and_removed_after_the_upload(
         upload_while_writing(f"{s3.root}/spilled.bin", s3.storage_options, write, timed_out=timed_out) == 11
     )
     assert [p.parent for p in seen] == [spill] and list(spill.iterdir()) == []
+
+
+def test_pieces_go_up_each_while_the_next_is_written_and_read_back_equal(
+    s3: S3Location, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("METAXY_SPILL_DIR", str(tmp_path / "spill"))
+    data = [os.urandom(100_000 + i) for i in range(3)]
+    sent_during: list[bool] = []
+
+    def writer(i: int):
+        def write(path: str) -> None:
+            if i:  # give the previous piece's PUT time to land while this one is written
+                deadline = time.monotonic() + 5
+                while not _objects(s3, f"piece{i - 1}.bin") and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                sent_during.append(bool(_objects(s3, f"piece{i - 1}.bin")))
+            Path(path).write_bytes(data[i])
+
+        return write
+
+    files = [(f"{s3.root}/piece{i}.bin", writer(i)) for i in range(3)]
+    assert upload_pieces(files, s3.storage_options, timed_out=timed_out) == [len(d) for d in data]
+    assert sent_during == [True, True]
+    for i, expected in enumerate(data):
+        assert (
+            s3.client().get_object(Bucket=s3.bucket, Key=f"{s3.prefix}/piece{i}.bin")["Body"].read()
+            == expected
+        )
+    assert list((tmp_path / "spill").iterdir()) == []
+
+
+def test_a_failing_piece_stops_the_upload_and_leaves_no_local_file(
+    s3: S3Location, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("METAXY_SPILL_DIR", str(tmp_path / "spill"))
+
+    def write(i: int):
+        def run(path: str) -> None:
+            Path(path).write_bytes(b"rows")
+            if i == 1:
+                raise ValueError("the encoder failed")
+
+        return run
+
+    files = [(f"{s3.root}/p{i}.bin", write(i)) for i in range(3)]
+    with pytest.raises(ValueError, match="the encoder failed"):
+        upload_pieces(files, s3.storage_options, timed_out=timed_out)
+    assert not _objects(s3, "p1.bin") and not _objects(s3, "p2.bin")  # nothing after the failure
+    assert list((tmp_path / "spill").iterdir()) == []
+
+
+def test_a_big_bulk_append_to_s3_is_one_commit_of_pieces_in_id_order_that_reads_back_equal(
+    s3: S3Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import polars as pl
+    from deltalake import DeltaTable
+
+    from metaxy_core.store import bulk
+    from metaxy_core.store._io import delta_options
+    from metaxy_core.store._storage import resolve_storage_options
+    from metaxy_core.store.provenance import COMMIT_ORDER
+
+    options = resolve_storage_options(s3.root, s3.storage_options)
+    uri = f"{s3.root}/t"
+    first = pl.DataFrame({"id": [0], "v": ["seed"], COMMIT_ORDER: [0]})
+    first.write_delta(uri, storage_options=delta_options(options))
+    rows = pl.DataFrame(
+        {"id": range(1, 10_001), "v": [f"value-{i}" for i in range(10_000)], COMMIT_ORDER: [1] * 10_000},
+        schema=first.schema,
+    )
+    monkeypatch.setattr(bulk, "_PIECE_BYTES", rows.estimated_size() // 4 + 1)
+    assert bulk.append_frames(uri, [rows], options, ids=["id"]) == rows.height
+    table = DeltaTable(uri, storage_options=delta_options(options))
+    assert table.version() == 1  # one commit
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    added = actions.filter(pl.col("path").str.ends_with(".zstd.parquet")).to_dicts()
+    ranges = sorted((a["min.id"], a["max.id"]) for a in added)
+    assert len(added) == 4 and ranges == [(1, 2500), (2501, 5000), (5001, 7500), (7501, 10000)]
+    back = pl.scan_delta(table).filter(pl.col("id") > 0).collect().sort("id")
+    assert back.equals(rows)
