@@ -12,10 +12,13 @@ A verb's help is the first line of its command's docstring. Results go to stdout
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -190,6 +193,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+def entry() -> NoReturn:
+    """The ``metaxy`` console script: :func:`main`, then an exit that skips the interpreter's teardown.
+
+    Why: after an apply the process holds every module and hundreds of MiB of polars/jemalloc memory, and
+    Python's finalization (module teardown, a last garbage collection over all of it) took 0.1-0.2 s of a
+    ~1.2 s command, work the operating system does anyway when the process ends. Everything of a normal exit
+    that has an effect still happens, in the same order: threads are waited for (``threading._shutdown``,
+    which also stops idle executor workers), ``atexit`` handlers run (logging's flush, a project's own), the
+    standard streams are flushed. An exception out of :func:`main` (argparse's usage errors and ``--help``
+    included) exits the usual way. :func:`main` itself stays a plain function returning the exit code, for
+    tests and for programs that embed the CLI.
+    """
+    code = main()
+    shutdown = getattr(threading, "_shutdown", None)  # what Py_FinalizeEx runs first (CPython)
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
+
+
 def _traceback(exc: BaseException, project: commands.Project | None) -> int:
     """``--raiseerr``: the whole traceback, chained causes included, with credentials redacted (a cause's
     message may quote a storage option or a database URL)."""
@@ -287,4 +315,4 @@ def _confirm(err: Console) -> Callable[[list[str]], bool]:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
