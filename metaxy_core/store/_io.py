@@ -236,6 +236,7 @@ def open_table(
     ``_last_checkpoint`` read, a log listing, the commit files, the damage check): now one. The object is
     shared, so callers only read it (``pl.scan_delta`` pins the version it was opened at); the cache key
     holds the credentials resolved now, so a rotated key or token opens the table again with the new one.
+    On S3 a table found absent is looked for again by one listing of its log before delta-rs tries.
 
     ``for_commit``: a table of the caller's own, never shared, for a caller that commits to it (a commit
     moves a table object to the version it made).
@@ -251,17 +252,25 @@ def open_table(
             table = _still_latest(key, uri, options)
             if table is not None:
                 return table
+            if key in _ABSENT and not log_tail(f"{uri}/_delta_log", -1, options)[1]:
+                return None  # still no commit file (one listing): not created since this process looked
         try:
             table = DeltaTable(uri, storage_options=resolved, version=version)
         except TableNotFoundError:
+            if shared and is_remote(uri):
+                with _OPENED_LOCK:
+                    _ABSENT.add(key)
             return None
         verify_log(uri, options, table)
         if shared:
+            with _OPENED_LOCK:
+                _ABSENT.discard(key)
             tag = log_tail(f"{uri}/_delta_log", table.version(), options)[0]
             if tag is not None:
                 with _OPENED_LOCK:
                     if len(_OPENED) > 64:
                         _OPENED.clear()
+                        _ABSENT.clear()
                     _OPENED[key] = (table, tag)
         return table
 
@@ -269,6 +278,9 @@ def open_table(
 #: tables opened for reading at their latest version, per (uri, resolved options): (table, a tag of the commit
 #: file of its version); see :func:`open_table`
 _OPENED: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[DeltaTable, str]] = {}
+#: S3 tables this process found absent (an apply asks for a fresh store's system tables several times): the
+#: next open lists their log first and tries delta-rs only once a commit file is there
+_ABSENT: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 _OPENED_LOCK = threading.Lock()
 
 

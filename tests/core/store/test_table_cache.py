@@ -65,6 +65,14 @@ def test_a_commit_by_another_writer_is_seen_by_the_next_open(where: tuple[str, d
     assert scan_table(before, options).collect().height == 3  # the earlier reader keeps its version
 
 
+def test_a_table_created_after_this_process_found_none_is_opened(where: tuple[str, dict[str, str]]) -> None:
+    uri, options = where
+    assert open_table(uri, options) is None and open_table(uri, options) is None
+    _write(uri, options, _rows(range(2)))  # another writer creates it
+    created = open_table(uri, options)
+    assert created is not None and scan_table(created, options).collect().height == 2
+
+
 def test_a_scan_keeps_the_version_it_opened_while_this_process_commits_to_the_table(
     where: tuple[str, dict[str, str]],
 ) -> None:
