@@ -325,7 +325,9 @@ def warm_client(options: Mapping[str, str]) -> None:
 
     Importing boto3 and building a client takes ~0.2 s; every S3 command needs the client within its first
     store calls (log listings, the lease's fence checks), so the store starts building it when it is created
-    and the main thread's first requests (delta-rs opening tables) overlap it instead of waiting for it.
+    and the main thread's first requests (delta-rs opening tables) overlap it instead of waiting for it. The
+    thread then imports pyarrow (with numpy, ~0.1 s), which polars' Delta scan imports at a process's first
+    read: the lease and migration-log commits before it overlap that too.
     """
     key = _client_key(options)
     with _CLIENTS_LOCK:
@@ -336,6 +338,8 @@ def warm_client(options: Mapping[str, str]) -> None:
     def build() -> None:
         with contextlib.suppress(Exception):  # the first real call builds it again and reports any error
             s3_client(options)
+        with contextlib.suppress(ImportError):
+            import pyarrow  # noqa: F401
 
     threading.Thread(target=build, name="metaxy-s3-client", daemon=True).start()
 
