@@ -21,6 +21,7 @@ from metaxy_core import DeltaMetadataStore, FeatureDep, FeatureGraph, FeatureSpe
 from metaxy_core.store import _io, footers, increment
 from metaxy_core.store.layout import row_group_layout, table_layout
 from metaxy_core.store.provenance import DATA_VERSION, DATA_VERSION_BY_FIELD, PROVENANCE_BY_FIELD
+from metaxy_core.testing.s3 import S3Location
 
 RAW, EMB = "rg/raw", "rg/emb"
 IDS = ["uid"]
@@ -63,12 +64,19 @@ def small_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_io, "ROW_GROUP_ROWS", 100)
 
 
-def build(root: Path, *, n: int = 2000, chunks: int = 2, mixed: bool = False) -> DeltaMetadataStore:
+def build(
+    root: Path | str,
+    *,
+    n: int = 2000,
+    chunks: int = 2,
+    mixed: bool = False,
+    storage_options: dict[str, str] | None = None,
+) -> DeltaMetadataStore:
     """``n`` samples written in id order, ``chunks`` commits per feature. ``mixed`` adds every kind of row a
     bucket can meet: samples without a stored row (added), stored rows without upstream (removed), a sample
     written twice (the newer row wins) and a custom data version."""
     old = graph(refined=False)
-    store = DeltaMetadataStore(root, project="p")
+    store = DeltaMetadataStore(root, storage_options, project="p")
     parts = [list(range(c * n // chunks, (c + 1) * n // chunks)) for c in range(chunks)]
     for part in parts:
         store.write_metadata(RAW, raw_rows(part), graph=old)
@@ -200,6 +208,25 @@ def test_files_of_one_big_row_group_are_planned_by_files(
     inc = store.resolve_update(EMB, graph=new)
     assert "8 hash buckets" in inc.added.explain()
     assert_same(inc.collect(), expected)
+
+
+def test_a_table_on_s3_is_planned_by_files_with_the_single_query_result(
+    s3: S3Location, small_groups: None
+) -> None:
+    """Footers are read for local tables only: on S3 the plan is the file plan (hash buckets when buckets are
+    smaller than the files), never a failed local read, and the result is the single query's."""
+    store = build(s3.root, storage_options=s3.storage_options, mixed=True)
+    new = graph(refined=True)
+    expected = single_query(store, new)
+    store.partition_rows = 500
+    inc = store.resolve_update(EMB, graph=new)
+    assert "hash buckets" in inc.added.explain()
+    assert_same(inc.collect(), expected)
+    table = _io.open_table(store.table_uri(RAW), store.storage_options)
+    assert table is not None
+    schema = _io.scan_table(table, store.storage_options).collect_schema()
+    files = table_layout(table, IDS, schema, None)
+    assert row_group_layout(table, files, IDS, schema, None) is files
 
 
 def test_row_group_layout_describes_each_row_group_and_keeps_files_it_cannot_read(
