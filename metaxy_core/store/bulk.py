@@ -188,6 +188,7 @@ def append_frames(
                         schema=table.schema(),
                         commit_properties=_io.fenced_properties(fence, table, facts),
                     )
+                    _io.keep_for_commit(uri, options, table)  # the next bucket's commit updates it
                     break
                 except CommitFailedError:
                     if fence is None:

@@ -87,6 +87,19 @@ def test_a_scan_keeps_the_version_it_opened_while_this_process_commits_to_the_ta
     assert latest is not None and latest.version() == 1 and scan_table(latest, options).collect().height == 10
 
 
+def test_the_next_bulk_commit_starts_from_the_latest_version_after_another_writers_commit(
+    where: tuple[str, dict[str, str]],
+) -> None:
+    uri, options = where
+    _write(uri, options, _rows(range(3)))
+    assert bulk.append_frames(uri, [_rows(range(3, 6))], options, ids=["id"]) == 3  # v1, its table kept
+    _write(uri, options, _rows(range(6, 8)))  # v2 by another writer
+    assert bulk.append_frames(uri, [_rows(range(8, 10))], options, ids=["id"]) == 2
+    table = open_table(uri, options)
+    assert table is not None and table.version() == 3
+    assert sorted(scan_table(table, options).collect()["id"]) == list(range(10))
+
+
 def test_a_table_written_again_from_scratch_under_the_same_uri_is_opened_again(s3: S3Location) -> None:
     uri, options = f"{s3.root}/t", _options(s3)
     _write(uri, options, _rows(range(3)))
