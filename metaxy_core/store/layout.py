@@ -192,7 +192,7 @@ def row_group_layout(
     actions = actions.filter(pl.col("num_records") > 0)
     if actions.height > MAX_FOOTER_FILES:
         return where
-    root = table.table_uri.removeprefix("file://").rstrip("/")
+    root = unquote(table.table_uri.removeprefix("file://")).rstrip("/")  # a file URI: percent-encoded
     string = schema.get(first) == pl.String
     groups: list[tuple[Any, Any, int]] = []
     for path, n, lo_file, hi_file in actions.select(

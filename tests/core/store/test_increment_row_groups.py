@@ -253,6 +253,22 @@ def test_row_group_layout_describes_each_row_group_and_keeps_files_it_cannot_rea
     assert row_group_layout(table, files, IDS, {"uid": pl.UInt64}, None) is files
 
 
+def test_row_group_layout_reads_the_footers_of_a_table_whose_path_needs_percent_encoding(
+    tmp_path: Path,
+) -> None:
+    """delta-rs gives a local table's URI percent-encoded (``a%20dir``): the footers are still found."""
+    from deltalake import WriterProperties, write_deltalake
+
+    uri = tmp_path / "a dir" / "t"
+    frame = pl.DataFrame({"uid": [f"{i:06d}" for i in range(1000)]})
+    write_deltalake(uri, frame, writer_properties=WriterProperties(max_row_group_size=100))
+    table = DeltaTable(uri)
+    assert "%20" in table.table_uri
+    files = table_layout(table, IDS, frame.schema, None)
+    groups = row_group_layout(table, files, IDS, frame.schema, None)
+    assert groups.ranges is not None and groups.ranges["n"].to_list() == [100] * 10
+
+
 def test_files_the_store_writes_hold_row_groups_of_row_group_rows_and_read_anywhere(
     tmp_path: Path, small_groups: None
 ) -> None:
