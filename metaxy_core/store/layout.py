@@ -322,19 +322,10 @@ def feature_layout(
     ids: Sequence[str],
     schema: Mapping[str, pl.DataType],
     feature_version: str | None,
-    *,
-    row_groups: bool = False,
 ) -> Layout | None:
-    """:func:`table_layout` of ``feature``'s table in ``store`` (its latest version); None without a table.
-
-    ``row_groups``: refined to one range per Parquet row group where the footers tell
-    (:func:`row_group_layout`), for plans that cut buckets inside files.
-    """
+    """:func:`table_layout` of ``feature``'s table in ``store`` (its latest version); None without a table."""
     table = _io.open_table(store.table_uri(feature), store.storage_options)
-    if table is None:
-        return None
-    where = table_layout(table, ids, schema, feature_version)
-    return row_group_layout(table, where, ids, schema, feature_version) if row_groups else where
+    return None if table is None else table_layout(table, ids, schema, feature_version)
 
 
 def may_repeat(
