@@ -200,6 +200,7 @@ def carry_over(
     result.buckets, result.mode = partitioning.k, partitioning.mode
     repeats = {name: where.may_repeat for name, _, where in inputs}
     lean = _lean_stamp_ok(schema, spec)
+    n_deps = len(spec.deps)
 
     def committed(rows: int) -> None:
         result.rows += rows
@@ -228,7 +229,15 @@ def carry_over(
                 # The stored data-version struct is only needed for custom data versions; most rows have the
                 # default one (equal to the provenance), so read it only for buckets that have others.
                 old_rows = buckets.get("old", b)
-                todo = old_rows.collect() if proven else old_rows.drop(DATA_VERSION_BY_FIELD).collect()
+                first = old_rows if proven else old_rows.drop(DATA_VERSION_BY_FIELD)
+                read_ups: list[pl.DataFrame] | None
+                if inputs[1][2].rows:  # some samples are carried already (a resumed run): upstream rows are
+                    todo, read_ups = first.collect(), None  # read below only for what is left to carry
+                else:  # the old rows and the upstream rows are read at once: each read alone is mostly
+                    # one thread (files of a few row groups), together they use the cores the writer leaves
+                    todo, *read_ups = pl.collect_all(
+                        [first, *(buckets.get(f"up{i}", b) for i in range(n_deps))]
+                    )
                 seen += todo.height
                 if not proven:
                     dv = todo.get_column(DATA_VERSION)
@@ -243,7 +252,7 @@ def carry_over(
                 ups = {}
                 old_may_repeat = repeats["old"]  # the log could not rule out a sample stored twice
                 for i, dep in enumerate(spec.deps):
-                    frame = buckets.get(f"up{i}", b).collect()
+                    frame = buckets.get(f"up{i}", b).collect() if read_ups is None else read_ups[i]
                     if repeats[f"up{i}"]:
                         frame = newest_rows(frame, ids)
                     ups[dep.feature] = frame.drop(CREATED_AT, COMMIT_ORDER, strict=False).lazy()
