@@ -7,12 +7,14 @@ redacted. Catching narrowly here keeps the rest of the store free of exception p
 
 from __future__ import annotations
 
+import copy
 import random
 import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from urllib.parse import unquote
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
@@ -329,8 +331,28 @@ def _still_latest(
 
 
 def scan_table(table: DeltaTable, options: Mapping[str, str]) -> pl.LazyFrame:
-    """``pl.scan_delta`` of an opened table, with the options polars' own parquet reader needs."""
+    """``pl.scan_delta`` of an opened table, with the options polars' own parquet reader needs.
+
+    A local table under a folder whose name needs escaping in a URL (a space, ``#``, ``%``...): delta-rs
+    gives its data files as percent-encoded ``file://`` URIs, which polars opens without decoding them, so
+    every read failed with "No such file or directory". polars gets a copy of the table object whose
+    ``file_uris`` are decoded (the shared object is left as it is).
+    """
+    if "%" in table.table_uri and not is_remote(table.table_uri):
+        table = _decoded_file_uris(table)
     return pl.scan_delta(table, storage_options=polars_options(options))
+
+
+def _decoded_file_uris(table: DeltaTable) -> DeltaTable:
+    """A shallow copy of ``table`` (same delta-rs state) whose ``file_uris()`` are percent-decoded."""
+    decoded = copy.copy(table)
+    encoded = table.file_uris
+
+    def file_uris(*args: object, **kwargs: object) -> list[str]:
+        return [unquote(uri) for uri in encoded(*args, **kwargs)]  # type: ignore[arg-type]
+
+    decoded.file_uris = file_uris  # type: ignore[method-assign]
+    return decoded
 
 
 def delta_options(options: Mapping[str, str]) -> dict[str, str]:
