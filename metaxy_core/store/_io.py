@@ -233,11 +233,10 @@ def open_table(
     latest version is returned again while that version is still the latest: its commit file is there,
     unchanged, and no later one (Delta commit order, one listing request on S3, two ``stat`` calls locally:
     :func:`~metaxy_core.store._storage.log_tail`); any later commit, this process's own included, makes the
-    next call open the table again. An apply reads a feature's table in several places (has it rows? its
-    layout at two versions, its commit facts, the scan itself), each an open of ~20-200 ms on S3 (the
-    ``_last_checkpoint`` read, a log listing, the commit files, the damage check): now one. The object is
-    shared, so callers only read it (``pl.scan_delta`` pins the version it was opened at); the cache key
-    holds the credentials resolved now, so a rotated key or token opens the table again with the new one.
+    next call open the table again. An apply reads a feature's table in several places (rows? layouts,
+    commit facts, the scan), each an open of ~20-200 ms on S3 (``_last_checkpoint``, a log listing, the
+    commits, the damage check): now one. The object is shared: callers only read it (``pl.scan_delta``
+    pins its version). The key holds the credentials resolved now (a rotated key opens the table again).
     On S3 a table found absent is looked for again by one listing of its log before delta-rs tries.
 
     ``for_commit``: a table of the caller's own, never shared, for a caller that commits to it (a commit
@@ -289,15 +288,13 @@ def open_table(
         return table
 
 
-#: tables opened for reading at their latest version, per (uri, resolved options): (table, a tag of the commit
-#: file of its version); see :func:`open_table`
-_OPENED: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[DeltaTable, str]] = {}
-#: per (uri, resolved options): a table of this process's own that a caller committed to and handed back
-#: (:func:`keep_for_commit`), for the next ``open_table(..., for_commit=True)`` of that table
-_FOR_COMMIT: dict[tuple[str, tuple[tuple[str, str], ...]], DeltaTable] = {}
-#: S3 tables this process found absent (an apply asks for a fresh store's system tables several times): the
-#: next open lists their log first and tries delta-rs only once a commit file is there
-_ABSENT: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+_Key = tuple[str, tuple[tuple[str, str], ...]]  # (uri, resolved options): see :func:`open_table`
+#: tables opened for reading at their latest version: (table, a tag of the commit file of its version)
+_OPENED: dict[_Key, tuple[DeltaTable, str]] = {}
+#: tables of this process's own handed back after a commit (:func:`keep_for_commit`), for the next one
+_FOR_COMMIT: dict[_Key, DeltaTable] = {}
+#: S3 tables found absent: the next open lists their log before delta-rs tries
+_ABSENT: set[_Key] = set()
 _OPENED_LOCK = threading.Lock()
 
 
@@ -313,9 +310,7 @@ def keep_for_commit(uri: str, options: Mapping[str, str], table: DeltaTable) -> 
         _FOR_COMMIT[key] = table
 
 
-def _still_latest(
-    key: tuple[str, tuple[tuple[str, str], ...]], uri: str, options: Mapping[str, str]
-) -> DeltaTable | None:
+def _still_latest(key: _Key, uri: str, options: Mapping[str, str]) -> DeltaTable | None:
     """The table of ``key`` this process opened, if its version is still the table's latest."""
     with _OPENED_LOCK:
         entry = _OPENED.get(key)
