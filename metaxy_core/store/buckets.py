@@ -16,6 +16,7 @@ container sharing the folder and the hostname.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -177,22 +178,30 @@ def spill_root() -> str:
     return os.environ.get(SPILL_DIR_ENV) or tempfile.gettempdir()
 
 
-def _spill_prefix(pid: int | None = None) -> str:
+def spill_prefix(pid: int | None = None) -> str:
+    """The start of the name of every spill folder or file of process ``pid`` (default: this one) of this
+    host identity, which :func:`remove_stale_spills` judges by."""
     return f"metaxy-buckets-{current_pid() if pid is None else pid}@{hostname()}.{host_tag()}-"
 
 
 def remove_stale_spills(root: str) -> list[str]:
-    """Delete spill folders left by processes of this host that died without cleaning up (SIGKILL, OOM kill):
-    a crashed reconciliation must not leave gigabytes behind in the temporary folder on every attempt.
+    """Delete spill folders and files (S3 upload spools) left by processes of this host that died without
+    cleaning up (SIGKILL, OOM kill): a crashed reconciliation must not leave gigabytes behind in the temporary
+    folder on every attempt.
 
-    Only folders named with this host identity are judged by their pid (another container sharing the
-    folder and the hostname has its own pids)."""
+    Only names with this host identity are judged by their pid (another container sharing the folder and the
+    hostname has its own pids)."""
     removed = []
     for name in os.listdir(root) if os.path.isdir(root) else []:
         pid = name.removeprefix("metaxy-buckets-").split("@", 1)[0]
-        if name.startswith("metaxy-buckets-") and pid.isdigit() and name.startswith(_spill_prefix(int(pid))):
+        if name.startswith("metaxy-buckets-") and pid.isdigit() and name.startswith(spill_prefix(int(pid))):
             if int(pid) != current_pid() and not pid_alive(int(pid)):
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                path = os.path.join(root, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
                 removed.append(name)
     return removed
 
@@ -267,7 +276,7 @@ class Buckets:
             os.makedirs(root, exist_ok=True)
             remove_stale_spills(root)
             self._dir = tempfile.mkdtemp(
-                prefix=_spill_prefix(), dir=root
+                prefix=spill_prefix(), dir=root
             )  # pid and host: see remove_stale_spills
         lf.with_columns(part.key(schema).alias(BUCKET)).sink_parquet(
             pl.PartitionBy(os.path.join(self._dir, name), key=BUCKET, include_key=False),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from metaxy_core.store._storage import boto_errors, bucket_key, s3_client
-from metaxy_core.store.buckets import spill_root
+from metaxy_core.store.buckets import remove_stale_spills, spill_prefix, spill_root
 
 #: part size of a multipart upload (S3 wants at least 5 MiB but the last)
 UPLOAD_PART_BYTES = 16 * 1024 * 1024
@@ -92,7 +92,8 @@ def _staged(
     :func:`upload_while_writing`)."""
     root = spill_root()  # a bucket's file: the spill folder (METAXY_SPILL_DIR), not a small default /tmp
     os.makedirs(root, exist_ok=True)
-    fd, spool = tempfile.mkstemp(prefix="metaxy-upload-", suffix=".parquet", dir=root)
+    remove_stale_spills(root)  # spool files of processes that died mid-upload (named like spill folders)
+    fd, spool = tempfile.mkstemp(prefix=f"{spill_prefix()}upload-", suffix=".parquet", dir=root)
     os.close(fd)
 
     def fail(exc: BaseException, uploader: _Uploader) -> None:

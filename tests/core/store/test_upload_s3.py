@@ -230,3 +230,56 @@ def test_a_big_bulk_append_to_s3_is_one_commit_of_pieces_in_id_order_that_reads_
     assert len(added) == 4 and ranges == [(1, 2500), (2501, 5000), (5001, 7500), (7501, 10000)]
     back = pl.scan_delta(table).filter(pl.col("id") > 0).collect().sort("id")
     assert back.equals(rows)
+
+
+KILLED_MID_UPLOAD = """
+import json, os, signal, sys
+from metaxy_core.store._io import timed_out
+from metaxy_core.store.upload import upload_while_writing
+
+target, options = sys.argv[1], json.loads(sys.argv[2])
+
+def write(path):
+    with open(path, "wb") as f:
+        f.write(b"half a bucket")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)  # an OOM kill or a SIGKILL while the bucket file is written
+
+upload_while_writing(target, options, write, timed_out=timed_out)
+"""
+
+
+def test_the_spool_file_of_a_process_killed_mid_upload_is_removed_by_the_next_upload(
+    s3: S3Location, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from metaxy_core.store.buckets import spill_prefix
+
+    spill = tmp_path / "spill"
+    monkeypatch.setenv("METAXY_SPILL_DIR", str(spill))
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_UPLOAD, f"{s3.root}/killed.bin", json.dumps(s3.storage_options)],
+        env={**os.environ, "METAXY_SPILL_DIR": str(spill)},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -9, child.stderr
+    [left] = list(spill.iterdir())  # what the killed process left behind
+    assert left.read_bytes() == b"half a bucket"
+    alive = spill / f"{spill_prefix(os.getppid())}upload-x.parquet"  # a live process's spool: never touched
+    alive.write_bytes(b"in use")
+
+    assert (
+        upload_while_writing(
+            f"{s3.root}/next.bin",
+            s3.storage_options,
+            lambda p: Path(p).write_bytes(b"next"),
+            timed_out=timed_out,
+        )
+        == 4
+    )
+    assert not left.exists() and alive.read_bytes() == b"in use"
