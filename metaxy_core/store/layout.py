@@ -90,6 +90,19 @@ RANGE_TYPES = (pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UI
 _MAX_STAT_CHARS = 31
 
 
+def may_hold(actions: pl.DataFrame, feature_version: str) -> pl.DataFrame:
+    """The add actions (``get_add_actions(flatten=True)``) of the files that may hold rows of
+    ``feature_version``: its min/max statistics enclose it, or are missing (every file without them)."""
+    lo, hi = f"min.{FEATURE_VERSION}", f"max.{FEATURE_VERSION}"
+    if lo not in actions.columns or hi not in actions.columns:
+        return actions
+    return actions.filter(
+        pl.col(lo).is_null()
+        | pl.col(hi).is_null()
+        | ((pl.col(lo) <= feature_version) & (pl.col(hi) >= feature_version))
+    )
+
+
 def table_layout(
     table: DeltaTable | None,
     ids: Sequence[str],
@@ -103,14 +116,7 @@ def table_layout(
     if actions.height == 0 or "num_records" not in actions.columns:
         return Layout(0, None) if actions.height == 0 else Layout(1 << 62, None)
     if feature_version is not None:
-        lo, hi = f"min.{FEATURE_VERSION}", f"max.{FEATURE_VERSION}"
-        if lo in actions.columns and hi in actions.columns:
-            keep = (
-                pl.col(lo).is_null()
-                | pl.col(hi).is_null()
-                | ((pl.col(lo) <= feature_version) & (pl.col(hi) >= feature_version))
-            )
-            actions = actions.filter(keep)
+        actions = may_hold(actions, feature_version)
     if actions.select(pl.col("num_records").is_null().any()).item():
         return Layout(1 << 62, None)
     rows = int(actions.select(pl.col("num_records").sum()).item() or 0)
@@ -182,13 +188,7 @@ def row_group_layout(
         return where
     actions = pl.DataFrame(table.get_add_actions(flatten=True))
     if feature_version is not None:
-        lo, hi = f"min.{FEATURE_VERSION}", f"max.{FEATURE_VERSION}"
-        if lo in actions.columns and hi in actions.columns:
-            actions = actions.filter(
-                pl.col(lo).is_null()
-                | pl.col(hi).is_null()
-                | ((pl.col(lo) <= feature_version) & (pl.col(hi) >= feature_version))
-            )
+        actions = may_hold(actions, feature_version)
     actions = actions.filter(pl.col("num_records") > 0)
     if actions.height > MAX_FOOTER_FILES:
         return where
@@ -246,14 +246,7 @@ def default_data_versions(
     if actions.height == 0 or not {lo, hi, "num_records"} <= set(actions.columns):
         return False
     every_file = actions
-    vlo, vhi = f"min.{FEATURE_VERSION}", f"max.{FEATURE_VERSION}"
-    if vlo in actions.columns and vhi in actions.columns:  # files that may hold the version
-        actions = actions.filter(
-            pl.col(vlo).is_null()
-            | pl.col(vhi).is_null()
-            | ((pl.col(vlo) <= feature_version) & (pl.col(vhi) >= feature_version))
-        )
-    files = actions.filter(pl.col("num_records") > 0)
+    files = may_hold(actions, feature_version).filter(pl.col("num_records") > 0)
     if files.height == 0:
         return False
     if not files.select((pl.col(lo).is_not_null() & (pl.col(lo) == pl.col(hi))).all()).item():
