@@ -161,3 +161,46 @@ def test_event_tables_are_compacted_at_64_files_also_when_the_process_skips_open
     [again] = compact_fragmented_system_tables(store)
     assert (again.files_before, again.files_after) == (64, 1)
     assert set(progress.read_states(store, "m")) == set(states)
+
+
+WRITER = """
+import json, sys
+import polars as pl
+from deltalake import write_deltalake
+from metaxy_core.store._io import delta_options
+
+uri, options, commits = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+for i in range(1, commits):
+    write_deltalake(uri, pl.DataFrame({"id": [i], "metaxy_commit_order": [1]}), mode="append",
+                    storage_options=delta_options(options))
+"""
+
+
+def test_a_reader_polling_while_another_process_commits_never_sees_a_stale_or_torn_table(
+    where: tuple[str, dict[str, str]],
+) -> None:
+    """Another process commits one row at a time while this one keeps opening the table through the cache:
+    the versions it gets never go back, each table object's scan holds exactly its version's rows, and once
+    the writer is done the next open is its last commit."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    uri, options = where
+    commits = 25
+    _write(uri, options, _rows(range(1)))  # version 0: one row; the writer adds one row per commit
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, uri, json.dumps(options), str(commits)])
+    seen: list[int] = []
+    deadline = time.monotonic() + 120
+    while writer.poll() is None or not seen or seen[-1] < commits - 1:
+        assert time.monotonic() < deadline, f"the last commit was never seen: {seen[-5:]}"
+        table = open_table(uri, options)
+        assert table is not None
+        version = table.version()
+        assert not seen or version >= seen[-1], seen[-5:] + [version]  # never an older table
+        assert scan_table(table, options).collect().height == version + 1  # its own version, whole
+        seen.append(version)
+        assert writer.poll() in (None, 0), "the writer failed"
+    assert writer.wait(60) == 0
+    assert seen[-1] == commits - 1 and len(set(seen)) > 2, seen  # it saw the table move, up to the end
