@@ -20,14 +20,17 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from rich.console import Console
-from rich.markup import escape
+from metaxy_core._process import collection_paused
 
-from metaxy_core import commands
-from metaxy_core.cli import render, render_chain
-from metaxy_core.cli.progress import ProgressView
-from metaxy_core.errors import MetaxyError, redact
-from metaxy_core.migrations.results import MigrationFailed
+with collection_paused():  # loading the CLI's modules: no garbage-collector passes (see collection_paused)
+    from rich.console import Console
+    from rich.markup import escape
+
+    from metaxy_core import commands
+    from metaxy_core.cli import render, render_chain
+    from metaxy_core.cli.progress import ProgressView
+    from metaxy_core.errors import MetaxyError, redact
+    from metaxy_core.migrations.results import MigrationFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RECOMPUTE, EXIT_NOT_CONFIRMED = 0, 1, 2, 3, 4
 assert render_chain  # imported for its renderers
