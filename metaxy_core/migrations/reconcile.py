@@ -311,7 +311,10 @@ def pair_rows(todo: pl.DataFrame, expected: pl.DataFrame, ids: list[str]) -> tup
     comparison per row instead of hashing both sides) the rows are paired by position, which is that join.
     """
     if _same_ids(todo, expected, ids):
-        return pl.concat([todo, expected.drop(ids)], how="horizontal").lazy(), True
+        # the columns picked by name: ``drop`` runs a query that first realigns the chunks of every column
+        # (the hashed columns come out of the engine cut differently than the ids), ~30 ms per 1M rows
+        extra = expected[[c for c in expected.columns if c not in ids]]
+        return pl.concat([todo, extra], how="horizontal").lazy(), True
     return todo.lazy().join(expected.lazy(), on=ids, how="inner", nulls_equal=True), False
 
 

@@ -59,10 +59,11 @@ def clean_before_write(
     """
     if table is None or fence is None or not fence.guards(uri) or WRITE_ID not in rows.columns:
         return 0, 0
-    ids = rows.get_column(WRITE_ID).unique()
-    if ids.len() != 1 or ids[0] is None:
+    column = rows.get_column(WRITE_ID)
+    first = column[0] if column.len() else None
+    if first is None or column.null_count() or not (column == first).all():  # no hash of every row
         return 0, 0
-    write_id = str(ids[0])
+    write_id = str(first)
     key = (uri, write_id, fence.token)
     with _LOCK:
         if key in _DONE:
