@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -152,20 +153,21 @@ def apply_ours(project: Path, timeout: float) -> dict[str, Any]:
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> dict[str, Any]:
-    """Run ``cmd``; wall time and peak RSS of that process (``wait4``), its output, and whether it failed."""
+    """Run ``cmd``; wall time and peak RSS of that process (``wait4``), its output, and whether it failed.
+
+    The wait blocks in ``wait4`` (a timer thread kills the process at ``timeout``): the end is seen when the
+    process ends, not at the next poll (polling every 50 ms added ~25 ms on average to every run, a bias
+    against the faster system of ~2 % of a 1 s run).
+    """
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline, status, usage = start + timeout, 0, None
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         log.seek(0)
