@@ -6,7 +6,7 @@ The public API (see ``shared/DESIGN.md``)::
                              FeatureGraph, MetadataStore, DeltaMetadataStore, MetaxyConfig)
 """
 
-from metaxy_core._process import collection_paused
+from metaxy_core.startup import collection_paused
 
 with collection_paused():  # loading the package: no garbage-collector passes (see collection_paused)
     from metaxy_core.config import MetaxyConfig as MetaxyConfig

@@ -11,13 +11,10 @@ only judged for a :func:`host_identity` equal to ours: hostname, boot id and pid
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 #: environment variable shifting :func:`now` by this many seconds (simulates a host whose clock is off)
@@ -106,29 +103,3 @@ def now() -> datetime:
         except ValueError:
             pass
     return current
-
-
-@contextlib.contextmanager
-def collection_paused() -> Iterator[None]:
-    """The cyclic garbage collector paused inside the block (as it was after), for loading our modules.
-
-    Why: importing the package, its CLI or the Dagster plugin creates tens of thousands of objects that live
-    as long as the process (modules, classes built by pydantic and dataclasses, polars' and Dagster's Python
-    layers), and meanwhile the collector runs full passes over every object there is, finding nothing to
-    free: two such passes were ~50 ms of the ~0.4 s ``metaxy`` start-up, ~120 ms of ``import metaxy_dagster``
-    (CPython 3.11). Reference counting frees everything as usual inside the block; only cycle detection
-    waits for its end. Threads importing at the same time only see the collector paused a little longer.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        # Everything loaded is moved to the oldest generation (documented: freeze moves every tracked object
-        # to the permanent generation, unfreeze puts them back into the oldest one), where a full pass that
-        # found them alive would have put them, without traversing them: else the first young pass after the
-        # block walks all of them (~20 ms).
-        gc.freeze()
-        gc.unfreeze()
-        if enabled:
-            gc.enable()

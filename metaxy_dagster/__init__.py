@@ -11,7 +11,7 @@ Example (``definitions.py`` of a code location)::
     defs = build_migration_definitions(config_path="metaxy.toml", schedule_cron="0 3 * * *")
 """
 
-from metaxy_core._process import collection_paused
+from metaxy_core.startup import collection_paused
 
 # loading Dagster and the plugin: no garbage-collector passes (see collection_paused)
 with collection_paused():

@@ -28,6 +28,7 @@ MAX_LINES = 600
 #: metaxy_core and nothing there may use it; metaxy_dagster sits on top of metaxy_core.
 LAYERS: dict[str, int] = {
     "metaxy_core._process": 0,
+    "metaxy_core.startup": 0,  # loading our modules cheaply: the package, the CLI and the plugin use it
     "metaxy_core.reporting": 0,  # progress values and meters: every layer reports long work
     "metaxy_core.errors": 0,
     "metaxy_core.graph": 1,

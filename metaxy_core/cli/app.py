@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from metaxy_core._process import collection_paused
+from metaxy_core.startup import collection_paused
 
 with collection_paused():  # loading the CLI's modules: no garbage-collector passes (see collection_paused)
     from rich.console import Console
