@@ -140,6 +140,50 @@ def plan(old: Layout, ids: Sequence[str], partition_rows: int) -> Partitioning:
     return Partitioning(k, tuple(ids))
 
 
+def cut_plan(where: Layout, ids: Sequence[str], partition_rows: int) -> Partitioning | None:
+    """Range buckets of about ``partition_rows`` of ``where``'s rows, cut at the starts of its ranges even
+    where other ranges straddle a cut (those are then read by the buckets on both sides of it).
+
+    Why: :func:`plan` cuts only between clusters of overlapping ranges. A table holding two generations of
+    its samples (right after a reconciliation: the old rows in the writer's row groups, the new ones in bulk
+    files of another size) can chain all of its ranges into one cluster and leave no cut at all. Each cut is
+    the range start, among those that leave at least a share (``rows / k``) and at most twice
+    ``partition_rows`` of the ranges starting in its bucket, that the fewest rows straddle; callers bound
+    the rows read twice (:meth:`Layout.read_rows`). None without ranges, without a cut, or when the ranges
+    starting in a bucket hold more than twice ``partition_rows`` rows (one range too big to cut).
+    """
+    k = buckets_for(where.rows, partition_rows)
+    if k == 1 or where.ranges is None or where.ranges.height < 2:
+        return None
+    target = max(1, where.rows // k)
+    by_lo, by_hi = where.ranges.sort("lo"), where.ranges.sort("hi")
+    starts = by_lo.get_column("lo").unique(maintain_order=True)
+
+    def rows_below(column: str, frame: pl.DataFrame) -> list[int]:
+        """Per start ``c``: rows of the ranges whose ``column`` is below ``c``."""
+        total = [0, *frame.get_column("n").cum_sum().to_list()]
+        return [total[i] for i in frame.get_column(column).search_sorted(starts, side="left").to_list()]
+
+    begun = rows_below("lo", by_lo)  # rows of the ranges starting before each start
+    straddled = [b - e for b, e in zip(begun, rows_below("hi", by_hi), strict=True)]
+    cuts: list[Any] = []
+    sizes: list[int] = []  # rows of the ranges starting in each bucket
+    last, i = 0, 1
+    while i < len(begun):
+        if begun[i] - last < target:
+            i += 1
+            continue
+        window = [j for j in range(i, len(begun)) if begun[j] - last <= 2 * partition_rows] or [i]
+        best = min(window, key=lambda j: (straddled[j], j))
+        cuts.append(starts[best])
+        sizes.append(begun[best] - last)
+        last, i = begun[best], best + 1
+    sizes.append(where.rows - last)
+    if not cuts or max(sizes) > 2 * partition_rows:
+        return None
+    return Partitioning(len(cuts) + 1, tuple(ids), pl.Series("boundaries", cuts, dtype=starts.dtype))
+
+
 #: sampled ids per bucket when cutting id ranges from a sample (about 3% error on a bucket's size)
 SAMPLE_PER_BUCKET = 1000
 

@@ -22,7 +22,7 @@ from polars.io.plugins import register_io_source
 from metaxy_core.errors import MetadataSchemaError, MetaxyError
 from metaxy_core.store import _io
 from metaxy_core.store.base import FrameLike, Increment
-from metaxy_core.store.buckets import Partitioning, SharedBuckets, plan
+from metaxy_core.store.buckets import Partitioning, SharedBuckets, cut_plan, plan
 from metaxy_core.store.layout import (
     Layout,
     latest_per_sample,
@@ -30,6 +30,7 @@ from metaxy_core.store.layout import (
     row_group_layout,
     table_layout,
 )
+from metaxy_core.store.order import rank
 from metaxy_core.store.provenance import (
     COMMIT_ORDER,
     CREATED_AT,
@@ -273,6 +274,16 @@ def _ordering(schema: Mapping[str, pl.DataType]) -> list[str]:
     return [CREATED_AT, COMMIT_ORDER] if COMMIT_ORDER in schema else [CREATED_AT]
 
 
+def _newest_in_place(lf: pl.LazyFrame, ids: list[str]) -> pl.LazyFrame:
+    """:func:`latest_per_sample` (ties kept alike) as a filter, so the rows kept stay in their order.
+
+    Why: a bucket of a table read in id order then still pairs with its expected rows by position
+    (:func:`_paired`), where the semi-join's output order would force a join; one pass over the bucket.
+    """
+    ranked = rank(lf.collect_schema())
+    return lf.filter(ranked == ranked.max().over(ids))
+
+
 #: rows per bucket of a ``resolve_update`` whose inputs' row groups let buckets cut inside files: the three
 #: collected frames (~120 bytes per row) stay, a bucket's working set (its rows decoded and hashed) goes
 ROW_GROUP_BUCKET_ROWS = 262_144
@@ -302,13 +313,20 @@ def _row_group_plan(
     wheres = [where for _, _, _, where in refined if where is not None]
     if not wheres:
         return None
-    part = plan(max(wheres, key=lambda w: w.rows), ids, bucket_rows)
-    if part.boundaries is None:
-        return None
-    for where in wheres:
-        if where.ranges is None or (where.rows and where.read_rows(part.boundaries) > 1.5 * where.rows):
-            return None
-    return part, refined
+    biggest = max(wheres, key=lambda w: w.rows)
+    # cuts between clusters of ranges first; else cuts that some ranges straddle (read twice, bounded)
+    for part in (plan(biggest, ids, bucket_rows), cut_plan(biggest, ids, bucket_rows)):
+        if part is not None and part.boundaries is not None and all(_reads_own(w, part) for w in wheres):
+            return part, refined
+    return None
+
+
+def _reads_own(where: Layout, part: Partitioning) -> bool:
+    """Whether reading ``where``'s rows bucket by bucket reads each about once (at most 1.5 times)."""
+    assert part.boundaries is not None
+    return where.ranges is not None and (
+        not where.rows or where.read_rows(part.boundaries) <= 1.5 * where.rows
+    )
 
 
 #: one bucket in memory at a time, even when polars pulls several frames at once (``pl.collect_all``)
@@ -362,8 +380,11 @@ def bucketed_increment(
     layouts = {name: where for name, _, _, where in inputs}  # files, for the one-row-per-sample proofs
     fine = max(1, min(store.partition_rows // 2, ROW_GROUP_BUCKET_ROWS))
     found = _row_group_plan(ids, inputs, tables, fine) if samples is None and max(sizes) > fine else None
+    # row-group plans: each input's ranges, which tell per bucket whether its rows can repeat a sample
+    fine_layouts: dict[str, Layout] = {}
     if found is not None:
         partitioning, inputs = found
+        fine_layouts = {name: where for name, _, _, where in inputs if where is not None}
     else:
         if max(sizes) <= store.partition_rows:
             return None
@@ -376,9 +397,9 @@ def bucketed_increment(
         return None
 
     def newest(
-        frames: Mapping[str, pl.LazyFrame], name: str, key: FeatureKey, version: str | None
+        frames: Mapping[str, pl.LazyFrame], name: str, key: FeatureKey, version: str | None, b: int | None
     ) -> pl.LazyFrame:
-        """One bucket's newest rows of ``key`` at ``version`` (any when None), as the store selects them."""
+        """Bucket ``b``'s newest rows of ``key`` at ``version`` (any when None), as the store selects them."""
         lf = frames[name]
         if version is not None:
             lf = lf.filter(pl.col(FEATURE_VERSION) == version)
@@ -386,31 +407,38 @@ def bucketed_increment(
         # a bucket of rows the Delta log proves hold one row per sample holds one too: no count per bucket
         if layouts[name] is not None and not layouts[name].may_repeat:
             return lf
+        if name in fine_layouts and partitioning.boundaries is not None:
+            # The bucket's own ranges decide, without a count: e.g. right after a reconciliation every
+            # sample has an old and a new row (overlapping ranges: select), a bucket of one write does not.
+            edges = [None, *partitioning.boundaries.to_list(), None]
+            if b is not None and not fine_layouts[name].within(edges[b], edges[b + 1]).may_repeat:
+                return lf
+            return _newest_in_place(lf, key_ids)
         if may_repeat(lf, key_ids, None, uri=store.table_uri(key), options=store.storage_options):
             lf = latest_per_sample(lf, key_ids)
         return lf
 
-    def increment_of(frames: Mapping[str, pl.LazyFrame]) -> Increment:
+    def increment_of(frames: Mapping[str, pl.LazyFrame], b: int | None) -> Increment:
         """The single-query comparison over one bucket's rows (the same code as for whole tables)."""
-        return compare(spec, graph, *comparison_inputs(frames))
+        return compare(spec, graph, *comparison_inputs(frames, b))
 
     def comparison_inputs(
-        frames: Mapping[str, pl.LazyFrame],
+        frames: Mapping[str, pl.LazyFrame], b: int | None
     ) -> tuple[pl.LazyFrame, pl.LazyFrame | None, pl.LazyFrame | None]:
-        """One bucket's (expected rows, requested ids, newest stored rows), as :func:`compare` takes them."""
+        """Bucket ``b``'s (expected rows, requested ids, newest stored rows), for :func:`compare`."""
         expected = None
         if spec.deps:
             upstream = {
-                dep.feature: newest(frames, f"up{i}", dep.feature, graph.feature_version(dep.feature))
+                dep.feature: newest(frames, f"up{i}", dep.feature, graph.feature_version(dep.feature), b)
                 for i, dep in enumerate(spec.deps)
             }
             expected = store.expected_provenance(spec, graph, upstream=upstream)
         expected, requested_ids = expected_rows(spec, frames.get("samples"), expected)
-        stored = newest(frames, "stored", spec.key, None) if "stored" in frames else None
+        stored = newest(frames, "stored", spec.key, None, b) if "stored" in frames else None
         return expected, requested_ids, stored
 
     # Output schemas, from the regular plan over empty inputs (nothing is read).
-    template = increment_of({name: lf.head(0) for name, _, lf, _ in inputs})
+    template = increment_of({name: lf.head(0) for name, _, lf, _ in inputs}, None)
     shared = SharedBuckets(partitioning, [(name, lf, where) for name, _, lf, where in inputs])
 
     def frame(which: str) -> pl.LazyFrame:
@@ -425,7 +453,7 @@ def bucketed_increment(
                 buckets = shared.buckets()
             for b in range(partitioning.k):
                 with _BUCKET_LOCK:
-                    inc = increment_of({name: buckets.get(name, b) for name, _, _, _ in inputs})
+                    inc = increment_of({name: buckets.get(name, b) for name, _, _, _ in inputs}, b)
                     lf = getattr(inc, which).lazy()
                     if predicate is not None:
                         lf = lf.filter(predicate)
@@ -456,7 +484,7 @@ def bucketed_increment(
         for b in range(partitioning.k):
             with _BUCKET_LOCK:
                 expected, requested_ids, stored = comparison_inputs(
-                    {name: buckets.get(name, b) for name, _, _, _ in inputs}
+                    {name: buckets.get(name, b) for name, _, _, _ in inputs}, b
                 )
                 if stored is None:
                     expected_df, stored_df = expected.collect(), None

@@ -73,15 +73,22 @@ class Layout:
         if self.ranges is None:
             return -1
         edges = [None, *boundaries.to_list(), None]
-        total = 0
-        for lo, hi in itertools.pairwise(edges):
-            keep = pl.lit(True)
-            if lo is not None:
-                keep = keep & (pl.col("hi") >= lo)
-            if hi is not None:
-                keep = keep & (pl.col("lo") < hi)
-            total += int(self.ranges.filter(keep).select(pl.col("n").sum()).item() or 0)
-        return total
+        return sum(self.within(lo, hi).rows for lo, hi in itertools.pairwise(edges))
+
+    def within(self, lo: Any, hi: Any) -> Layout:
+        """The ranges a read of ids ``lo <= id < hi`` (None: unbounded) cannot skip, as a layout of its own.
+
+        Its ``may_repeat`` answers for one range bucket: a bucket whose ranges do not overlap holds one row
+        per sample even when the table as a whole repeats samples elsewhere. Needs ``ranges``.
+        """
+        assert self.ranges is not None
+        keep = pl.lit(True)
+        if lo is not None:
+            keep = keep & (pl.col("hi") >= lo)
+        if hi is not None:
+            keep = keep & (pl.col("lo") < hi)
+        ranges = self.ranges.filter(keep)
+        return Layout(int(ranges.get_column("n").sum() or 0), ranges, self.single_writes)
 
 
 #: id types whose order file statistics and range buckets can use
