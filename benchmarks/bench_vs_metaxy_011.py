@@ -17,11 +17,14 @@ What it does:
 5. ``resolve_update`` of the downstream feature under the new graph, all three frames collected (ours:
    ``added``/``changed``/``removed``; 0.1.11: ``new``/``stale``/``orphaned``), as whole processes, best of
    ``--repeat``, with the time of the call itself; both must report every sample changed, none added/removed.
+   ``--after-migration``: the same call on the reconciled stores (each system's own migration first), the
+   call users make right after a migration; both must report nothing to do.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_vs_metaxy_011.py --rows 1000000 --repeat 2
     .venv/bin/python benchmarks/bench_vs_metaxy_011.py --rows 5000000
+    .venv/bin/python benchmarks/bench_vs_metaxy_011.py --rows 1000000 --only resolve --after-migration
 """
 
 from __future__ import annotations
@@ -176,16 +179,18 @@ def rebase_theirs(project: Path, venv: Path, timeout: float) -> dict[str, Any]:
     return V.timed(cmd, project, V.their_env(project, venv, True), timeout)
 
 
-def resolve_theirs(project: Path, venv: Path, timeout: float) -> dict[str, Any]:
-    V.fresh_store(project)  # the store before reconciliation, as ours reads it
+def resolve_theirs(project: Path, venv: Path, timeout: float, *, fresh: bool = True) -> dict[str, Any]:
+    if fresh:
+        V.fresh_store(project)  # the store before reconciliation, as ours reads it
     cmd = [str(venv / "bin" / "python"), "resolve.py"]
     return _with_json(V.timed(cmd, project, V.their_env(project, venv, True), timeout))
 
 
-def resolve_ours(project: Path, timeout: float) -> dict[str, Any]:
+def resolve_ours(project: Path, timeout: float, store: str = "pristine") -> dict[str, Any]:
+    """Our resolve_update on ``project``'s ``store`` folder (``pristine``, or ``store`` after an apply)."""
     script = project / "resolve_ours.py"
     script.write_text(textwrap.dedent(OUR_RESOLVE))
-    cmd = [str(V.OURS_PYTHON), str(script), str(project / "pristine"), str(Path(__file__).resolve().parent)]
+    cmd = [str(V.OURS_PYTHON), str(script), str(project / store), str(Path(__file__).resolve().parent)]
     return _with_json(V.timed(cmd, project, V.our_env(project, True), timeout))
 
 
@@ -245,8 +250,21 @@ def _machine() -> dict[str, Any]:
     return {"machine": C.machine()}
 
 
+def _migrated(ours: Path, theirs: Path, venv: Path, timeout: float) -> None:
+    """Both stores reconciled (fresh copies), for ``--after-migration`` runs of the resolve comparison."""
+    for who, run in (("ours", V.apply_ours(ours, timeout)), (VERSION, rebase_theirs(theirs, venv, timeout))):
+        if run["exit"] != 0:
+            raise SystemExit(f"{who}: reconciliation failed ({run['exit']}): {run['output'][-400:]}")
+
+
 def compare(
-    base: Path, n: int, venv: Path, repeat: int, timeout: float, only: str = "all"
+    base: Path,
+    n: int,
+    venv: Path,
+    repeat: int,
+    timeout: float,
+    only: str = "all",
+    after_migration: bool = False,
 ) -> list[list[Any]]:
     theirs_project = prepare_theirs(base, n, venv)
     ours_project = V.prepare_ours(base, n)
@@ -259,10 +277,14 @@ def compare(
             recon["theirs"].append(rebase_theirs(theirs_project, venv, timeout))
             note = note or check(ours_project, theirs_project, venv, n)  # the stores as reconciled
         if only in ("all", "resolve"):
-            resolve["ours"].append(resolve_ours(ours_project, timeout))
-            resolve["theirs"].append(resolve_theirs(theirs_project, venv, timeout))
+            if after_migration and only == "resolve":
+                _migrated(ours_project, theirs_project, venv, timeout)
+            store = "store" if after_migration else "pristine"
+            resolve["ours"].append(resolve_ours(ours_project, timeout, store))
+            resolve["theirs"].append(resolve_theirs(theirs_project, venv, timeout, fresh=not after_migration))
     rows: list[list[Any]] = []
-    for what, runs in (("reconciliation", recon), ("resolve_update, 3 frames", resolve)):
+    label = "resolve_update after migration, 3 frames" if after_migration else "resolve_update, 3 frames"
+    for what, runs in (("reconciliation", recon), (label, resolve)):
         if not runs["ours"]:
             continue
         best = {who: _best(r) for who, r in runs.items()}
@@ -316,6 +338,12 @@ def main() -> None:
         default="all",
         help="run one of the two comparisons (resolve: no reconciliation, so no check of reconciled stores)",
     )
+    parser.add_argument(
+        "--after-migration",
+        action="store_true",
+        help="resolve_update on the reconciled stores (each system's own migration first) instead of the "
+        "pristine ones: the call users make right after a migration",
+    )
     args = parser.parse_args()
     base = Path(args.dir)
     base.mkdir(parents=True, exist_ok=True)
@@ -324,7 +352,7 @@ def main() -> None:
     V.ensure_our_venv()
     rows: list[list[Any]] = []
     for n in [int(s) for s in args.rows.split(",") if s]:
-        rows += compare(base, n, venv, args.repeat, args.timeout, args.only)
+        rows += compare(base, n, venv, args.repeat, args.timeout, args.only, args.after_migration)
     print()
     print(
         C.fmt_table(
