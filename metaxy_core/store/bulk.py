@@ -1,7 +1,7 @@
 """Bulk appends: a batch of frames as one Delta commit, and a background writer that overlaps it with work.
 
 :func:`append_frames` is the write path of bucketed work (reconciliation writes one commit per bucket): it
-writes Parquet files with polars' own (zstd) writer straight into the table folder (on S3: streamed into a
+writes Parquet files with polars' own writer straight into the table folder (LZ4; on S3 zstd, streamed into a
 multipart upload, parts going up while the next ones are encoded, see :mod:`metaxy_core.store.upload`) and
 commits them in one Delta transaction with their statistics.
 Either way a batch of frames is one atomic commit. :class:`BackgroundWriter` runs one such write at a time
@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 from deltalake.exceptions import CommitFailedError
@@ -73,14 +73,30 @@ def _file_stats(df: pl.DataFrame, ids: Sequence[str]) -> str:
     return json.dumps({"numRecords": df.height, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
 
 
-def _parquet_writer(frame: pl.DataFrame, *, row_group_rows: int | None = None) -> Callable[[str], None]:
-    """Writes ``frame`` as a bulk file at a local path: polars' native writer, zstd level 1, row groups of
-    ``row_group_rows`` (None: polars' default, 262,144); row-group statistics are left out (the Delta log
-    gets the file's statistics; they cost ~12% of the write CPU), so readers can skip these files only as
-    wholes: :func:`_id_slices` keeps them small."""
+def _parquet_writer(
+    frame: pl.DataFrame, *, remote: bool, row_group_rows: int | None = None
+) -> Callable[[str], None]:
+    """Writes ``frame`` as a bulk file at a local path (on S3: the spool file it uploads) with polars' native
+    writer, in the codec of :func:`_codec`, row groups of ``row_group_rows`` (None: polars' default,
+    262,144); row-group statistics are left out (the Delta log gets the file's statistics; they cost ~12% of
+    the write CPU), so readers can skip these files only as wholes: :func:`_id_slices` keeps them small."""
+    codec = _codec(remote)
+    level = 1 if codec == "zstd" else None
     return lambda path: frame.write_parquet(
-        path, compression="zstd", compression_level=1, statistics=False, row_group_size=row_group_rows
+        path, compression=codec, compression_level=level, statistics=False, row_group_size=row_group_rows
     )
+
+
+def _codec(remote: bool) -> Literal["zstd", "lz4"]:
+    """The compression of bulk files: zstd level 1 on S3, LZ4 on a local disk.
+
+    Why: on S3 the bytes are the cost (uploaded while the next file is encoded; zstd-1 is half the bytes of
+    delta-rs' snappy). Locally the CPU is: six hash strings per row are most of a reconciled row, and zstd-1
+    costs ~0.6 CPU-s per 1M rows; LZ4 (Parquet's LZ4_RAW) writes them ~20 % faster (1M reconciled rows: 0.26
+    vs 0.32 s wall on 2 cores) and reads them ~35 % faster (0.11 vs 0.16 s), at about the bytes of delta-rs'
+    snappy that the store's other writes use (130 MB per 1M rows against 59 MB zstd-1 and 117 MB snappy).
+    """
+    return "zstd" if remote else "lz4"
 
 
 #: rows per file of a local bulk append whose rows are in id order (see :func:`_id_slices`)
@@ -130,7 +146,7 @@ def _write_local(paths: list[str], frames: list[pl.DataFrame]) -> list[int]:
     their sizes in bytes."""
 
     def write(path: str, frame: pl.DataFrame) -> int:
-        _parquet_writer(frame, row_group_rows=_LOCAL_ROW_GROUP_ROWS)(path)
+        _parquet_writer(frame, remote=False, row_group_rows=_LOCAL_ROW_GROUP_ROWS)(path)
         return os.path.getsize(path)
 
     if len(paths) == 1:
@@ -182,7 +198,7 @@ def append_frames(
     migration step that writes them; commits from a background thread do not see the caller's context) is
     checked before the commit and carried by it.
 
-    Tables whose schema matches get Parquet files written by polars (zstd, multi-threaded; uploaded with the
+    Tables whose schema matches get Parquet files written by polars (LZ4, on S3 zstd; uploaded with the
     store's S3 client on S3) plus one ``create_write_transaction``; anything else goes through delta-rs
     (``schema_mode="merge"``). A failure
     before the commit leaves no visible rows (stray files are removed, or left to ``vacuum``).
@@ -218,14 +234,15 @@ def append_frames(
                 if dict(frame.schema) != dict(frames[0].schema):
                     frame = frame.select(frames[0].columns).cast(dict(frames[0].schema))  # type: ignore[arg-type]
                 for piece in _pieces(frame) if remote else _id_slices(frame, ids):
-                    files.append((f"part-00000-{uuid.uuid4()}-c000.zstd.parquet", piece))
+                    files.append((f"part-00000-{uuid.uuid4()}-c000.{_codec(remote)}.parquet", piece))
             # Statistics for skipping files go to the Delta log (below); row-group statistics cost ~15% of
             # the write and bulk files are bucket-sized, so they are left out.
             if remote:  # zstd (half delta-rs' snappy bytes); a piece goes up while the next is encoded
                 paths = [f"{uri.rstrip('/')}/{name}" for name, _ in files]
                 written.extend(paths)
                 writers = [
-                    (path, _parquet_writer(rows)) for path, (_, rows) in zip(paths, files, strict=True)
+                    (path, _parquet_writer(rows, remote=True))
+                    for path, (_, rows) in zip(paths, files, strict=True)
                 ]
                 sizes = upload_pieces(writers, options, timed_out=_io.timed_out)
             else:

@@ -102,6 +102,30 @@ def test_on_s3_buckets_are_written_as_zstd_parquet_by_the_bulk_writer_with_the_l
     assert len([p for p in paths if p.endswith(".zstd.parquet")]) == result.buckets
 
 
+def test_local_bulk_files_are_lz4_read_by_plain_readers_with_the_rows_of_the_zstd_ones_on_s3(tmp_path, s3):
+    """The codec follows what the write costs: CPU locally (LZ4), bytes on S3 (zstd); any Parquet reader
+    (pyarrow here, delta-rs and polars through the store) reads both."""
+    import pyarrow.parquet as pq
+
+    local_store = build(tmp_path / "local", emb_order="sorted")
+    local, result = reconcile(local_store, 100)
+    table = DeltaTable(local_store.table_uri(EMB))
+    bulk = [p for p in table.get_add_actions(flatten=True).column("path").to_pylist() if ".lz4." in p]
+    assert len(bulk) == result.commits > 1
+    codecs = {
+        pq.ParquetFile(Path(table.table_uri.removeprefix("file://")) / name)
+        .metadata.row_group(0)
+        .column(0)
+        .compression
+        for name in bulk
+    }
+    assert codecs == {"LZ4"}  # pyarrow's name for Parquet's LZ4 codecs
+    assert pl.read_delta(local_store.table_uri(EMB)).height == 2 * N  # old and carried rows, plain delta-rs
+    remote_store = build(s3.root, emb_order="sorted", options=s3.storage_options)
+    remote, _ = reconcile(remote_store, 100)
+    assert remote.equals(local)
+
+
 # ------------------------------------------------------------------------------ default data versions
 def test_old_rows_recorded_with_default_data_versions_are_carried_without_reading_those_columns(
     tmp_path, monkeypatch
