@@ -299,10 +299,12 @@ def _row_group_plan(
 
     Why: memory follows the rows a bucket decodes. Files written in id order hold many row groups of narrow
     id ranges (the store writes ``_io.ROW_GROUP_ROWS``-row groups), so buckets far smaller than a file read
-    about their own rows, each input once (plus the row groups a cut falls into). The inputs with their
-    row-group layouts, for :class:`SharedBuckets`; None when some input would be read more than 1.5 times
-    (files of one big row group, not in id order, or remote) or no range plan exists: the caller then plans
-    by files, as before.
+    about their own rows, each input once (plus the row groups a cut falls into). Cuts fall between clusters
+    of overlapping ranges (:func:`plan`), else at the range starts the fewest rows straddle
+    (:func:`cut_plan`: a table right after a migration, whose old row groups and new bulk files of other
+    sizes chain into one cluster). The inputs with their row-group layouts, for :class:`SharedBuckets`;
+    None when some input would be read more than 1.5 times (files of one big row group, not in id order, or
+    remote) or no range plan exists: the caller then plans by files, as before.
     """
     refined = []
     for name, key, lf, where in inputs:
