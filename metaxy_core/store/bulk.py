@@ -121,7 +121,10 @@ def _id_slices(frame: pl.DataFrame, ids: Sequence[str]) -> list[pl.DataFrame]:
     column = frame.get_column(ids[0])
     if column.dtype not in RANGE_TYPES or column.has_nulls():
         return [frame]
-    runs = [0, *((column.slice(1) < column.slice(0, n - 1)).arg_true() + 1).to_list(), n]
+    if column.is_sorted():  # one pass, no comparison frame: the usual case (rows paired with sorted upstream)
+        runs = [0, n]
+    else:
+        runs = [0, *((column.slice(1) < column.slice(0, n - 1)).arg_true() + 1).to_list(), n]
     if len(runs) > 2 + _MAX_RUNS:
         return [frame]
     slices = [
