@@ -93,8 +93,9 @@ def _codec(remote: bool) -> Literal["zstd", "lz4"]:
     Why: on S3 the bytes are the cost (uploaded while the next file is encoded; zstd-1 is half the bytes of
     delta-rs' snappy). Locally the CPU is: six hash strings per row are most of a reconciled row, and zstd-1
     costs ~0.6 CPU-s per 1M rows; LZ4 (Parquet's LZ4_RAW) writes them ~20 % faster (1M reconciled rows: 0.26
-    vs 0.32 s wall on 2 cores) and reads them ~35 % faster (0.11 vs 0.16 s), at about the bytes of delta-rs'
-    snappy that the store's other writes use (130 MB per 1M rows against 59 MB zstd-1 and 117 MB snappy).
+    vs 0.32 s wall on 2 cores) and reads them ~35 % faster (0.11 vs 0.16 s), for about the bytes of the
+    store's other files (130 MB per 1M rows against 59 MB zstd-1; delta-rs' snappy 117 MB): the same choice
+    as ``write_metadata``'s files (see :data:`metaxy_core.store._io.ROW_GROUP_ROWS`).
     """
     return "zstd" if remote else "lz4"
 
