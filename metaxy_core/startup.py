@@ -19,8 +19,8 @@ def collection_paused() -> Iterator[None]:
     as long as the process (modules, classes built by pydantic and dataclasses, polars' and Dagster's Python
     layers), and meanwhile the collector runs full passes over every object there is, finding nothing to
     free (CPython 3.11, A/B of whole imports: the ``metaxy`` CLI's start-up 12-16 ms of CPU less, ``import
-    metaxy_dagster`` ~120 ms less). Reference counting frees everything as usual inside the block; only cycle detection
-    waits for its end. Threads importing at the same time only see the collector paused a little longer.
+    metaxy_dagster`` ~120 ms less). Reference counting frees everything as usual inside the block; only
+    cycle detection waits for its end. Threads importing at the same time see the collector paused longer.
     """
     enabled = gc.isenabled()
     gc.disable()
