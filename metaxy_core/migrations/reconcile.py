@@ -79,6 +79,8 @@ class CarryOverResult:
     unique_by_position: int = 0
     #: the Delta log proved the old rows' data versions are the defaults: those columns were not read
     default_data_versions_proven: bool = False
+    #: buckets whose upstream rows (one dependency, one row per sample) were hashed in the query reading them
+    hashed_with_reads: int = 0
 
 
 @contextmanager
@@ -231,8 +233,15 @@ def carry_over(
                 old_rows = buckets.get("old", b)
                 first = old_rows if proven else old_rows.drop(DATA_VERSION_BY_FIELD)
                 read_ups: list[pl.DataFrame] | None
+                hashed: pl.DataFrame | None = None  # the expected provenance, when computed with the reads
                 if inputs[1][2].rows:  # some samples are carried already (a resumed run): upstream rows are
                     todo, read_ups = first.collect(), None  # read below only for what is left to carry
+                elif n_deps == 1 and not repeats["up0"]:  # one upstream row per sample: it is hashed in the
+                    # query reading the old rows (the reads alone leave a core idle); rows in upstream order
+                    up = {spec.deps[0].feature: buckets.get("up0", b)}
+                    todo, hashed = pl.collect_all([first, _expected(store, spec, new_graph, up)])
+                    read_ups = []
+                    result.hashed_with_reads += 1
                 else:  # the old rows and the upstream rows are read at once: each read alone is mostly
                     # one thread (files of a few row groups), together they use the cores the writer leaves
                     todo, *read_ups = pl.collect_all(
@@ -251,22 +260,23 @@ def carry_over(
                     continue
                 ups = {}
                 old_may_repeat = repeats["old"]  # the log could not rule out a sample stored twice
-                for i, dep in enumerate(spec.deps):
+                for i, dep in enumerate(spec.deps if hashed is None else ()):
                     frame = buckets.get(f"up{i}", b).collect() if read_ups is None else read_ups[i]
                     if repeats[f"up{i}"]:
                         frame = newest_rows(frame, ids)
-                    ups[dep.feature] = frame.drop(CREATED_AT, COMMIT_ORDER, strict=False).lazy()
+                    ups[dep.feature] = frame.lazy()
                     if i == 0 and old_may_repeat and _same_ids(todo, frame, ids):
                         # each old row matches one of the upstream rows (one per sample), in order
                         old_may_repeat = False
                         result.unique_by_position += 1
+                if hashed is not None and old_may_repeat and _same_ids(todo, hashed, ids):
+                    old_may_repeat = False  # as above: the hashed rows are the upstream rows, in order
+                    result.unique_by_position += 1
                 if old_may_repeat:
                     todo = newest_rows(todo, ids)
             with _timed(result, "compute"):
-                expected = store.expected_provenance(spec, new_graph, upstream=ups).rename(
-                    {PROVENANCE_BY_FIELD: "__new_pbf", PROVENANCE: "__new_prov"}
-                )
-                carried, paired = pair_rows(todo, expected.collect(), ids)
+                expected = _expected(store, spec, new_graph, ups).collect() if hashed is None else hashed
+                carried, paired = pair_rows(todo, expected, ids)
                 result.paired += paired
                 if dry_run:
                     rows = carried.select(pl.len()).collect().item()
@@ -288,7 +298,7 @@ def carry_over(
                     )
                 out = stamped.collect()
                 result.missing += todo.height - out.height
-                del todo, carried, ups, expected
+                del todo, carried, ups, expected, hashed
             with _timed(result, "write"):
                 # The previous bucket's write overlaps this bucket's reads and joins (both release the GIL):
                 # at most one bucket being written and one being computed, so memory stays at two buckets.
@@ -300,6 +310,17 @@ def carry_over(
         if on_progress is not None:
             on_progress(seen, total)
     return result
+
+
+def _expected(
+    store: DeltaMetadataStore, spec: FeatureSpec, graph: FeatureGraph, ups: Mapping[FeatureKey, pl.LazyFrame]
+) -> pl.LazyFrame:
+    """The new provenance of the samples of ``ups`` (upstream rows of one bucket, one per sample), its
+    columns renamed apart from the old rows' ones."""
+    ups = {key: lf.drop(CREATED_AT, COMMIT_ORDER, strict=False) for key, lf in ups.items()}
+    return store.expected_provenance(spec, graph, upstream=ups).rename(
+        {PROVENANCE_BY_FIELD: "__new_pbf", PROVENANCE: "__new_prov"}
+    )
 
 
 def pair_rows(todo: pl.DataFrame, expected: pl.DataFrame, ids: list[str]) -> tuple[pl.LazyFrame, bool]:

@@ -78,6 +78,24 @@ def test_rows_in_the_same_id_order_are_paired_by_position_with_the_joins_result(
     assert paired.equals(joined)
 
 
+def test_upstream_rows_hashed_in_the_read_query_give_the_rows_of_the_separate_hashing(tmp_path):
+    # one dependency with one row per sample: the new provenance is computed in the query that reads the
+    # old rows; a table that may hold a sample twice (a chunk of it written again, the same rows) keeps the
+    # newest row first, then hashes: the same carried rows either way
+    fused, fast = reconcile(build(tmp_path / "once", emb_order="sorted"), 100)
+    store = build(tmp_path / "twice", emb_order="sorted")
+    again = store.read_metadata(RAW, graph=video_graph(transcript="1", refined=False)).collect()
+    store.write_metadata(
+        RAW,
+        again.head(N // 4).select("sample_uid", "path", PROVENANCE_BY_FIELD),
+        graph=video_graph(transcript="1", refined=False),
+    )
+    separate, slow = reconcile(store, 100)
+    assert fast.hashed_with_reads == fast.buckets > 1 and slow.hashed_with_reads < slow.buckets
+    assert fast.rows == slow.rows == N
+    assert fused.equals(separate)
+
+
 def test_rows_missing_upstream_fall_back_to_the_join(tmp_path):
     store = build(tmp_path / "s", emb_order="sorted")
     old = video_graph(transcript="1", refined=False)
