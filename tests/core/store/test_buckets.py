@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
-from metaxy_core import DeltaMetadataStore, FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.migrations.reconcile import CarryOverResult, carry_over
 from metaxy_core.store.buckets import plan
 from metaxy_core.store.layout import Layout, newest_rows
@@ -25,51 +25,21 @@ from metaxy_core.store.provenance import (
     PROVENANCE_BY_FIELD,
     WRITE_ID,
 )
+from metaxy_core.testing.numbered import numbered_emb_rows, numbered_graph, numbered_ids, numbered_raw_rows
 
 RAW, EMB = "p/raw", "p/emb"
 
 
 def graph(ids: list[str], *, refined: bool) -> FeatureGraph:
-    g = FeatureGraph()
-    g.add(FeatureSpec(key=RAW, id_columns=ids, fields=[FieldSpec(key="frames"), FieldSpec(key="audio")]))
-    deps_e = [FieldDep(feature=RAW, fields=["frames"])] if refined else None
-    g.add(
-        FeatureSpec(
-            key=EMB,
-            id_columns=ids,
-            deps=[FeatureDep(feature=RAW)],
-            fields=[FieldSpec(key="embedding", deps=deps_e), FieldSpec(key="sync")],
-        )
-    )
-    return g
-
-
-def rows(ids: list[str], numbers: list[int]) -> pl.DataFrame:
-    frame = pl.DataFrame({"i": numbers}, schema={"i": pl.Int64})
-    if ids == ["uid"]:
-        frame = frame.with_columns(pl.col("i").cast(pl.String).str.zfill(6).alias("uid"))
-    else:
-        frame = frame.with_columns(
-            (pl.col("i") // 7).cast(pl.String).alias("video"), (pl.col("i") % 7).alias("frame")
-        )
-    return frame
+    return numbered_graph(RAW, EMB, ids=ids, refined=refined)
 
 
 def raw_rows(ids: list[str], numbers: list[int]) -> pl.DataFrame:
-    f = rows(ids, numbers)
-    return f.select(
-        *ids,
-        pl.struct(pl.format("f{}", "i").alias("frames"), pl.format("a{}", "i").alias("audio")).alias(
-            PROVENANCE_BY_FIELD
-        ),
-    )
+    return numbered_raw_rows(numbers, ids)
 
 
 def emb_rows(ids: list[str], numbers: list[int], tag: str = "x") -> pl.DataFrame:
-    f = rows(ids, numbers)
-    return f.select(
-        *ids, pl.format("{}-{}", pl.lit(tag), "i").alias("label"), (pl.col("i") * 2).alias("score")
-    )
+    return numbered_emb_rows(numbers, tag, ids, score=True)
 
 
 def build(
@@ -222,7 +192,7 @@ def test_bucketed_resolve_update_equals_single_query(tmp_path, ids, clustered):
     )
     assert inc.changed.head(5).collect().height == 5
     # samples= restricts (and is bucketed too)
-    wanted = rows(ids, list(range(0, 600, 3))).select(ids)
+    wanted = numbered_ids(list(range(0, 600, 3)), ids).select(ids)
     a = store.resolve_update(EMB, graph=new, samples=wanted).collect()
     store.partition_rows = 10**9
     b = store.resolve_update(EMB, graph=new, samples=wanted).collect()

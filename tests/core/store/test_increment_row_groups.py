@@ -17,10 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from metaxy_core import DeltaMetadataStore, FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.store import _io, footers, increment
 from metaxy_core.store.layout import row_group_layout, table_layout
 from metaxy_core.store.provenance import DATA_VERSION, DATA_VERSION_BY_FIELD, PROVENANCE_BY_FIELD
+from metaxy_core.testing.numbered import numbered_emb_rows as emb_rows
+from metaxy_core.testing.numbered import numbered_graph
+from metaxy_core.testing.numbered import numbered_raw_rows as raw_rows
 from metaxy_core.testing.s3 import S3Location
 
 RAW, EMB = "rg/raw", "rg/emb"
@@ -28,34 +31,7 @@ IDS = ["uid"]
 
 
 def graph(*, refined: bool) -> FeatureGraph:
-    g = FeatureGraph()
-    g.add(FeatureSpec(key=RAW, id_columns=IDS, fields=[FieldSpec(key="frames"), FieldSpec(key="audio")]))
-    deps = [FieldDep(feature=RAW, fields=["frames"])] if refined else None
-    g.add(
-        FeatureSpec(
-            key=EMB,
-            id_columns=IDS,
-            deps=[FeatureDep(feature=RAW)],
-            fields=[FieldSpec(key="embedding", deps=deps), FieldSpec(key="sync")],
-        )
-    )
-    return g
-
-
-def raw_rows(numbers: list[int]) -> pl.DataFrame:
-    return pl.DataFrame({"i": numbers}, schema={"i": pl.Int64}).select(
-        pl.col("i").cast(pl.String).str.zfill(6).alias("uid"),
-        pl.struct(pl.format("f{}", "i").alias("frames"), pl.format("a{}", "i").alias("audio")).alias(
-            PROVENANCE_BY_FIELD
-        ),
-    )
-
-
-def emb_rows(numbers: list[int], tag: str = "x") -> pl.DataFrame:
-    return pl.DataFrame({"i": numbers}, schema={"i": pl.Int64}).select(
-        pl.col("i").cast(pl.String).str.zfill(6).alias("uid"),
-        pl.format("{}-{}", pl.lit(tag), "i").alias("label"),
-    )
+    return numbered_graph(RAW, EMB, refined=refined)
 
 
 @pytest.fixture

@@ -1,0 +1,72 @@
+"""A two-feature graph over numbered samples, and its rows: tests build tables of any size and layout.
+
+Sample ``i`` is the id ``"000042"`` (``ids=("uid",)``, strings that sort like the numbers) or the pair
+``(video, frame) = (str(i // 7), i % 7)``. The raw feature has fields ``frames`` and ``audio`` (provenance
+``f<i>``/``a<i>``); the embeddings feature depends on it with fields ``embedding`` (on the frames alone when
+``refined``) and ``sync``: refining the lineage changes the embeddings' feature version, as a migration does.
+
+Example:
+    >>> g = numbered_graph("t/raw", "t/emb", refined=False)
+    >>> store.write_metadata("t/raw", numbered_raw_rows(range(1000)), graph=g)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import polars as pl
+
+from metaxy_core.graph import FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+from metaxy_core.store.provenance import PROVENANCE_BY_FIELD
+
+UID: tuple[str, ...] = ("uid",)
+
+
+def numbered_graph(raw: str, emb: str, *, ids: Sequence[str] = UID, refined: bool) -> FeatureGraph:
+    """``raw`` (frames, audio) -> ``emb`` (embedding, sync); ``refined``: embedding on the frames alone."""
+    g = FeatureGraph()
+    g.add(
+        FeatureSpec(key=raw, id_columns=list(ids), fields=[FieldSpec(key="frames"), FieldSpec(key="audio")])
+    )
+    deps = [FieldDep(feature=raw, fields=["frames"])] if refined else None
+    g.add(
+        FeatureSpec(
+            key=emb,
+            id_columns=list(ids),
+            deps=[FeatureDep(feature=raw)],
+            fields=[FieldSpec(key="embedding", deps=deps), FieldSpec(key="sync")],
+        )
+    )
+    return g
+
+
+def numbered_ids(numbers: Iterable[int], ids: Sequence[str] = UID) -> pl.DataFrame:
+    """Column ``i`` (the numbers) and the id columns of those samples."""
+    frame = pl.DataFrame({"i": list(numbers)}, schema={"i": pl.Int64})
+    if list(ids) == list(UID):
+        return frame.with_columns(pl.col("i").cast(pl.String).str.zfill(6).alias("uid"))
+    video, number = ids
+    return frame.with_columns(
+        (pl.col("i") // 7).cast(pl.String).alias(video), (pl.col("i") % 7).alias(number)
+    )
+
+
+def numbered_raw_rows(numbers: Iterable[int], ids: Sequence[str] = UID) -> pl.DataFrame:
+    """Raw rows of those samples: their ids and the provenance of both fields."""
+    return numbered_ids(numbers, ids).select(
+        *ids,
+        pl.struct(pl.format("f{}", "i").alias("frames"), pl.format("a{}", "i").alias("audio")).alias(
+            PROVENANCE_BY_FIELD
+        ),
+    )
+
+
+def numbered_emb_rows(
+    numbers: Iterable[int], tag: str = "x", ids: Sequence[str] = UID, *, score: bool = False
+) -> pl.DataFrame:
+    """Embeddings rows (user columns only: the store computes the provenance): ``label`` ``<tag>-<i>``, and
+    ``score`` ``2·i`` when asked."""
+    extra = [(pl.col("i") * 2).alias("score")] if score else []
+    return numbered_ids(numbers, ids).select(
+        *ids, pl.format("{}-{}", pl.lit(tag), "i").alias("label"), *extra
+    )
