@@ -94,8 +94,16 @@ def emb_user_frame(start: int, stop: int) -> Any:
     )
 
 
-def build_store(root: Path, n_rows: int, *, project: str = "bench", shuffled: bool = False) -> dict[str, Any]:
+def build_store(
+    root: Path | str,
+    n_rows: int,
+    *,
+    project: str = "bench",
+    shuffled: bool = False,
+    options: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Write ``n_rows`` root rows and ``n_rows`` downstream rows under the old graph; push both snapshots.
+    ``root`` may be an S3 URI (``options`` reach it): the store then writes as it does on S3.
 
     Rows are written in chunks of ``WRITE_CHUNK`` (one commit each). By default each chunk holds consecutive
     sample ids (ingestion order, so files are clustered on the id column); ``shuffled=True`` spreads every
@@ -106,10 +114,10 @@ def build_store(root: Path, n_rows: int, *, project: str = "bench", shuffled: bo
 
     from metaxy_core import DeltaMetadataStore
 
-    if root.exists():
+    if isinstance(root, Path) and root.exists():
         shutil.rmtree(root)
     old, new = graphs()
-    store = DeltaMetadataStore(root, project=project)
+    store = DeltaMetadataStore(root, options, project=project)
     t0 = time.perf_counter()
     for start in range(0, n_rows, WRITE_CHUNK):
         store.write_metadata(RAW, raw_frame(start, min(n_rows, start + WRITE_CHUNK)), graph=old)

@@ -833,7 +833,6 @@ def section_s3(args: argparse.Namespace, base: Path) -> None:
     rows = _scale_s3.section_s3(
         args.s3_sizes,
         args.repeat,
-        lambda n: pristine(base, n, "clustered", args.rebuild),
         base,
         [(label, code) for label, code, _ in _systems(args, base)],
     )
