@@ -883,6 +883,11 @@ def main() -> None:
         "--baseline", help="folder with an earlier metaxy_core to compare with (sections recon and read)"
     )
     args = parser.parse_args()
+    if args.baseline and not (Path(args.baseline) / "metaxy_core" / "__init__.py").is_file():
+        parser.error(
+            f"--baseline {args.baseline}: not a folder holding metaxy_core (make one with "
+            "`mkdir DIR && git archive REV metaxy_core | tar -x -C DIR`); a revision is not accepted"
+        )
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.s3_sizes = [int(s) for s in args.s3_sizes.split(",") if s]
     args.layouts = [s for s in args.layouts.split(",") if s]
