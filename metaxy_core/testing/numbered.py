@@ -62,11 +62,19 @@ def numbered_raw_rows(numbers: Iterable[int], ids: Sequence[str] = UID) -> pl.Da
 
 
 def numbered_emb_rows(
-    numbers: Iterable[int], tag: str = "x", ids: Sequence[str] = UID, *, score: bool = False
+    numbers: Iterable[int],
+    tag: str = "x",
+    ids: Sequence[str] = UID,
+    *,
+    score: bool = False,
+    provenance: bool = False,
 ) -> pl.DataFrame:
-    """Embeddings rows (user columns only: the store computes the provenance): ``label`` ``<tag>-<i>``, and
-    ``score`` ``2·i`` when asked."""
+    """Embeddings rows: ``label`` ``<tag>-<i>``, ``score`` ``2·i`` when asked, and with ``provenance`` their
+    own provenance struct (``f<i>``/``a<i>``: rows written without their upstream rows); else user columns
+    only, the store computes the provenance."""
     extra = [(pl.col("i") * 2).alias("score")] if score else []
-    return numbered_ids(numbers, ids).select(
-        *ids, pl.format("{}-{}", pl.lit(tag), "i").alias("label"), *extra
-    )
+    if provenance:
+        own = pl.struct(pl.format("f{}", "i").alias("embedding"), pl.format("a{}", "i").alias("sync"))
+        extra.append(own.alias(PROVENANCE_BY_FIELD))
+    label = pl.format("{}-{}", pl.lit(tag), "i").alias("label")
+    return numbered_ids(numbers, ids).select(*ids, label, *extra)

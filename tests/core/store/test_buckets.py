@@ -22,7 +22,6 @@ from metaxy_core.store.provenance import (
     DATA_VERSION,
     DATA_VERSION_BY_FIELD,
     FEATURE_VERSION,
-    PROVENANCE_BY_FIELD,
     WRITE_ID,
 )
 from metaxy_core.testing.numbered import numbered_emb_rows, numbered_graph, numbered_ids, numbered_raw_rows
@@ -258,11 +257,7 @@ def test_collecting_a_bucketed_increment_compares_each_bucket_once(tmp_path, mon
     # samples stored without upstream rows: removed
     store.write_metadata(
         EMB,
-        emb_rows(ids, [900, 901, 902]).with_columns(
-            raw_rows(ids, [900, 901, 902])
-            .get_column(PROVENANCE_BY_FIELD)
-            .struct.rename_fields(["embedding", "sync"])
-        ),
+        numbered_emb_rows([900, 901, 902], "x", ids, score=True, provenance=True),
         graph=old,
     )
     store.partition_rows = 100

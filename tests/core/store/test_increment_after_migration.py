@@ -25,6 +25,7 @@ from metaxy_core.store.buckets import cut_plan, plan
 from metaxy_core.store.layout import Layout
 from metaxy_core.store.order import derived
 from metaxy_core.store.provenance import COMMIT_ORDER, PROVENANCE_BY_FIELD
+from metaxy_core.testing import increments
 from metaxy_core.testing.numbered import numbered_emb_rows as emb_rows
 from metaxy_core.testing.numbered import numbered_graph
 from metaxy_core.testing.numbered import numbered_raw_rows as raw_rows
@@ -35,22 +36,6 @@ IDS = ["uid"]
 
 def graph(*, refined: bool) -> FeatureGraph:
     return numbered_graph(RAW, EMB, refined=refined)
-
-
-def single_query(store: DeltaMetadataStore, new: FeatureGraph) -> tuple[pl.DataFrame, ...]:
-    """The unbucketed result (one query over the whole tables), each frame sorted by id."""
-    store.partition_rows = 10**9
-    inc = store.resolve_update(EMB, graph=new)
-    assert "metaxy resolve_update" not in inc.added.explain()
-    got = inc.collect()
-    return tuple(getattr(got, name).sort(IDS) for name in ("added", "changed", "removed"))
-
-
-def assert_same(got: object, expected: tuple[pl.DataFrame, ...]) -> None:
-    for name, want in zip(("added", "changed", "removed"), expected, strict=True):
-        frame = getattr(got, name).sort(IDS)
-        assert frame.equals(want), name
-        assert frame.schema == want.schema, name
 
 
 @pytest.fixture
@@ -83,18 +68,16 @@ def reconciled(root: Path, n: int = 2000) -> DeltaMetadataStore:
     return store
 
 
-def with_provenance(rows: pl.DataFrame) -> pl.DataFrame:
-    """Downstream rows with their own provenance (written without their upstream rows)."""
-    numbers = rows.get_column("uid").cast(pl.Int64).to_list()
-    struct = raw_rows(numbers).get_column(PROVENANCE_BY_FIELD).struct.rename_fields(["embedding", "sync"])
-    return rows.with_columns(struct)
+def single_query(store: DeltaMetadataStore, new: FeatureGraph) -> tuple[pl.DataFrame, ...]:
+    return increments.single_query(store, EMB, new, IDS)
+
+
+def assert_same(got: object, expected: tuple[pl.DataFrame, ...]) -> None:
+    increments.assert_same_increment(got, expected, IDS)
 
 
 def range_buckets(store: DeltaMetadataStore) -> int:
-    plan_text = store.resolve_update(EMB, graph=graph(refined=True)).added.explain()
-    return (
-        int(plan_text.split(" range buckets")[0].rsplit(" ", 1)[-1]) if " range buckets" in plan_text else 0
-    )
+    return increments.range_buckets(store.resolve_update(EMB, graph=graph(refined=True)).added.explain())
 
 
 def test_a_reconciled_table_is_bucketed_between_its_bulk_files_with_the_single_query_result(
@@ -144,7 +127,7 @@ def test_rows_written_after_the_reconciliation_win_in_each_bucket(tmp_path: Path
     )
     store.write_metadata(RAW, rewritten, graph=old)
     store.write_metadata(EMB, emb_rows([10, 1500], tag="again"), graph=old)
-    gone = with_provenance(emb_rows([2200]))
+    gone = emb_rows([2200], provenance=True)
     store.write_metadata(EMB, gone, graph=graph(refined=True))
     new = graph(refined=True)
     expected = single_query(store, new)
@@ -163,7 +146,7 @@ def test_bulk_files_are_cut_only_for_rows_in_id_order(tmp_path: Path, small_size
     statistics; rows not in id order, or with null ids, stay one file (overlapping files of one write would
     make readers look for repeated samples). Every row is readable either way."""
     store = DeltaMetadataStore(tmp_path / "s", project="p")
-    store.write_metadata(EMB, with_provenance(emb_rows([0])), graph=graph(refined=True))
+    store.write_metadata(EMB, emb_rows([0], provenance=True), graph=graph(refined=True))
     one = store.scan_feature(EMB).collect()  # a stored row, as the bulk path appends them
     uri = store.table_uri(EMB)
 

@@ -8,7 +8,6 @@ the single-query result of the same store.
 from __future__ import annotations
 
 import random
-import re
 import shutil
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.store import _io, footers, increment
 from metaxy_core.store.layout import row_group_layout, table_layout
 from metaxy_core.store.provenance import DATA_VERSION, DATA_VERSION_BY_FIELD, PROVENANCE_BY_FIELD
+from metaxy_core.testing import increments
 from metaxy_core.testing.numbered import numbered_emb_rows as emb_rows
 from metaxy_core.testing.numbered import numbered_graph
 from metaxy_core.testing.numbered import numbered_raw_rows as raw_rows
@@ -59,11 +59,7 @@ def build(
     for part in parts:
         store.write_metadata(EMB, emb_rows([i for i in part if not (mixed and i % 50 == 3)]), graph=old)
     if mixed:
-        gone = emb_rows([n + 1, n + 2]).with_columns(
-            raw_rows([n + 1, n + 2])
-            .get_column(PROVENANCE_BY_FIELD)
-            .struct.rename_fields(["embedding", "sync"])
-        )
+        gone = emb_rows([n + 1, n + 2], provenance=True)
         store.write_metadata(EMB, gone, graph=old)
         store.write_metadata(EMB, emb_rows([10, 1500], tag="again"), graph=old)
         custom = emb_rows([20]).with_columns(
@@ -77,24 +73,11 @@ def build(
 
 
 def single_query(store: DeltaMetadataStore, new: FeatureGraph) -> tuple[pl.DataFrame, ...]:
-    store.partition_rows = 10**9
-    inc = store.resolve_update(EMB, graph=new)
-    assert "metaxy resolve_update" not in inc.added.explain()
-    got = inc.collect()
-    return tuple(getattr(got, name).sort(IDS) for name in ("added", "changed", "removed"))
+    return increments.single_query(store, EMB, new, IDS)
 
 
 def assert_same(got: object, expected: tuple[pl.DataFrame, ...]) -> None:
-    for name, want in zip(("added", "changed", "removed"), expected, strict=True):
-        frame = getattr(got, name).sort(IDS)
-        assert frame.equals(want), name
-        assert frame.schema == want.schema, name
-
-
-def range_buckets(plan: str) -> int:
-    """How many range buckets a bucketed increment's plan announces (0: not range buckets)."""
-    found = re.search(r"(\d+) range buckets", plan)
-    return int(found.group(1)) if found else 0
+    increments.assert_same_increment(got, expected, IDS)
 
 
 @pytest.fixture
@@ -123,7 +106,7 @@ def test_buckets_cut_between_row_groups_inside_files_and_pair_rows_by_position(
     assert (expected[0].height, expected[1].height, expected[2].height) == (0, 2000, 0)
     store.partition_rows = 500  # buckets of at most 250 rows
     inc = store.resolve_update(EMB, graph=new)
-    k = range_buckets(inc.added.explain())
+    k = increments.range_buckets(inc.added.explain())
     assert k >= 6  # files alone would allow 2
     paired_calls.clear()
     assert_same(inc.collect(), expected)
@@ -144,7 +127,7 @@ def test_buckets_with_added_removed_repeated_and_custom_rows_join_and_equal_the_
     assert (expected[0].height, expected[1].height, expected[2].height) == (40, 1960, 2)
     store.partition_rows = 500
     inc = store.resolve_update(EMB, graph=new)
-    assert range_buckets(inc.added.explain()) >= 6
+    assert increments.range_buckets(inc.added.explain()) >= 6
     paired_calls.clear()
     assert_same(inc.collect(), expected)
     assert False in paired_calls  # the differing buckets were joined
@@ -178,7 +161,7 @@ def test_files_of_one_big_row_group_are_planned_by_files(
     expected = single_query(store, new)
     store.partition_rows = 2000  # buckets of 1,000 rows: one file each
     inc = store.resolve_update(EMB, graph=new)
-    assert range_buckets(inc.added.explain()) == 2
+    assert increments.range_buckets(inc.added.explain()) == 2
     assert_same(inc.collect(), expected)
     store.partition_rows = 500  # buckets of 250 rows: smaller than a file
     inc = store.resolve_update(EMB, graph=new)
