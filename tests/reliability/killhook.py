@@ -17,7 +17,11 @@ The plan may contain:
   authentication: that key is deleted (revoked) at the first scan of a feature table after the first lock
   commit, so the step's reads from then on are refused (403); logged as ``{"revoked_at": <epoch seconds>}``;
 * ``host_id``: pretend to run under another host identity (``metaxy_core._process.host_identity``: hostname,
-  boot id, pid namespace), e.g. another container with the same hostname.
+  boot id, pid namespace), e.g. another container with the same hostname;
+* ``file_rows``: the bulk writer cuts a bucket into local files of at most that many rows
+  (``metaxy_core.store.bulk.FILE_ROWS``, 262,144 in production), written two at a time, so small test buckets
+  take that path too; ``kill_after_files``: SIGKILL this process once that many such files are written
+  (the bucket's other files being written or not yet, its commit not made).
 
 Only this script reads the variable: the hooks are installed by monkeypatching public module attributes
 (``metaxy_core.store._io.append``, the bulk writer ``metaxy_core.store.bulk.append_frames`` and the
@@ -173,6 +177,26 @@ def _hooked_cas(real: Any) -> Any:
     return cas_append
 
 
+def _counting_writer(make: Any, kill_after: int) -> Any:
+    """The bulk writer's file writer, SIGKILLing the process once ``kill_after`` files are written."""
+    written = [0]
+    lock = threading.Lock()
+
+    def writer(frame: Any, **kwargs: Any) -> Any:
+        write = make(frame, **kwargs)
+
+        def hooked(path: str) -> None:
+            write(path)
+            with lock:
+                written[0] += 1
+                if written[0] >= kill_after:
+                    _die()
+
+        return hooked
+
+    return writer
+
+
 def main() -> int:
     from metaxy_core.cli.app import main as cli_main
     from metaxy_core.migrations import lock
@@ -187,6 +211,10 @@ def main() -> int:
         pass
     else:
         bulk.append_frames = _hooked(bulk.append_frames)
+        if PLAN.get("file_rows"):
+            bulk.FILE_ROWS = int(PLAN["file_rows"])
+        if PLAN.get("kill_after_files"):
+            bulk._parquet_writer = _counting_writer(bulk._parquet_writer, int(PLAN["kill_after_files"]))
     if PLAN.get("timer") is not None:
         threading.Timer(float(PLAN["timer"]) - (time.monotonic() - START), _die).start()
     return cli_main(sys.argv[1:])

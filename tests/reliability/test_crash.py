@@ -185,3 +185,51 @@ def test_sigkill_anywhere_in_an_apply_then_rerun_equals_an_uninterrupted_apply(
     print("crash summary:", json.dumps(summary))
     assert kills >= 24, summary
     assert {"data", "progress", "lock"} <= set(kinds), summary
+
+
+def _stray_files(root: Path) -> list[str]:
+    """Parquet files under a store's feature tables that no commit of their Delta log ever added."""
+    stray = []
+    for table in (p for p in root.iterdir() if (p / "_delta_log").is_dir()):
+        added = {
+            json.loads(line)["add"]["path"]
+            for commit in (table / "_delta_log").glob("*.json")
+            for line in commit.read_text().splitlines()
+            if '"add"' in line
+        }
+        stray += [f"{table.name}/{f.name}" for f in table.glob("*.parquet") if f.name not in added]
+    return stray
+
+
+def test_sigkill_while_a_bucket_is_written_as_several_files_then_rerun_removes_them_and_equals_the_reference(
+    crash_template: Path, tmp_path: Path
+) -> None:
+    # Buckets in id order are written as files of at most FILE_ROWS rows, two at a time: 16 here, so every
+    # 40-row bucket is 3 files. Each trial kills the apply once a drawn number of those files is written
+    # (the bucket's other files in flight or not started, its commit not made): files no commit added are
+    # left. The re-run finishes as if nothing happened and removes them.
+    reference = s.copy_project(crash_template, tmp_path / "reference")
+    rc, text = _run_hooked(reference, {"log": str(tmp_path / "reference.log"), "file_rows": 16})
+    assert rc == 0, text
+    want = s.latest_views(DeltaMetadataStore(reference / "store", project=s.PROJECT))
+    assert not _stray_files(reference / "store")
+    adds = [
+        sum('"add"' in line for line in commit.read_text().splitlines())
+        for commit in (reference / "store").glob("*/_delta_log/*.json")
+    ]
+    assert max(adds) >= 3  # the buckets were written as several files
+    rng = random.Random(SEED + 1)
+    for i, after in enumerate(sorted(rng.sample(range(1, sum(a for a in adds if a >= 2)), 4))):
+        project = s.copy_project(crash_template, tmp_path / f"files{i}")
+        plan = {"log": str(tmp_path / f"files{i}.log"), "file_rows": 16, "kill_after_files": after}
+        rc, text = _run_hooked(project, plan)
+        assert rc == SIGKILL_RC, f"not killed after {after} files:\n{text}"
+        assert _stray_files(project / "store"), f"killed after {after} files, yet no uncommitted file"
+        rerun = s.run_cli(["migrations", "apply"], project, _spill_env(project))
+        assert rerun.returncode == 0, s.output(rerun)
+        store = DeltaMetadataStore(project / "store", project=s.PROJECT)
+        views = s.latest_views(store)
+        s.assert_frames_equal(views, want)
+        s.assert_no_duplicates(store, views)
+        s.assert_log_consistent(store)
+        assert not _stray_files(project / "store"), f"killed after {after} files: files left behind"
