@@ -1,12 +1,14 @@
 """``resolve_update``: which samples of a feature are new, changed or gone, compared with what is stored.
 
-The comparison itself (:func:`expected_rows` then :func:`compare`) works on frames it is given: the expected
-provenance of the samples and the newest stored row of each sample. :func:`resolve_update` feeds it the
-store's tables in one query, or, when an input is larger than the store's ``partition_rows``, returns lazy
-frames that run the very same comparison once per bucket of samples (:func:`bucketed_increment`), so memory
-follows the bucket size, never the table size. Buckets are cut between Parquet row groups (smaller than files)
-when the footers show each bucket would read about its own rows, and a bucket whose two sides hold the same
-ids in the same order pairs them by position instead of joining them (:func:`compare_collected`).
+The comparison itself (:func:`expected_rows`, then :mod:`.comparison`) works on frames it is given: the
+expected provenance of the samples and the newest stored row of each sample. :func:`resolve_update` feeds
+it the store's tables in one query, or, when an input is larger than the store's ``partition_rows``,
+returns lazy frames that run the very same comparison once per bucket of samples
+(:func:`bucketed_increment`), so memory follows the bucket size, never the table size. Buckets are cut
+between Parquet row groups (smaller than files) when the footers show each bucket would read about its own
+rows, and a bucket whose two sides hold the same ids in the same order pairs them by position instead of
+joining them. What the Delta log proves spares reads: no stored row at the current feature version (every
+stored sample changed: only the stored ids are read), every upstream row at the version read (no filter).
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from metaxy_core.errors import MetadataSchemaError, MetaxyError
 from metaxy_core.store import _io
 from metaxy_core.store.base import FrameLike, Increment
 from metaxy_core.store.buckets import Partitioning, SharedBuckets, cut_plan, plan
+from metaxy_core.store.comparison import FRAMES, compare, compare_collected, stored_side
 from metaxy_core.store.layout import (
     Layout,
     latest_per_sample,
     may_repeat,
+    no_rows_at,
+    only_rows_at,
     row_group_layout,
     table_layout,
 )
@@ -66,10 +71,19 @@ def resolve_update(
         wanted = samples.lazy().select(spec.id_columns)
     expected = store.expected_provenance(spec, graph, samples=wanted) if spec.deps else None
     expected, requested_ids = expected_rows(spec, samples, expected)
+    uri, options = store.table_uri(spec.key), store.storage_options
+    before = _io.open_table(uri, options)
     stored = store.current_rows(spec, graph, any_version=True)
+    after = _io.open_table(uri, options) if before is not None else None  # the rows were read between
+    current = graph.feature_version(spec.key)
+    stale = (
+        before is not None
+        and after is not None
+        and _log_proves(store, spec.key, before, after.version(), lambda t: no_rows_at(t, current))
+    )
     if stored is not None and wanted is not None:
         stored = stored.join(wanted, on=list(spec.id_columns), how="semi", nulls_equal=True)
-    inc = compare(spec, graph, expected, requested_ids, stored)
+    inc = compare(spec, graph, expected, requested_ids, stored, stale=stale)
     ids = list(spec.id_columns)
 
     def one_pass() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -78,11 +92,17 @@ def resolve_update(
             return compare_collected(
                 spec, graph, expected.collect(), requested_ids, None, expected_unique=False
             )
-        narrow = stored.select([*ids, PROVENANCE, FEATURE_VERSION])  # the struct only for removed rows
-        expected_df, stored_df = pl.collect_all([expected, narrow])
+        expected_df, stored_df = pl.collect_all([expected, stored_side(stored, ids, stale)])
         unique = bool(spec.deps) and samples is None  # derived from upstream rows: one per sample
         return compare_collected(
-            spec, graph, expected_df, requested_ids, stored_df, expected_unique=unique, stored_rows=stored
+            spec,
+            graph,
+            expected_df,
+            requested_ids,
+            stored_df,
+            expected_unique=unique,
+            stored_rows=stored,
+            stale=stale,
         )
 
     return OnePassIncrement(added=inc.added, changed=inc.changed, removed=inc.removed, one_pass=one_pass)
@@ -128,145 +148,38 @@ def expected_rows(
     return expected, given.select(ids)
 
 
-def compare(
-    spec: FeatureSpec,
-    graph: FeatureGraph,
-    expected: pl.LazyFrame,
-    requested_ids: pl.LazyFrame | None,
-    stored: pl.LazyFrame | None,
-) -> Increment:
-    """The increment of ``expected`` against ``stored`` (the newest row of each sample, any version).
+def _pinned(store: DeltaMetadataStore, key: FeatureKey) -> tuple[pl.LazyFrame, DeltaTable] | None:
+    """``key``'s stored rows and its table at the version they are read at (None without a table).
 
-    ``changed`` also holds samples stored under another feature version, so a code-version bump shows up
-    as changes rather than as new samples; ``removed`` is limited to ``requested_ids`` when given.
+    Why: the layouts and facts read from the table's log decide how rows are bucketed and whether samples
+    can repeat; read from a version older than the rows (a writer committed in between), they miss the new
+    files' rows, and a sample recomputed meanwhile would be compared twice (its old row as well).
     """
-    ids = list(spec.id_columns)
-    if stored is None:
-        schema = expected.collect_schema()
-        removed_schema = {c: schema[c] for c in ids}
-        removed_schema.update({PROVENANCE_BY_FIELD: schema[PROVENANCE_BY_FIELD], PROVENANCE: pl.String})
-        empty = pl.LazyFrame(schema=removed_schema)
-        return Increment(added=expected, changed=expected.head(0), removed=empty)
-    stored_prov = _stored_provenance(stored, ids)
-    added = expected.join(stored_prov, on=ids, how="anti", nulls_equal=True)
-    changed = _changed(spec, graph, expected.join(stored_prov, on=ids, how="inner", nulls_equal=True))
-    return Increment(added=added, changed=changed, removed=_removed(ids, stored, expected, requested_ids))
-
-
-def _stored_provenance(stored: pl.LazyFrame, ids: list[str]) -> pl.LazyFrame:
-    return stored.select(
-        [*ids, pl.col(PROVENANCE).alias("__stored"), pl.col(FEATURE_VERSION).alias("__stored_version")]
-    )
-
-
-def _changed(spec: FeatureSpec, graph: FeatureGraph, matched: pl.LazyFrame) -> pl.LazyFrame:
-    """Of the expected rows matched with a stored row, those whose provenance or feature version differ."""
-    return matched.filter(
-        (pl.col(PROVENANCE) != pl.col("__stored"))
-        | (pl.col("__stored_version") != graph.feature_version(spec.key))
-    ).drop("__stored", "__stored_version")
-
-
-def _removed(
-    ids: list[str], stored: pl.LazyFrame, expected: pl.LazyFrame, requested_ids: pl.LazyFrame | None
-) -> pl.LazyFrame:
-    removed = stored.select([*ids, PROVENANCE_BY_FIELD, PROVENANCE])
-    if requested_ids is not None:
-        removed = removed.join(requested_ids, on=ids, how="semi", nulls_equal=True)
-    return removed.join(expected.select(ids), on=ids, how="anti", nulls_equal=True)
-
-
-def compare_collected(
-    spec: FeatureSpec,
-    graph: FeatureGraph,
-    expected: pl.DataFrame,
-    requested_ids: pl.LazyFrame | None,
-    stored: pl.DataFrame | None,
-    *,
-    expected_unique: bool,
-    stored_rows: pl.LazyFrame | None = None,
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """:func:`compare`'s three frames, collected, with one join where the usual case allows.
-
-    ``stored`` holds one row per sample, so the inner join matches each expected row at most once: when it
-    matches every expected row nothing was added, and, when ``expected`` is known to hold one row per sample
-    (``expected_unique``: derived from upstream rows, not from caller samples) and no ids were requested,
-    when it matches every stored row nothing was removed. Only the other cases pay for the anti-joins.
-
-    ``stored`` may leave out the provenance struct (two hash strings per row, ~40 % of the stored read) when
-    ``stored_rows`` is the lazy frame it was collected from: only ``removed`` returns it, and it is then read
-    for the removed samples alone.
-    """
-    if stored is None:
-        return tuple(pl.collect_all(_frames(compare(spec, graph, expected.lazy(), requested_ids, None))))
-    ids = list(spec.id_columns)
-    struct = stored.schema.get(PROVENANCE_BY_FIELD)
-    if struct is None:
-        assert stored_rows is not None
-        struct = stored_rows.collect_schema()[PROVENANCE_BY_FIELD]
-    paired = _paired(spec, graph, expected, stored, struct)
-    if paired is not None:
-        return paired
-    if PROVENANCE_BY_FIELD not in stored.columns:
-        stored = stored.with_columns(pl.lit(None, dtype=struct).alias(PROVENANCE_BY_FIELD))
-    else:
-        stored_rows = None
-    matched = expected.lazy().join(
-        _stored_provenance(stored.lazy(), ids), on=ids, how="inner", nulls_equal=True
-    )
-    matched_df = matched.collect()
-    changed = _changed(spec, graph, matched_df.lazy())
-    added = expected.head(0).lazy()
-    if matched_df.height != expected.height:
-        added = expected.lazy().join(
-            _stored_provenance(stored.lazy(), ids), on=ids, how="anti", nulls_equal=True
-        )
-    removed = _removed(ids, stored.lazy(), expected.lazy(), requested_ids)
-    if expected_unique and requested_ids is None and matched_df.height == stored.height:
-        removed = removed.head(0)
-    elif stored_rows is not None:  # the removed samples' provenance struct, read for them alone
-        gone = removed.select(ids).collect()
-        removed = (
-            stored_rows.select([*ids, PROVENANCE_BY_FIELD, PROVENANCE]).join(
-                gone.lazy(), on=ids, how="semi", nulls_equal=True
-            )
-            if gone.height
-            else removed.head(0)
-        )
-    return tuple(pl.collect_all([added, changed, removed]))
-
-
-def _paired(
-    spec: FeatureSpec,
-    graph: FeatureGraph,
-    expected: pl.DataFrame,
-    stored: pl.DataFrame,
-    struct: pl.DataType,
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None:
-    """The three frames without a join, when ``stored`` holds the ids of ``expected`` in the same order.
-
-    Tables written in id order and read one id range at a time give both sides the same ids in the same
-    order. ``stored`` holds one row per sample, so equal ids row by row mean each expected row's stored row
-    is the one beside it: the join is that pairing (one comparison per row instead of hashing both sides and
-    gathering every column), nothing was added and nothing removed. None when the ids differ anywhere.
-    ``struct`` is the stored provenance struct's type (``removed``'s column, empty here).
-    """
-    ids = list(spec.id_columns)
-    if expected.height != stored.height or not all(
-        expected.get_column(c).equals(stored.get_column(c), check_names=True, null_equal=True) for c in ids
-    ):
+    pinned = store.scan_feature_at(key)
+    if pinned is None:
         return None
-    beside = stored.select(
-        pl.col(PROVENANCE).alias("__stored"), pl.col(FEATURE_VERSION).alias("__stored_version")
-    )
-    changed = _changed(spec, graph, pl.concat([expected, beside], how="horizontal").lazy()).collect()
-    removed = {c: stored.schema[c] for c in ids}
-    removed.update({PROVENANCE_BY_FIELD: struct, PROVENANCE: stored.schema[PROVENANCE]})
-    return expected.head(0), changed, pl.DataFrame(schema=removed)
+    uri, options = store.table_uri(key), store.storage_options
+    table = _io.open_table(uri, options)
+    if table is None or table.version() != pinned[1]:  # a commit since the scan: the scan's own version
+        table = _io.open_table(uri, options, version=pinned[1])
+    assert table is not None
+    return pinned[0], table
 
 
-def _frames(inc: Increment) -> list[pl.LazyFrame]:
-    return [getattr(inc, which).lazy() for which in _FRAMES]
+def _log_proves(
+    store: DeltaMetadataStore,
+    key: FeatureKey,
+    table: DeltaTable,
+    read_at: int,
+    check: Callable[[DeltaTable], bool],
+) -> bool:
+    """``check`` of ``table``'s Delta log (a fact of :mod:`~metaxy_core.store.layout`), only when ``table``
+    is at ``read_at``, the version its rows are read at: a commit in between may have changed the answer."""
+    if table.version() != read_at:
+        return False
+    uri, options = store.table_uri(key), store.storage_options
+    with _io.guard("read the log of", uri, options):
+        return check(table)
 
 
 def _ordering(schema: Mapping[str, pl.DataType]) -> list[str]:
@@ -353,20 +266,27 @@ def bucketed_increment(
     inputs: list[tuple[str, FeatureKey | None, pl.LazyFrame, Layout | None]] = []
     # what the row-group plan needs of each table input: (its table, its schema, the feature version read)
     tables: dict[str, tuple[DeltaTable, pl.Schema, str | None]] = {}
-    table = _io.open_table(store.table_uri(spec.key), store.storage_options)
-    scan = store.scan_feature(spec.key) if table is not None else None
-    if table is not None and scan is not None:
+    pinned = _pinned(store, spec.key)
+    current = graph.feature_version(spec.key)
+    stale = pinned is not None and _log_proves(
+        store, spec.key, pinned[1], pinned[1].version(), lambda t: no_rows_at(t, current)
+    )
+    whole: set[str] = set()  # upstream inputs whose every row is at the version read: no version filter
+    if pinned is not None:
+        scan, table = pinned
         schema = scan.collect_schema()
         narrow = [*ids, PROVENANCE_BY_FIELD, PROVENANCE, FEATURE_VERSION, *_ordering(schema)]
         inputs.append(("stored", spec.key, scan.select(narrow), table_layout(table, ids, schema, None)))
         tables["stored"] = (table, schema, None)
     for i, dep in enumerate(spec.deps):
         up_spec = graph.spec(dep.feature)
-        up_table = _io.open_table(store.table_uri(up_spec.key), store.storage_options)
-        up_scan = store.scan_feature(up_spec.key) if up_table is not None else None
-        if up_scan is None:
+        up_pinned = _pinned(store, up_spec.key)
+        if up_pinned is None:
             return None  # the regular path raises the helpful "write the upstream first" error
-        version = graph.feature_version(up_spec.key)
+        (up_scan, up_table), version = up_pinned, graph.feature_version(up_spec.key)
+        every = up_table.version(), lambda t, v=version: only_rows_at(t, v)
+        if _log_proves(store, up_spec.key, up_table, *every):
+            whole.add(f"up{i}")
         up_schema = up_scan.collect_schema()
         tables[f"up{i}"] = (up_table, up_schema, version)
         inputs.append(
@@ -403,7 +323,7 @@ def bucketed_increment(
     ) -> pl.LazyFrame:
         """Bucket ``b``'s newest rows of ``key`` at ``version`` (any when None), as the store selects them."""
         lf = frames[name]
-        if version is not None:
+        if version is not None and name not in whole:
             lf = lf.filter(pl.col(FEATURE_VERSION) == version)
         key_ids = list(graph.spec(key).id_columns)
         # a bucket of rows the Delta log proves hold one row per sample holds one too: no count per bucket
@@ -422,7 +342,7 @@ def bucketed_increment(
 
     def increment_of(frames: Mapping[str, pl.LazyFrame], b: int | None) -> Increment:
         """The single-query comparison over one bucket's rows (the same code as for whole tables)."""
-        return compare(spec, graph, *comparison_inputs(frames, b))
+        return compare(spec, graph, *comparison_inputs(frames, b), stale=stale)
 
     def comparison_inputs(
         frames: Mapping[str, pl.LazyFrame], b: int | None
@@ -480,7 +400,7 @@ def bucketed_increment(
 
     def one_pass() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         """All three frames, each bucket's comparison computed once (polars shares its scans and joins)."""
-        parts: dict[str, list[pl.DataFrame]] = {which: [] for which in _FRAMES}
+        parts: dict[str, list[pl.DataFrame]] = {which: [] for which in FRAMES}
         with _BUCKET_LOCK:
             buckets = shared.buckets()
         for b in range(partitioning.k):
@@ -491,9 +411,7 @@ def bucketed_increment(
                 if stored is None:
                     expected_df, stored_df = expected.collect(), None
                 else:  # both sides read at once (the struct only for removed rows: see compare_collected)
-                    expected_df, stored_df = pl.collect_all(
-                        [expected, stored.select([*ids, PROVENANCE, FEATURE_VERSION])]
-                    )
+                    expected_df, stored_df = pl.collect_all([expected, stored_side(stored, ids, stale)])
                 got = compare_collected(
                     spec,
                     graph,
@@ -502,23 +420,21 @@ def bucketed_increment(
                     stored_df,
                     expected_unique=bool(spec.deps) and samples is None,
                     stored_rows=stored,
+                    stale=stale,
                 )
                 del expected_df, stored_df  # this bucket's inputs go before the next one is read
-            for which, df in zip(_FRAMES, got, strict=True):
+            for which, df in zip(FRAMES, got, strict=True):
                 if df.height:
                     parts[which].append(df)
         added, changed, removed = (
             pl.concat(parts[which]) if parts[which] else getattr(template, which).lazy().collect()
-            for which in _FRAMES
+            for which in FRAMES
         )
         return added, changed, removed
 
     return OnePassIncrement(
         added=frame("added"), changed=frame("changed"), removed=frame("removed"), one_pass=one_pass
     )
-
-
-_FRAMES = ("added", "changed", "removed")
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,56 @@ def may_hold(actions: pl.DataFrame, feature_version: str) -> pl.DataFrame:
     )
 
 
+def _version_stats(table: DeltaTable) -> pl.DataFrame | None:
+    """Each data file's exact ``metaxy_feature_version`` min/max statistics (``lo``/``hi``), or None when
+    some file with rows lacks them or they may be truncated (anything unknown: read the rows)."""
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    if actions.height == 0:
+        return pl.DataFrame(schema={"lo": pl.String, "hi": pl.String})
+    lo, hi = f"min.{FEATURE_VERSION}", f"max.{FEATURE_VERSION}"
+    if not {lo, hi, "num_records"} <= set(actions.columns):
+        return None
+    files = actions.filter(pl.col("num_records").is_null() | (pl.col("num_records") > 0)).select(
+        pl.col(lo).alias("lo"), pl.col(hi).alias("hi")
+    )
+    known = files.select(
+        (pl.col("lo").is_not_null() & pl.col("hi").is_not_null()).all().alias("all"),
+        pl.max_horizontal(pl.col("lo").str.len_chars().max(), pl.col("hi").str.len_chars().max()).alias("n"),
+    ).row(0)
+    return files if known[0] and (known[1] or 0) < _MAX_STAT_CHARS else None
+
+
+def no_rows_at(table: DeltaTable, feature_version: str) -> bool:
+    """Whether the Delta log's file statistics prove that no row of ``table`` has ``feature_version``.
+
+    Why: right after a feature's version changed (its code or its lineage did), every stored sample is
+    changed whatever its provenance, so ``resolve_update`` needs to read only which samples are stored, not
+    their provenance and version strings (most of the bytes a stored row costs it). A table without files
+    holds no row at all; anything unknown answers False.
+    """
+    files = _version_stats(table)
+    return (
+        files is not None
+        and not files.select(
+            ((pl.col("lo") <= feature_version) & (pl.col("hi") >= feature_version)).any()
+        ).item()
+    )
+
+
+def only_rows_at(table: DeltaTable, feature_version: str) -> bool:
+    """Whether the Delta log's file statistics prove that every row of ``table`` has ``feature_version``.
+
+    Why: the rows of the current version are then the whole table, and reads skip the version filter (a
+    string per row decoded and compared). Anything unknown answers False.
+    """
+    files = _version_stats(table)
+    return (
+        files is not None
+        and files.height > 0
+        and files.select(((pl.col("lo") == feature_version) & (pl.col("hi") == feature_version)).all()).item()
+    )
+
+
 def table_layout(
     table: DeltaTable | None,
     ids: Sequence[str],

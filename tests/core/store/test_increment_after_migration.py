@@ -20,7 +20,7 @@ from deltalake import DeltaTable
 
 from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.migrations.reconcile import carry_over
-from metaxy_core.store import _io, bulk, footers, increment
+from metaxy_core.store import _io, bulk, comparison, footers, increment
 from metaxy_core.store.buckets import cut_plan, plan
 from metaxy_core.store.layout import Layout
 from metaxy_core.store.order import derived
@@ -206,9 +206,9 @@ def test_a_bucket_of_one_generation_is_not_searched_for_repeats(
     counted: list[object] = []
     monkeypatch.setattr(increment, "may_repeat", lambda *a, **k: counted.append(a) or True)
     paired: list[bool] = []
-    original = increment._paired
+    original = comparison._paired
     monkeypatch.setattr(
-        increment, "_paired", lambda *a, **k: paired.append((out := original(*a, **k)) is not None) or out
+        comparison, "_paired", lambda *a, **k: paired.append((out := original(*a, **k)) is not None) or out
     )
     store.partition_rows = 500
     store.resolve_update(EMB, graph=graph(refined=True)).collect()

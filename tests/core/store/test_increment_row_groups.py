@@ -17,7 +17,7 @@ import pytest
 from deltalake import DeltaTable
 
 from metaxy_core import DeltaMetadataStore, FeatureGraph
-from metaxy_core.store import _io, footers, increment
+from metaxy_core.store import _io, comparison, footers
 from metaxy_core.store.layout import row_group_layout, table_layout
 from metaxy_core.store.provenance import DATA_VERSION, DATA_VERSION_BY_FIELD, PROVENANCE_BY_FIELD
 from metaxy_core.testing import increments
@@ -84,14 +84,14 @@ def assert_same(got: object, expected: tuple[pl.DataFrame, ...]) -> None:
 def paired_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Whether each comparison paired its rows by position (True) or fell back to the join (False)."""
     calls: list[bool] = []
-    original = increment._paired
+    original = comparison._paired
 
     def spy(*args: object, **kwargs: object) -> object:
         out = original(*args, **kwargs)  # type: ignore[arg-type]
         calls.append(out is not None)
         return out
 
-    monkeypatch.setattr(increment, "_paired", spy)
+    monkeypatch.setattr(comparison, "_paired", spy)
     return calls
 
 
@@ -315,10 +315,15 @@ def test_position_pairing_needs_the_same_ids_in_the_same_order() -> None:
             "metaxy_feature_version": [version] * 3,
         }
     )
-    added, changed, removed = increment._paired(spec, new, expected, stored, struct) or (None, None, None)
+    none = comparison._none_removed(stored, ["uid"], struct)
+    added, changed, removed = comparison._paired(spec, new, expected, stored, none, False) or (None,) * 3
     assert changed is not None and changed["metaxy_provenance"].to_list() == ["2"]  # a null id pairs too
     assert added is not None and added.height == 0 and removed is not None and removed.height == 0
     assert removed.schema[PROVENANCE_BY_FIELD] == struct
+    # no stored row at the current version (proven from the log): every paired row is changed
+    _, every, _ = comparison._paired(spec, new, expected, stored.select("uid"), none, True) or (None,) * 3
+    assert every is not None and every.equals(expected)
     swapped = stored.with_columns(pl.Series("uid", ["c", None, "a"]))
-    assert increment._paired(spec, new, expected, swapped, struct) is None
-    assert increment._paired(spec, new, expected, stored.head(2), struct) is None
+    for stale in (False, True):
+        assert comparison._paired(spec, new, expected, swapped, none, stale) is None
+        assert comparison._paired(spec, new, expected, stored.head(2), none, stale) is None

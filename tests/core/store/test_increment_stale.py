@@ -1,0 +1,239 @@
+"""``resolve_update`` right after a feature's version changed reads the stored ids alone: the same frames.
+
+When the Delta log's file statistics prove that no stored row of the feature is at its current feature version
+(its code or lineage changed, nothing was recomputed yet), every stored sample that is expected is changed
+whatever its stored provenance, so the comparison reads which samples are stored and not their provenance
+and version strings. Upstream tables whose every row is at the version read skip the version filter. These
+tests hold the shortcut to the full comparison (the proofs disabled) on every path (single query, buckets
+paired by position, joined buckets, requested samples, each frame alone), check that rows written at the
+current version turn it off, that a commit landing between the proof and the read voids the proof, and that
+the proofs need exact statistics of every file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from metaxy_core import DeltaMetadataStore, FeatureGraph
+from metaxy_core.graph import FeatureSpec, FieldSpec
+from metaxy_core.store import increment
+from metaxy_core.store.layout import no_rows_at, only_rows_at
+from metaxy_core.testing.numbered import numbered_emb_rows, numbered_graph, numbered_ids, numbered_raw_rows
+
+RAW, EMB = "s/raw", "s/emb"
+IDS = ["uid"]
+FRAMES = ("added", "changed", "removed")
+
+
+def graph(*, refined: bool) -> FeatureGraph:
+    return numbered_graph(RAW, EMB, refined=refined)
+
+
+def build(root: Path, *, clustered: bool, n: int = 600, chunks: int = 6) -> DeltaMetadataStore:
+    """``n`` samples in ``chunks`` commits (consecutive or interleaved ids); 12 have no embeddings row
+    (added after the change) and 3 embeddings rows have no upstream row (removed)."""
+    old = graph(refined=False)
+    store = DeltaMetadataStore(root, project="s")
+    parts = [
+        list(range(c * n // chunks, (c + 1) * n // chunks)) if clustered else list(range(c, n, chunks))
+        for c in range(chunks)
+    ]
+    for part in parts:
+        store.write_metadata(RAW, numbered_raw_rows(part), graph=old)
+    for part in parts:
+        store.write_metadata(EMB, numbered_emb_rows([i for i in part if i % 50 != 3]), graph=old)
+    store.write_metadata(EMB, numbered_emb_rows([900, 901, 902], provenance=True), graph=old)
+    return store
+
+
+@pytest.fixture
+def answers(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each proof that no stored row is at the current version answered."""
+    seen: list[bool] = []
+
+    def spy(table: DeltaTable, version: str) -> bool:
+        seen.append(out := no_rows_at(table, version))
+        return out
+
+    monkeypatch.setattr(increment, "no_rows_at", spy)
+    return seen
+
+
+def resolved(
+    store: DeltaMetadataStore, new: FeatureGraph, samples: pl.DataFrame | None
+) -> tuple[tuple[pl.DataFrame, ...], tuple[pl.DataFrame, ...]]:
+    """The three frames collected together, and each collected alone, sorted by id."""
+    inc = store.resolve_update(EMB, graph=new, samples=samples)
+    together = inc.collect()
+    return (
+        tuple(getattr(together, name).sort(IDS) for name in FRAMES),
+        tuple(getattr(inc, name).collect().sort(IDS) for name in FRAMES),
+    )
+
+
+def full_comparison(
+    monkeypatch: pytest.MonkeyPatch, run: Callable[[], tuple[tuple[pl.DataFrame, ...], ...]]
+) -> tuple[tuple[pl.DataFrame, ...], ...]:
+    """``run`` with the Delta-log proofs disabled: the stored provenance compared row by row."""
+    with monkeypatch.context() as m:
+        m.setattr(increment, "no_rows_at", lambda *_: False)
+        m.setattr(increment, "only_rows_at", lambda *_: False)
+        return run()
+
+
+def assert_frames_equal(got: tuple[pl.DataFrame, ...], want: tuple[pl.DataFrame, ...]) -> None:
+    for name, a, b in zip(FRAMES, got, want, strict=True):
+        assert a.schema == b.schema, name
+        assert a.equals(b), name
+
+
+@pytest.mark.parametrize("clustered", [True, False], ids=["paired", "joined"])
+@pytest.mark.parametrize("partition_rows", [10**9, 100], ids=["single-query", "buckets"])
+@pytest.mark.parametrize("requested", [False, True], ids=["all", "samples"])
+def test_after_a_version_change_the_stored_ids_alone_give_the_full_comparisons_frames(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    answers: list[bool],
+    clustered: bool,
+    partition_rows: int,
+    requested: bool,
+) -> None:
+    store = build(tmp_path / "s", clustered=clustered)
+    store.partition_rows = partition_rows
+    new = graph(refined=True)
+    samples = numbered_ids(range(0, 1000, 3)).select(IDS) if requested else None
+    together, alone = resolved(store, new, samples)
+    assert answers and all(answers)  # the shortcut was taken
+    want_together, want_alone = full_comparison(monkeypatch, lambda: resolved(store, new, samples))
+    assert_frames_equal(together, want_together)
+    assert_frames_equal(alone, want_alone)
+    assert_frames_equal(alone, together)
+    if not requested:
+        assert tuple(f.height for f in together) == (12, 588, 3)
+    else:  # ids 0, 3, ..., 999: 200 with upstream rows, 4 of them without embeddings, 901 removed
+        assert tuple(f.height for f in together) == (4, 196, 1)
+
+
+@pytest.mark.parametrize("partition_rows", [10**9, 100], ids=["single-query", "buckets"])
+def test_rows_written_at_the_current_version_are_compared_by_their_provenance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answers: list[bool], partition_rows: int
+) -> None:
+    """Samples recomputed after the change are not changed any more: the log no longer proves the shortcut,
+    and the full comparison finds them unchanged."""
+    store = build(tmp_path / "s", clustered=True)
+    store.partition_rows = partition_rows
+    new = graph(refined=True)
+    store.write_metadata(EMB, numbered_emb_rows(range(100)), graph=new)
+    together, alone = resolved(store, new, None)
+    assert answers and not any(answers)
+    assert_frames_equal(together, full_comparison(monkeypatch, lambda: resolved(store, new, None))[0])
+    assert_frames_equal(alone, together)
+    # samples 0-99 recomputed (2 of them were new): 10 still new, the other 490 changed
+    assert tuple(f.height for f in together) == (10, 490, 3)
+    assert together[1].filter(pl.col("uid") < "000100").height == 0
+
+
+@pytest.mark.parametrize("racy", ["current_rows", "scan_feature_at"])
+def test_a_commit_between_the_proof_and_the_read_voids_the_proof(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, racy: str
+) -> None:
+    """Another writer recomputes samples at the current version while ``resolve_update`` plans: the rows it
+    reads include them, so nothing read from the log before that commit may be used. Neither the proof that
+    no row is at the current version, nor the layout: it proved one row per sample, and the buckets compared
+    each recomputed sample twice (its old row reported it changed: 600 changed before the fix)."""
+    store = build(tmp_path / "s", clustered=True)
+    store.partition_rows = 10**9 if racy == "current_rows" else 100
+    new = graph(refined=True)
+    other = DeltaMetadataStore(tmp_path / "s", project="s")
+    read = getattr(store, racy)
+    written: list[bool] = []
+
+    def read_after_a_commit(*args: object, **kwargs: object) -> object:
+        if not written and args and str(getattr(args[0], "key", args[0])) == EMB:
+            written.append(True)
+            other.write_metadata(EMB, numbered_emb_rows(range(100)), graph=new)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(store, racy, read_after_a_commit)
+    together = store.resolve_update(EMB, graph=new).collect()
+    assert written
+    assert together.changed.filter(pl.col("uid") < "000100").height == 0  # recomputed: not changed
+    assert (together.added.height, together.changed.height) == (10, 490)
+
+
+def _table(path: Path, frame: pl.DataFrame, **configuration: str) -> DeltaTable:
+    write_deltalake(str(path), frame.to_arrow(), configuration=configuration or None)
+    return DeltaTable(str(path))
+
+
+def test_the_log_proves_versions_only_from_exact_statistics_of_every_file(tmp_path: Path) -> None:
+    store = build(tmp_path / "s", clustered=True)
+    old, new = graph(refined=False), graph(refined=True)
+    emb, raw = DeltaTable(store.table_uri(EMB)), DeltaTable(store.table_uri(RAW))
+    assert no_rows_at(emb, new.feature_version(EMB)) and not no_rows_at(emb, old.feature_version(EMB))
+    assert only_rows_at(emb, old.feature_version(EMB)) and only_rows_at(raw, old.feature_version(RAW))
+    assert not only_rows_at(emb, new.feature_version(EMB))
+    store.write_metadata(EMB, numbered_emb_rows([1]), graph=new)
+    emb = DeltaTable(store.table_uri(EMB))
+    assert not no_rows_at(emb, new.feature_version(EMB)) and not only_rows_at(emb, old.feature_version(EMB))
+
+    rows = pl.DataFrame({"uid": ["a", "b"], "metaxy_feature_version": ["v1", "v1"]})
+    assert no_rows_at(_table(tmp_path / "exact", rows), "v2") and only_rows_at(
+        _table(tmp_path / "e2", rows), "v1"
+    )
+    # statistics of the first column only: the version is unknown
+    blind = _table(tmp_path / "blind", rows, **{"delta.dataSkippingNumIndexedCols": "1"})
+    assert not no_rows_at(blind, "v2") and not only_rows_at(blind, "v1")
+    # versions long enough for a writer to truncate their statistics are not reasoned with
+    long = "v" * 40
+    truncated = _table(tmp_path / "long", rows.with_columns(pl.lit(long).alias("metaxy_feature_version")))
+    assert not no_rows_at(truncated, "w") and not only_rows_at(truncated, long)
+    # a file without rows proves nothing either way; a table without rows holds none at any version
+    empty = _table(tmp_path / "empty", rows.head(0))
+    assert no_rows_at(empty, "v1") and not only_rows_at(empty, "v1")
+
+
+def raw_bumped() -> FeatureGraph:
+    """The refined graph with a new code version of the raw feature's frames: a new raw feature version."""
+    g = FeatureGraph()
+    g.add(
+        FeatureSpec(
+            key=RAW,
+            id_columns=IDS,
+            fields=[FieldSpec(key="frames", code_version="2"), FieldSpec(key="audio")],
+        )
+    )
+    g.add(graph(refined=True).spec(EMB))
+    return g
+
+
+def test_upstream_rows_all_at_the_version_read_are_not_filtered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket's upstream read has no version filter when the log proves every row is at that version, and
+    keeps it when the upstream table also holds another version's rows."""
+    store = build(tmp_path / "s", clustered=True)
+    store.partition_rows = 100
+    proofs: list[bool] = []
+
+    def spy(table: DeltaTable, version: str) -> bool:
+        proofs.append(out := only_rows_at(table, version))
+        return out
+
+    monkeypatch.setattr(increment, "only_rows_at", spy)
+    assert tuple(f.height for f in resolved(store, graph(refined=True), None)[0]) == (12, 588, 3)
+    assert proofs and all(proofs)
+    bumped = raw_bumped()
+    store.write_metadata(RAW, numbered_raw_rows(range(0, 600, 2)), graph=bumped)  # even samples again
+    proofs.clear()
+    together, alone = resolved(store, bumped, None)
+    assert proofs and not any(proofs)
+    assert_frames_equal(together, full_comparison(monkeypatch, lambda: resolved(store, bumped, None))[0])
+    assert_frames_equal(alone, together)
+    # only the 300 recomputed raw rows are upstream rows at the new version: the odd samples are removed
+    assert tuple(f.height for f in together) == (0, 300, 291)
