@@ -145,7 +145,7 @@ def test_a_commit_between_the_proof_and_the_read_voids_the_proof(
     """Another writer recomputes samples at the current version while ``resolve_update`` plans: the rows it
     reads include them, so nothing read from the log before that commit may be used. Neither the proof that
     no row is at the current version, nor the layout: it proved one row per sample, and the buckets compared
-    each recomputed sample twice (its old row reported it changed: 600 changed before the fix)."""
+    each recomputed sample twice (its old row reported it changed: 98 of them before the fix)."""
     store = build(tmp_path / "s", clustered=True)
     store.partition_rows = 10**9 if racy == "current_rows" else 100
     new = graph(refined=True)
