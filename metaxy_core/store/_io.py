@@ -228,20 +228,16 @@ def open_table(
 ) -> DeltaTable | None:
     """The table at ``uri`` (at ``version``, default the latest), or None when there is none.
 
-    **Reads share one open per version.** Without ``version`` the table this process last opened at the
-    latest version is returned again while that version is still the latest: its commit file is there,
-    unchanged, and no later one (Delta commit order, one listing request on S3, two ``stat`` calls locally:
-    :func:`~metaxy_core.store._storage.log_tail`); any later commit, this process's own included, makes the
-    next call open the table again. An apply reads a feature's table in several places (rows? layouts,
-    commit facts, the scan), each an open of ~20-200 ms on S3 (``_last_checkpoint``, a log listing, the
-    commits, the damage check): now one. The object is shared: callers only read it (``pl.scan_delta``
-    pins its version). The key holds the credentials resolved now (a rotated key opens the table again).
-    On S3 a table found absent is looked for again by one listing of its log before delta-rs tries.
+    **Reads share one open per version.** Without ``version`` the table this process last opened is returned
+    again while its version is still the latest (its commit file unchanged and no later one: one listing on
+    S3, two ``stat`` calls locally, :func:`~metaxy_core.store._storage.log_tail`). An apply reads a table in
+    several places (rows, layouts, commit facts, the scan), each open ~20-200 ms on S3: now one. The object
+    is shared: callers only read it (``pl.scan_delta`` pins its version). The key holds the credentials
+    resolved now (a rotated key opens the table again); on S3 a table found absent is looked for again by
+    one listing of its log before delta-rs tries.
 
-    ``for_commit``: a table of the caller's own, never shared, for a caller that commits to it (a commit
-    moves a table object to the version it made). The table a caller handed back after its commit
-    (:func:`keep_for_commit`: the bulk writer, one commit per bucket) is brought up to the latest version
-    instead (``update_incremental``: only the commits since are read).
+    ``for_commit``: a table of the caller's own, never shared (a commit moves a table object to the version
+    it made); one handed back after its commit (:func:`keep_for_commit`) is brought up to date instead.
 
     Raises:
         StoreError: the table cannot be opened, or its log is damaged (the error names the commit file).
@@ -249,7 +245,7 @@ def open_table(
     with guard("open the table at", uri, options):
         resolved = delta_options(options)
         shared = version is None and not for_commit
-        key = (uri, tuple(sorted(resolved.items())))
+        key = _key(uri, resolved)
         if for_commit and version is None:
             with _OPENED_LOCK:
                 kept = _FOR_COMMIT.pop(key, None)
@@ -288,20 +284,24 @@ def open_table(
 
 
 _Key = tuple[str, tuple[tuple[str, str], ...]]  # (uri, resolved options): see :func:`open_table`
+
+
+def _key(uri: str, resolved: Mapping[str, str]) -> _Key:
+    return (uri, tuple(sorted(resolved.items())))
+
+
 #: tables opened for reading at their latest version: (table, a tag of the commit file of its version)
 _OPENED: dict[_Key, tuple[DeltaTable, str]] = {}
-#: tables of this process's own handed back after a commit (:func:`keep_for_commit`), for the next one
-_FOR_COMMIT: dict[_Key, DeltaTable] = {}
-#: S3 tables found absent: the next open lists their log before delta-rs tries
-_ABSENT: set[_Key] = set()
+_FOR_COMMIT: dict[_Key, DeltaTable] = {}  # tables handed back after a commit (:func:`keep_for_commit`)
+_ABSENT: set[_Key] = set()  # S3 tables found absent: the next open lists their log before delta-rs tries
 _OPENED_LOCK = threading.Lock()
 
 
 def keep_for_commit(uri: str, options: Mapping[str, str], table: DeltaTable) -> None:
-    """Hand back ``table`` (from ``open_table(uri, options, for_commit=True)``, just committed to) for this
-    process's next commit to ``uri``, which updates it instead of opening the table again (0.3-0.5 s while
-    the next bucket is computed on a busy 2-core machine). The caller stops using it."""
-    key = (uri, tuple(sorted(delta_options(options).items())))
+    """Hand back ``table`` (``open_table(..., for_commit=True)``, just committed to) for this process's next
+    commit to ``uri``, which updates it instead of opening the table again (0.3-0.5 s); the caller stops
+    using it."""
+    key = _key(uri, delta_options(options))
     with _OPENED_LOCK:
         if len(_FOR_COMMIT) > 64:
             _FOR_COMMIT.clear()
