@@ -25,12 +25,14 @@ Usage::
     .venv/bin/python benchmarks/bench_vs_metaxy_011.py --rows 1000000 --repeat 2
     .venv/bin/python benchmarks/bench_vs_metaxy_011.py --rows 5000000
     .venv/bin/python benchmarks/bench_vs_metaxy_011.py --rows 1000000 --only resolve --after-migration
+    .venv/bin/python benchmarks/bench_vs_metaxy_011.py --only resolve --malloc-conf dirty_decay_ms:0
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -344,7 +346,16 @@ def main() -> None:
         help="resolve_update on the reconciled stores (each system's own migration first) instead of the "
         "pristine ones: the call users make right after a migration",
     )
+    parser.add_argument(
+        "--malloc-conf",
+        default=None,
+        help="a diagnosis, not a setting users get: polars' jemalloc options (``_RJEM_MALLOC_CONF``) for "
+        "both systems' measured processes, e.g. 'dirty_decay_ms:0' (freed pages returned at once, so the "
+        "peak is the memory each process holds, not what its allocator keeps)",
+    )
     args = parser.parse_args()
+    if args.malloc_conf:
+        os.environ["_RJEM_MALLOC_CONF"] = args.malloc_conf  # inherited by both systems' environments
     base = Path(args.dir)
     base.mkdir(parents=True, exist_ok=True)
     print(f"machine: {C.run_isolated(_machine)['machine']}", flush=True)
@@ -357,7 +368,8 @@ def main() -> None:
     print(
         C.fmt_table(
             f"This project vs Metaxy {VERSION} (same data, best of {args.repeat}; whole processes: wall time "
-            f"and peak RSS; load average {V.load_average()})",
+            f"and peak RSS; load average {V.load_average()})"
+            + (f"; _RJEM_MALLOC_CONF={args.malloc_conf}" if args.malloc_conf else ""),
             ["rows", "operation", "system", "seconds", "peak RSS MiB", "detail", "ratio / check"],
             rows,
         )
