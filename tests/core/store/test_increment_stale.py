@@ -23,6 +23,7 @@ from metaxy_core import DeltaMetadataStore, FeatureGraph
 from metaxy_core.graph import FeatureSpec, FieldSpec
 from metaxy_core.store import increment
 from metaxy_core.store.layout import no_rows_at, only_rows_at
+from metaxy_core.testing import S3Location
 from metaxy_core.testing.numbered import numbered_emb_rows, numbered_graph, numbered_ids, numbered_raw_rows
 
 RAW, EMB = "s/raw", "s/emb"
@@ -237,3 +238,25 @@ def test_upstream_rows_all_at_the_version_read_are_not_filtered(
     assert_frames_equal(alone, together)
     # only the 300 recomputed raw rows are upstream rows at the new version: the odd samples are removed
     assert tuple(f.height for f in together) == (0, 300, 291)
+
+
+def test_the_shortcut_holds_on_s3(
+    s3: S3Location, monkeypatch: pytest.MonkeyPatch, answers: list[bool]
+) -> None:
+    """The statistics delta-rs records on S3 prove the same: the stored ids alone, the full comparison's
+    frames (single query and buckets cut between files)."""
+    store = DeltaMetadataStore(s3.root, s3.storage_options, project="s")
+    old, new = graph(refined=False), graph(refined=True)
+    for c in range(3):
+        store.write_metadata(RAW, numbered_raw_rows(range(c * 40, c * 40 + 40)), graph=old)
+        store.write_metadata(EMB, numbered_emb_rows(range(c * 40 + 1, c * 40 + 40)), graph=old)
+    for partition_rows in (10**9, 40):
+        store.partition_rows = partition_rows
+        answers.clear()
+        together, alone = resolved(store, new, None)
+        assert answers and all(answers)
+        assert_frames_equal(together, full_comparison(monkeypatch, lambda: resolved(store, new, None))[0])
+        assert_frames_equal(alone, together)
+        assert tuple(f.height for f in together) == (3, 117, 0)
+        bucketed = "metaxy resolve_update" in store.resolve_update(EMB, graph=new).added.explain()
+        assert bucketed == (partition_rows == 40)
