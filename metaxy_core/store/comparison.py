@@ -104,8 +104,8 @@ def compare_collected(
 
     ``stored`` may leave out the provenance struct (two hash strings per row, ~40 % of the stored read) when
     ``stored_rows`` is the lazy frame it was collected from: only ``removed`` returns it, and it is then read
-    for the removed samples alone. With ``stale`` (:func:`_stale`) it may hold the ids alone: every matched
-    sample is changed, whatever its stored provenance.
+    for the removed samples alone. With ``stale`` (no stored row at the current feature version, as the Delta
+    log proves) it may hold the ids alone: every matched sample is changed, whatever its stored provenance.
     """
     if stored is None:
         return tuple(pl.collect_all(frames_of(compare(spec, graph, expected.lazy(), requested_ids, None))))

@@ -74,13 +74,11 @@ def resolve_update(
     uri, options = store.table_uri(spec.key), store.storage_options
     before = _io.open_table(uri, options)
     stored = store.current_rows(spec, graph, any_version=True)
-    after = _io.open_table(uri, options) if before is not None else None  # the rows were read between
     current = graph.feature_version(spec.key)
-    stale = (
-        before is not None
-        and after is not None
-        and _log_proves(store, spec.key, before, after.version(), lambda t: no_rows_at(t, current))
-    )
+    stale = before is not None and _log_proves(store, spec.key, before, lambda t: no_rows_at(t, current))
+    if stale:  # the rows were read after ``before``: the proof holds if no commit landed since
+        after = _io.open_table(uri, options)
+        stale = after is not None and before is not None and after.version() == before.version()
     if stored is not None and wanted is not None:
         stored = stored.join(wanted, on=list(spec.id_columns), how="semi", nulls_equal=True)
     inc = compare(spec, graph, expected, requested_ids, stored, stale=stale)
@@ -167,16 +165,10 @@ def _pinned(store: DeltaMetadataStore, key: FeatureKey) -> tuple[pl.LazyFrame, D
 
 
 def _log_proves(
-    store: DeltaMetadataStore,
-    key: FeatureKey,
-    table: DeltaTable,
-    read_at: int,
-    check: Callable[[DeltaTable], bool],
+    store: DeltaMetadataStore, key: FeatureKey, table: DeltaTable, check: Callable[[DeltaTable], bool]
 ) -> bool:
-    """``check`` of ``table``'s Delta log (a fact of :mod:`~metaxy_core.store.layout`), only when ``table``
-    is at ``read_at``, the version its rows are read at: a commit in between may have changed the answer."""
-    if table.version() != read_at:
-        return False
+    """``check`` of ``table``'s Delta log (a fact of :mod:`~metaxy_core.store.layout`), with the store's
+    errors. The caller makes sure ``table`` is at the version its rows are read at (:func:`_pinned`)."""
     uri, options = store.table_uri(key), store.storage_options
     with _io.guard("read the log of", uri, options):
         return check(table)
@@ -268,9 +260,7 @@ def bucketed_increment(
     tables: dict[str, tuple[DeltaTable, pl.Schema, str | None]] = {}
     pinned = _pinned(store, spec.key)
     current = graph.feature_version(spec.key)
-    stale = pinned is not None and _log_proves(
-        store, spec.key, pinned[1], pinned[1].version(), lambda t: no_rows_at(t, current)
-    )
+    stale = pinned is not None and _log_proves(store, spec.key, pinned[1], lambda t: no_rows_at(t, current))
     whole: set[str] = set()  # upstream inputs whose every row is at the version read: no version filter
     if pinned is not None:
         scan, table = pinned
@@ -284,8 +274,7 @@ def bucketed_increment(
         if up_pinned is None:
             return None  # the regular path raises the helpful "write the upstream first" error
         (up_scan, up_table), version = up_pinned, graph.feature_version(up_spec.key)
-        every = up_table.version(), lambda t, v=version: only_rows_at(t, v)
-        if _log_proves(store, up_spec.key, up_table, *every):
+        if _log_proves(store, up_spec.key, up_table, lambda t, v=version: only_rows_at(t, v)):
             whole.add(f"up{i}")
         up_schema = up_scan.collect_schema()
         tables[f"up{i}"] = (up_table, up_schema, version)
