@@ -18,8 +18,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from metaxy_core import DeltaMetadataStore, FeatureGraph
+from metaxy_core import DeltaMetadataStore, FeatureGraph, MetaxyError
 from metaxy_core.graph import FeatureSpec, FieldSpec
 from metaxy_core.store import increment
 from metaxy_core.store.layout import no_rows_at, only_rows_at
@@ -260,3 +262,52 @@ def test_the_shortcut_holds_on_s3(
         assert tuple(f.height for f in together) == (3, 117, 0)
         bucketed = "metaxy resolve_update" in store.resolve_update(EMB, graph=new).added.explain()
         assert bucketed == (partition_rows == 40)
+
+
+#: a store's history: per step, which feature is written under which graph for which samples
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["raw-old", "raw-bumped", "emb-old", "emb-new", "emb-bumped"]),
+        st.lists(st.integers(0, 59), min_size=1, max_size=30, unique=True),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(history=steps, partition_rows=st.sampled_from([10**9, 16]), order=st.booleans())
+def test_any_history_gives_the_full_comparisons_frames(
+    tmp_path_factory: pytest.TempPathFactory,
+    history: list[tuple[str, list[int]]],
+    partition_rows: int,
+    order: bool,
+) -> None:
+    """Whatever was written at which version (roots and downstream rows at old, current and newer versions,
+    samples repeated, upstream rows missing), ``resolve_update`` under each graph equals the comparison with
+    every proof disabled, collected together and frame by frame."""
+    store = DeltaMetadataStore(tmp_path_factory.mktemp("h") / "s", project="s")
+    graphs = {"old": graph(refined=False), "new": graph(refined=True), "bumped": raw_bumped()}
+    store.write_metadata(RAW, numbered_raw_rows(range(60)), graph=graphs["old"])
+    for what, numbers in history:
+        feature, version = what.split("-")
+        chosen = sorted(numbers) if order else numbers
+        if feature == "raw":
+            store.write_metadata(RAW, numbered_raw_rows(chosen), graph=graphs[version])
+        else:  # downstream rows need upstream rows at that graph's version: those samples of the chosen
+            have = set(store.read_metadata(RAW, graph=graphs[version]).collect()["uid"].to_list())
+            rows = [i for i in chosen if f"{i:06d}" in have]
+            if rows:
+                store.write_metadata(EMB, numbered_emb_rows(rows), graph=graphs[version])
+    store.partition_rows = partition_rows
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for g in graphs.values():
+            try:
+                got = resolved(store, g, None)
+            except MetaxyError:  # e.g. no upstream rows at that graph's version: both must refuse alike
+                with pytest.raises(MetaxyError):
+                    full_comparison(monkeypatch, lambda g=g: resolved(store, g, None))
+                continue
+            want = full_comparison(monkeypatch, lambda g=g: resolved(store, g, None))
+            assert_frames_equal(got[0], want[0])
+            assert_frames_equal(got[1], want[1])
