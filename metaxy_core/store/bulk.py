@@ -28,6 +28,7 @@ from deltalake.exceptions import CommitFailedError
 from metaxy_core.store import _io, _storage
 from metaxy_core.store._storage import is_remote
 from metaxy_core.store.layout import RANGE_TYPES
+from metaxy_core.store.orphans import staging_path
 from metaxy_core.store.provenance import (
     COMMIT_ORDER,
     COMMIT_ORDER_FACT,
@@ -145,18 +146,39 @@ def _id_slices(frame: pl.DataFrame, ids: Sequence[str]) -> list[pl.DataFrame]:
 _LOCAL_ROW_GROUP_ROWS = 65_536
 
 
-def _write_local(paths: list[str], frames: list[pl.DataFrame]) -> list[int]:
+def _write_local(paths: list[str], frames: list[pl.DataFrame], write_id: str | None) -> list[int]:
     """Writes ``frames`` at local ``paths``, two at a time (see :data:`_LOCAL_ROW_GROUP_ROWS`); returns
-    their sizes in bytes."""
+    their sizes in bytes.
+
+    Each file is written under its staging name (:func:`~metaxy_core.store.orphans.staging_path`, when the
+    rows carry one write id) and renamed once complete: a process killed mid-write leaves a staging file the
+    step's re-run removes, never a truncated file under a data file's name that no one can tell is ours.
+    """
 
     def write(path: str, frame: pl.DataFrame) -> int:
-        _parquet_writer(frame, remote=False, row_group_rows=_LOCAL_ROW_GROUP_ROWS)(path)
+        staged = path if write_id is None else staging_path(path, write_id)
+        try:
+            _parquet_writer(frame, remote=False, row_group_rows=_LOCAL_ROW_GROUP_ROWS)(staged)
+            os.replace(staged, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(staged)
+            raise
         return os.path.getsize(path)
 
     if len(paths) == 1:
         return [write(paths[0], frames[0])]
     with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="metaxy-bulk-file") as pool:
         return list(pool.map(write, paths, frames))
+
+
+def _single_write_id(frames: Sequence[pl.DataFrame]) -> str | None:
+    """The write id that labels a bulk write's staging files: its first row's (a bulk write holds one
+    step's rows); None without one. A label only: staging files are never committed, whoever removes them."""
+    if not frames or WRITE_ID not in frames[0].columns or not frames[0].height:
+        return None
+    first = frames[0].get_column(WRITE_ID)[0]
+    return None if first is None else str(first)
 
 
 #: runs in id order a frame may hold and still be cut into files (more: rows not in id order, one file)
@@ -252,7 +274,7 @@ def append_frames(
             else:
                 paths = [os.path.join(uri, name) for name, _ in files]
                 written.extend(paths)
-                sizes = _write_local(paths, [rows for _, rows in files])
+                sizes = _write_local(paths, [rows for _, rows in files], _single_write_id(frames))
             for (name, rows), size in zip(files, sizes, strict=True):
                 actions.append(
                     AddAction(

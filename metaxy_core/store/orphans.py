@@ -17,12 +17,18 @@ table (:func:`clean_before_write`), deleting only files that are provably that s
    any other writer (another step, a user's ``write_metadata`` still uploading outside migrations) never
    carry it, and a file that cannot be read as Parquet is left alone.
 
+A local file is written under a staging name carrying a tag of the step's write id (:func:`staging_path`)
+and renamed into place once complete: a write killed midway leaves that staging file, never a truncated file
+under a data file's name. Staging files of this step written before the lease was acquired are removed too
+(conditions 2 and, by their name, 3; no commit ever adds one).
+
 The check runs once per step, table and lease in a process, only for fenced writes (a lease is held); when
 there is nothing to remove it costs one listing of the table folder and one HEAD of the lock commit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -47,6 +53,17 @@ _DONE: set[tuple[str, str, int]] = set()
 _LOCK = threading.Lock()
 #: S3 reports modification times to the second: commits within this much before a file may still add it
 _CLOCK_GRAIN = timedelta(seconds=2)
+
+
+def staging_path(path: str, write_id: str) -> str:
+    """Where a local data file ``path`` of the step writing ``write_id`` is written before it is renamed to
+    ``path``: its name ends in a tag of the write id (write ids hold ``/``), so that a re-run of the step
+    finds what a killed write left without reading it."""
+    return f"{path}{_staging_suffix(write_id)}"
+
+
+def _staging_suffix(write_id: str) -> str:
+    return f".{hashlib.sha256(write_id.encode()).hexdigest()[:16]}.tmp"
 
 
 def clean_before_write(
@@ -78,18 +95,17 @@ def clean_before_write(
     if acquired is None:  # the lock commit is gone (log retention): no safe bound
         return 0, 0
     current = {unquote(str(path)) for path in table.get_add_actions(flatten=True).column("path").to_pylist()}
-    candidates = {
-        name: (size, when)
-        for name, (size, when) in list_data_files(uri, options).items()
-        if name not in current and name.endswith(".parquet") and when < acquired
-    }
+    listed = {name: v for name, v in list_data_files(uri, options).items() if v[1] < acquired}
+    staged = {name: v for name, v in listed.items() if name.endswith(_staging_suffix(write_id))}
+    candidates = {n: v for n, v in listed.items() if n not in current and n.endswith(".parquet")}
     ours = {name: v for name, v in candidates.items() if _write_ids(uri, name, options) == {write_id}}
-    if not ours:
-        return 0, 0
-    committed = _added_since(uri, options, min(when for _, when in ours.values()) - _CLOCK_GRAIN)
-    orphans = sorted(name for name in ours if name not in committed)
+    orphans = sorted(staged)
+    if ours:
+        committed = _added_since(uri, options, min(when for _, when in ours.values()) - _CLOCK_GRAIN)
+        orphans += sorted(name for name in ours if name not in committed)
     if not orphans:
         return 0, 0
+    ours.update(staged)
     size = sum(ours[name][0] for name in orphans)
     try:
         delete_files(uri, orphans, options)

@@ -21,7 +21,8 @@ The plan may contain:
 * ``file_rows``: the bulk writer cuts a bucket into local files of at most that many rows
   (``metaxy_core.store.bulk.FILE_ROWS``, 262,144 in production), written two at a time, so small test buckets
   take that path too; ``kill_after_files``: SIGKILL this process once that many such files are written
-  (the bucket's other files being written or not yet, its commit not made).
+  (the bucket's other files being written or not yet, its commit not made); ``truncate_last``: the last of
+  them is first cut to half its bytes, as a write killed midway leaves it (wherever the writer put it).
 
 Only this script reads the variable: the hooks are installed by monkeypatching public module attributes
 (``metaxy_core.store._io.append``, the bulk writer ``metaxy_core.store.bulk.append_frames`` and the
@@ -177,8 +178,9 @@ def _hooked_cas(real: Any) -> Any:
     return cas_append
 
 
-def _counting_writer(make: Any, kill_after: int) -> Any:
-    """The bulk writer's file writer, SIGKILLing the process once ``kill_after`` files are written."""
+def _counting_writer(make: Any, kill_after: int, truncate_last: bool) -> Any:
+    """The bulk writer's file writer, SIGKILLing the process once ``kill_after`` files are written (the last
+    one cut to half its bytes first with ``truncate_last``: a write killed midway)."""
     written = [0]
     lock = threading.Lock()
 
@@ -190,6 +192,8 @@ def _counting_writer(make: Any, kill_after: int) -> Any:
             with lock:
                 written[0] += 1
                 if written[0] >= kill_after:
+                    if truncate_last:
+                        os.truncate(path, os.path.getsize(path) // 2)
                     _die()
 
         return hooked
@@ -214,7 +218,9 @@ def main() -> int:
         if PLAN.get("file_rows"):
             bulk.FILE_ROWS = int(PLAN["file_rows"])
         if PLAN.get("kill_after_files"):
-            bulk._parquet_writer = _counting_writer(bulk._parquet_writer, int(PLAN["kill_after_files"]))
+            bulk._parquet_writer = _counting_writer(
+                bulk._parquet_writer, int(PLAN["kill_after_files"]), bool(PLAN.get("truncate_last"))
+            )
     if PLAN.get("timer") is not None:
         threading.Timer(float(PLAN["timer"]) - (time.monotonic() - START), _die).start()
     return cli_main(sys.argv[1:])

@@ -188,7 +188,8 @@ def test_sigkill_anywhere_in_an_apply_then_rerun_equals_an_uninterrupted_apply(
 
 
 def _stray_files(root: Path) -> list[str]:
-    """Parquet files under a store's feature tables that no commit of their Delta log ever added."""
+    """Files under a store's feature tables (data files, and the staging files a killed local write leaves)
+    that no commit of their Delta log ever added."""
     stray = []
     for table in (p for p in root.iterdir() if (p / "_delta_log").is_dir()):
         added = {
@@ -197,7 +198,7 @@ def _stray_files(root: Path) -> list[str]:
             for line in commit.read_text().splitlines()
             if '"add"' in line
         }
-        stray += [f"{table.name}/{f.name}" for f in table.glob("*.parquet") if f.name not in added]
+        stray += [f"{table.name}/{f.name}" for f in table.iterdir() if f.is_file() and f.name not in added]
     return stray
 
 
@@ -207,7 +208,9 @@ def test_sigkill_while_a_bucket_is_written_as_several_files_then_rerun_removes_t
     # Buckets in id order are written as files of at most FILE_ROWS rows, two at a time: 16 here, so every
     # 40-row bucket is 3 files. Each trial kills the apply once a drawn number of those files is written
     # (the bucket's other files in flight or not started, its commit not made): files no commit added are
-    # left. The re-run finishes as if nothing happened and removes them.
+    # left, in half the trials the last one cut midway (a truncated file cannot be read to learn whose it
+    # is: local files are written under a staging name carrying the step's write id, then renamed). The
+    # re-run finishes as if nothing happened and removes them all.
     reference = s.copy_project(crash_template, tmp_path / "reference")
     rc, text = _run_hooked(reference, {"log": str(tmp_path / "reference.log"), "file_rows": 16})
     assert rc == 0, text
@@ -221,7 +224,12 @@ def test_sigkill_while_a_bucket_is_written_as_several_files_then_rerun_removes_t
     rng = random.Random(SEED + 1)
     for i, after in enumerate(sorted(rng.sample(range(1, sum(a for a in adds if a >= 2)), 4))):
         project = s.copy_project(crash_template, tmp_path / f"files{i}")
-        plan = {"log": str(tmp_path / f"files{i}.log"), "file_rows": 16, "kill_after_files": after}
+        plan = {
+            "log": str(tmp_path / f"files{i}.log"),
+            "file_rows": 16,
+            "kill_after_files": after,
+            "truncate_last": i % 2 == 0,
+        }
         rc, text = _run_hooked(project, plan)
         assert rc == SIGKILL_RC, f"not killed after {after} files:\n{text}"
         assert _stray_files(project / "store"), f"killed after {after} files, yet no uncommitted file"

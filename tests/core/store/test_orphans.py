@@ -1,6 +1,7 @@
-"""A step's re-run removes the files its failed attempt left uncommitted, and nothing else: not committed
-files, not files a compaction replaced (time travel), not another writer's files, not files of the current
-lease (sibling units), not files that cannot be read."""
+"""A step's re-run removes the files its failed attempt left uncommitted (staging files of its local writes
+included, read or not), and nothing else: not committed files, not files a compaction replaced (time
+travel), not another writer's files, not files of the current lease (sibling units), not data files that
+cannot be read."""
 
 from __future__ import annotations
 
@@ -46,11 +47,15 @@ def test_the_rerun_removes_only_its_own_uncommitted_files_from_before_the_lease(
     acquired = lease.stat().st_mtime + 120  # the current lease: acquired after every file above
     os.utime(lease, (acquired, acquired))
     before = acquired - 60
+    staged = orphans.staging_path("part-00000-dddd-c000.lz4.parquet", STEP)  # a local write killed midway
     leftovers = [
         _stray(table, "part-00000-aaaa-c000.zstd.parquet", _rows(STEP, range(9, 12)), before),
         _stray(table, "part-00000-bbbb-c000.zstd.parquet", _rows(STEP, range(12, 15)), before - 3600),
+        _stray(table, staged, None, before),
     ]
     kept = [
+        _stray(table, orphans.staging_path("part-00000-eeee-c000.lz4.parquet", "other/0/step"), None, before),
+        _stray(table, orphans.staging_path("part-00000-ffff-c000.lz4.parquet", STEP), None, acquired + 5),
         _stray(table, "part-00000-other-c000.parquet", _rows("someone-else", range(20, 22)), before),
         _stray(
             table, "part-00000-mixed-c000.parquet", pl.concat([_rows(STEP, [1]), _rows("x", [2])]), before
@@ -65,7 +70,7 @@ def test_the_rerun_removes_only_its_own_uncommitted_files_from_before_the_lease(
 
     removed = orphans.clean_before_write(str(table), {}, dt, _rows(STEP, range(40, 41)), fence)
 
-    assert removed == (2, size)
+    assert removed == (3, size)
     files_after = set(os.listdir(table))
     assert files_before - files_after == set(leftovers)
     assert set(kept) <= files_after
