@@ -103,6 +103,8 @@ def _codec(remote: bool) -> Literal["zstd", "lz4"]:
 
 #: rows per file of a local bulk append whose rows are in id order (see :func:`_id_slices`)
 FILE_ROWS = 262_144
+#: runs in id order a frame may hold and still be cut into files (more: rows not in id order, one file)
+_MAX_RUNS = 64
 
 
 def _id_slices(frame: pl.DataFrame, ids: Sequence[str]) -> list[pl.DataFrame]:
@@ -181,10 +183,6 @@ def _single_write_id(frames: Sequence[pl.DataFrame]) -> str | None:
     return None if first is None else str(first)
 
 
-#: runs in id order a frame may hold and still be cut into files (more: rows not in id order, one file)
-_MAX_RUNS = 64
-
-
 #: in-memory size of the rows of one file of a bulk append to S3: a bucket of ~1M rows of a typical feature
 #: table is a few files, each uploaded while the next is encoded (see :func:`upload_pieces`)
 _PIECE_BYTES = 64 * 1024 * 1024
@@ -261,8 +259,8 @@ def append_frames(
                     frame = frame.select(frames[0].columns).cast(dict(frames[0].schema))  # type: ignore[arg-type]
                 for piece in _pieces(frame) if remote else _id_slices(frame, ids):
                     files.append((f"part-00000-{uuid.uuid4()}-c000.{_codec(remote)}.parquet", piece))
-            # Statistics for skipping files go to the Delta log (below); row-group statistics cost ~15% of
-            # the write and bulk files are bucket-sized, so they are left out.
+            # Statistics for skipping files go to the Delta log (below); row-group statistics cost ~12% of
+            # the write CPU (see _parquet_writer), so they are left out.
             if remote:  # zstd (half delta-rs' snappy bytes); a piece goes up while the next is encoded
                 paths = [f"{uri.rstrip('/')}/{name}" for name, _ in files]
                 written.extend(paths)

@@ -10,6 +10,7 @@ alone instead of their provenance.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -45,9 +46,7 @@ def compare(
     ids = list(spec.id_columns)
     if stored is None:
         schema = expected.collect_schema()
-        removed_schema = {c: schema[c] for c in ids}
-        removed_schema.update({PROVENANCE_BY_FIELD: schema[PROVENANCE_BY_FIELD], PROVENANCE: pl.String})
-        empty = pl.LazyFrame(schema=removed_schema)
+        empty = _none_removed(schema, ids, schema[PROVENANCE_BY_FIELD]).lazy()
         return Increment(added=expected, changed=expected.head(0), removed=empty)
     stored_prov = stored.select(ids) if stale else _stored_provenance(stored, ids)
     added = expected.join(stored_prov, on=ids, how="anti", nulls_equal=True)
@@ -114,7 +113,7 @@ def compare_collected(
     if struct is None:
         assert stored_rows is not None
         struct = stored_rows.collect_schema()[PROVENANCE_BY_FIELD]
-    none_removed = _none_removed(stored, ids, struct)
+    none_removed = _none_removed(stored.schema, ids, struct)
     paired = _paired(spec, graph, expected, stored, none_removed, stale)
     if paired is not None:
         return paired
@@ -148,11 +147,12 @@ def compare_collected(
     return tuple(pl.collect_all([added, changed, removed]))
 
 
-def _none_removed(stored: pl.DataFrame, ids: list[str], struct: pl.DataType) -> pl.DataFrame:
-    """``removed`` with no row: the stored ids, their provenance struct (``struct``) and hash."""
-    schema = {c: stored.schema[c] for c in ids}
-    schema.update({PROVENANCE_BY_FIELD: struct, PROVENANCE: pl.String})
-    return pl.DataFrame(schema=schema)
+def _none_removed(schema: Mapping[str, pl.DataType], ids: list[str], struct: pl.DataType) -> pl.DataFrame:
+    """``removed`` with no row: the id columns (their types in ``schema``), the provenance struct
+    (``struct``) and hash."""
+    removed = {c: schema[c] for c in ids}
+    removed.update({PROVENANCE_BY_FIELD: struct, PROVENANCE: pl.String})
+    return pl.DataFrame(schema=removed)
 
 
 def stored_side(stored: pl.LazyFrame, ids: list[str], stale: bool) -> pl.LazyFrame:

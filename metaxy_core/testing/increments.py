@@ -15,8 +15,7 @@ import polars as pl
 
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.store import DeltaMetadataStore
-
-FRAMES = ("added", "changed", "removed")
+from metaxy_core.store.comparison import FRAMES
 
 
 def single_query(

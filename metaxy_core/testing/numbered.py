@@ -17,17 +17,20 @@ from collections.abc import Iterable, Sequence
 import polars as pl
 
 from metaxy_core.graph import FeatureDep, FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+from metaxy_core.store import DeltaMetadataStore
 from metaxy_core.store.provenance import PROVENANCE_BY_FIELD
 
 UID: tuple[str, ...] = ("uid",)
 
 
-def numbered_graph(raw: str, emb: str, *, ids: Sequence[str] = UID, refined: bool) -> FeatureGraph:
-    """``raw`` (frames, audio) -> ``emb`` (embedding, sync); ``refined``: embedding on the frames alone."""
+def numbered_graph(
+    raw: str, emb: str, *, ids: Sequence[str] = UID, refined: bool, frames_version: str = "1"
+) -> FeatureGraph:
+    """``raw`` (frames, audio) -> ``emb`` (embedding, sync); ``refined``: embedding on the frames alone;
+    ``frames_version``: the code version of the raw frames (another one changes both features' versions)."""
     g = FeatureGraph()
-    g.add(
-        FeatureSpec(key=raw, id_columns=list(ids), fields=[FieldSpec(key="frames"), FieldSpec(key="audio")])
-    )
+    fields = [FieldSpec(key="frames", code_version=frames_version), FieldSpec(key="audio")]
+    g.add(FeatureSpec(key=raw, id_columns=list(ids), fields=fields))
     deps = [FieldDep(feature=raw, fields=["frames"])] if refined else None
     g.add(
         FeatureSpec(
@@ -78,3 +81,29 @@ def numbered_emb_rows(
         extra.append(own.alias(PROVENANCE_BY_FIELD))
     label = pl.format("{}-{}", pl.lit(tag), "i").alias("label")
     return numbered_ids(numbers, ids).select(*ids, label, *extra)
+
+
+def numbered_store(
+    store: DeltaMetadataStore,
+    raw: str,
+    emb: str,
+    graph: FeatureGraph,
+    *,
+    clustered: bool,
+    n: int = 600,
+    chunks: int = 6,
+    ids: Sequence[str] = UID,
+    score: bool = False,
+) -> None:
+    """Writes samples ``0..n-1`` of ``raw`` and then of ``emb`` under ``graph``, ``chunks`` commits each, of
+    consecutive ids (``clustered``: files in id order) or interleaved ones; samples ``i % 50 == 3`` get no
+    ``emb`` row (12 of 600: new samples for ``resolve_update``)."""
+    parts = [
+        list(range(c * n // chunks, (c + 1) * n // chunks)) if clustered else list(range(c, n, chunks))
+        for c in range(chunks)
+    ]
+    for part in parts:
+        store.write_metadata(raw, numbered_raw_rows(part, ids), graph=graph)
+    for part in parts:
+        rows = numbered_emb_rows([i for i in part if i % 50 != 3], "x", ids, score=score)
+        store.write_metadata(emb, rows, graph=graph)

@@ -24,17 +24,18 @@ from metaxy_core.store.provenance import (
     FEATURE_VERSION,
     WRITE_ID,
 )
-from metaxy_core.testing.numbered import numbered_emb_rows, numbered_graph, numbered_ids, numbered_raw_rows
+from metaxy_core.testing.numbered import (
+    numbered_emb_rows,
+    numbered_graph,
+    numbered_ids,
+    numbered_store,
+)
 
 RAW, EMB = "p/raw", "p/emb"
 
 
 def graph(ids: list[str], *, refined: bool) -> FeatureGraph:
     return numbered_graph(RAW, EMB, ids=ids, refined=refined)
-
-
-def raw_rows(ids: list[str], numbers: list[int]) -> pl.DataFrame:
-    return numbered_raw_rows(numbers, ids)
 
 
 def emb_rows(ids: list[str], numbers: list[int], tag: str = "x") -> pl.DataFrame:
@@ -47,14 +48,7 @@ def build(
     """``n`` samples written in ``chunks`` commits: consecutive ids per commit, or interleaved ones."""
     old = graph(ids, refined=False)
     store = DeltaMetadataStore(root, project="p")
-    parts = [
-        list(range(c * n // chunks, (c + 1) * n // chunks)) if clustered else list(range(c, n, chunks))
-        for c in range(chunks)
-    ]
-    for part in parts:
-        store.write_metadata(RAW, raw_rows(ids, part), graph=old)
-    for part in parts:
-        store.write_metadata(EMB, emb_rows(ids, [i for i in part if i % 50 != 3]), graph=old)
+    numbered_store(store, RAW, EMB, old, clustered=clustered, n=n, chunks=chunks, ids=ids, score=True)
     # a sample written again later (the newest row must win) and one with a custom data version
     again = emb_rows(ids, [10, 11], tag="again")
     store.write_metadata(EMB, again, graph=old)

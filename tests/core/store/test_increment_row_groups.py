@@ -315,7 +315,7 @@ def test_position_pairing_needs_the_same_ids_in_the_same_order() -> None:
             "metaxy_feature_version": [version] * 3,
         }
     )
-    none = comparison._none_removed(stored, ["uid"], struct)
+    none = comparison._none_removed(stored.schema, ["uid"], struct)
     added, changed, removed = comparison._paired(spec, new, expected, stored, none, False) or (None,) * 3
     assert changed is not None and changed["metaxy_provenance"].to_list() == ["2"]  # a null id pairs too
     assert added is not None and added.height == 0 and removed is not None and removed.height == 0

@@ -22,15 +22,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaxy_core import DeltaMetadataStore, FeatureGraph, MetaxyError
-from metaxy_core.graph import FeatureSpec, FieldSpec
 from metaxy_core.store import increment
 from metaxy_core.store.layout import no_rows_at, only_rows_at
 from metaxy_core.testing import S3Location
-from metaxy_core.testing.numbered import numbered_emb_rows, numbered_graph, numbered_ids, numbered_raw_rows
+from metaxy_core.testing.increments import FRAMES
+from metaxy_core.testing.numbered import (
+    numbered_emb_rows,
+    numbered_graph,
+    numbered_ids,
+    numbered_raw_rows,
+    numbered_store,
+)
 
 RAW, EMB = "s/raw", "s/emb"
 IDS = ["uid"]
-FRAMES = ("added", "changed", "removed")
 
 
 def graph(*, refined: bool) -> FeatureGraph:
@@ -42,14 +47,7 @@ def build(root: Path, *, clustered: bool, n: int = 600, chunks: int = 6) -> Delt
     (added after the change) and 3 embeddings rows have no upstream row (removed)."""
     old = graph(refined=False)
     store = DeltaMetadataStore(root, project="s")
-    parts = [
-        list(range(c * n // chunks, (c + 1) * n // chunks)) if clustered else list(range(c, n, chunks))
-        for c in range(chunks)
-    ]
-    for part in parts:
-        store.write_metadata(RAW, numbered_raw_rows(part), graph=old)
-    for part in parts:
-        store.write_metadata(EMB, numbered_emb_rows([i for i in part if i % 50 != 3]), graph=old)
+    numbered_store(store, RAW, EMB, old, clustered=clustered, n=n, chunks=chunks)
     store.write_metadata(EMB, numbered_emb_rows([900, 901, 902], provenance=True), graph=old)
     return store
 
@@ -203,16 +201,7 @@ def test_the_log_proves_versions_only_from_exact_statistics_of_every_file(tmp_pa
 
 def raw_bumped() -> FeatureGraph:
     """The refined graph with a new code version of the raw feature's frames: a new raw feature version."""
-    g = FeatureGraph()
-    g.add(
-        FeatureSpec(
-            key=RAW,
-            id_columns=IDS,
-            fields=[FieldSpec(key="frames", code_version="2"), FieldSpec(key="audio")],
-        )
-    )
-    g.add(graph(refined=True).spec(EMB))
-    return g
+    return numbered_graph(RAW, EMB, refined=True, frames_version="2")
 
 
 def test_upstream_rows_all_at_the_version_read_are_not_filtered(
