@@ -32,7 +32,7 @@ import polars as pl
 from metaxy_core.errors import MetadataNotFoundError
 from metaxy_core.store import bulk
 from metaxy_core.store.buckets import DEFAULT_PARTITION_ROWS, Buckets, Partitioning, plan, sampled_ranges
-from metaxy_core.store.layout import Layout, feature_default_data_versions, feature_layout, newest_rows
+from metaxy_core.store.layout import Layout, feature_default_data_versions, newest_rows, table_layout
 from metaxy_core.store.order import derived
 from metaxy_core.store.provenance import (
     COMMIT_ORDER,
@@ -132,19 +132,17 @@ def carry_over(
     pinned = store.scan_feature_at(key)
     if pinned is None:
         return result
-    scan, read_version = pinned
-    commit_order = derived(read_version)  # after what was read, before anything committed since
+    scan, table = pinned  # layouts and facts below come from the version these rows are read at
+    commit_order = derived(table.version())  # after what was read, before anything committed since
     fence = current_fence()  # the lease of this step; the background writer's thread does not see it
     schema = scan.collect_schema()
-    old_where = feature_layout(store, key, ids, schema, old_version)
-    done_where = feature_layout(store, key, ids, schema, new_version)
-    if old_where is None or done_where is None:
-        return result
+    old_where = table_layout(table, ids, schema, old_version)
+    done_where = table_layout(table, ids, schema, new_version)
     keep = [c for c in schema if c not in (PROVENANCE_BY_FIELD, SNAPSHOT_VERSION, WRITE_ID, FEATURE_VERSION)]
     # When the Delta log proves every old row has its default data version (recorded by the writers), the
     # old provenance and data versions (two long hash strings per row) are not read at all: the carried rows'
     # data versions follow the new provenance.
-    proven = _lean_stamp_ok(schema, spec) and feature_default_data_versions(store, key, old_version)
+    proven = _lean_stamp_ok(schema, spec) and feature_default_data_versions(store, key, table, old_version)
     result.default_data_versions_proven = proven
     if proven:
         old_rows = scan.filter(pl.col(FEATURE_VERSION) == old_version).select(
@@ -170,18 +168,15 @@ def carry_over(
     for i, dep in enumerate(spec.deps):
         up_spec = new_graph.spec(dep.feature)
         up_version = new_graph.feature_version(up_spec.key)
-        up_scan = store.scan_feature(up_spec.key)
-        up_schema = None if up_scan is None else up_scan.collect_schema()
-        up_where = (
-            None
-            if up_scan is None or up_schema is None
-            else feature_layout(store, up_spec.key, ids, up_schema, up_version)
-        )
-        if up_scan is None or up_where is None:
+        up_pinned = store.scan_feature_at(up_spec.key)
+        if up_pinned is None:
             raise MetadataNotFoundError(
                 f"feature {key} depends on {dep.feature}, which has no metadata in {store.root_uri}; "
                 f"write {dep.feature} first"
             )
+        up_scan, up_table = up_pinned
+        up_schema = up_scan.collect_schema()
+        up_where = table_layout(up_table, ids, up_schema, up_version)
         ordering = [CREATED_AT, COMMIT_ORDER] if COMMIT_ORDER in up_schema else [CREATED_AT]
         inputs.append(
             (
@@ -427,9 +422,9 @@ def carry_plan(
     if pinned is None:
         return None
     ids = list(spec.id_columns)
-    schema = pinned[0].collect_schema()
-    old_where = feature_layout(store, spec.key, ids, schema, old_graph.feature_version(spec.key))
-    return None if old_where is None else plan(old_where, ids, partition_rows)
+    scan, table = pinned
+    old_where = table_layout(table, ids, scan.collect_schema(), old_graph.feature_version(spec.key))
+    return plan(old_where, ids, partition_rows)
 
 
 # ------------------------------------------------------------------------------ what is left behind

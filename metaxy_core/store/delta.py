@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -40,6 +40,9 @@ from metaxy_core.store.provenance import (
 )
 from metaxy_core.store.scope import FeatureWrite, WriteScope
 from metaxy_core.store.system import SYSTEM_DIR
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 
 class DeltaMetadataStore(MetadataStore):
@@ -145,10 +148,12 @@ class DeltaMetadataStore(MetadataStore):
         pinned = self.scan_feature_at(feature)
         return None if pinned is None else pinned[0]
 
-    def scan_feature_at(self, feature: FeatureRef) -> tuple[pl.LazyFrame, int] | None:
-        """:meth:`scan_feature` and the Delta version it is pinned to.
+    def scan_feature_at(self, feature: FeatureRef) -> tuple[pl.LazyFrame, DeltaTable] | None:
+        """:meth:`scan_feature` and the table it is pinned to (shared: only read it).
 
-        Rows derived from this read (reconciliation's carried rows) are ordered after that version and before
+        What the table's log proves (layouts, facts, see :mod:`metaxy_core.store.layout`) describes exactly
+        the rows read: a table opened again may be at a later version, whose files a writer added meanwhile.
+        Rows derived from this read (reconciliation's carried rows) are ordered after its version and before
         anything committed later (see :mod:`metaxy_core.store.order`).
         """
         key = resolve_key(feature)
@@ -161,7 +166,7 @@ class DeltaMetadataStore(MetadataStore):
         hidden = self.hidden_write_ids(key)
         if hidden:
             lf = lf.filter(~pl.col(WRITE_ID).is_in(hidden))
-        return lf, table.version()
+        return lf, table
 
     def scan_external_table(self, uri: str) -> pl.LazyFrame | None:
         """Any Delta table at ``uri``, one this store does not manage (a Metaxy 0.1.6 store's, another
@@ -197,13 +202,14 @@ class DeltaMetadataStore(MetadataStore):
         What ``resolve_update`` and the expected provenance compare against; None when the feature has no
         table. The selection is skipped when the Delta log (or one distinct count) proves one row per sample.
         """
-        lf = self.scan_feature(spec.key)
-        if lf is None:
+        pinned = self.scan_feature_at(spec.key)
+        if pinned is None:
             return None
+        lf, table = pinned
         version = None if any_version else graph.feature_version(spec.key)
         if version is not None:
             lf = lf.filter(pl.col(FEATURE_VERSION) == version)
-        if not self._may_repeat(spec, lf, version):  # one row per sample already: skip the group-by + join
+        if not self._may_repeat(spec, lf, table, version):  # one row per sample already: no group-by + join
             return lf
         return self.latest_per_sample(lf, list(spec.id_columns))
 
@@ -211,14 +217,16 @@ class DeltaMetadataStore(MetadataStore):
         self,
         spec: FeatureSpec,
         lf: pl.LazyFrame,
+        table: DeltaTable,
         feature_version: str | None,
         *,
         count_up_to: int | None = None,
     ) -> bool:
-        """Whether ``lf`` (rows of ``spec``'s table) may hold a sample twice (see ``layout.may_repeat``)."""
+        """Whether ``lf`` (rows of ``spec``'s ``table``, as pinned by :meth:`scan_feature_at`) may hold a
+        sample twice (see ``layout.may_repeat``)."""
         ids = list(spec.id_columns)
         uri = self.table_uri(spec.key)
-        where = layout.feature_layout(self, spec.key, ids, lf.collect_schema(), feature_version)
+        where = layout.table_layout(table, ids, lf.collect_schema(), feature_version)
         return layout.may_repeat(
             lf, ids, where, uri=uri, options=self.storage_options, count_up_to=count_up_to
         )
@@ -254,20 +262,21 @@ class DeltaMetadataStore(MetadataStore):
         graph = self._graph(graph)
         spec = graph.spec(feature)
         ids = list(spec.id_columns)
-        lf = self.scan_feature(spec.key)
-        if lf is None:
+        pinned = self.scan_feature_at(spec.key)
+        if pinned is None:
             if allow_missing:
                 return _empty_frame(spec)
             raise MetadataNotFoundError(
                 f"feature {spec.key} has no metadata in {self.root_uri} yet; write some with "
                 "store.write_metadata (or run the pipeline that computes it) before reading"
             )
+        lf, table = pinned
         if not include_history:
             version = feature_version or graph.feature_version(spec.key)
             lf = lf.filter(pl.col(FEATURE_VERSION) == version)
             # One row per sample already (proven by the Delta log's file statistics, or for modest tables by
             # one distinct count): skip the selection, a group-by and a join over every row.
-            if self._may_repeat(spec, lf, version, count_up_to=self.partition_rows):
+            if self._may_repeat(spec, lf, table, version, count_up_to=self.partition_rows):
                 lf = self.latest_per_sample(lf, ids)
         if filters is not None:
             for expr in filters if isinstance(filters, list) else [filters]:

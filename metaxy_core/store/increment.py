@@ -146,29 +146,11 @@ def expected_rows(
     return expected, given.select(ids)
 
 
-def _pinned(store: DeltaMetadataStore, key: FeatureKey) -> tuple[pl.LazyFrame, DeltaTable] | None:
-    """``key``'s stored rows and its table at the version they are read at (None without a table).
-
-    Why: the layouts and facts read from the table's log decide how rows are bucketed and whether samples
-    can repeat; read from a version older than the rows (a writer committed in between), they miss the new
-    files' rows, and a sample recomputed meanwhile would be compared twice (its old row as well).
-    """
-    pinned = store.scan_feature_at(key)
-    if pinned is None:
-        return None
-    uri, options = store.table_uri(key), store.storage_options
-    table = _io.open_table(uri, options)
-    if table is None or table.version() != pinned[1]:  # a commit since the scan: the scan's own version
-        table = _io.open_table(uri, options, version=pinned[1])
-    assert table is not None
-    return pinned[0], table
-
-
 def _log_proves(
     store: DeltaMetadataStore, key: FeatureKey, table: DeltaTable, check: Callable[[DeltaTable], bool]
 ) -> bool:
     """``check`` of ``table``'s Delta log (a fact of :mod:`~metaxy_core.store.layout`), with the store's
-    errors. The caller makes sure ``table`` is at the version its rows are read at (:func:`_pinned`)."""
+    errors. The caller makes sure ``table`` is the one its rows are read from (``scan_feature_at``)."""
     uri, options = store.table_uri(key), store.storage_options
     with _io.guard("read the log of", uri, options):
         return check(table)
@@ -258,7 +240,7 @@ def bucketed_increment(
     inputs: list[tuple[str, FeatureKey | None, pl.LazyFrame, Layout | None]] = []
     # what the row-group plan needs of each table input: (its table, its schema, the feature version read)
     tables: dict[str, tuple[DeltaTable, pl.Schema, str | None]] = {}
-    pinned = _pinned(store, spec.key)
+    pinned = store.scan_feature_at(spec.key)
     current = graph.feature_version(spec.key)
     stale = pinned is not None and _log_proves(store, spec.key, pinned[1], lambda t: no_rows_at(t, current))
     whole: set[str] = set()  # upstream inputs whose every row is at the version read: no version filter
@@ -270,7 +252,7 @@ def bucketed_increment(
         tables["stored"] = (table, schema, None)
     for i, dep in enumerate(spec.deps):
         up_spec = graph.spec(dep.feature)
-        up_pinned = _pinned(store, up_spec.key)
+        up_pinned = store.scan_feature_at(up_spec.key)
         if up_pinned is None:
             return None  # the regular path raises the helpful "write the upstream first" error
         (up_scan, up_table), version = up_pinned, graph.feature_version(up_spec.key)

@@ -355,27 +355,14 @@ def commit_info(uri: str, options: Mapping[str, str], version: int) -> dict[str,
 
 
 def feature_default_data_versions(
-    store: DeltaMetadataStore, feature: FeatureKey, feature_version: str
+    store: DeltaMetadataStore, feature: FeatureKey, table: DeltaTable, feature_version: str
 ) -> bool:
-    """:func:`default_data_versions` for ``feature``'s table in ``store`` (False without a table)."""
+    """:func:`default_data_versions` for ``feature``'s ``table`` in ``store`` (the one its rows are read from,
+    see :meth:`~metaxy_core.store.delta.DeltaMetadataStore.scan_feature_at`), commits read with the store's
+    I/O."""
     uri, options = store.table_uri(feature), store.storage_options
-    table = _io.open_table(uri, options)
-    if table is None:
-        return False
     with _io.guard("read the log of", uri, options):
         return default_data_versions(table, feature_version, lambda v: commit_info(uri, options, v))
-
-
-def feature_layout(
-    store: DeltaMetadataStore,
-    feature: FeatureKey,
-    ids: Sequence[str],
-    schema: Mapping[str, pl.DataType],
-    feature_version: str | None,
-) -> Layout | None:
-    """:func:`table_layout` of ``feature``'s table in ``store`` (its latest version); None without a table."""
-    table = _io.open_table(store.table_uri(feature), store.storage_options)
-    return None if table is None else table_layout(table, ids, schema, feature_version)
 
 
 def may_repeat(
